@@ -1,0 +1,193 @@
+"""API keys: random, shown once, stored as a SHA-256 hash, with roles per namespace.
+
+A key reads ``my_<id>_<secret>``. The id is public (it names the key in lists and audit records);
+the secret's hash is all the database keeps. Secrets are 256 random bits, so a plain hash is enough
+(slow password hashes are for guessable secrets).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from modelyard.events.log import EventLog
+from modelyard.store.schema import ApiKeyRow, KeyRoleRow, NamespaceRow
+from modelyard.types import Record, Role, check_name
+
+PREFIX = "my"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's id and what it may do where."""
+
+    key_id: str
+    name: str
+    admin: bool = False
+    roles: dict[str, Role] = field(default_factory=dict)
+
+    def can(self, namespace: str, needed: Role) -> bool:
+        if self.admin:
+            return True
+        role = self.roles.get(namespace)
+        return role is not None and role.allows(needed)
+
+    def require(self, namespace: str, needed: Role) -> None:
+        """Raise 403 unless allowed. The message is the same whether or not the namespace exists,
+        so a key learns nothing about namespaces it has no role in."""
+        if not self.can(namespace, needed):
+            raise Forbidden(
+                f"key {self.key_id} has no {needed.value} role in namespace {namespace!r}: "
+                "ask an admin of that namespace for one"
+            )
+
+    def visible_namespaces(self) -> list[str] | None:
+        """Namespaces this key may read; None means all (admin)."""
+        if self.admin:
+            return None
+        return [ns for ns, role in self.roles.items() if role.allows(Role.VIEWER)]
+
+
+class KeyInfo(Record):
+    id: str
+    name: str
+    admin: bool
+    roles: dict[str, Role]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class KeyStore:
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
+        self.db = events.db
+
+    def create(
+        self,
+        name: str,
+        roles: dict[str, Role] | None = None,
+        *,
+        admin: bool = False,
+        by: Principal | None = None,
+    ) -> tuple[KeyInfo, str]:
+        """Create a key; returns it and the token, which is shown only this once.
+
+        A namespace admin may create keys for the namespaces it administers; only a global admin
+        may create global admin keys.
+        """
+        check_name(name, "key name")
+        roles = dict(roles or {})
+        if by is not None:
+            if admin and not by.admin:
+                raise Forbidden("only a global admin key can create another global admin key")
+            for namespace in roles:
+                by.require(namespace, Role.ADMIN)
+        if not admin and not roles:
+            raise InvalidInput("give the key a role in at least one namespace, or make it admin")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        now = self.events.clock()
+        with self.db.write() as session:
+            ids = self._namespace_ids(session, list(roles))
+            session.add(ApiKeyRow(id=key_id, name=name, secret_hash=_hash(secret), is_admin=admin,
+                                  created_by=by.key_id if by else None, created_at=now))
+            session.flush()
+            for namespace, role in roles.items():
+                session.add(KeyRoleRow(key_id=key_id, namespace_id=ids[namespace], role=role.value))
+            self.events.append(session, "key.created", f"keys/{key_id}",
+                               {"name": name, "admin": admin,
+                                "roles": {ns: r.value for ns, r in roles.items()}},
+                               actor=by.key_id if by else None)
+        info = KeyInfo(id=key_id, name=name, admin=admin, roles=roles, created_at=now,
+                       revoked_at=None)
+        return info, f"{PREFIX}_{key_id}_{secret}"
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthenticated(
+                "no API key: send 'Authorization: Bearer <key>' (the CLI reads MODELYARD_API_KEY)"
+            )
+        prefix, _, rest = token.partition("_")
+        key_id, _, secret = rest.partition("_")
+        if prefix != PREFIX or not key_id or not secret:
+            raise Unauthenticated("malformed API key: keys look like my_<id>_<secret>")
+        with self.db.read() as session:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
+                raise Unauthenticated("unknown API key: check it, or ask an admin for a new one")
+            if row.revoked_at is not None:
+                raise Unauthenticated(f"API key {key_id} was revoked: ask an admin for a new one")
+            roles = {
+                ns: Role(role)
+                for ns, role in session.execute(
+                    sa.select(NamespaceRow.name, KeyRoleRow.role)
+                    .join(NamespaceRow, NamespaceRow.id == KeyRoleRow.namespace_id)
+                    .where(KeyRoleRow.key_id == key_id)
+                )
+            }
+            return Principal(row.id, row.name, row.is_admin, roles)
+
+    def list(self, by: Principal) -> list[KeyInfo]:
+        """Admins see every key; others see keys holding roles only in namespaces they admin."""
+        with self.db.read() as session:
+            rows = session.scalars(sa.select(ApiKeyRow).order_by(ApiKeyRow.created_at)).all()
+            infos = [self._info(session, row) for row in rows]
+        if by.admin:
+            return infos
+        return [
+            k for k in infos
+            if not k.admin and k.roles and all(by.can(ns, Role.ADMIN) for ns in k.roles)
+        ]
+
+    def revoke(self, key_id: str, by: Principal) -> KeyInfo:
+        with self.db.write() as session:
+            row = session.get(ApiKeyRow, key_id)
+            info = self._info(session, row) if row else None
+            allowed = info is not None and (
+                by.admin or (not info.admin and info.roles
+                             and all(by.can(ns, Role.ADMIN) for ns in info.roles))
+            )
+            if row is None or info is None or not allowed:
+                raise NotFound(f"key {key_id!r} does not exist or is not yours to revoke")
+            if row.revoked_at is not None:
+                raise Conflict(f"key {key_id} is already revoked")
+            row.revoked_at = self.events.clock()
+            self.events.append(session, "key.revoked", f"keys/{key_id}", actor=by.key_id)
+            return self._info(session, row)
+
+    def count(self) -> int:
+        with self.db.read() as session:
+            return int(session.scalar(sa.select(sa.func.count()).select_from(ApiKeyRow)) or 0)
+
+    @staticmethod
+    def _namespace_ids(session: sa.orm.Session, names: list[str]) -> dict[str, int]:
+        found = dict(session.execute(
+            sa.select(NamespaceRow.name, NamespaceRow.id).where(NamespaceRow.name.in_(names))
+        ).tuples().all())
+        missing = sorted(set(names) - set(found))
+        if missing:
+            raise NotFound(f"namespace {missing[0]!r} does not exist: create it first")
+        return found
+
+    @staticmethod
+    def _info(session: sa.orm.Session, row: ApiKeyRow) -> KeyInfo:
+        roles = {
+            ns: Role(role)
+            for ns, role in session.execute(
+                sa.select(NamespaceRow.name, KeyRoleRow.role)
+                .join(NamespaceRow, NamespaceRow.id == KeyRoleRow.namespace_id)
+                .where(KeyRoleRow.key_id == row.id)
+            )
+        }
+        return KeyInfo(id=row.id, name=row.name, admin=row.is_admin, roles=roles,
+                       created_at=row.created_at, revoked_at=row.revoked_at)

@@ -1,0 +1,298 @@
+"""The Python SDK: ``modelyard.Client`` talks to the control plane over HTTP.
+
+It finds the server from ``MODELYARD_URL`` and the key from ``MODELYARD_API_KEY`` or the
+``admin.key`` file a local server wrote, exactly like the CLI. Large files move straight between
+the client and the blob store at the locations the API hands out; the API verifies them at commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import httpx
+
+from modelyard.auth.keys import KeyInfo
+from modelyard.errors import InvalidInput, ServerUnreachable, error_from_body
+from modelyard.events.log import Event
+from modelyard.events.webhooks import Webhook
+from modelyard.registry import pull as pulling
+from modelyard.registry.records import AliasChange, ArtifactInfo, NamespaceInfo, VersionInfo
+from modelyard.registry.versions import VersionSpec
+from modelyard.settings import Settings, load_settings
+from modelyard.types import ArtifactKind, FileEntry, ModelRef, Role, check_name
+
+CHUNK = 4 * 1024 * 1024
+Progress = Callable[[str, int], None]
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def scan_files(source: Path) -> list[tuple[Path, FileEntry]]:
+    """The files of a version: ``source`` itself, or every file below the folder ``source``."""
+    if source.is_file():
+        return [(source, FileEntry(source.name, *hash_file(source)))]
+    if not source.is_dir():
+        raise InvalidInput(f"{source} does not exist: give a file or a folder to push")
+    found = sorted(p for p in source.rglob("*") if p.is_file())
+    if not found:
+        raise InvalidInput(f"{source} holds no files")
+    return [(p, FileEntry(p.relative_to(source).as_posix(), *hash_file(p))) for p in found]
+
+
+def _read_file(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+
+class Client:
+    def __init__(self, url: str | None = None, api_key: str | None = None, *,
+                 settings: Settings | None = None, timeout: float = 60.0,
+                 cache_dir: Path | None = None) -> None:
+        settings = settings or load_settings().settings
+        self.url = (url or settings.url).rstrip("/")
+        self.api_key = api_key or settings.resolved_api_key()
+        self.cache_dir = cache_dir or settings.cache_dir or settings.home / "cache"
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self.http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
+        self._plain = httpx.Client(timeout=timeout)
+        self._local = urlsplit(self.url).hostname in _LOOPBACK
+
+    # plumbing ------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(
+                f"cannot reach the control plane at {self.url} ({exc}): start it with "
+                "'modelyard up' or set MODELYARD_URL") from exc
+        if not response.is_success:
+            try:
+                body = response.json()
+            except json.JSONDecodeError:
+                body = None
+            raise error_from_body(response.status_code, body)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def close(self) -> None:
+        self.http.close()
+        self._plain.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @staticmethod
+    def _base(kind: ArtifactKind, namespace: str, name: str) -> str:
+        return f"/namespaces/{check_name(namespace, 'namespace')}/{kind}s/{check_name(name)}"
+
+    # meta, namespaces, keys ---------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/health")
+        return result
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/whoami")
+        return result
+
+    def create_namespace(self, name: str, description: str = "") -> NamespaceInfo:
+        return NamespaceInfo.model_validate(self.request(
+            "POST", "/namespaces", json={"name": name, "description": description}))
+
+    def list_namespaces(self) -> list[NamespaceInfo]:
+        return [NamespaceInfo.model_validate(n) for n in self.request("GET", "/namespaces")]
+
+    def create_key(self, name: str, roles: dict[str, Role | str] | None = None, *,
+                   admin: bool = False) -> tuple[KeyInfo, str]:
+        body = self.request("POST", "/keys", json={
+            "name": name, "roles": {k: str(v) for k, v in (roles or {}).items()}, "admin": admin})
+        return KeyInfo.model_validate(body["key"]), str(body["token"])
+
+    def list_keys(self) -> list[KeyInfo]:
+        return [KeyInfo.model_validate(k) for k in self.request("GET", "/keys")]
+
+    def revoke_key(self, key_id: str) -> KeyInfo:
+        return KeyInfo.model_validate(self.request("DELETE", f"/keys/{key_id}"))
+
+    # models and datasets ----------------------------------------------------------------------
+    def push(self, ref: str | ModelRef, source: str | Path, spec: VersionSpec | None = None, *,
+             kind: ArtifactKind = "model", alias: str | None = None,
+             progress: Progress | None = None) -> VersionInfo:
+        """Publish a file or a folder as the next version of ``namespace/name``."""
+        target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        files = scan_files(Path(source))
+        base = self._base(kind, target.namespace, target.name)
+        draft = VersionInfo.model_validate(self.request(
+            "POST", f"{base}/versions", json=(spec or VersionSpec()).model_dump(mode="json")))
+        entries = [entry for _, entry in files]
+        plan = self.request("POST", f"{base}/drafts/{draft.id}/uploads",
+                            json={"files": [vars(e) for e in entries]})
+        local = {entry.path: path for path, entry in files}
+        for item in plan:
+            if item["present"]:
+                if progress:
+                    progress(item["path"], os.path.getsize(local[item["path"]]))
+                continue
+            self._upload(local[item["path"]], item, progress)
+        version = VersionInfo.model_validate(self.request(
+            "POST", f"{base}/drafts/{draft.id}/commit", json={"files": [vars(e) for e in entries]}))
+        if alias is not None:
+            self.set_alias(version.ref, alias, kind=kind)
+            version = self.get_version(version.ref, kind=kind)
+        return version
+
+    def _upload(self, path: Path, item: dict[str, Any], progress: Progress | None) -> None:
+        url, method = item.get("url"), item.get("method")
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in _read_file(path):
+                if progress:
+                    progress(item["path"], len(chunk))
+                yield chunk
+
+        if url and method == "WRITE" and self._local:
+            dest = Path(url2pathname(urlsplit(url).path))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            temp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+            with open(temp, "wb") as out:
+                for chunk in chunks():
+                    out.write(chunk)
+            os.replace(temp, dest)
+        elif url and method == "PUT":
+            response = self._plain.put(url, content=chunks(), headers={
+                **item.get("headers", {}), "Content-Length": str(path.stat().st_size)})
+            if not response.is_success:
+                raise ServerUnreachable(
+                    f"blob store refused the upload of {item['path']}: {response.status_code}")
+        else:
+            self.request("PUT", item["api_url"].split("/api/v1", 1)[1], content=chunks())
+
+    def get_version(self, ref: str | ModelRef, *, kind: ArtifactKind = "model") -> VersionInfo:
+        target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        base = self._base(kind, target.namespace, target.name)
+        return VersionInfo.model_validate(self.request("GET", f"{base}/versions/{target.ref}"))
+
+    def list_versions(self, ref: str, *, kind: ArtifactKind = "model") -> list[VersionInfo]:
+        target = ModelRef.parse(ref)
+        base = self._base(kind, target.namespace, target.name)
+        return [VersionInfo.model_validate(v) for v in self.request("GET", f"{base}/versions")]
+
+    def list(self, namespace: str, *, kind: ArtifactKind = "model") -> list[ArtifactInfo]:
+        return [ArtifactInfo.model_validate(a) for a in self.request(
+            "GET", f"/namespaces/{check_name(namespace, 'namespace')}/{kind}s")]
+
+    def set_alias(self, ref: str | ModelRef, alias: str, *,
+                  kind: ArtifactKind = "model") -> AliasChange:
+        """Point ``alias`` at the version ``ref`` names (``ns/name@3`` or ``ns/name@other``)."""
+        target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        number = target.version or self.get_version(target, kind=kind).number
+        base = self._base(kind, target.namespace, target.name)
+        return AliasChange.model_validate(self.request(
+            "PUT", f"{base}/aliases/{alias}", json={"version": number}))
+
+    def delete_alias(self, ref: str, alias: str, *, kind: ArtifactKind = "model") -> AliasChange:
+        target = ModelRef.parse(ref)
+        base = self._base(kind, target.namespace, target.name)
+        return AliasChange.model_validate(self.request("DELETE", f"{base}/aliases/{alias}"))
+
+    def alias_history(self, ref: str, alias: str | None = None, *,
+                      kind: ArtifactKind = "model") -> list[AliasChange]:
+        target = ModelRef.parse(ref)
+        base = self._base(kind, target.namespace, target.name)
+        params = {"alias": alias} if alias else {}
+        return [AliasChange.model_validate(a)
+                for a in self.request("GET", f"{base}/aliases", params=params)]
+
+    def pull(self, ref: str | ModelRef, *, kind: ArtifactKind = "model",
+             progress: Progress | None = None) -> Path:
+        """Download a version into the local cache (verified, atomic) and return its folder."""
+        target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        base = self._base(kind, target.namespace, target.name)
+        plan = self.request("GET", f"{base}/versions/{target.ref}/downloads")
+        version = VersionInfo.model_validate(plan["version"])
+        folder = pulling.cache_path(self.cache_dir, version)
+        if pulling.is_cached(folder):
+            return folder
+        transfers = {item["path"]: item for item in plan["files"]}
+        return pulling.pull(version, lambda e: self._fetch(transfers[e.path]), self.cache_dir,
+                            progress)
+
+    def _fetch(self, item: dict[str, Any]) -> Iterator[bytes]:
+        url, method = item.get("url"), item.get("method")
+        if url and method == "READ" and self._local:
+            yield from _read_file(Path(url2pathname(urlsplit(url).path)))
+            return
+        if url and method == "GET":
+            client, path = self._plain, url
+        else:
+            client, path = self.http, item["api_url"].split("/api/v1", 1)[1]
+        try:
+            with client.stream("GET", path) as response:
+                if not response.is_success:
+                    response.read()
+                    raise error_from_body(response.status_code, response.json()
+                                          if "json" in response.headers.get("content-type", "")
+                                          else None)
+                yield from response.iter_bytes(CHUNK)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"download of {item['path']} failed: {exc}") from exc
+
+    # events and webhooks ------------------------------------------------------------------------
+    def events(self, *, after: int | None = None, types: list[str] | None = None,
+               follow: bool = True) -> Iterator[Event]:
+        """Server-sent events, in order; with ``follow`` it waits for new ones forever."""
+        params: dict[str, Any] = {"follow": follow}
+        if after is not None:
+            params["after"] = after
+        if types:
+            params["type"] = types
+        try:
+            with self.http.stream("GET", "/events", params=params,
+                                  timeout=httpx.Timeout(None, connect=10)) as response:
+                if not response.is_success:
+                    response.read()
+                    raise error_from_body(response.status_code, response.json())
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield Event.model_validate_json("\n".join(data))
+                        data = []
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"event stream from {self.url} broke: {exc}") from exc
+
+    def create_webhook(self, namespace: str, url: str,
+                       events: list[str] | None = None) -> tuple[Webhook, str]:
+        body = self.request("POST", f"/namespaces/{namespace}/webhooks",
+                            json={"url": url, "events": events or ["*"]})
+        return Webhook.model_validate(body["webhook"]), str(body["secret"])
+
+    def list_webhooks(self, namespace: str) -> list[Webhook]:
+        return [Webhook.model_validate(w)
+                for w in self.request("GET", f"/namespaces/{namespace}/webhooks")]
+
+    def delete_webhook(self, namespace: str, webhook_id: str) -> None:
+        self.request("DELETE", f"/namespaces/{namespace}/webhooks/{webhook_id}")

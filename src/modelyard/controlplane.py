@@ -1,0 +1,105 @@
+"""The control plane: builds every service from the settings and runs the API and controllers.
+
+It is the single writer of metadata. Controllers (webhook delivery, garbage collection) run as
+threads beside the API and stop with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.auth.keys import KeyStore
+from modelyard.events.log import Clock, EventLog, utcnow
+from modelyard.events.webhooks import Backoff, Webhooks
+from modelyard.registry.aliases import Aliases
+from modelyard.registry.gc import collect_garbage
+from modelyard.registry.namespaces import Namespaces
+from modelyard.registry.versions import Versions
+from modelyard.settings import Settings
+from modelyard.store.blobs import BlobStore, open_blob_store
+from modelyard.store.db import Database
+
+log = logging.getLogger(__name__)
+GC_INTERVAL_SECONDS = 600.0
+
+
+@dataclass
+class ControlPlane:
+    """Every service of the control plane, wired together; tests build one on a tmp folder."""
+
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    events: EventLog
+    namespaces: Namespaces
+    versions: Versions
+    aliases: Aliases
+    keys: KeyStore
+    webhooks: Webhooks
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _gc: threading.Thread | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock = utcnow,
+              backoff: Backoff | None = None) -> ControlPlane:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.database_url)
+        db.migrate()
+        blobs = open_blob_store(settings.blob_url, settings.blob_options)
+        events = EventLog(db, clock)
+        return cls(
+            settings=settings, db=db, blobs=blobs, events=events,
+            namespaces=Namespaces(events), versions=Versions(events, blobs),
+            aliases=Aliases(events), keys=KeyStore(events),
+            webhooks=Webhooks(events, backoff),
+        )
+
+    def ensure_admin_key(self) -> str | None:
+        """On first start create an admin key and write it to ``admin.key`` (mode 0600).
+
+        Returns the path's content when it was created now, None when keys existed already.
+        """
+        if self.keys.count():
+            return None
+        _, token = self.keys.create("admin", admin=True)
+        path = self.settings.admin_key_path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        os.chmod(path, 0o600)
+        return token
+
+    def start_controllers(self) -> None:
+        self._stop.clear()
+        self.webhooks.start()
+        self._gc = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
+        self._gc.start()
+
+    def stop_controllers(self) -> None:
+        self._stop.set()
+        self.webhooks.stop()
+        if self._gc is not None:
+            self._gc.join(5.0)
+
+    def collect_garbage(self) -> dict[str, Any]:
+        ttl = dt.timedelta(hours=self.settings.draft_ttl_hours)
+        return vars(collect_garbage(self.events, self.blobs, ttl))
+
+    def _gc_loop(self) -> None:
+        while True:
+            try:
+                self.collect_garbage()
+            except Exception:
+                log.exception("garbage collection failed; it runs again later")
+            if self._stop.wait(GC_INTERVAL_SECONDS):
+                return
+
+    def close(self) -> None:
+        self.stop_controllers()
+        self.webhooks.client.close()
+        self.db.dispose()

@@ -1,0 +1,120 @@
+"""One exception tree for the whole platform.
+
+Every error carries the HTTP status the API answers with, the exit code the CLI exits with and a
+stable machine-readable ``code``. The API's edge handler and the CLI's top level are the only places
+that turn them into responses; everything else raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ModelyardError(Exception):
+    """Root of every error modelyard raises on purpose."""
+
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(ModelyardError):
+    http_status = 422
+    exit_code = 2
+    code = "invalid_input"
+
+
+class NotFound(ModelyardError):
+    http_status = 404
+    exit_code = 3
+    code = "not_found"
+
+
+class Conflict(ModelyardError):
+    http_status = 409
+    exit_code = 4
+    code = "conflict"
+
+
+class Unauthenticated(ModelyardError):
+    http_status = 401
+    exit_code = 5
+    code = "unauthenticated"
+
+
+class Forbidden(ModelyardError):
+    http_status = 403
+    exit_code = 5
+    code = "forbidden"
+
+
+class PayloadTooLarge(ModelyardError):
+    http_status = 413
+    exit_code = 2
+    code = "payload_too_large"
+
+
+class IntegrityError(ModelyardError):
+    """Bytes do not match the digest or size they were declared with."""
+
+    http_status = 422
+    exit_code = 6
+    code = "integrity"
+
+
+class ConfigError(ModelyardError):
+    exit_code = 2
+    code = "config"
+
+
+class StoreError(ModelyardError):
+    """A backend (database, blob store) failed; the message says which and why."""
+
+    http_status = 503
+    exit_code = 7
+    code = "store_unavailable"
+
+
+class ServerUnreachable(ModelyardError):
+    http_status = 503
+    exit_code = 7
+    code = "unreachable"
+
+
+_BY_CODE: dict[str, type[ModelyardError]] = {
+    cls.code: cls
+    for cls in (
+        ModelyardError,
+        InvalidInput,
+        NotFound,
+        Conflict,
+        Unauthenticated,
+        Forbidden,
+        PayloadTooLarge,
+        IntegrityError,
+        ConfigError,
+        StoreError,
+        ServerUnreachable,
+    )
+}
+
+
+def error_from_body(status: int, body: Any) -> ModelyardError:
+    """Rebuild the error an API response carries, so SDK users catch the same classes."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return ModelyardError(f"server answered {status} without an error body")
+    cls = _BY_CODE.get(str(error.get("code")), ModelyardError)
+    details = error.get("details") or {}
+    return cls(str(error.get("message", "")), **(details if isinstance(details, dict) else {}))

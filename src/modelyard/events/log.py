@@ -1,0 +1,150 @@
+"""Append-only event log with push notification.
+
+An event is inserted in the same transaction as the change it describes (so it exists exactly when
+the change does), and subscribers are told once that transaction committed: no polling loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from modelyard.store.db import Database, after_commit
+from modelyard.store.schema import EventRow
+from modelyard.types import Record
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Event(Record):
+    id: int
+    type: str
+    namespace: str | None
+    subject: str
+    data: dict[str, Any]
+    actor: str | None
+    created_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: EventRow) -> Event:
+        return cls(id=row.id, type=row.type, namespace=row.namespace, subject=row.subject,
+                   data=dict(row.data), actor=row.actor, created_at=row.created_at)
+
+
+def matches(event_type: str, patterns: Sequence[str]) -> bool:
+    """``model.version.committed`` matches ``*``, ``model.*`` and itself."""
+    for pattern in patterns:
+        if pattern in ("*", event_type):
+            return True
+        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+class EventLog:
+    def __init__(self, db: Database, clock: Clock = utcnow) -> None:
+        self.db = db
+        self.clock = clock
+        self._changed = threading.Condition()
+        self._last_id = 0
+        self._subscribers: list[Callable[[int], None]] = []
+
+    def append(
+        self,
+        session: Session,
+        type: str,
+        subject: str,
+        data: dict[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+    ) -> EventRow:
+        """Add an event to the caller's write transaction; subscribers hear of it after commit."""
+        row = EventRow(type=type, namespace=namespace, subject=subject, data=data or {},
+                       actor=actor, created_at=self.clock())
+        session.add(row)
+        session.flush()
+        event_id = row.id
+        after_commit(session, lambda: self._notify(event_id))
+        return row
+
+    def read(self, after: int = 0, limit: int = 100) -> list[Event]:
+        """Events with id > ``after`` in id order."""
+        return self.scan(after, limit)[0]
+
+    def scan(
+        self,
+        after: int,
+        limit: int,
+        types: Sequence[str] = (),
+        namespaces: Sequence[str] | None = None,
+    ) -> tuple[list[Event], int, bool]:
+        """Read up to ``limit`` events after ``after`` and keep those matching the filters.
+
+        Returns the kept events, the last id scanned (the next cursor) and whether more may follow.
+        ``namespaces=None`` means all; otherwise events without a namespace are left out too.
+        """
+        query = sa.select(EventRow).where(EventRow.id > after).order_by(EventRow.id).limit(limit)
+        with self.db.read() as session:
+            events = [Event.from_row(r) for r in session.scalars(query)]
+        cursor = events[-1].id if events else after
+        kept = [
+            e for e in events
+            if (not types or matches(e.type, types))
+            and (namespaces is None or e.namespace in namespaces)
+        ]
+        return kept, cursor, len(events) == limit
+
+    def last_id(self) -> int:
+        with self.db.read() as session:
+            return int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(EventRow.id), 0))))
+
+    # push ---------------------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(event_id)`` after each committed append; returns an unsubscribe."""
+        with self._changed:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._changed:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def wait(
+        self, after: int, timeout: float | None = None, until: Callable[[], bool] | None = None
+    ) -> bool:
+        """Block until an event newer than ``after`` was committed in this process, or ``until()``
+        turns true (checked whenever the log is poked)."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._last_id > after or (until is not None and until()), timeout
+            )
+
+    def _notify(self, event_id: int) -> None:
+        with self._changed:
+            self._last_id = max(self._last_id, event_id)
+            self._changed.notify_all()
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event_id)
+            except Exception:
+                log.exception("event subscriber failed; the event stays in the log")
+
+    def poke(self) -> None:
+        """Wake waiters (used at shutdown so that consumer threads notice the stop flag)."""
+        with self._changed:
+            self._changed.notify_all()

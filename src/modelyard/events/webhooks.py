@@ -1,0 +1,236 @@
+"""Webhooks: events fanned out into a delivery outbox, drained by a worker with backoff.
+
+The writer only appends to the event log. A durable consumer turns each event into one delivery
+row per matching webhook (idempotent thanks to a unique key), and a worker thread posts due
+deliveries, HMAC-SHA256 signed like GitHub's ``X-Hub-Signature-256``, retrying failures with
+exponential backoff. A slow or dead endpoint delays only its own deliveries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from modelyard.errors import InvalidInput, NotFound
+from modelyard.events.consumers import DurableConsumer
+from modelyard.events.log import Event, EventLog, matches
+from modelyard.store.schema import DeliveryRow, EventRow, NamespaceRow, WebhookRow
+from modelyard.types import Record
+
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-Modelyard-Signature-256"
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, header: str) -> bool:
+    """What a receiver runs: constant-time comparison of the signature header."""
+    return hmac.compare_digest(sign(secret, body), header)
+
+
+class Webhook(Record):
+    id: str
+    namespace: str
+    url: str
+    events: list[str]
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base_seconds: float = 1.0
+    max_seconds: float = 300.0
+    max_attempts: int = 10
+
+    def delay(self, attempts: int) -> float:
+        return float(min(self.base_seconds * 2 ** (attempts - 1), self.max_seconds))
+
+
+class Webhooks:
+    """Registration, fan-out and delivery of webhooks."""
+
+    def __init__(self, events: EventLog, backoff: Backoff | None = None,
+                 client: httpx.Client | None = None) -> None:
+        self.events = events
+        self.db = events.db
+        self.backoff = backoff or Backoff()
+        self.client = client or httpx.Client(timeout=10.0)
+        self.fanout = DurableConsumer("webhooks.fanout", events, self._fan_out)
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._dirty = False
+        self._worker: threading.Thread | None = None
+
+    # registration -------------------------------------------------------------------------
+    def create(self, namespace: str, url: str, event_types: list[str],
+               actor: str | None = None) -> tuple[Webhook, str]:
+        """Register a webhook; returns it with its signing secret, shown only this once."""
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise InvalidInput(f"webhook url {url!r}: give an absolute http(s) URL")
+        if not event_types:
+            raise InvalidInput("give at least one event type pattern, e.g. 'model.*' or '*'")
+        secret = secrets.token_urlsafe(32)
+        with self.db.write() as session:
+            ns = session.scalar(sa.select(NamespaceRow).where(NamespaceRow.name == namespace))
+            if ns is None:
+                raise NotFound(f"namespace {namespace!r} does not exist")
+            row = WebhookRow(id=uuid.uuid4().hex[:16], namespace_id=ns.id, url=url, secret=secret,
+                             event_types=list(event_types), created_at=self.events.clock())
+            session.add(row)
+            self.events.append(session, "webhook.created", f"{namespace}/webhooks/{row.id}",
+                               {"url": url, "events": event_types}, namespace=namespace,
+                               actor=actor)
+        return Webhook(id=row.id, namespace=namespace, url=url, events=list(event_types),
+                       created_at=row.created_at), secret
+
+    def list(self, namespace: str) -> list[Webhook]:
+        with self.db.read() as session:
+            rows = session.execute(
+                sa.select(WebhookRow, NamespaceRow.name)
+                .join(NamespaceRow, NamespaceRow.id == WebhookRow.namespace_id)
+                .where(NamespaceRow.name == namespace, WebhookRow.deleted_at.is_(None))
+                .order_by(WebhookRow.created_at)
+            ).all()
+            return [Webhook(id=r.id, namespace=ns, url=r.url, events=list(r.event_types),
+                            created_at=r.created_at) for r, ns in rows]
+
+    def delete(self, namespace: str, webhook_id: str, actor: str | None = None) -> None:
+        with self.db.write() as session:
+            row = session.execute(
+                sa.select(WebhookRow)
+                .join(NamespaceRow, NamespaceRow.id == WebhookRow.namespace_id)
+                .where(NamespaceRow.name == namespace, WebhookRow.id == webhook_id,
+                       WebhookRow.deleted_at.is_(None))
+            ).scalar_one_or_none()
+            if row is None:
+                raise NotFound(f"webhook {webhook_id!r} does not exist in {namespace!r}")
+            row.deleted_at = self.events.clock()
+            self.events.append(session, "webhook.deleted", f"{namespace}/webhooks/{row.id}",
+                               namespace=namespace, actor=actor)
+
+    def deliveries(self, webhook_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            rows = session.scalars(sa.select(DeliveryRow).where(
+                DeliveryRow.webhook_id == webhook_id).order_by(DeliveryRow.id)).all()
+            return [{"event_id": r.event_id, "state": r.state, "attempts": r.attempts,
+                     "last_status": r.last_status, "last_error": r.last_error} for r in rows]
+
+    # fan-out --------------------------------------------------------------------------------
+    def _fan_out(self, event: Event) -> None:
+        if event.namespace is None:
+            return
+        with self.db.write() as session:
+            hooks = session.execute(
+                sa.select(WebhookRow)
+                .join(NamespaceRow, NamespaceRow.id == WebhookRow.namespace_id)
+                .where(NamespaceRow.name == event.namespace, WebhookRow.deleted_at.is_(None))
+            ).scalars().all()
+            existing = set(session.scalars(
+                sa.select(DeliveryRow.webhook_id).where(DeliveryRow.event_id == event.id)))
+            added = False
+            for hook in hooks:
+                if hook.id in existing or not matches(event.type, hook.event_types):
+                    continue
+                session.add(DeliveryRow(webhook_id=hook.id, event_id=event.id, state="pending",
+                                        attempts=0, next_attempt_at=self.events.clock()))
+                added = True
+            self.fanout.advance(session, event.id)
+        if added:
+            with self._wake:
+                self._dirty = True
+                self._wake.notify_all()
+
+    # delivery -------------------------------------------------------------------------------
+    def deliver_due(self) -> float | None:
+        """Attempt every due delivery once; returns seconds until the next one is due."""
+        now = self.events.clock()
+        with self.db.read() as session:
+            due = session.execute(
+                sa.select(DeliveryRow, WebhookRow, EventRow)
+                .join(WebhookRow, WebhookRow.id == DeliveryRow.webhook_id)
+                .join(EventRow, EventRow.id == DeliveryRow.event_id)
+                .where(DeliveryRow.state == "pending", DeliveryRow.next_attempt_at <= now)
+                .order_by(DeliveryRow.id).limit(100)
+            ).all()
+        for delivery, hook, event_row in due:
+            if self._stop.is_set():
+                break
+            self._attempt(delivery.id, hook, Event.from_row(event_row))
+        with self.db.read() as session:
+            next_due = session.scalar(sa.select(sa.func.min(DeliveryRow.next_attempt_at)).where(
+                DeliveryRow.state == "pending"))
+        if next_due is None:
+            return None
+        return max(0.0, (next_due - self.events.clock()).total_seconds())
+
+    def _attempt(self, delivery_id: int, hook: WebhookRow, event: Event) -> None:
+        body = json.dumps(event.to_dict(), separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "modelyard-webhooks",
+            "X-Modelyard-Event": event.type,
+            "X-Modelyard-Delivery": str(delivery_id),
+            SIGNATURE_HEADER: sign(hook.secret, body),
+        }
+        status: int | None = None
+        error: str | None = None
+        try:
+            response = self.client.post(hook.url, content=body, headers=headers)
+            status = response.status_code
+            if not response.is_success:
+                error = f"endpoint answered {status}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        with self.db.write() as session:
+            row = session.get(DeliveryRow, delivery_id)
+            if row is None or row.state != "pending":
+                return
+            row.attempts += 1
+            row.last_status, row.last_error = status, error
+            now = self.events.clock()
+            if error is None:
+                row.state, row.delivered_at = "delivered", now
+            elif row.attempts >= self.backoff.max_attempts:
+                row.state = "failed"
+                log.warning("webhook %s gave up on event %s: %s", hook.id, event.id, error)
+            else:
+                row.next_attempt_at = now + dt.timedelta(seconds=self.backoff.delay(row.attempts))
+
+    def start(self) -> None:
+        self.fanout.start()
+        self._worker = threading.Thread(target=self._loop, name="webhooks.delivery", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.fanout.stop()
+        with self._wake:
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(5.0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait = self.deliver_due()
+            except Exception:
+                log.exception("webhook delivery failed; retrying")
+                wait = 1.0
+            with self._wake:
+                if not self._stop.is_set() and not self._dirty:
+                    self._wake.wait(wait)
+                self._dirty = False

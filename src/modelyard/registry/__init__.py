@@ -1,0 +1,1 @@
+"""The model repository: namespaces, models and datasets, immutable versions, aliases."""

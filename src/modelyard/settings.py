@@ -1,0 +1,166 @@
+"""One typed settings object, assembled from layers whose origin is remembered.
+
+Precedence, lowest first: built-in defaults, the config file, ``MODELYARD_*`` environment variables,
+command-line flags. ``modelyard config`` prints every value with the layer it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from modelyard.errors import ConfigError
+
+ENV_PREFIX = "MODELYARD_"
+
+
+class Settings(BaseSettings):
+    """Everything a server or a client needs to know about where things are."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    home: Path = Field(
+        default=Path("~/.modelyard"), description="Folder for the embedded database, blobs, keys."
+    )
+    database_url: str = Field(
+        default="", description="sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    )
+    blob_url: str = Field(default="", description="file:///PATH or s3://BUCKET/PREFIX")
+    blob_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options as JSON, e.g. {\"endpoint_url\": ...} for S3",
+    )
+    cache_dir: Path | None = Field(default=None, description="Where pulled versions are kept.")
+    api_host: str = Field(default="127.0.0.1", description="Address the control plane binds.")
+    api_port: int = Field(default=8700, ge=0, le=65535, description="Port of the control plane.")
+    gateway_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
+    gateway_port: int = Field(default=8701, ge=0, le=65535, description="Port of the gateway.")
+    url: str = Field(default="", description="Control plane URL the SDK and CLI talk to.")
+    api_key: SecretStr | None = Field(default=None, description="Key the SDK and CLI send.")
+    max_body_mb: int = Field(default=64, ge=1, description="Largest request body the API takes.")
+    draft_ttl_hours: float = Field(
+        default=24.0, gt=0, description="Drafts untouched this long are garbage-collected."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() merges the layers itself so that it knows where each value came from.
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _derive_from_home(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'modelyard.db'}"
+        if not self.blob_url:
+            self.blob_url = (self.home / "blobs").as_uri()
+        if self.cache_dir is None:
+            self.cache_dir = self.home / "cache"
+        self.cache_dir = self.cache_dir.expanduser()
+        if not self.url:
+            host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+            self.url = f"http://{host}:{self.api_port}"
+        self.url = self.url.rstrip("/")
+        return self
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.home / "admin.key"
+
+    def resolved_api_key(self) -> str | None:
+        """The key from ``MODELYARD_API_KEY``/flag, else the admin key file a local server wrote."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        try:
+            return self.admin_key_path.read_text().strip() or None
+        except OSError:
+            return None
+
+
+@dataclass
+class LoadedSettings:
+    settings: Settings
+    origins: dict[str, str] = field(default_factory=dict)
+    config_file: Path | None = None
+
+
+def _config_file(explicit: Path | None, home: Path) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist: create it or drop --config")
+        return explicit
+    for name in ("config.toml", "config.yaml", "config.yml"):
+        candidate = home / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    source: PydanticBaseSettingsSource
+    if path.suffix == ".toml":
+        source = TomlConfigSettingsSource(Settings, toml_file=path)
+    elif path.suffix in (".yaml", ".yml"):
+        source = YamlConfigSettingsSource(Settings, yaml_file=path)
+    else:
+        raise ConfigError(f"config file {path}: use a .toml or .yaml file")
+    try:
+        return dict(source())
+    except Exception as exc:
+        raise ConfigError(f"config file {path} does not parse: {exc}") from exc
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, config_file: Path | None = None
+) -> LoadedSettings:
+    """Merge defaults < config file < environment < flags, remembering each value's origin."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = {k: v for k, v in EnvSettingsSource(Settings)().items() if v is not None}
+    explicit = config_file or (Path(os.environ[f"{ENV_PREFIX}CONFIG"]) if os.environ.get(
+        f"{ENV_PREFIX}CONFIG") else None)
+    home = Path(flags.get("home") or env.get("home") or Settings.model_fields["home"].default)
+    path = _config_file(explicit, home.expanduser())
+    layers = [
+        (f"file {path}", _read_file(path) if path else {}),
+        (f"env {ENV_PREFIX}", env),
+        ("flag", flags),
+    ]
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for origin, values in layers:
+        for key, value in values.items():
+            merged[key] = value
+            origins[key] = origin + (key.upper() if origin.startswith("env") else "")
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    for name in Settings.model_fields:
+        origins.setdefault(name, "default")
+    for derived in ("database_url", "blob_url", "cache_dir", "url"):
+        if origins[derived] == "default":
+            origins[derived] = "default (from home)" if derived != "url" else "default (from api)"
+    return LoadedSettings(settings, origins, path)

@@ -1,0 +1,49 @@
+"""A local folder: the embedded default. Writes are atomic (temporary name, fsync, rename)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from modelyard.store.blobs.base import BlobStore, Transfer
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        super().__init__(url, options)
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def _write_stream(self, key: str, chunks: Iterable[bytes]) -> tuple[str, int]:
+        final = Path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+        try:
+            result = super()._write_stream(str(temp), chunks)
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+        return result
+
+    def _move_into_place(self, src: str, dst: str) -> None:
+        with self._guard("storing"):
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(src, dst)
+            dir_fd = os.open(Path(dst).parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def upload_target(self, draft_id: str, path: str) -> Transfer:
+        return Transfer(Path(self.staging_key(draft_id, path)).as_uri(), "WRITE")
+
+    def download_target(self, digest: str) -> Transfer:
+        return Transfer(Path(self.cas_key(digest)).as_uri(), "READ")

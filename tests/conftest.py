@@ -1,0 +1,91 @@
+"""Real small collaborators for every test: a SQLite file or a fresh PostgreSQL database, a blob
+folder or a real S3-compatible server, and the API on a free port in a thread."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelyard.api.server import BackgroundServer
+from modelyard.client import Client
+from modelyard.controlplane import ControlPlane
+from modelyard.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("MODELYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def unavailable(reason: str) -> None:
+    """Fail on CI, where every service must be there; skip elsewhere, saying why."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the service must be available)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            pass
+    except Exception as exc:
+        unavailable(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"modelyard_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = pg_server.rsplit("/", 1)[0]
+    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'home' / 'modelyard.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", api_port=0)
+
+
+@pytest.fixture
+def plane(settings: Settings) -> Iterator[ControlPlane]:
+    cp = ControlPlane.build(settings)
+    yield cp
+    cp.close()
+
+
+@pytest.fixture
+def server(plane: ControlPlane) -> Iterator[BackgroundServer]:
+    plane.ensure_admin_key()
+    with BackgroundServer(plane) as running:
+        yield running
+
+
+@pytest.fixture
+def admin(server: BackgroundServer, tmp_path: Path) -> Iterator[Client]:
+    token = server.plane.settings.admin_key_path.read_text().strip()
+    with Client(server.url, token, cache_dir=tmp_path / "client-cache") as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

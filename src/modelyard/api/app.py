@@ -36,6 +36,7 @@ def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
         docs_url=f"{PREFIX}/docs",
         redoc_url=None,
         lifespan=lifespan,
+        redirect_slashes=False,
     )
     app.state.plane = plane
     install_error_handlers(app)

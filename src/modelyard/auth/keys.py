@@ -173,7 +173,7 @@ class KeyStore:
     def _namespace_ids(session: sa.orm.Session, names: list[str]) -> dict[str, int]:
         found = dict(session.execute(
             sa.select(NamespaceRow.name, NamespaceRow.id).where(NamespaceRow.name.in_(names))
-        ).tuples().all())
+        ).all())
         missing = sorted(set(names) - set(found))
         if missing:
             raise NotFound(f"namespace {missing[0]!r} does not exist: create it first")

@@ -30,6 +30,7 @@ class LocalBlobStore(BlobStore):
     def _move_into_place(self, src: str, dst: str) -> None:
         with self._guard("storing"):
             Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            os.utime(src)  # a fresh mtime: GC spares young blobs of commits in flight
             fd = os.open(src, os.O_RDONLY)
             try:
                 os.fsync(fd)

@@ -1,0 +1,282 @@
+"""Registry benchmark: pull throughput against a plain copy, and read latency of versions.
+
+What it measures, on a throw-away platform (SQLite database, local-folder blob store, the API on
+127.0.0.1 in a thread of this process, exactly as ``BackgroundServer`` runs it):
+
+1. Pull throughput. A version of random bytes (one 200 MB file, then 20 files of 10 MB) is pushed
+   once. Then ``Client.pull`` into an empty cache is timed against a plain fsspec copy
+   (``LocalFileSystem().get``) of the same content-addressed blob files to a fresh folder. The
+   two alternate, several repetitions each, and the medians are compared (goal: pull >= 0.8x the
+   copy). Two reference rows without a goal show where a difference goes: the copy plus an fsync
+   of every file, and a Python read + sha256 + write + fsync loop (what a verified pull must do at
+   least). The page cache cannot be dropped without root, so every blob is read once before the
+   first timing: both sides read warm data. Each run's output is flushed to disk (``os.sync``,
+   untimed) and deleted before the next run, so no write-back of one run lands in another's time.
+2. Read latency. ``Client.get_version`` by number (``ns/name@3``) and by alias
+   (``ns/name@production``), interleaved, over one keep-alive httpx connection, after a warm-up;
+   p50 and p99 in ms of the SDK call, HTTP round trip and parsing included (goal: p99 < 5 ms).
+
+Run it with ``make bench`` (which runs ``python bench/registry.py``), or for a quick check::
+
+    .venv/bin/python bench/registry.py --size-mb 20 --calls 200 --reps 3
+
+MB here means 10**6 bytes. Everything lives in a temporary folder that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsspec.implementations.local import LocalFileSystem
+
+from modelyard.api.server import BackgroundServer
+from modelyard.client import Client
+from modelyard.controlplane import ControlPlane
+from modelyard.registry.records import VersionInfo
+from modelyard.registry.versions import VersionSpec
+from modelyard.settings import Settings
+
+MB = 1_000_000
+CHUNK = 4 * 1024 * 1024
+NAMESPACE = "bench"
+PULL_GOAL = 0.8
+P99_GOAL_MS = 5.0
+
+
+@dataclass(frozen=True)
+class Platform:
+    plane: ControlPlane
+    url: str
+    token: str
+
+    def client(self, cache_dir: Path) -> Client:
+        return Client(self.url, self.token, cache_dir=cache_dir)
+
+
+@contextmanager
+def running_platform(home: Path) -> Iterator[Platform]:
+    """A control plane with SQLite and a local blob folder under ``home``, serving on loopback."""
+    plane = ControlPlane.build(Settings(home=home, api_port=0))
+    try:
+        plane.ensure_admin_key()
+        token = plane.settings.admin_key_path.read_text().strip()
+        with BackgroundServer(plane) as server:
+            yield Platform(plane, server.url, token)
+    finally:
+        plane.close()
+
+
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"
+
+
+# pull throughput --------------------------------------------------------------------------------
+def write_random_files(folder: Path, count: int, size: int) -> None:
+    folder.mkdir(parents=True)
+    for index in range(count):
+        with open(folder / f"part-{index:03d}.bin", "wb") as out:
+            left = size
+            while left:
+                step = min(CHUNK, left)
+                out.write(os.urandom(step))
+                left -= step
+
+
+def read_once(paths: Sequence[Path]) -> None:
+    """Bring the blobs into the page cache so that every timed run reads warm data."""
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(CHUNK):
+                pass
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_files(pairs: Sequence[tuple[Path, Path]]) -> None:
+    fs = LocalFileSystem()
+    for src, dst in pairs:
+        fs.get(str(src), str(dst))
+
+
+def copy_files_fsync(pairs: Sequence[tuple[Path, Path]]) -> None:
+    copy_files(pairs)
+    for _, dst in pairs:
+        fsync_file(dst)
+
+
+def hash_copy_files_fsync(pairs: Sequence[tuple[Path, Path]]) -> None:
+    for src, dst in pairs:
+        digest = hashlib.sha256()
+        with open(src, "rb") as handle, open(dst, "wb") as out:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    run: Callable[[Path], None]  # writes the version's files below a fresh, empty folder
+
+
+def timed_runs(methods: Sequence[Method], reps: int, scratch: Path) -> dict[str, list[float]]:
+    """Seconds per run of each method; the methods alternate, their order rotating each round."""
+    seconds: dict[str, list[float]] = {m.label: [] for m in methods}
+    for rep in range(-1, reps):  # round -1 is an untimed warm-up of every method
+        shift = max(rep, 0) % len(methods)
+        for method in [*methods[shift:], *methods[:shift]]:
+            dest = scratch / f"run-{rep + 1}-{len(seconds[method.label])}"
+            dest.mkdir(parents=True)
+            started = time.perf_counter()
+            method.run(dest)
+            elapsed = time.perf_counter() - started
+            os.sync()
+            shutil.rmtree(dest)
+            if rep >= 0:
+                seconds[method.label].append(elapsed)
+    return seconds
+
+
+def bench_pull(bench: Platform, work: Path, name: str, count: int, size: int, reps: int) -> None:
+    total = count * size
+    print(
+        f"\n[pull] {name}: {count} file(s) x {size / MB:g} MB = {total / MB:g} MB, "
+        f"median of {reps} runs per row"
+    )
+    write_random_files(work / f"src-{name}", count, size)
+    with bench.client(work / "push-cache") as client:
+        version = client.push(f"{NAMESPACE}/{name}", work / f"src-{name}", VersionSpec())
+    blobs = [Path(bench.plane.blobs.cas_key(entry.sha256)) for entry in version.files]
+    read_once(blobs)
+
+    def pull(dest: Path) -> None:
+        with bench.client(dest) as client:
+            client.pull(version.ref)
+
+    def pairs(dest: Path) -> list[tuple[Path, Path]]:
+        return [(blob, dest / entry.path) for blob, entry in zip(blobs, version.files, strict=True)]
+
+    methods = [
+        Method("Client.pull into an empty cache", pull),
+        Method("fsspec LocalFileSystem().get", lambda dest: copy_files(pairs(dest))),
+        Method("  ref: fsspec get + fsync", lambda dest: copy_files_fsync(pairs(dest))),
+        Method("  ref: read+sha256+write+fsync", lambda dest: hash_copy_files_fsync(pairs(dest))),
+    ]
+    medians = {
+        label: statistics.median(runs)
+        for label, runs in timed_runs(methods, reps, work / "scratch").items()
+    }
+    for label, seconds in medians.items():
+        print(f"  {label:34s} {total / MB / seconds:8.1f} MB/s  ({seconds * 1000:7.1f} ms)")
+    ratio = medians[methods[1].label] / medians[methods[0].label]
+    print(
+        f"  {'ratio pull / copy':34s} {ratio:8.2f}x      goal >= {PULL_GOAL:.2f}x  "
+        f"{verdict(ratio >= PULL_GOAL)}"
+    )
+
+
+# read latency -----------------------------------------------------------------------------------
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def bench_latency(bench: Platform, work: Path, calls: int) -> None:
+    warmup = max(50, calls // 10)
+    print(
+        f"\n[latency] {calls} calls per ref after {warmup} warm-up calls, interleaved; "
+        "one keep-alive Client"
+    )
+    name = "latency"
+    source = work / "small"
+    source.mkdir()
+    with bench.client(work / "latency-cache") as client:
+        for number in (1, 2, 3):
+            (source / "model.bin").write_bytes(f"weights-{number}".encode())
+            client.push(
+                f"{NAMESPACE}/{name}",
+                source,
+                VersionSpec(runtime="sklearn"),
+                alias="production" if number == 3 else None,
+            )
+        refs = [f"{NAMESPACE}/{name}@3", f"{NAMESPACE}/{name}@production"]
+        samples: dict[str, list[float]] = {ref: [] for ref in refs}
+        for index in range(warmup + calls):
+            for ref in refs:
+                started = time.perf_counter()
+                found: VersionInfo = client.get_version(ref)
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                assert found.number == 3, found.ref
+                if index >= warmup:
+                    samples[ref].append(elapsed_ms)
+    for ref, label in zip(refs, ["by number", "by alias"], strict=True):
+        ordered = sorted(samples[ref])
+        p50, p99 = percentile(ordered, 0.50), percentile(ordered, 0.99)
+        print(
+            f"  GET version {label:9s} {ref:28s} p50 {p50:5.2f} ms  p99 {p99:5.2f} ms  "
+            f"max {ordered[-1]:6.2f} ms   goal p99 < {P99_GOAL_MS:g} ms  "
+            f"{verdict(p99 < P99_GOAL_MS)}"
+        )
+
+
+# main -------------------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
+    parser.add_argument(
+        "--size-mb", type=int, default=200, help="size of the pulled version in MB (default 200)"
+    )
+    parser.add_argument(
+        "--calls", type=int, default=2000, help="timed GET version calls per ref (default 2000)"
+    )
+    parser.add_argument("--reps", type=int, default=5, help="timed runs per pull row (default 5)")
+    args = parser.parse_args(argv)
+    if args.size_mb < 20 or args.calls < 1 or args.reps < 1:
+        parser.error("--size-mb must be >= 20 (it is split in 20 files), --calls and --reps >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    size = args.size_mb * MB
+    print(
+        f"modelyard registry benchmark: {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}, blob store file://, "
+        "API in a thread of this process on 127.0.0.1"
+    )
+    print(
+        "pull: blobs read once before timing (warm page cache for both sides); pull and copy "
+        "alternate; each run's output synced (untimed) and deleted before the next"
+    )
+    with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as temp:
+        work = Path(temp)
+        with running_platform(work / "home") as bench:
+            with bench.client(work / "admin-cache") as client:
+                client.create_namespace(NAMESPACE)
+            bench_pull(bench, work, "one-file", 1, size, args.reps)
+            bench_pull(bench, work, "twenty-files", 20, size // 20, args.reps)
+            bench_latency(bench, work, args.calls)
+
+
+if __name__ == "__main__":
+    main()

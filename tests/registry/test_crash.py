@@ -1,0 +1,108 @@
+"""kill -9 of the control plane in the middle of a commit leaves no half-visible version."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelyard.client import Client
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+FILES = 24
+FILE_SIZE = 4 * 1024 * 1024
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Platform:
+    def __init__(self, home: Path, database_url: str) -> None:
+        self.home, self.port = home, free_port()
+        self.env = {**os.environ, "MODELYARD_HOME": str(home),
+                    "MODELYARD_API_PORT": str(self.port), "MODELYARD_DATABASE_URL": database_url}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Client:
+        self.process = subprocess.Popen([sys.executable, "-m", "modelyard", "up"], env=self.env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{self.port}/api/v1/health").is_success
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, 30, "the control plane to start")
+        token = (self.home / "admin.key").read_text().strip()
+        return Client(f"http://127.0.0.1:{self.port}", token, cache_dir=self.home / "pulled")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kill_after_moved", [1, FILES // 2, FILES])
+def test_kill_9_during_commit_leaves_no_partial_version(
+    tmp_path: Path, request: pytest.FixtureRequest, database: str, kill_after_moved: int
+) -> None:
+    database_url = (f"sqlite:///{tmp_path / 'home' / 'modelyard.db'}" if database == "sqlite"
+                    else request.getfixturevalue("pg_url"))
+    platform = Platform(tmp_path / "home", database_url)
+    client = platform.start()
+    client.create_namespace("team")
+    files = []
+    draft = client.request("POST", "/namespaces/team/models/m/versions", json={})
+    staging = platform.home / "blobs" / "staging" / draft["id"]
+    staging.mkdir(parents=True)
+    for i in range(FILES):
+        data = hashlib.sha256(str(i).encode()).digest() * (FILE_SIZE // 32)
+        (staging / f"part{i:02}.bin").write_bytes(data)
+        files.append({"path": f"part{i:02}.bin", "sha256": hashlib.sha256(data).hexdigest(),
+                      "size": len(data)})
+
+    def commit() -> None:
+        try:
+            client.request("POST", f"/namespaces/team/models/m/drafts/{draft['id']}/commit",
+                           json={"files": files})
+        except Exception:  # the server dies under it
+            pass
+
+    committing = threading.Thread(target=commit)
+    committing.start()
+    moved = lambda: FILES - len(list(staging.glob("part*.bin")))  # noqa: E731
+    wait_for(lambda: moved() >= kill_after_moved, 30, f"{kill_after_moved} files verified")
+    platform.kill()
+    committing.join()
+
+    client = platform.start()
+    try:
+        versions = client.list_versions("team/m")
+        if versions:  # the commit transaction finished before the kill: all of it is there
+            assert [v.number for v in versions] == [1]
+            assert len(versions[0].files) == FILES
+        else:  # nothing is visible, and committing the same draft again completes it
+            client.request("POST", f"/namespaces/team/models/m/drafts/{draft['id']}/commit",
+                           json={"files": files})
+        folder = client.pull("team/m@1")  # verifies every digest
+        assert len(list(folder.glob("part*.bin"))) == FILES
+    finally:
+        platform.kill()
+        client.close()

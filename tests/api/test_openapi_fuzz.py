@@ -62,10 +62,12 @@ class Seeded:
 
     def aim(self, params: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
         """Each path parameter is either what the fuzzer generated or a seeded object's name."""
+        if not isinstance(params, dict):
+            return st.just(params)
         return st.fixed_dictionaries(
             {
                 key: st.sampled_from(self.path_values[key]) | st.just(value)
-                if key in self.path_values and isinstance(params, dict)
+                if key in self.path_values
                 else st.just(value)
                 for key, value in params.items()
             }
@@ -97,7 +99,8 @@ def admin_token(fuzz_server: BackgroundServer) -> str:
 
 
 @pytest.fixture
-def api_schema(fuzz_server: BackgroundServer, admin_token: str, tmp_path: Path) -> BaseSchema:
+def api_schema(fuzz_server: BackgroundServer, admin_token: str, tmp_path: Path, request: pytest.FixtureRequest) -> BaseSchema:
+    request.node._nodeid = request.node.nodeid
     with Client(fuzz_server.url, admin_token, cache_dir=tmp_path / "cache") as client:
         seeded = Seeded(client, tmp_path / "seed")
     config = fuzz_config({"Authorization": f"Bearer {admin_token}"})

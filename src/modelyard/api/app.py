@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard import __version__
 from modelyard.api import artifacts, events, namespaces
@@ -45,15 +46,33 @@ def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
     app.include_router(artifacts.artifact_router("dataset"), prefix=PREFIX)
     app.include_router(events.router, prefix=PREFIX)
 
-    @app.middleware("http")
-    async def log_access(request: Request,
-                         call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        access_log.info("%s %s %d %.1fms key=%s", request.method, request.url.path,
-                        response.status_code, (time.perf_counter() - started) * 1000,
-                        getattr(request.state, "actor", "-"))
-        return response
-
     app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_mb * 1024 * 1024)
+    app.add_middleware(AccessLog)
     return app
+
+
+class AccessLog:
+    """One structured line per request: method, path, status, duration, key id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            state = scope.get("state") or {}
+            access_log.info("%s %s %d %.1fms key=%s", scope["method"], scope["path"], status,
+                            (time.perf_counter() - started) * 1000, state.get("actor", "-"))

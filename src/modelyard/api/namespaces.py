@@ -19,13 +19,13 @@ router = APIRouter()
 
 class NamespaceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=63)
+    name: str = Field(description="1-63 lowercase letters, digits, '-'")
     description: str = Field(default="", max_length=2000)
 
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=63)
+    name: str = Field(description="1-63 lowercase letters, digits, '-'")
     roles: dict[str, Role] = Field(default_factory=dict, description="namespace -> role")
     admin: bool = False
 

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from modelyard.client import Client
+from modelyard.events.log import Event
+from tests.events.test_log import wait_for
+
+
+def test_the_stream_pushes_new_events_and_resumes_after_an_id(
+    admin: Client, tmp_path: Path
+) -> None:
+    admin.create_namespace("team")
+    start = max(e.id for e in admin.events(after=0, follow=False))
+    seen: list[Event] = []
+
+    def listen() -> None:
+        for event in admin.events(after=start, types=["model.*"]):
+            seen.append(event)
+            if event.type == "model.alias.moved":
+                return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    (tmp_path / "m.bin").write_bytes(b"m")
+    admin.push("team/m", tmp_path / "m.bin")
+    wait_for(lambda: len(seen) == 1)  # the stream is live now: the next one must be pushed
+    admin.set_alias("team/m@1", "production")
+    listener.join(10)
+    assert [e.type for e in seen] == ["model.version.committed", "model.alias.moved"]
+    assert seen[1].data == {"kind": "model", "namespace": "team", "name": "m",
+                            "alias": "production", "version": 1, "previous": None}
+
+    resumed = list(admin.events(after=seen[0].id, follow=False))
+    assert [e.id for e in resumed] == [seen[1].id]
+    resumed = admin.http.get("/events", params={"follow": False},
+                             headers={"Last-Event-ID": str(seen[0].id)})
+    assert f"id: {seen[1].id}" in resumed.text and f"id: {seen[0].id}\n" not in resumed.text

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from modelyard.events.consumers import DurableConsumer
+from modelyard.events.log import Event, EventLog
+from modelyard.store.db import Database
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'events.db'}")
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def append(log: EventLog, type: str, subject: str = "s") -> int:
+    with log.db.write() as session:
+        return log.append(session, type, subject, {"n": subject}).id
+
+
+def test_ids_increase_and_subscribers_hear_only_committed_events(db: Database) -> None:
+    log = EventLog(db)
+    heard: list[int] = []
+    log.subscribe(heard.append)
+    first, second = append(log, "a.created"), append(log, "a.created")
+    assert first < second and heard == [first, second]
+    with pytest.raises(RuntimeError), log.db.write() as session:
+        log.append(session, "b.created", "rolled back")
+        raise RuntimeError("the change failed")
+    assert heard == [first, second]
+    assert [e.type for e in log.read()] == ["a.created", "a.created"]
+
+
+def test_a_durable_consumer_resumes_from_its_cursor_after_a_restart(db: Database) -> None:
+    handled: list[int] = []
+    log = EventLog(db)
+    ids = [append(log, "x.happened", str(i)) for i in range(3)]
+    consumer = DurableConsumer("indexer", log, lambda e: handled.append(e.id))
+    assert consumer.run_once() == 3
+    more = [append(log, "x.happened", str(i)) for i in range(2)]
+
+    restarted = DurableConsumer("indexer", EventLog(db), lambda e: handled.append(e.id))
+    assert restarted.cursor() == ids[-1]
+    restarted.run_once()
+    assert handled == ids + more
+
+
+def test_a_failing_handler_gets_the_event_again(db: Database) -> None:
+    log = EventLog(db)
+    event_id = append(log, "x.happened")
+    attempts: list[int] = []
+
+    def flaky(event: Event) -> None:
+        attempts.append(event.id)
+        if len(attempts) == 1:
+            raise RuntimeError("transient")
+
+    consumer = DurableConsumer("flaky", log, flaky)
+    with pytest.raises(RuntimeError):
+        consumer.run_once()
+    assert consumer.cursor() == 0
+    consumer.run_once()
+    assert attempts == [event_id, event_id] and consumer.cursor() == event_id
+
+
+def test_a_running_consumer_is_woken_by_new_events(db: Database) -> None:
+    log = EventLog(db)
+    handled: list[str] = []
+    consumer = DurableConsumer("live", log, lambda e: handled.append(e.subject))
+    consumer.start()
+    try:
+        for i in range(5):
+            threading.Thread(target=append, args=(log, "x.happened", f"s{i}")).start()
+        wait_for(lambda: len(handled) == 5)
+        assert sorted(handled) == [f"s{i}" for i in range(5)]
+    finally:
+        consumer.stop()

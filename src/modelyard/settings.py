@@ -117,14 +117,12 @@ def _config_file(explicit: Path | None, home: Path) -> Path | None:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    source: PydanticBaseSettingsSource
-    if path.suffix == ".toml":
-        source = TomlConfigSettingsSource(Settings, toml_file=path)
-    elif path.suffix in (".yaml", ".yml"):
-        source = YamlConfigSettingsSource(Settings, yaml_file=path)
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ConfigError(f"config file {path}: use a .toml or .yaml file")
     try:
+        source: PydanticBaseSettingsSource = (
+            TomlConfigSettingsSource(Settings, toml_file=path) if path.suffix == ".toml"
+            else YamlConfigSettingsSource(Settings, yaml_file=path))
         return dict(source())
     except Exception as exc:
         raise ConfigError(f"config file {path} does not parse: {exc}") from exc

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelyard.errors import ConfigError
+from modelyard.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MODELYARD_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_live_under_home(tmp_path: Path) -> None:
+    loaded = load_settings({"home": tmp_path})
+    s = loaded.settings
+    assert s.database_url == f"sqlite:///{tmp_path / 'modelyard.db'}"
+    assert s.blob_url == (tmp_path / "blobs").as_uri()
+    assert s.url == "http://127.0.0.1:8700"
+    assert loaded.origins["home"] == "flag"
+    assert loaded.origins["database_url"] == "default (from home)"
+
+
+def test_flags_beat_env_which_beats_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "config.toml").write_text(
+        'api_port = 9000\ngateway_port = 9001\nblob_url = "s3://bucket/x"\n'
+        'blob_options = {endpoint_url = "http://127.0.0.1:9"}\n')
+    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path))
+    monkeypatch.setenv("MODELYARD_API_PORT", "9100")
+    monkeypatch.setenv("MODELYARD_GATEWAY_PORT", "9101")
+    loaded = load_settings({"gateway_port": 9201})
+    s = loaded.settings
+    assert (s.api_port, s.gateway_port, s.blob_url) == (9100, 9201, "s3://bucket/x")
+    assert s.blob_options == {"endpoint_url": "http://127.0.0.1:9"}
+    assert loaded.origins["api_port"] == "env MODELYARD_API_PORT"
+    assert loaded.origins["gateway_port"] == "flag"
+    assert loaded.origins["blob_url"] == f"file {tmp_path / 'config.toml'}"
+    assert s.url == "http://127.0.0.1:9100"
+
+
+def test_yaml_config_and_api_key_file(tmp_path: Path) -> None:
+    config = tmp_path / "my.yaml"
+    config.write_text("max_body_mb: 8\n")
+    (tmp_path / "admin.key").write_text("my_abc_def\n")
+    loaded = load_settings({"home": tmp_path}, config_file=config)
+    assert loaded.settings.max_body_mb == 8
+    assert loaded.settings.resolved_api_key() == "my_abc_def"
+    assert load_settings({"home": tmp_path, "api_key": "my_x_y"}).settings.resolved_api_key() \
+        == "my_x_y"
+
+
+@pytest.mark.parametrize("content", ["api_port = 'many'\n", "no_such_setting = 1\n",
+                                     "api_port = 70000\n", "[broken\n"])
+def test_bad_config_says_what_is_wrong(tmp_path: Path, content: str) -> None:
+    (tmp_path / "config.toml").write_text(content)
+    with pytest.raises(ConfigError):
+        load_settings({"home": tmp_path})
+
+
+def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({"home": tmp_path}, config_file=tmp_path / "nope.toml")

@@ -38,8 +38,9 @@ def start_platform(port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MODELYARD_HOME": str(HOME), "MODELYARD_API_PORT": str(port)}
     HOME.mkdir(parents=True, exist_ok=True)
     log = open(HOME / "platform.log", "ab")  # noqa: SIM115 - the child process keeps it open
-    process = subprocess.Popen([sys.executable, "-m", "modelyard", "up"], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelyard", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -66,33 +67,45 @@ def train(folder: Path, seed: int) -> Path:
 def main() -> None:
     port = free_port()
     console.rule("[bold]modelyard registry tour")
-    console.print(f"home {HOME} (SQLite + local blob folder), API on port {port}, "
-                  f"platform log in {HOME / 'platform.log'}")
+    console.print(
+        f"home {HOME} (SQLite + local blob folder), API on port {port}, "
+        f"platform log in {HOME / 'platform.log'}"
+    )
     platform = start_platform(port)
     try:
-        client = Client(f"http://127.0.0.1:{port}", (HOME / "admin.key").read_text().strip(),
-                        cache_dir=HOME / "cache")
+        client = Client(
+            f"http://127.0.0.1:{port}",
+            (HOME / "admin.key").read_text().strip(),
+            cache_dir=HOME / "cache",
+        )
         if "demo" not in {n.name for n in client.list_namespaces()}:
             client.create_namespace("demo", "the registry tour")
         with tempfile.TemporaryDirectory() as tmp:
-            v1 = client.push("demo/iris", train(Path(tmp) / "v1", seed=1),
-                             VersionSpec(runtime="python", metrics={"accuracy": 0.91}),
-                             alias="production")
-            console.print(f"pushed and committed [bold]{v1.ref}[/], alias production -> "
-                          f"{v1.number}")
-            v2 = client.push("demo/iris", train(Path(tmp) / "v2", seed=2),
-                             VersionSpec(runtime="python", metrics={"accuracy": 0.95}),
-                             alias="candidate")
-            console.print(f"pushed and committed [bold]{v2.ref}[/], alias candidate -> "
-                          f"{v2.number}")
+            v1 = client.push(
+                "demo/iris",
+                train(Path(tmp) / "v1", seed=1),
+                VersionSpec(runtime="python", metrics={"accuracy": 0.91}),
+                alias="production",
+            )
+            console.print(
+                f"pushed and committed [bold]{v1.ref}[/], alias production -> {v1.number}"
+            )
+            v2 = client.push(
+                "demo/iris",
+                train(Path(tmp) / "v2", seed=2),
+                VersionSpec(runtime="python", metrics={"accuracy": 0.95}),
+                alias="candidate",
+            )
+            console.print(f"pushed and committed [bold]{v2.ref}[/], alias candidate -> {v2.number}")
             change = client.set_alias(v2.ref, "production")
             console.print(f"moved production: {change.previous} -> {change.version}")
             folder = client.pull("demo/iris@production")
             expected = train(Path(tmp) / "check", seed=2)
-            same = all((folder / f.name).read_bytes() == f.read_bytes()
-                       for f in expected.iterdir())
-            console.print(f"pulled demo/iris@production into {folder}: "
-                          f"{'every byte matches' if same else 'MISMATCH'}")
+            same = all((folder / f.name).read_bytes() == f.read_bytes() for f in expected.iterdir())
+            console.print(
+                f"pulled demo/iris@production into {folder}: "
+                f"{'every byte matches' if same else 'MISMATCH'}"
+            )
             again = client.pull("demo/iris@production")
             console.print(f"pulled again: {'reused the cache' if again == folder else 'copied'}")
         table = Table(title="event log (newest 8)", title_justify="left")

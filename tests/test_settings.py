@@ -32,7 +32,8 @@ def test_flags_beat_env_which_beats_the_config_file(
 ) -> None:
     (tmp_path / "config.toml").write_text(
         'api_port = 9000\ngateway_port = 9001\nblob_url = "s3://bucket/x"\n'
-        'blob_options = {endpoint_url = "http://127.0.0.1:9"}\n')
+        'blob_options = {endpoint_url = "http://127.0.0.1:9"}\n'
+    )
     monkeypatch.setenv("MODELYARD_HOME", str(tmp_path))
     monkeypatch.setenv("MODELYARD_API_PORT", "9100")
     monkeypatch.setenv("MODELYARD_GATEWAY_PORT", "9101")
@@ -53,12 +54,15 @@ def test_yaml_config_and_api_key_file(tmp_path: Path) -> None:
     loaded = load_settings({"home": tmp_path}, config_file=config)
     assert loaded.settings.max_body_mb == 8
     assert loaded.settings.resolved_api_key() == "my_abc_def"
-    assert load_settings({"home": tmp_path, "api_key": "my_x_y"}).settings.resolved_api_key() \
+    assert (
+        load_settings({"home": tmp_path, "api_key": "my_x_y"}).settings.resolved_api_key()
         == "my_x_y"
+    )
 
 
-@pytest.mark.parametrize("content", ["api_port = 'many'\n", "no_such_setting = 1\n",
-                                     "api_port = 70000\n", "[broken\n"])
+@pytest.mark.parametrize(
+    "content", ["api_port = 'many'\n", "no_such_setting = 1\n", "api_port = 70000\n", "[broken\n"]
+)
 def test_bad_config_says_what_is_wrong(tmp_path: Path, content: str) -> None:
     (tmp_path / "config.toml").write_text(content)
     with pytest.raises(ConfigError):

@@ -45,9 +45,18 @@ _LAZY = {
     "FileEntry": "modelyard.types",
     "ModelRef": "modelyard.types",
     "Role": "modelyard.types",
-    **{name: "modelyard.errors" for name in (
-        "Conflict", "Forbidden", "IntegrityError", "InvalidInput", "ModelyardError", "NotFound",
-        "Unauthenticated")},
+    **{
+        name: "modelyard.errors"
+        for name in (
+            "Conflict",
+            "Forbidden",
+            "IntegrityError",
+            "InvalidInput",
+            "ModelyardError",
+            "NotFound",
+            "Unauthenticated",
+        )
+    },
 }
 
 

@@ -63,9 +63,15 @@ def _read_file(path: Path) -> Iterator[bytes]:
 
 
 class Client:
-    def __init__(self, url: str | None = None, api_key: str | None = None, *,
-                 settings: Settings | None = None, timeout: float = 60.0,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        settings: Settings | None = None,
+        timeout: float = 60.0,
+        cache_dir: Path | None = None,
+    ) -> None:
         settings = settings or load_settings().settings
         self.url = (url or settings.url).rstrip("/")
         self.api_key = api_key or settings.resolved_api_key()
@@ -82,7 +88,8 @@ class Client:
         except httpx.TransportError as exc:
             raise ServerUnreachable(
                 f"cannot reach the control plane at {self.url} ({exc}): start it with "
-                "'modelyard up' or set MODELYARD_URL") from exc
+                "'modelyard up' or set MODELYARD_URL"
+            ) from exc
         if not response.is_success:
             try:
                 body = response.json()
@@ -100,8 +107,9 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     @staticmethod
@@ -118,16 +126,25 @@ class Client:
         return result
 
     def create_namespace(self, name: str, description: str = "") -> NamespaceInfo:
-        return NamespaceInfo.model_validate(self.request(
-            "POST", "/namespaces", json={"name": name, "description": description}))
+        return NamespaceInfo.model_validate(
+            self.request("POST", "/namespaces", json={"name": name, "description": description})
+        )
 
     def list_namespaces(self) -> list[NamespaceInfo]:
         return [NamespaceInfo.model_validate(n) for n in self.request("GET", "/namespaces")]
 
-    def create_key(self, name: str, roles: dict[str, Role | str] | None = None, *,
-                   admin: bool = False) -> tuple[KeyInfo, str]:
-        body = self.request("POST", "/keys", json={
-            "name": name, "roles": {k: str(v) for k, v in (roles or {}).items()}, "admin": admin})
+    def create_key(
+        self, name: str, roles: dict[str, Role | str] | None = None, *, admin: bool = False
+    ) -> tuple[KeyInfo, str]:
+        body = self.request(
+            "POST",
+            "/keys",
+            json={
+                "name": name,
+                "roles": {k: str(v) for k, v in (roles or {}).items()},
+                "admin": admin,
+            },
+        )
         return KeyInfo.model_validate(body["key"]), str(body["token"])
 
     def list_keys(self) -> list[KeyInfo]:
@@ -137,18 +154,29 @@ class Client:
         return KeyInfo.model_validate(self.request("DELETE", f"/keys/{key_id}"))
 
     # models and datasets ----------------------------------------------------------------------
-    def push(self, ref: str | ModelRef, source: str | Path, spec: VersionSpec | None = None, *,
-             kind: ArtifactKind = "model", alias: str | None = None,
-             progress: Progress | None = None) -> VersionInfo:
+    def push(
+        self,
+        ref: str | ModelRef,
+        source: str | Path,
+        spec: VersionSpec | None = None,
+        *,
+        kind: ArtifactKind = "model",
+        alias: str | None = None,
+        progress: Progress | None = None,
+    ) -> VersionInfo:
         """Publish a file or a folder as the next version of ``namespace/name``."""
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         files = scan_files(Path(source))
         base = self._base(kind, target.namespace, target.name)
-        draft = VersionInfo.model_validate(self.request(
-            "POST", f"{base}/versions", json=(spec or VersionSpec()).model_dump(mode="json")))
+        draft = VersionInfo.model_validate(
+            self.request(
+                "POST", f"{base}/versions", json=(spec or VersionSpec()).model_dump(mode="json")
+            )
+        )
         entries = [entry for _, entry in files]
-        plan = self.request("POST", f"{base}/drafts/{draft.id}/uploads",
-                            json={"files": [vars(e) for e in entries]})
+        plan = self.request(
+            "POST", f"{base}/drafts/{draft.id}/uploads", json={"files": [vars(e) for e in entries]}
+        )
         local = {entry.path: path for path, entry in files}
         for item in plan:
             if item["present"]:
@@ -156,8 +184,13 @@ class Client:
                     progress(item["path"], os.path.getsize(local[item["path"]]))
                 continue
             self._upload(local[item["path"]], item, progress)
-        version = VersionInfo.model_validate(self.request(
-            "POST", f"{base}/drafts/{draft.id}/commit", json={"files": [vars(e) for e in entries]}))
+        version = VersionInfo.model_validate(
+            self.request(
+                "POST",
+                f"{base}/drafts/{draft.id}/commit",
+                json={"files": [vars(e) for e in entries]},
+            )
+        )
         if alias is not None:
             self.set_alias(version.ref, alias, kind=kind)
             version = self.get_version(version.ref, kind=kind)
@@ -181,11 +214,15 @@ class Client:
                     out.write(chunk)
             os.replace(temp, dest)
         elif url and method == "PUT":
-            response = self._plain.put(url, content=chunks(), headers={
-                **item.get("headers", {}), "Content-Length": str(path.stat().st_size)})
+            response = self._plain.put(
+                url,
+                content=chunks(),
+                headers={**item.get("headers", {}), "Content-Length": str(path.stat().st_size)},
+            )
             if not response.is_success:
                 raise ServerUnreachable(
-                    f"blob store refused the upload of {item['path']}: {response.status_code}")
+                    f"blob store refused the upload of {item['path']}: {response.status_code}"
+                )
         else:
             self.request("PUT", item["api_url"].split("/api/v1", 1)[1], content=chunks())
 
@@ -199,34 +236,44 @@ class Client:
         base = self._base(kind, target.namespace, target.name)
         return [VersionInfo.model_validate(v) for v in self.request("GET", f"{base}/versions")]
 
-    def list(self, namespace: str, *, kind: ArtifactKind = "model") -> list[ArtifactInfo]:
-        return [ArtifactInfo.model_validate(a) for a in self.request(
-            "GET", f"/namespaces/{check_name(namespace, 'namespace')}/{kind}s")]
+    def list_artifacts(self, namespace: str, *, kind: ArtifactKind = "model") -> list[ArtifactInfo]:
+        return [
+            ArtifactInfo.model_validate(a)
+            for a in self.request(
+                "GET", f"/namespaces/{check_name(namespace, 'namespace')}/{kind}s"
+            )
+        ]
 
-    def set_alias(self, ref: str | ModelRef, alias: str, *,
-                  kind: ArtifactKind = "model") -> AliasChange:
+    def set_alias(
+        self, ref: str | ModelRef, alias: str, *, kind: ArtifactKind = "model"
+    ) -> AliasChange:
         """Point ``alias`` at the version ``ref`` names (``ns/name@3`` or ``ns/name@other``)."""
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         number = target.version or self.get_version(target, kind=kind).number
         base = self._base(kind, target.namespace, target.name)
-        return AliasChange.model_validate(self.request(
-            "PUT", f"{base}/aliases/{alias}", json={"version": number}))
+        return AliasChange.model_validate(
+            self.request("PUT", f"{base}/aliases/{alias}", json={"version": number})
+        )
 
     def delete_alias(self, ref: str, alias: str, *, kind: ArtifactKind = "model") -> AliasChange:
         target = ModelRef.parse(ref)
         base = self._base(kind, target.namespace, target.name)
         return AliasChange.model_validate(self.request("DELETE", f"{base}/aliases/{alias}"))
 
-    def alias_history(self, ref: str, alias: str | None = None, *,
-                      kind: ArtifactKind = "model") -> list[AliasChange]:
+    def alias_history(
+        self, ref: str, alias: str | None = None, *, kind: ArtifactKind = "model"
+    ) -> list[AliasChange]:
         target = ModelRef.parse(ref)
         base = self._base(kind, target.namespace, target.name)
         params = {"alias": alias} if alias else {}
-        return [AliasChange.model_validate(a)
-                for a in self.request("GET", f"{base}/aliases", params=params)]
+        return [
+            AliasChange.model_validate(a)
+            for a in self.request("GET", f"{base}/aliases", params=params)
+        ]
 
-    def pull(self, ref: str | ModelRef, *, kind: ArtifactKind = "model",
-             progress: Progress | None = None) -> Path:
+    def pull(
+        self, ref: str | ModelRef, *, kind: ArtifactKind = "model", progress: Progress | None = None
+    ) -> Path:
         """Download a version into the local cache (verified, atomic) and return its folder."""
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         base = self._base(kind, target.namespace, target.name)
@@ -236,8 +283,9 @@ class Client:
         if pulling.is_cached(folder):
             return folder
         transfers = {item["path"]: item for item in plan["files"]}
-        return pulling.pull(version, lambda e: self._fetch(transfers[e.path]), self.cache_dir,
-                            progress)
+        return pulling.pull(
+            version, lambda e: self._fetch(transfers[e.path]), self.cache_dir, progress
+        )
 
     def _fetch(self, item: dict[str, Any]) -> Iterator[bytes]:
         url, method = item.get("url"), item.get("method")
@@ -252,16 +300,20 @@ class Client:
             with client.stream("GET", path) as response:
                 if not response.is_success:
                     response.read()
-                    raise error_from_body(response.status_code, response.json()
-                                          if "json" in response.headers.get("content-type", "")
-                                          else None)
+                    raise error_from_body(
+                        response.status_code,
+                        response.json()
+                        if "json" in response.headers.get("content-type", "")
+                        else None,
+                    )
                 yield from response.iter_bytes(CHUNK)
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"download of {item['path']} failed: {exc}") from exc
 
     # events and webhooks ------------------------------------------------------------------------
-    def events(self, *, after: int | None = None, types: list[str] | None = None,
-               follow: bool = True) -> Iterator[Event]:
+    def events(
+        self, *, after: int | None = None, types: list[str] | None = None, follow: bool = True
+    ) -> Iterator[Event]:
         """Server-sent events, in order; with ``follow`` it waits for new ones forever."""
         params: dict[str, Any] = {"follow": follow}
         if after is not None:
@@ -269,8 +321,9 @@ class Client:
         if types:
             params["type"] = types
         try:
-            with self.http.stream("GET", "/events", params=params,
-                                  timeout=httpx.Timeout(None, connect=10)) as response:
+            with self.http.stream(
+                "GET", "/events", params=params, timeout=httpx.Timeout(None, connect=10)
+            ) as response:
                 if not response.is_success:
                     response.read()
                     raise error_from_body(response.status_code, response.json())
@@ -284,15 +337,21 @@ class Client:
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"event stream from {self.url} broke: {exc}") from exc
 
-    def create_webhook(self, namespace: str, url: str,
-                       events: list[str] | None = None) -> tuple[Webhook, str]:
-        body = self.request("POST", f"/namespaces/{namespace}/webhooks",
-                            json={"url": url, "events": events or ["*"]})
+    def create_webhook(
+        self, namespace: str, url: str, events: list[str] | None = None
+    ) -> tuple[Webhook, str]:
+        body = self.request(
+            "POST",
+            f"/namespaces/{namespace}/webhooks",
+            json={"url": url, "events": events or ["*"]},
+        )
         return Webhook.model_validate(body["webhook"]), str(body["secret"])
 
     def list_webhooks(self, namespace: str) -> list[Webhook]:
-        return [Webhook.model_validate(w)
-                for w in self.request("GET", f"/namespaces/{namespace}/webhooks")]
+        return [
+            Webhook.model_validate(w)
+            for w in self.request("GET", f"/namespaces/{namespace}/webhooks")
+        ]
 
     def delete_webhook(self, namespace: str, webhook_id: str) -> None:
         self.request("DELETE", f"/namespaces/{namespace}/webhooks/{webhook_id}")

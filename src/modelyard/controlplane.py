@@ -45,17 +45,23 @@ class ControlPlane:
     _gc: threading.Thread | None = None
 
     @classmethod
-    def build(cls, settings: Settings, *, clock: Clock = utcnow,
-              backoff: Backoff | None = None) -> ControlPlane:
+    def build(
+        cls, settings: Settings, *, clock: Clock = utcnow, backoff: Backoff | None = None
+    ) -> ControlPlane:
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url)
         db.migrate()
         blobs = open_blob_store(settings.blob_url, settings.blob_options)
         events = EventLog(db, clock)
         return cls(
-            settings=settings, db=db, blobs=blobs, events=events,
-            namespaces=Namespaces(events), versions=Versions(events, blobs),
-            aliases=Aliases(events), keys=KeyStore(events),
+            settings=settings,
+            db=db,
+            blobs=blobs,
+            events=events,
+            namespaces=Namespaces(events),
+            versions=Versions(events, blobs),
+            aliases=Aliases(events),
+            keys=KeyStore(events),
             webhooks=Webhooks(events, backoff),
         )
 

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     blob_url: str = Field(default="", description="file:///PATH or s3://BUCKET/PREFIX")
     blob_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="fsspec storage options as JSON, e.g. {\"endpoint_url\": ...} for S3",
+        description='fsspec storage options as JSON, e.g. {"endpoint_url": ...} for S3',
     )
     cache_dir: Path | None = Field(default=None, description="Where pulled versions are kept.")
     api_host: str = Field(default="127.0.0.1", description="Address the control plane binds.")
@@ -121,8 +121,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: use a .toml or .yaml file")
     try:
         source: PydanticBaseSettingsSource = (
-            TomlConfigSettingsSource(Settings, toml_file=path) if path.suffix == ".toml"
-            else YamlConfigSettingsSource(Settings, yaml_file=path))
+            TomlConfigSettingsSource(Settings, toml_file=path)
+            if path.suffix == ".toml"
+            else YamlConfigSettingsSource(Settings, yaml_file=path)
+        )
         return dict(source())
     except Exception as exc:
         raise ConfigError(f"config file {path} does not parse: {exc}") from exc
@@ -134,8 +136,9 @@ def load_settings(
     """Merge defaults < config file < environment < flags, remembering each value's origin."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env = {k: v for k, v in EnvSettingsSource(Settings)().items() if v is not None}
-    explicit = config_file or (Path(os.environ[f"{ENV_PREFIX}CONFIG"]) if os.environ.get(
-        f"{ENV_PREFIX}CONFIG") else None)
+    explicit = config_file or (
+        Path(os.environ[f"{ENV_PREFIX}CONFIG"]) if os.environ.get(f"{ENV_PREFIX}CONFIG") else None
+    )
     home = Path(flags.get("home") or env.get("home") or Settings.model_fields["home"].default)
     path = _config_file(explicit, home.expanduser())
     layers = [

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from modelyard.errors import InvalidInput
 
 NAME_RULE = (
-    "1 to 63 characters: lowercase letters, digits and '-', starting and ending with a letter or digit"
+    "1 to 63 characters: lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit"
 )
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -60,7 +61,8 @@ def check_path(value: str) -> str:
     """A file's path inside a version: relative, POSIX, no empty, '.' or '..' segment."""
     if not isinstance(value, str) or not value or len(value) > MAX_PATH_LENGTH:
         raise InvalidInput(
-            f"invalid file path {value!r}: give a relative path of 1 to {MAX_PATH_LENGTH} characters"
+            f"invalid file path {value!r}: "
+            f"give a relative path of 1 to {MAX_PATH_LENGTH} characters"
         )
     parts = value.split("/")
     bad = (
@@ -137,7 +139,9 @@ class ModelRef:
         namespace, slash, name = body.rpartition("/")
         if not slash:
             if default_namespace is None:
-                raise InvalidInput(f"invalid reference {text!r}: write namespace/name[@version|alias]")
+                raise InvalidInput(
+                    f"invalid reference {text!r}: write namespace/name[@version|alias]"
+                )
             namespace = default_namespace
         return cls(namespace, name, ref or "latest")
 

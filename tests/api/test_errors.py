@@ -32,8 +32,9 @@ def error(response: httpx.Response) -> dict[str, str]:
 
 
 def test_malformed_json_is_400(http: httpx.Client) -> None:
-    response = http.post("/namespaces", content=b'{"name": "x",',
-                         headers={"Content-Type": "application/json"})
+    response = http.post(
+        "/namespaces", content=b'{"name": "x",', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert error(response)["code"] == "malformed_json"
 
@@ -49,8 +50,9 @@ def test_wrong_types_are_422_naming_the_field(http: httpx.Client) -> None:
 def test_bodies_over_the_limit_are_413(http: httpx.Client, plane: ControlPlane) -> None:
     draft = http.post("/namespaces/team/models/m/versions", json={}).json()
     too_big = b"x" * (1024 * 1024 + 1)
-    response = http.put(f"/namespaces/team/models/m/drafts/{draft['id']}/files/big.bin",
-                        content=too_big)
+    response = http.put(
+        f"/namespaces/team/models/m/drafts/{draft['id']}/files/big.bin", content=too_big
+    )
     assert response.status_code == 413
     assert "upload" in error(response)["message"]
 
@@ -58,18 +60,21 @@ def test_bodies_over_the_limit_are_413(http: httpx.Client, plane: ControlPlane) 
         for _ in range(5):
             yield b"y" * 300_000
 
-    response = http.put(f"/namespaces/team/models/m/drafts/{draft['id']}/files/big.bin",
-                        content=chunked())
+    response = http.put(
+        f"/namespaces/team/models/m/drafts/{draft['id']}/files/big.bin", content=chunked()
+    )
     assert response.status_code == 413
     assert plane.blobs.staged_drafts() == []
 
 
 @pytest.mark.parametrize("path", ["%2E%2E/escape.bin", "a/%2E%2E/%2E%2E/b", "a//b", "%00x"])
-def test_file_paths_cannot_escape_the_version(http: httpx.Client, plane: ControlPlane,
-                                              path: str) -> None:
+def test_file_paths_cannot_escape_the_version(
+    http: httpx.Client, plane: ControlPlane, path: str
+) -> None:
     draft = http.post("/namespaces/team/models/m/versions", json={}).json()
-    response = http.put(f"/namespaces/team/models/m/drafts/{draft['id']}/files/{path}",
-                        content=b"x")
+    response = http.put(
+        f"/namespaces/team/models/m/drafts/{draft['id']}/files/{path}", content=b"x"
+    )
     assert response.status_code in (404, 422), response.text
     assert not (plane.settings.home / "blobs" / "escape.bin").exists()
     assert plane.blobs.staged_drafts() == []
@@ -89,8 +94,9 @@ def test_bad_names_are_refused_everywhere(http: httpx.Client, name: str) -> None
     assert [n["name"] for n in http.get("/namespaces").json()] == ["team"]
 
 
-def test_unknown_routes_and_methods_answer_json(http: httpx.Client, server: BackgroundServer
-                                                ) -> None:
+def test_unknown_routes_and_methods_answer_json(
+    http: httpx.Client, server: BackgroundServer
+) -> None:
     assert error(http.get("/nothing-here"))["code"] == "not_found"
     assert http.delete("/namespaces").status_code == 405
     assert httpx.get(f"{server.url}/api/v1/openapi.json").json()["info"]["title"]

@@ -29,11 +29,18 @@ def test_the_stream_pushes_new_events_and_resumes_after_an_id(
     admin.set_alias("team/m@1", "production")
     listener.join(10)
     assert [e.type for e in seen] == ["model.version.committed", "model.alias.moved"]
-    assert seen[1].data == {"kind": "model", "namespace": "team", "name": "m",
-                            "alias": "production", "version": 1, "previous": None}
+    assert seen[1].data == {
+        "kind": "model",
+        "namespace": "team",
+        "name": "m",
+        "alias": "production",
+        "version": 1,
+        "previous": None,
+    }
 
     resumed = list(admin.events(after=seen[0].id, follow=False))
     assert [e.id for e in resumed] == [seen[1].id]
-    resumed = admin.http.get("/events", params={"follow": False},
-                             headers={"Last-Event-ID": str(seen[0].id)})
+    resumed = admin.http.get(
+        "/events", params={"follow": False}, headers={"Last-Event-ID": str(seen[0].id)}
+    )
     assert f"id: {seen[1].id}" in resumed.text and f"id: {seen[0].id}\n" not in resumed.text

@@ -26,12 +26,10 @@ def key(admin: Client, roles: dict[str, str], tmp_path: Path) -> Client:
     return Client(admin.url, token, cache_dir=tmp_path / "cache-k")
 
 
-def test_a_key_of_one_namespace_cannot_see_or_change_another(
-    teams: Client, tmp_path: Path
-) -> None:
+def test_a_key_of_one_namespace_cannot_see_or_change_another(teams: Client, tmp_path: Path) -> None:
     alpha = key(teams, {"alpha": "editor"}, tmp_path)
     assert [n.name for n in alpha.list_namespaces()] == ["alpha"]
-    assert [m.name for m in alpha.list("alpha")] == ["secret-model-alpha"]
+    assert [m.name for m in alpha.list_artifacts("alpha")] == ["secret-model-alpha"]
 
     responses = [
         alpha.http.get("/namespaces/beta"),
@@ -40,8 +38,9 @@ def test_a_key_of_one_namespace_cannot_see_or_change_another(
         alpha.http.get("/namespaces/beta/models/no-such-model/versions/1"),
         alpha.http.get("/namespaces/no-such-namespace/models"),
         alpha.http.post("/namespaces/beta/models/x/versions", json={}),
-        alpha.http.put("/namespaces/beta/models/secret-model-beta/aliases/prod",
-                       json={"version": 1}),
+        alpha.http.put(
+            "/namespaces/beta/models/secret-model-beta/aliases/prod", json={"version": 1}
+        ),
     ]
     assert {r.status_code for r in responses} == {403}
     # Existing and missing objects of another namespace answer alike: nothing leaks.
@@ -84,8 +83,9 @@ def test_roles_limit_what_a_key_may_do(teams: Client, tmp_path: Path) -> None:
 def test_unknown_malformed_and_revoked_keys_get_401(teams: Client, tmp_path: Path) -> None:
     info, token = teams.create_key("temp", {"alpha": "viewer"})
     for bad in ("my_000000000000_nope", "garbage", token + "x"):
-        response = httpx.get(f"{teams.url}/api/v1/namespaces",
-                             headers={"Authorization": f"Bearer {bad}"})
+        response = httpx.get(
+            f"{teams.url}/api/v1/namespaces", headers={"Authorization": f"Bearer {bad}"}
+        )
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthenticated"
     assert httpx.get(f"{teams.url}/api/v1/namespaces").status_code == 401

@@ -47,8 +47,9 @@ class Receiver:
 
 @pytest.fixture
 def plane(settings: Settings) -> Iterator[ControlPlane]:
-    cp = ControlPlane.build(settings, backoff=Backoff(base_seconds=0.05, max_seconds=0.2,
-                                                      max_attempts=50))
+    cp = ControlPlane.build(
+        settings, backoff=Backoff(base_seconds=0.05, max_seconds=0.2, max_attempts=50)
+    )
     yield cp
     cp.close()
 
@@ -91,8 +92,12 @@ def test_a_down_endpoint_is_retried_until_it_is_up(admin: Client, tmp_path: Path
     try:
         wait_for(lambda: len(receiver.received) == 1)
         rows = admin.request("GET", f"/namespaces/team/webhooks/{hook.id}/deliveries")
-        wait_for(lambda: admin.request(
-            "GET", f"/namespaces/team/webhooks/{hook.id}/deliveries")[0]["state"] == "delivered")
+        wait_for(
+            lambda: (
+                admin.request("GET", f"/namespaces/team/webhooks/{hook.id}/deliveries")[0]["state"]
+                == "delivered"
+            )
+        )
         assert rows[0]["attempts"] >= 2
     finally:
         receiver.close()
@@ -103,8 +108,7 @@ def test_a_hanging_endpoint_never_blocks_the_writer(admin: Client, tmp_path: Pat
     receiver = Receiver(free_port())
     receiver.release.clear()  # the endpoint hangs until released
     try:
-        admin.create_webhook("team", f"http://127.0.0.1:{receiver.server.server_port}/",
-                             ["*"])
+        admin.create_webhook("team", f"http://127.0.0.1:{receiver.server.server_port}/", ["*"])
         push(admin, tmp_path, "first")
         push(admin, tmp_path, "second")  # commits while the first delivery hangs
         assert [v.number for v in admin.list_versions("team/second")] == [1]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def test_alias_to_missing_version_is_refused_and_changes_nothing(two_versions: C
 @pytest.mark.parametrize("alias", ["latest", "3abc", "../x", "Prod", "", "a" * 64])
 def test_bad_alias_names_are_refused(two_versions: Client, alias: str) -> None:
     with pytest.raises((InvalidInput, NotFound)):
-        two_versions.request("PUT", f"/namespaces/team/models/clf/aliases/{alias}",
-                             json={"version": 1})
+        two_versions.request(
+            "PUT", f"/namespaces/team/models/clf/aliases/{alias}", json={"version": 1}
+        )
     assert two_versions.alias_history("team/clf") == []
 
 
@@ -40,7 +42,9 @@ def test_delete_alias_keeps_history(two_versions: Client) -> None:
     with pytest.raises(NotFound):
         two_versions.get_version("team/clf@candidate")
     assert [(c.version, c.previous) for c in two_versions.alias_history("team/clf")] == [
-        (2, None), (None, 2)]
+        (2, None),
+        (None, 2),
+    ]
 
 
 def test_concurrent_alias_moves_leave_one_consistent_answer(two_versions: Client) -> None:
@@ -62,6 +66,6 @@ def test_concurrent_alias_moves_leave_one_consistent_answer(two_versions: Client
     history = two_versions.alias_history("team/clf", "production")
     assert len(history) == 40
     # Each recorded move starts from where the previous one ended: no lost update.
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert after.previous == before.version
     assert two_versions.get_version("team/clf@production").number == history[-1].version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -34,13 +35,21 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 class Platform:
     def __init__(self, home: Path, database_url: str) -> None:
         self.home, self.port = home, free_port()
-        self.env = {**os.environ, "MODELYARD_HOME": str(home),
-                    "MODELYARD_API_PORT": str(self.port), "MODELYARD_DATABASE_URL": database_url}
+        self.env = {
+            **os.environ,
+            "MODELYARD_HOME": str(home),
+            "MODELYARD_API_PORT": str(self.port),
+            "MODELYARD_DATABASE_URL": database_url,
+        }
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Client:
-        self.process = subprocess.Popen([sys.executable, "-m", "modelyard", "up"], env=self.env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modelyard", "up"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def healthy() -> bool:
             try:
@@ -63,8 +72,11 @@ class Platform:
 def test_kill_9_during_commit_leaves_no_partial_version(
     tmp_path: Path, request: pytest.FixtureRequest, database: str, kill_after_moved: int
 ) -> None:
-    database_url = (f"sqlite:///{tmp_path / 'home' / 'modelyard.db'}" if database == "sqlite"
-                    else request.getfixturevalue("pg_url"))
+    database_url = (
+        f"sqlite:///{tmp_path / 'home' / 'modelyard.db'}"
+        if database == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     platform = Platform(tmp_path / "home", database_url)
     client = platform.start()
     client.create_namespace("team")
@@ -75,15 +87,21 @@ def test_kill_9_during_commit_leaves_no_partial_version(
     for i in range(FILES):
         data = hashlib.sha256(str(i).encode()).digest() * (FILE_SIZE // 32)
         (staging / f"part{i:02}.bin").write_bytes(data)
-        files.append({"path": f"part{i:02}.bin", "sha256": hashlib.sha256(data).hexdigest(),
-                      "size": len(data)})
+        files.append(
+            {
+                "path": f"part{i:02}.bin",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+            }
+        )
 
     def commit() -> None:
-        try:
-            client.request("POST", f"/namespaces/team/models/m/drafts/{draft['id']}/commit",
-                           json={"files": files})
-        except Exception:  # the server dies under it
-            pass
+        with contextlib.suppress(Exception):  # the server dies under it
+            client.request(
+                "POST",
+                f"/namespaces/team/models/m/drafts/{draft['id']}/commit",
+                json={"files": files},
+            )
 
     committing = threading.Thread(target=commit)
     committing.start()
@@ -99,8 +117,11 @@ def test_kill_9_during_commit_leaves_no_partial_version(
             assert [v.number for v in versions] == [1]
             assert len(versions[0].files) == FILES
         else:  # nothing is visible, and committing the same draft again completes it
-            client.request("POST", f"/namespaces/team/models/m/drafts/{draft['id']}/commit",
-                           json={"files": files})
+            client.request(
+                "POST",
+                f"/namespaces/team/models/m/drafts/{draft['id']}/commit",
+                json={"files": files},
+            )
         folder = client.pull("team/m@1")  # verifies every digest
         assert len(list(folder.glob("part*.bin"))) == FILES
     finally:

@@ -20,22 +20,33 @@ def test_datasets_version_like_models_and_feed_lineage(admin: Client, tmp_path: 
     assert (ds.kind, ds.number) == ("dataset", 1)
     (data / "items.csv").write_text("id,name\n1,cup\n2,plate\n")
     assert admin.push("shop/catalog", data, kind="dataset").number == 2
-    assert [a.name for a in admin.list("shop", kind="dataset")] == ["catalog"]
-    assert admin.list("shop", kind="model") == []
+    assert [a.name for a in admin.list_artifacts("shop", kind="dataset")] == ["catalog"]
+    assert admin.list_artifacts("shop", kind="model") == []
 
     model_file = tmp_path / "index.bin"
     model_file.write_bytes(b"index")
-    spec = VersionSpec(lineage=Lineage(run="run-42", step="build",
-                                       inputs=[LineageInput(kind="dataset", ref="shop/catalog@2")]))
+    spec = VersionSpec(
+        lineage=Lineage(
+            run="run-42", step="build", inputs=[LineageInput(kind="dataset", ref="shop/catalog@2")]
+        )
+    )
     model = admin.push("shop/index", model_file, spec)
-    assert model.lineage == {"run": "run-42", "step": "build",
-                             "inputs": [{"kind": "dataset", "ref": "shop/catalog@2"}]}
+    assert model.lineage == {
+        "run": "run-42",
+        "step": "build",
+        "inputs": [{"kind": "dataset", "ref": "shop/catalog@2"}],
+    }
 
-    committed = [e for e in admin.events(after=first_event, follow=False)
-                 if e.type.endswith(".version.committed")]
+    committed = [
+        e
+        for e in admin.events(after=first_event, follow=False)
+        if e.type.endswith(".version.committed")
+    ]
     assert [(e.type, e.data["version"]) for e in committed] == [
-        ("dataset.version.committed", 1), ("dataset.version.committed", 2),
-        ("model.version.committed", 1)]
+        ("dataset.version.committed", 1),
+        ("dataset.version.committed", 2),
+        ("model.version.committed", 1),
+    ]
 
 
 def test_lineage_must_name_existing_pinned_versions(admin: Client, tmp_path: Path) -> None:
@@ -46,4 +57,4 @@ def test_lineage_must_name_existing_pinned_versions(admin: Client, tmp_path: Pat
         spec = VersionSpec(lineage=Lineage(inputs=[LineageInput(kind="dataset", ref=ref)]))
         with pytest.raises(InvalidInput, match="lineage"):
             admin.push("shop/index", model_file, spec)
-    assert admin.list("shop") == []
+    assert admin.list_artifacts("shop") == []

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,9 @@ def test_push_commit_alias_pull_roundtrip(admin: Client, tmp_path: Path) -> None
     assert (v1.number, v1.state, v1.runtime) == (1, "committed", "sklearn")
     assert sorted(f.path for f in v1.files) == ["conf/labels.txt", "model.bin"]
 
-    v2 = admin.push("vision/resnet", make_model(tmp_path / "src2", b"weights-2"),
-                    alias="production")
+    v2 = admin.push(
+        "vision/resnet", make_model(tmp_path / "src2", b"weights-2"), alias="production"
+    )
     assert v2.number == 2 and v2.aliases == ["production"]
     assert admin.get_version("vision/resnet@production").number == 2
     assert admin.get_version("vision/resnet").number == 2  # latest
@@ -49,10 +51,10 @@ def test_commit_with_wrong_digest_names_the_file_and_changes_nothing(
     draft = admin.request("POST", f"{base}/versions", json={})
     admin.request("PUT", f"{base}/drafts/{draft['id']}/files/a.bin", content=b"hello")
     wrong = {"path": "a.bin", "sha256": "0" * 64, "size": 5}
-    with pytest.raises(IntegrityError, match="a.bin"):
+    with pytest.raises(IntegrityError, match=re.escape("a.bin")):
         admin.request("POST", f"{base}/drafts/{draft['id']}/commit", json={"files": [wrong]})
     missing = {"path": "b.bin", "sha256": "1" * 64, "size": 5}
-    with pytest.raises(IntegrityError, match="b.bin"):
+    with pytest.raises(IntegrityError, match=re.escape("b.bin")):
         admin.request("POST", f"{base}/drafts/{draft['id']}/commit", json={"files": [missing]})
     assert admin.list_versions("vision/m") == []
     with pytest.raises(NotFound):

@@ -74,5 +74,11 @@ class AccessLog:
             await self.app(scope, receive, record)
         finally:
             state = scope.get("state") or {}
-            access_log.info("%s %s %d %.1fms key=%s", scope["method"], scope["path"], status,
-                            (time.perf_counter() - started) * 1000, state.get("actor", "-"))
+            access_log.info(
+                "%s %s %d %.1fms key=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                state.get("actor", "-"),
+            )

@@ -56,74 +56,102 @@ def artifact_router(kind: ArtifactKind) -> APIRouter:
         return plane.versions.get_artifact(kind, namespace, name)
 
     @router.get("/{name}/versions", name=f"list_{kind}_versions")
-    def list_versions(namespace: str, name: str, plane: Plane,
-                      caller: Caller) -> list[VersionInfo]:
+    def list_versions(namespace: str, name: str, plane: Plane, caller: Caller) -> list[VersionInfo]:
         caller.require(namespace, Role.VIEWER)
         return plane.versions.list_versions(kind, namespace, name)
 
     @router.post("/{name}/versions", status_code=201, name=f"create_{kind}_draft")
-    def create_draft(namespace: str, name: str, spec: VersionSpec, plane: Plane,
-                     caller: Caller) -> VersionInfo:
+    def create_draft(
+        namespace: str, name: str, spec: VersionSpec, plane: Plane, caller: Caller
+    ) -> VersionInfo:
         """Start a version: returns a draft whose ``id`` names it until it is committed."""
         caller.require(namespace, Role.EDITOR)
         return plane.versions.create_draft(kind, namespace, name, spec, actor=caller.key_id)
 
     @router.get("/{name}/versions/{ref}", name=f"get_{kind}_version")
-    def get_version(namespace: str, name: str, ref: str, plane: Plane,
-                    caller: Caller) -> VersionInfo:
+    def get_version(
+        namespace: str, name: str, ref: str, plane: Plane, caller: Caller
+    ) -> VersionInfo:
         """``ref`` is a version number, an alias or ``latest``."""
         caller.require(namespace, Role.VIEWER)
         return plane.versions.get(kind, namespace, name, ref)
 
     @router.get("/{name}/versions/{ref}/downloads", name=f"plan_{kind}_download")
-    def plan_download(request: Request, namespace: str, name: str, ref: str, plane: Plane,
-                      caller: Caller) -> DownloadPlan:
+    def plan_download(
+        request: Request, namespace: str, name: str, ref: str, plane: Plane, caller: Caller
+    ) -> DownloadPlan:
         caller.require(namespace, Role.VIEWER)
         version = plane.versions.get(kind, namespace, name, ref)
         files = plane.versions.download_plan(version, base(request, namespace, name))
         return DownloadPlan(version=version, files=[Transfer(**f) for f in files])
 
-    @router.get("/{name}/versions/{ref}/files/{path:path}", name=f"download_{kind}_file",
-                response_class=StreamingResponse)
-    def download_file(namespace: str, name: str, ref: str, path: str, plane: Plane,
-                      caller: Caller) -> StreamingResponse:
+    @router.get(
+        "/{name}/versions/{ref}/files/{path:path}",
+        name=f"download_{kind}_file",
+        response_class=StreamingResponse,
+    )
+    def download_file(
+        namespace: str, name: str, ref: str, path: str, plane: Plane, caller: Caller
+    ) -> StreamingResponse:
         caller.require(namespace, Role.VIEWER)
         version = plane.versions.get(kind, namespace, name, ref)
         entry, chunks = plane.versions.open_file(version, check_path(path))
-        return StreamingResponse(chunks, media_type="application/octet-stream", headers={
-            "Content-Length": str(entry.size), "ETag": f'"{entry.sha256}"'})
+        return StreamingResponse(
+            chunks,
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(entry.size), "ETag": f'"{entry.sha256}"'},
+        )
 
     @router.get("/{name}/drafts/{draft_id}", name=f"get_{kind}_draft")
-    def get_draft(namespace: str, name: str, draft_id: str, plane: Plane,
-                  caller: Caller) -> VersionInfo:
+    def get_draft(
+        namespace: str, name: str, draft_id: str, plane: Plane, caller: Caller
+    ) -> VersionInfo:
         caller.require(namespace, Role.EDITOR)
         return plane.versions.get_draft(kind, namespace, name, draft_id)
 
     @router.post("/{name}/drafts/{draft_id}/uploads", name=f"plan_{kind}_upload")
-    def plan_upload(request: Request, namespace: str, name: str, draft_id: str, body: FilesBody,
-                    plane: Plane, caller: Caller) -> list[Transfer]:
+    def plan_upload(
+        request: Request,
+        namespace: str,
+        name: str,
+        draft_id: str,
+        body: FilesBody,
+        plane: Plane,
+        caller: Caller,
+    ) -> list[Transfer]:
         """Per file: ``present`` when the store has its content already, else where to put it."""
         caller.require(namespace, Role.EDITOR)
-        plan = plane.versions.upload_plan(kind, namespace, name, draft_id, body.files,
-                                          base(request, namespace, name))
+        plan = plane.versions.upload_plan(
+            kind, namespace, name, draft_id, body.files, base(request, namespace, name)
+        )
         return [Transfer(**item) for item in plan]
 
     @router.put("/{name}/drafts/{draft_id}/files/{path:path}", name=f"upload_{kind}_file")
-    async def upload_file(request: Request, namespace: str, name: str, draft_id: str, path: str,
-                          plane: Plane, caller: Caller) -> FileEntry:
+    async def upload_file(
+        request: Request,
+        namespace: str,
+        name: str,
+        draft_id: str,
+        path: str,
+        plane: Plane,
+        caller: Caller,
+    ) -> FileEntry:
         """Upload one small file through the API (bounded by the body limit)."""
         caller.require(namespace, Role.EDITOR)
         data = await request.body()
-        return await run_in_threadpool(plane.versions.put_file, kind, namespace, name, draft_id,
-                                       path, [data])
+        return await run_in_threadpool(
+            plane.versions.put_file, kind, namespace, name, draft_id, path, [data]
+        )
 
     @router.post("/{name}/drafts/{draft_id}/commit", status_code=201, name=f"commit_{kind}")
-    def commit(namespace: str, name: str, draft_id: str, body: FilesBody, plane: Plane,
-               caller: Caller) -> VersionInfo:
+    def commit(
+        namespace: str, name: str, draft_id: str, body: FilesBody, plane: Plane, caller: Caller
+    ) -> VersionInfo:
         """Verify every file's digest and size, then make the version visible at once."""
         caller.require(namespace, Role.EDITOR)
-        return plane.versions.commit(kind, namespace, name, draft_id, body.files,
-                                     actor=caller.key_id)
+        return plane.versions.commit(
+            kind, namespace, name, draft_id, body.files, actor=caller.key_id
+        )
 
     @router.delete("/{name}/drafts/{draft_id}", status_code=204, name=f"abort_{kind}_draft")
     def abort(namespace: str, name: str, draft_id: str, plane: Plane, caller: Caller) -> None:
@@ -131,20 +159,23 @@ def artifact_router(kind: ArtifactKind) -> APIRouter:
         plane.versions.abort(kind, namespace, name, draft_id)
 
     @router.put("/{name}/aliases/{alias}", name=f"set_{kind}_alias")
-    def set_alias(namespace: str, name: str, alias: str, body: AliasSet, plane: Plane,
-                  caller: Caller) -> AliasChange:
+    def set_alias(
+        namespace: str, name: str, alias: str, body: AliasSet, plane: Plane, caller: Caller
+    ) -> AliasChange:
         caller.require(namespace, Role.EDITOR)
         return plane.aliases.set(kind, namespace, name, alias, body.version, actor=caller.key_id)
 
     @router.delete("/{name}/aliases/{alias}", name=f"delete_{kind}_alias")
-    def delete_alias(namespace: str, name: str, alias: str, plane: Plane,
-                     caller: Caller) -> AliasChange:
+    def delete_alias(
+        namespace: str, name: str, alias: str, plane: Plane, caller: Caller
+    ) -> AliasChange:
         caller.require(namespace, Role.EDITOR)
         return plane.aliases.delete(kind, namespace, name, alias, actor=caller.key_id)
 
     @router.get("/{name}/aliases", name=f"{kind}_alias_history")
-    def alias_history(namespace: str, name: str, plane: Plane, caller: Caller,
-                      alias: str | None = None) -> list[AliasChange]:
+    def alias_history(
+        namespace: str, name: str, plane: Plane, caller: Caller, alias: str | None = None
+    ) -> list[AliasChange]:
         """Every move of this artifact's aliases (or of one alias), oldest first."""
         caller.require(namespace, Role.VIEWER)
         return plane.aliases.history(kind, namespace, name, alias)

@@ -27,7 +27,8 @@ def principal(
         if request.headers.get("authorization"):
             raise Unauthenticated("malformed Authorization header: use 'Bearer <key>'")
         raise Unauthenticated(
-            "no API key: send 'Authorization: Bearer <key>' (the CLI reads MODELYARD_API_KEY)")
+            "no API key: send 'Authorization: Bearer <key>' (the CLI reads MODELYARD_API_KEY)"
+        )
     who = plane(request).keys.authenticate(credentials.credentials)
     request.state.actor = who.key_id
     return who

@@ -53,8 +53,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     error_id = uuid.uuid4().hex[:12]
     log.exception("unhandled error %s on %s %s", error_id, request.method, request.url.path)
-    return error_response(500, "internal", f"internal error {error_id}: it is in the server log",
-                          error_id=error_id)
+    return error_response(
+        500, "internal", f"internal error {error_id}: it is in the server log", error_id=error_id
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -75,8 +76,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = (f"request body is over the limit of {self.max_bytes} bytes: upload large "
-                   "files straight to the blob store (the upload plan gives the location)")
+        message = (
+            f"request body is over the limit of {self.max_bytes} bytes: upload large "
+            "files straight to the blob store (the upload plan gives the location)"
+        )
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await error_response(413, PayloadTooLarge.code, message)(scope, receive, send)

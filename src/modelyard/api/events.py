@@ -24,8 +24,11 @@ HEARTBEAT_SECONDS = 15.0
 class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(max_length=2000)
-    events: list[str] = Field(default=["*"], max_length=50,
-                              description="Event type patterns: 'model.*', '*', or exact types")
+    events: list[str] = Field(
+        default=["*"],
+        max_length=50,
+        description="Event type patterns: 'model.*', '*', or exact types",
+    )
 
 
 class WebhookCreated(BaseModel):
@@ -38,15 +41,24 @@ def _sse(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
-@router.get("/events", tags=["events"], response_class=StreamingResponse, responses={
-    200: {"content": {"text/event-stream": {}},
-          "description": "One SSE message per event: id, event (type), data (JSON)"}})
+@router.get(
+    "/events",
+    tags=["events"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "One SSE message per event: id, event (type), data (JSON)",
+        }
+    },
+)
 async def stream_events(
     request: Request,
     plane: Plane,
     caller: Caller,
-    after: Annotated[int | None, Query(ge=0, description="Start after this id (default: now)")]
-    = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="Start after this id (default: now)")
+    ] = None,
     type: Annotated[list[str] | None, Query(description="Type patterns, e.g. model.*")] = None,
     follow: Annotated[bool, Query(description="Keep the stream open for new events")] = True,
     last_event_id: Annotated[int | None, Header(ge=0)] = None,
@@ -59,7 +71,11 @@ async def stream_events(
         start = await run_in_threadpool(plane.events.last_id)
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
-    unsubscribe = plane.events.subscribe(lambda _id: loop.call_soon_threadsafe(woken.set))
+
+    def wake(_event_id: int) -> None:
+        loop.call_soon_threadsafe(woken.set)
+
+    unsubscribe = plane.events.subscribe(wake)
 
     async def generate() -> AsyncIterator[bytes]:
         cursor = start
@@ -67,7 +83,8 @@ async def stream_events(
             while True:
                 woken.clear()
                 batch, cursor, more = await run_in_threadpool(
-                    plane.events.scan, cursor, 500, types, visible)
+                    plane.events.scan, cursor, 500, types, visible
+                )
                 for event in batch:
                     yield _sse(event)
                 if more:
@@ -81,13 +98,17 @@ async def stream_events(
         finally:
             unsubscribe()
 
-    return StreamingResponse(generate(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        generate(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post("/namespaces/{namespace}/webhooks", status_code=201, tags=["events"])
-def create_webhook(namespace: str, body: WebhookCreate, plane: Plane,
-                   caller: Caller) -> WebhookCreated:
+def create_webhook(
+    namespace: str, body: WebhookCreate, plane: Plane, caller: Caller
+) -> WebhookCreated:
     caller.require(namespace, Role.ADMIN)
     hook, secret = plane.webhooks.create(namespace, body.url, body.events, actor=caller.key_id)
     return WebhookCreated(webhook=hook, secret=secret)
@@ -96,21 +117,21 @@ def create_webhook(namespace: str, body: WebhookCreate, plane: Plane,
 @router.get("/namespaces/{namespace}/webhooks", tags=["events"])
 def list_webhooks(namespace: str, plane: Plane, caller: Caller) -> list[Webhook]:
     caller.require(namespace, Role.ADMIN)
-    return plane.webhooks.list(namespace)
+    return plane.webhooks.list_hooks(namespace)
 
 
-@router.delete("/namespaces/{namespace}/webhooks/{webhook_id}", status_code=204,
-               tags=["events"])
+@router.delete("/namespaces/{namespace}/webhooks/{webhook_id}", status_code=204, tags=["events"])
 def delete_webhook(namespace: str, webhook_id: str, plane: Plane, caller: Caller) -> None:
     caller.require(namespace, Role.ADMIN)
     plane.webhooks.delete(namespace, webhook_id, actor=caller.key_id)
 
 
 @router.get("/namespaces/{namespace}/webhooks/{webhook_id}/deliveries", tags=["events"])
-def list_deliveries(namespace: str, webhook_id: str, plane: Plane,
-                    caller: Caller) -> list[dict[str, Any]]:
+def list_deliveries(
+    namespace: str, webhook_id: str, plane: Plane, caller: Caller
+) -> list[dict[str, Any]]:
     caller.require(namespace, Role.ADMIN)
-    if webhook_id not in {h.id for h in plane.webhooks.list(namespace)}:
+    if webhook_id not in {h.id for h in plane.webhooks.list_hooks(namespace)}:
         from modelyard.errors import NotFound
 
         raise NotFound(f"webhook {webhook_id!r} does not exist in {namespace!r}")

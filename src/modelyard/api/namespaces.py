@@ -51,8 +51,7 @@ def health(plane: Plane) -> dict[str, Any]:
 
 @router.get("/whoami", tags=["meta"])
 def whoami(caller: Caller) -> Identity:
-    return Identity(key_id=caller.key_id, name=caller.name, admin=caller.admin,
-                    roles=caller.roles)
+    return Identity(key_id=caller.key_id, name=caller.name, admin=caller.admin, roles=caller.roles)
 
 
 @router.get("/namespaces", tags=["namespaces"])
@@ -78,7 +77,7 @@ def get_namespace(namespace: str, plane: Plane, caller: Caller) -> NamespaceInfo
 
 @router.get("/keys", tags=["keys"])
 def list_keys(plane: Plane, caller: Caller) -> list[KeyInfo]:
-    return plane.keys.list(caller)
+    return plane.keys.list_keys(caller)
 
 
 @router.post("/keys", status_code=201, tags=["keys"])

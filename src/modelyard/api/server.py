@@ -15,10 +15,21 @@ from modelyard.controlplane import ControlPlane
 from modelyard.errors import ServerUnreachable
 
 
-def _server(plane: ControlPlane, host: str, port: int, sock: socket.socket | None = None,
-            log_level: str = "warning") -> uvicorn.Server:
-    config = uvicorn.Config(create_app(plane), host=host, port=port, log_level=log_level,
-                            access_log=False, timeout_graceful_shutdown=5)
+def _server(
+    plane: ControlPlane,
+    host: str,
+    port: int,
+    sock: socket.socket | None = None,
+    log_level: str = "warning",
+) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(plane),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     return uvicorn.Server(config)
 
 
@@ -37,8 +48,9 @@ class BackgroundServer:
         self.sock.bind((host, port))
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
         self.server = _server(plane, host, self.sock.getsockname()[1])
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="api", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="api", daemon=True
+        )
 
     def __enter__(self) -> BackgroundServer:
         self.thread.start()
@@ -49,8 +61,9 @@ class BackgroundServer:
             time.sleep(0.01)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()

@@ -99,17 +99,29 @@ class KeyStore:
         now = self.events.clock()
         with self.db.write() as session:
             ids = self._namespace_ids(session, list(roles))
-            session.add(ApiKeyRow(id=key_id, name=name, secret_hash=_hash(secret), is_admin=admin,
-                                  created_by=by.key_id if by else None, created_at=now))
+            session.add(
+                ApiKeyRow(
+                    id=key_id,
+                    name=name,
+                    secret_hash=_hash(secret),
+                    is_admin=admin,
+                    created_by=by.key_id if by else None,
+                    created_at=now,
+                )
+            )
             session.flush()
             for namespace, role in roles.items():
                 session.add(KeyRoleRow(key_id=key_id, namespace_id=ids[namespace], role=role.value))
-            self.events.append(session, "key.created", f"keys/{key_id}",
-                               {"name": name, "admin": admin,
-                                "roles": {ns: r.value for ns, r in roles.items()}},
-                               actor=by.key_id if by else None)
-        info = KeyInfo(id=key_id, name=name, admin=admin, roles=roles, created_at=now,
-                       revoked_at=None)
+            self.events.append(
+                session,
+                "key.created",
+                f"keys/{key_id}",
+                {"name": name, "admin": admin, "roles": {ns: r.value for ns, r in roles.items()}},
+                actor=by.key_id if by else None,
+            )
+        info = KeyInfo(
+            id=key_id, name=name, admin=admin, roles=roles, created_at=now, revoked_at=None
+        )
         return info, f"{PREFIX}_{key_id}_{secret}"
 
     def authenticate(self, token: str | None) -> Principal:
@@ -137,7 +149,7 @@ class KeyStore:
             }
             return Principal(row.id, row.name, row.is_admin, roles)
 
-    def list(self, by: Principal) -> list[KeyInfo]:
+    def list_keys(self, by: Principal) -> list[KeyInfo]:
         """Admins see every key; others see keys holding roles only in namespaces they admin."""
         with self.db.read() as session:
             rows = session.scalars(sa.select(ApiKeyRow).order_by(ApiKeyRow.created_at)).all()
@@ -145,7 +157,8 @@ class KeyStore:
         if by.admin:
             return infos
         return [
-            k for k in infos
+            k
+            for k in infos
             if not k.admin and k.roles and all(by.can(ns, Role.ADMIN) for ns in k.roles)
         ]
 
@@ -154,8 +167,12 @@ class KeyStore:
             row = session.get(ApiKeyRow, key_id)
             info = self._info(session, row) if row else None
             allowed = info is not None and (
-                by.admin or (not info.admin and info.roles
-                             and all(by.can(ns, Role.ADMIN) for ns in info.roles))
+                by.admin
+                or (
+                    not info.admin
+                    and info.roles
+                    and all(by.can(ns, Role.ADMIN) for ns in info.roles)
+                )
             )
             if row is None or info is None or not allowed:
                 raise NotFound(f"key {key_id!r} does not exist or is not yours to revoke")
@@ -171,10 +188,12 @@ class KeyStore:
 
     @staticmethod
     def _namespace_ids(session: sa.orm.Session, names: list[str]) -> dict[str, int]:
-        found = dict(session.execute(
-            sa.select(NamespaceRow.name, NamespaceRow.id).where(NamespaceRow.name.in_(names))
-        ).all())
-        missing = sorted(set(names) - set(found))
+        found = dict(
+            session.execute(
+                sa.select(NamespaceRow.name, NamespaceRow.id).where(NamespaceRow.name.in_(names))
+            ).all()
+        )
+        missing: list[str] = sorted(set(names) - set(found))
         if missing:
             raise NotFound(f"namespace {missing[0]!r} does not exist: create it first")
         return found
@@ -189,5 +208,11 @@ class KeyStore:
                 .where(KeyRoleRow.key_id == row.id)
             )
         }
-        return KeyInfo(id=row.id, name=row.name, admin=row.is_admin, roles=roles,
-                       created_at=row.created_at, revoked_at=row.revoked_at)
+        return KeyInfo(
+            id=row.id,
+            name=row.name,
+            admin=row.is_admin,
+            roles=roles,
+            created_at=row.created_at,
+            revoked_at=row.revoked_at,
+        )

@@ -31,11 +31,15 @@ def up(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     plane = ControlPlane.build(settings)
     if plane.ensure_admin_key():
-        console.print(f"[bold]Created an admin API key[/] and wrote it to "
-                      f"{settings.admin_key_path} (mode 0600). The CLI and SDK read it from there.")
-    console.print(f"modelyard control plane on http://{settings.api_host}:{settings.api_port} "
-                  f"(database {plane.db.engine.url.render_as_string(hide_password=True)}, "
-                  f"blobs {settings.blob_url})")
+        console.print(
+            f"[bold]Created an admin API key[/] and wrote it to "
+            f"{settings.admin_key_path} (mode 0600). The CLI and SDK read it from there."
+        )
+    console.print(
+        f"modelyard control plane on http://{settings.api_host}:{settings.api_port} "
+        f"(database {plane.db.engine.url.render_as_string(hide_password=True)}, "
+        f"blobs {settings.blob_url})"
+    )
     try:
         serve(plane, settings.api_host, settings.api_port)
     finally:
@@ -54,25 +58,33 @@ def config(
     if as_json:
         print_json({k: {"value": v, "origin": loaded.origins[k]} for k, v in values.items()})
         return
-    table(f"settings (config file: {loaded.config_file or 'none'})", ["setting", "value", "origin"],
-          [(k, v, loaded.origins[k]) for k, v in values.items()])
+    table(
+        f"settings (config file: {loaded.config_file or 'none'})",
+        ["setting", "value", "origin"],
+        [(k, v, loaded.origins[k]) for k, v in values.items()],
+    )
 
 
 @namespaces.command("list")
-def list_namespaces(ctx: typer.Context,
-                    as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_namespaces(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """The namespaces your key has a role in."""
     found = state(ctx).client().list_namespaces()
     if as_json:
         print_json([n.to_dict() for n in found])
         return
-    table("namespaces", ["name", "description", "created"],
-          [(n.name, n.description, n.created_at.isoformat(timespec="seconds")) for n in found])
+    table(
+        "namespaces",
+        ["name", "description", "created"],
+        [(n.name, n.description, n.created_at.isoformat(timespec="seconds")) for n in found],
+    )
 
 
 @namespaces.command("create")
-def create_namespace(ctx: typer.Context, name: str,
-                     description: Annotated[str, typer.Option()] = "") -> None:
+def create_namespace(
+    ctx: typer.Context, name: str, description: Annotated[str, typer.Option()] = ""
+) -> None:
     """Create a namespace (admin key)."""
     created = state(ctx).client().create_namespace(name, description)
     console.print(f"created namespace [bold]{created.name}[/]")
@@ -84,17 +96,32 @@ def list_keys(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json"
     if as_json:
         print_json([k.to_dict() for k in found])
         return
-    table("keys", ["id", "name", "admin", "roles", "revoked"],
-          [(k.id, k.name, k.admin, ", ".join(f"{ns}:{r.value}" for ns, r in k.roles.items()),
-            k.revoked_at) for k in found])
+    table(
+        "keys",
+        ["id", "name", "admin", "roles", "revoked"],
+        [
+            (
+                k.id,
+                k.name,
+                k.admin,
+                ", ".join(f"{ns}:{r.value}" for ns, r in k.roles.items()),
+                k.revoked_at,
+            )
+            for k in found
+        ],
+    )
 
 
 @keys.command("create")
 def create_key(
     ctx: typer.Context,
     name: str,
-    role: Annotated[list[str] | None, typer.Option(
-        help="NAMESPACE=ROLE, ROLE one of viewer, editor, admin, invoker; repeatable.")] = None,
+    role: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAMESPACE=ROLE, ROLE one of viewer, editor, admin, invoker; repeatable."
+        ),
+    ] = None,
     admin: Annotated[bool, typer.Option("--admin", help="A global admin key.")] = False,
 ) -> None:
     """Create a key. It is printed once: store it now."""
@@ -102,7 +129,9 @@ def create_key(
     for item in role or []:
         namespace, sep, value = item.partition("=")
         if not sep or value not in {r.value for r in Role}:
-            raise typer.BadParameter(f"--role {item!r}: write NAMESPACE=viewer|editor|admin|invoker")
+            raise typer.BadParameter(
+                f"--role {item!r}: write NAMESPACE=viewer|editor|admin|invoker"
+            )
         roles[namespace] = Role(value)
     info, token = state(ctx).client().create_key(name, roles, admin=admin)
     errors.print(f"created key {info.id}; it is shown only now:")

@@ -29,6 +29,9 @@ def tail(
         if as_json:
             print_json(event.to_dict())
         else:
-            console.print(f"{event.id:>6} {event.created_at:%Y-%m-%d %H:%M:%S} "
-                          f"[bold]{event.type}[/] {event.subject} "
-                          f"[dim]{event.actor or ''}[/]", highlight=False)
+            console.print(
+                f"{event.id:>6} {event.created_at:%Y-%m-%d %H:%M:%S} "
+                f"[bold]{event.type}[/] {event.subject} "
+                f"[dim]{event.actor or ''}[/]",
+                highlight=False,
+            )

@@ -11,8 +11,12 @@ from modelyard.cli import admin, artifacts, events
 from modelyard.cli.state import State, errors
 from modelyard.errors import ModelyardError
 
-app = typer.Typer(name="modelyard", help="modelyard: an ML platform in one package.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="modelyard",
+    help="modelyard: an ML platform in one package.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()

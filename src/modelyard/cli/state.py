@@ -68,9 +68,15 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 @contextmanager
 def transfer_progress(description: str, total: int) -> Iterator[Any]:
     """A byte progress bar; yields the callback the SDK calls with (path, bytes)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=errors,
-                  transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=False,
+    ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda _path, n: progress.advance(task, n)
 

@@ -22,8 +22,15 @@ Handler = Callable[[Event], None]
 
 
 class DurableConsumer:
-    def __init__(self, name: str, events: EventLog, handler: Handler, *, batch: int = 100,
-                 retry_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        events: EventLog,
+        handler: Handler,
+        *,
+        batch: int = 100,
+        retry_seconds: float = 1.0,
+    ) -> None:
         self.name = name
         self.events = events
         self.handler = handler
@@ -60,8 +67,9 @@ class DurableConsumer:
         return handled
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name=f"consumer:{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"consumer:{self.name}", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -38,8 +38,15 @@ class Event(Record):
 
     @classmethod
     def from_row(cls, row: EventRow) -> Event:
-        return cls(id=row.id, type=row.type, namespace=row.namespace, subject=row.subject,
-                   data=dict(row.data), actor=row.actor, created_at=row.created_at)
+        return cls(
+            id=row.id,
+            type=row.type,
+            namespace=row.namespace,
+            subject=row.subject,
+            data=dict(row.data),
+            actor=row.actor,
+            created_at=row.created_at,
+        )
 
 
 def matches(event_type: str, patterns: Sequence[str]) -> bool:
@@ -71,8 +78,14 @@ class EventLog:
         actor: str | None = None,
     ) -> EventRow:
         """Add an event to the caller's write transaction; subscribers hear of it after commit."""
-        row = EventRow(type=type, namespace=namespace, subject=subject, data=data or {},
-                       actor=actor, created_at=self.clock())
+        row = EventRow(
+            type=type,
+            namespace=namespace,
+            subject=subject,
+            data=data or {},
+            actor=actor,
+            created_at=self.clock(),
+        )
         session.add(row)
         session.flush()
         event_id = row.id
@@ -100,7 +113,8 @@ class EventLog:
             events = [Event.from_row(r) for r in session.scalars(query)]
         cursor = events[-1].id if events else after
         kept = [
-            e for e in events
+            e
+            for e in events
             if (not types or matches(e.type, types))
             and (namespaces is None or e.namespace in namespaces)
         ]
@@ -108,7 +122,7 @@ class EventLog:
 
     def last_id(self) -> int:
         with self.db.read() as session:
-            return int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(EventRow.id), 0))))
+            return int(session.scalar(sa.select(sa.func.max(EventRow.id))) or 0)
 
     # push ---------------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:

@@ -62,8 +62,9 @@ class Backoff:
 class Webhooks:
     """Registration, fan-out and delivery of webhooks."""
 
-    def __init__(self, events: EventLog, backoff: Backoff | None = None,
-                 client: httpx.Client | None = None) -> None:
+    def __init__(
+        self, events: EventLog, backoff: Backoff | None = None, client: httpx.Client | None = None
+    ) -> None:
         self.events = events
         self.db = events.db
         self.backoff = backoff or Backoff()
@@ -75,8 +76,9 @@ class Webhooks:
         self._worker: threading.Thread | None = None
 
     # registration -------------------------------------------------------------------------
-    def create(self, namespace: str, url: str, event_types: list[str],
-               actor: str | None = None) -> tuple[Webhook, str]:
+    def create(
+        self, namespace: str, url: str, event_types: list[str], actor: str | None = None
+    ) -> tuple[Webhook, str]:
         """Register a webhook; returns it with its signing secret, shown only this once."""
         parsed = httpx.URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -88,16 +90,32 @@ class Webhooks:
             ns = session.scalar(sa.select(NamespaceRow).where(NamespaceRow.name == namespace))
             if ns is None:
                 raise NotFound(f"namespace {namespace!r} does not exist")
-            row = WebhookRow(id=uuid.uuid4().hex[:16], namespace_id=ns.id, url=url, secret=secret,
-                             event_types=list(event_types), created_at=self.events.clock())
+            row = WebhookRow(
+                id=uuid.uuid4().hex[:16],
+                namespace_id=ns.id,
+                url=url,
+                secret=secret,
+                event_types=list(event_types),
+                created_at=self.events.clock(),
+            )
             session.add(row)
-            self.events.append(session, "webhook.created", f"{namespace}/webhooks/{row.id}",
-                               {"url": url, "events": event_types}, namespace=namespace,
-                               actor=actor)
-        return Webhook(id=row.id, namespace=namespace, url=url, events=list(event_types),
-                       created_at=row.created_at), secret
+            self.events.append(
+                session,
+                "webhook.created",
+                f"{namespace}/webhooks/{row.id}",
+                {"url": url, "events": event_types},
+                namespace=namespace,
+                actor=actor,
+            )
+        return Webhook(
+            id=row.id,
+            namespace=namespace,
+            url=url,
+            events=list(event_types),
+            created_at=row.created_at,
+        ), secret
 
-    def list(self, namespace: str) -> list[Webhook]:
+    def list_hooks(self, namespace: str) -> list[Webhook]:
         with self.db.read() as session:
             rows = session.execute(
                 sa.select(WebhookRow, NamespaceRow.name)
@@ -105,48 +123,89 @@ class Webhooks:
                 .where(NamespaceRow.name == namespace, WebhookRow.deleted_at.is_(None))
                 .order_by(WebhookRow.created_at)
             ).all()
-            return [Webhook(id=r.id, namespace=ns, url=r.url, events=list(r.event_types),
-                            created_at=r.created_at) for r, ns in rows]
+            return [
+                Webhook(
+                    id=r.id,
+                    namespace=ns,
+                    url=r.url,
+                    events=list(r.event_types),
+                    created_at=r.created_at,
+                )
+                for r, ns in rows
+            ]
 
     def delete(self, namespace: str, webhook_id: str, actor: str | None = None) -> None:
         with self.db.write() as session:
             row = session.execute(
                 sa.select(WebhookRow)
                 .join(NamespaceRow, NamespaceRow.id == WebhookRow.namespace_id)
-                .where(NamespaceRow.name == namespace, WebhookRow.id == webhook_id,
-                       WebhookRow.deleted_at.is_(None))
+                .where(
+                    NamespaceRow.name == namespace,
+                    WebhookRow.id == webhook_id,
+                    WebhookRow.deleted_at.is_(None),
+                )
             ).scalar_one_or_none()
             if row is None:
                 raise NotFound(f"webhook {webhook_id!r} does not exist in {namespace!r}")
             row.deleted_at = self.events.clock()
-            self.events.append(session, "webhook.deleted", f"{namespace}/webhooks/{row.id}",
-                               namespace=namespace, actor=actor)
+            self.events.append(
+                session,
+                "webhook.deleted",
+                f"{namespace}/webhooks/{row.id}",
+                namespace=namespace,
+                actor=actor,
+            )
 
     def deliveries(self, webhook_id: str) -> list[dict[str, Any]]:
         with self.db.read() as session:
-            rows = session.scalars(sa.select(DeliveryRow).where(
-                DeliveryRow.webhook_id == webhook_id).order_by(DeliveryRow.id)).all()
-            return [{"event_id": r.event_id, "state": r.state, "attempts": r.attempts,
-                     "last_status": r.last_status, "last_error": r.last_error} for r in rows]
+            rows = session.scalars(
+                sa.select(DeliveryRow)
+                .where(DeliveryRow.webhook_id == webhook_id)
+                .order_by(DeliveryRow.id)
+            ).all()
+            return [
+                {
+                    "event_id": r.event_id,
+                    "state": r.state,
+                    "attempts": r.attempts,
+                    "last_status": r.last_status,
+                    "last_error": r.last_error,
+                }
+                for r in rows
+            ]
 
     # fan-out --------------------------------------------------------------------------------
     def _fan_out(self, event: Event) -> None:
         if event.namespace is None:
             return
         with self.db.write() as session:
-            hooks = session.execute(
-                sa.select(WebhookRow)
-                .join(NamespaceRow, NamespaceRow.id == WebhookRow.namespace_id)
-                .where(NamespaceRow.name == event.namespace, WebhookRow.deleted_at.is_(None))
-            ).scalars().all()
-            existing = set(session.scalars(
-                sa.select(DeliveryRow.webhook_id).where(DeliveryRow.event_id == event.id)))
+            hooks = (
+                session.execute(
+                    sa.select(WebhookRow)
+                    .join(NamespaceRow, NamespaceRow.id == WebhookRow.namespace_id)
+                    .where(NamespaceRow.name == event.namespace, WebhookRow.deleted_at.is_(None))
+                )
+                .scalars()
+                .all()
+            )
+            existing = set(
+                session.scalars(
+                    sa.select(DeliveryRow.webhook_id).where(DeliveryRow.event_id == event.id)
+                )
+            )
             added = False
             for hook in hooks:
                 if hook.id in existing or not matches(event.type, hook.event_types):
                     continue
-                session.add(DeliveryRow(webhook_id=hook.id, event_id=event.id, state="pending",
-                                        attempts=0, next_attempt_at=self.events.clock()))
+                session.add(
+                    DeliveryRow(
+                        webhook_id=hook.id,
+                        event_id=event.id,
+                        state="pending",
+                        attempts=0,
+                        next_attempt_at=self.events.clock(),
+                    )
+                )
                 added = True
             self.fanout.advance(session, event.id)
         if added:
@@ -164,15 +223,19 @@ class Webhooks:
                 .join(WebhookRow, WebhookRow.id == DeliveryRow.webhook_id)
                 .join(EventRow, EventRow.id == DeliveryRow.event_id)
                 .where(DeliveryRow.state == "pending", DeliveryRow.next_attempt_at <= now)
-                .order_by(DeliveryRow.id).limit(100)
+                .order_by(DeliveryRow.id)
+                .limit(100)
             ).all()
         for delivery, hook, event_row in due:
             if self._stop.is_set():
                 break
             self._attempt(delivery.id, hook, Event.from_row(event_row))
         with self.db.read() as session:
-            next_due = session.scalar(sa.select(sa.func.min(DeliveryRow.next_attempt_at)).where(
-                DeliveryRow.state == "pending"))
+            next_due = session.scalar(
+                sa.select(sa.func.min(DeliveryRow.next_attempt_at)).where(
+                    DeliveryRow.state == "pending"
+                )
+            )
         if next_due is None:
             return None
         return max(0.0, (next_due - self.events.clock()).total_seconds())

@@ -27,8 +27,13 @@ def collect_garbage(events: EventLog, blobs: BlobStore, ttl: dt.timedelta) -> Co
     older than ``ttl`` (younger ones may belong to a commit in flight)."""
     cutoff = events.clock() - ttl
     with events.db.write() as session:
-        expired = list(session.scalars(sa.select(VersionRow.id).where(
-            VersionRow.state == "draft", VersionRow.updated_at < cutoff)))
+        expired = list(
+            session.scalars(
+                sa.select(VersionRow.id).where(
+                    VersionRow.state == "draft", VersionRow.updated_at < cutoff
+                )
+            )
+        )
         if expired:
             session.execute(sa.delete(VersionRow).where(VersionRow.id.in_(expired)))
     with events.db.read() as session:

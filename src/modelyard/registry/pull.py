@@ -28,16 +28,22 @@ Fetch = Callable[[FileEntry], Iterator[bytes]]
 
 def cache_path(cache_dir: Path, version: VersionInfo) -> Path:
     digest = (version.manifest_digest or version.id)[:16]
-    return (cache_dir / f"{version.kind}s" / version.namespace / version.name
-            / f"{version.number}-{digest}")
+    return (
+        cache_dir
+        / f"{version.kind}s"
+        / version.namespace
+        / version.name
+        / f"{version.number}-{digest}"
+    )
 
 
 def is_cached(folder: Path) -> bool:
     return (folder / MARKER).is_file()
 
 
-def write_verified(entry: FileEntry, chunks: Iterable[bytes], dest: Path,
-                   progress: Progress | None = None) -> None:
+def write_verified(
+    entry: FileEntry, chunks: Iterable[bytes], dest: Path, progress: Progress | None = None
+) -> None:
     """Write ``chunks`` to ``dest`` while hashing; raise IntegrityError naming the file on a
     mismatch. The data is fsynced before returning."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -59,8 +65,9 @@ def write_verified(entry: FileEntry, chunks: Iterable[bytes], dest: Path,
         )
 
 
-def pull(version: VersionInfo, fetch: Fetch, cache_dir: Path,
-         progress: Progress | None = None) -> Path:
+def pull(
+    version: VersionInfo, fetch: Fetch, cache_dir: Path, progress: Progress | None = None
+) -> Path:
     """Return the cached folder of ``version``, downloading and verifying it when missing."""
     final = cache_path(cache_dir, version)
     if is_cached(final):

@@ -99,8 +99,14 @@ class Versions:
         self.blobs = blobs
 
     # drafts -----------------------------------------------------------------------------------
-    def create_draft(self, kind: ArtifactKind, namespace: str, name: str, spec: VersionSpec,
-                     actor: str | None = None) -> VersionInfo:
+    def create_draft(
+        self,
+        kind: ArtifactKind,
+        namespace: str,
+        name: str,
+        spec: VersionSpec,
+        actor: str | None = None,
+    ) -> VersionInfo:
         """Create a draft; the model or dataset itself is created with its first draft."""
         if kind not in ARTIFACT_KINDS:
             raise InvalidInput(f"unknown kind {kind!r}")
@@ -109,27 +115,54 @@ class Versions:
         with self.db.write() as session:
             ns = namespace_row(session, namespace)
             self._check_lineage(session, spec.lineage)
-            artifact = session.scalar(sa.select(ArtifactRow).where(
-                ArtifactRow.namespace_id == ns.id, ArtifactRow.kind == kind,
-                ArtifactRow.name == name))
+            artifact = session.scalar(
+                sa.select(ArtifactRow).where(
+                    ArtifactRow.namespace_id == ns.id,
+                    ArtifactRow.kind == kind,
+                    ArtifactRow.name == name,
+                )
+            )
             if artifact is None:
-                artifact = ArtifactRow(namespace_id=ns.id, kind=kind, name=name,
-                                       description=spec.description, created_at=now)
+                artifact = ArtifactRow(
+                    namespace_id=ns.id,
+                    kind=kind,
+                    name=name,
+                    description=spec.description,
+                    created_at=now,
+                )
                 session.add(artifact)
                 session.flush()
             row = VersionRow(
-                id=uuid.uuid4().hex, artifact_id=artifact.id, number=None, state="draft",
-                description=spec.description, runtime=spec.runtime, signature=spec.signature,
-                metrics=spec.metrics, params=spec.params, tags=spec.tags,
-                lineage=spec.lineage.model_dump(), size_bytes=0, created_by=actor,
-                created_at=now, updated_at=now, committed_at=None,
+                id=uuid.uuid4().hex,
+                artifact_id=artifact.id,
+                number=None,
+                state="draft",
+                description=spec.description,
+                runtime=spec.runtime,
+                signature=spec.signature,
+                metrics=spec.metrics,
+                params=spec.params,
+                tags=spec.tags,
+                lineage=spec.lineage.model_dump(),
+                size_bytes=0,
+                created_by=actor,
+                created_at=now,
+                updated_at=now,
+                committed_at=None,
             )
             session.add(row)
             session.flush()
             return version_info(session, row, artifact, namespace)
 
-    def upload_plan(self, kind: ArtifactKind, namespace: str, name: str, draft_id: str,
-                    files: Iterable[FileEntry], api_base: str) -> list[dict[str, Any]]:
+    def upload_plan(
+        self,
+        kind: ArtifactKind,
+        namespace: str,
+        name: str,
+        draft_id: str,
+        files: Iterable[FileEntry],
+        api_base: str,
+    ) -> list[dict[str, Any]]:
         """Say, per file, whether the store has its content already or where to upload it."""
         entries = check_files(files)
         self._touch_draft(kind, namespace, name, draft_id)
@@ -144,15 +177,29 @@ class Versions:
             plan.append(item)
         return plan
 
-    def put_file(self, kind: ArtifactKind, namespace: str, name: str, draft_id: str, path: str,
-                 chunks: Iterable[bytes]) -> FileEntry:
+    def put_file(
+        self,
+        kind: ArtifactKind,
+        namespace: str,
+        name: str,
+        draft_id: str,
+        path: str,
+        chunks: Iterable[bytes],
+    ) -> FileEntry:
         """Store one file that came through the API; returns what it hashed to."""
         self._touch_draft(kind, namespace, name, draft_id)
         digest, size = self.blobs.write_staging(draft_id, check_path(path), chunks)
         return FileEntry(path, digest, size)
 
-    def commit(self, kind: ArtifactKind, namespace: str, name: str, draft_id: str,
-               files: Iterable[FileEntry], actor: str | None = None) -> VersionInfo:
+    def commit(
+        self,
+        kind: ArtifactKind,
+        namespace: str,
+        name: str,
+        draft_id: str,
+        files: Iterable[FileEntry],
+        actor: str | None = None,
+    ) -> VersionInfo:
         entries = check_files(files)
         self._touch_draft(kind, namespace, name, draft_id)
         for entry in entries:
@@ -161,12 +208,22 @@ class Versions:
             artifact = artifact_row(session, kind, namespace, name, lock=True)
             row = draft_row(session, artifact, draft_id)
             if row.state != "draft":
-                raise Conflict(f"{kind} {namespace}/{name} draft {draft_id} was already committed "
-                               f"as version {row.number}; versions are immutable")
-            number = (session.scalar(sa.select(sa.func.max(VersionRow.number)).where(
-                VersionRow.artifact_id == artifact.id)) or 0) + 1
-            session.add_all(VersionFileRow(version_id=row.id, path=e.path, sha256=e.sha256,
-                                           size=e.size) for e in entries)
+                raise Conflict(
+                    f"{kind} {namespace}/{name} draft {draft_id} was already committed "
+                    f"as version {row.number}; versions are immutable"
+                )
+            number = (
+                session.scalar(
+                    sa.select(sa.func.max(VersionRow.number)).where(
+                        VersionRow.artifact_id == artifact.id
+                    )
+                )
+                or 0
+            ) + 1
+            session.add_all(
+                VersionFileRow(version_id=row.id, path=e.path, sha256=e.sha256, size=e.size)
+                for e in entries
+            )
             now = self.events.clock()
             row.number, row.state = number, "committed"
             row.manifest_digest = manifest_digest(entries)
@@ -174,11 +231,22 @@ class Versions:
             row.committed_at = row.updated_at = now
             session.flush()
             self.events.append(
-                session, f"{kind}.version.committed", f"{namespace}/{name}@{number}",
-                {"kind": kind, "namespace": namespace, "name": name, "version": number,
-                 "version_id": row.id, "manifest_digest": row.manifest_digest,
-                 "runtime": row.runtime, "size_bytes": row.size_bytes},
-                namespace=namespace, actor=actor)
+                session,
+                f"{kind}.version.committed",
+                f"{namespace}/{name}@{number}",
+                {
+                    "kind": kind,
+                    "namespace": namespace,
+                    "name": name,
+                    "version": number,
+                    "version_id": row.id,
+                    "manifest_digest": row.manifest_digest,
+                    "runtime": row.runtime,
+                    "size_bytes": row.size_bytes,
+                },
+                namespace=namespace,
+                actor=actor,
+            )
             info = version_info(session, row, artifact, namespace)
         self.blobs.drop_staging(draft_id)
         return info
@@ -192,12 +260,14 @@ class Versions:
             session.delete(row)
         self.blobs.drop_staging(draft_id)
 
-    def get_draft(self, kind: ArtifactKind, namespace: str, name: str,
-                  draft_id: str) -> VersionInfo:
+    def get_draft(
+        self, kind: ArtifactKind, namespace: str, name: str, draft_id: str
+    ) -> VersionInfo:
         with self.db.read() as session:
             artifact = artifact_row(session, kind, namespace, name)
-            return version_info(session, draft_row(session, artifact, draft_id), artifact,
-                                namespace)
+            return version_info(
+                session, draft_row(session, artifact, draft_id), artifact, namespace
+            )
 
     def _touch_draft(self, kind: ArtifactKind, namespace: str, name: str, draft_id: str) -> None:
         """Fail early on a missing or committed draft; keep an active draft from expiring."""
@@ -205,8 +275,10 @@ class Versions:
             artifact = artifact_row(session, kind, namespace, name)
             row = draft_row(session, artifact, draft_id)
             if row.state != "draft":
-                raise Conflict(f"draft {draft_id} was already committed as version "
-                               f"{row.number}; versions are immutable: create a new draft")
+                raise Conflict(
+                    f"draft {draft_id} was already committed as version "
+                    f"{row.number}; versions are immutable: create a new draft"
+                )
             row.updated_at = self.events.clock()
 
     def _check_lineage(self, session: sa.orm.Session, lineage: Lineage) -> None:
@@ -215,8 +287,9 @@ class Versions:
             if ref.version is None:
                 raise InvalidInput(f"lineage input {item.ref!r}: pin a version number (name@N)")
             try:
-                version_row(session, artifact_row(session, item.kind, ref.namespace, ref.name),
-                            ref.version)
+                version_row(
+                    session, artifact_row(session, item.kind, ref.namespace, ref.name), ref.version
+                )
             except NotFound as exc:
                 raise InvalidInput(f"lineage input {item.kind} {item.ref} does not exist") from exc
 
@@ -229,9 +302,11 @@ class Versions:
     def list_versions(self, kind: ArtifactKind, namespace: str, name: str) -> list[VersionInfo]:
         with self.db.read() as session:
             artifact = artifact_row(session, kind, namespace, name)
-            rows = session.scalars(sa.select(VersionRow).where(
-                VersionRow.artifact_id == artifact.id, VersionRow.state == "committed"
-            ).order_by(VersionRow.number))
+            rows = session.scalars(
+                sa.select(VersionRow)
+                .where(VersionRow.artifact_id == artifact.id, VersionRow.state == "committed")
+                .order_by(VersionRow.number)
+            )
             return [version_info(session, r, artifact, namespace) for r in rows]
 
     def get_artifact(self, kind: ArtifactKind, namespace: str, name: str) -> ArtifactInfo:
@@ -241,16 +316,20 @@ class Versions:
     def list_artifacts(self, kind: ArtifactKind, namespace: str) -> list[ArtifactInfo]:
         with self.db.read() as session:
             ns = namespace_row(session, namespace)
-            rows = session.scalars(sa.select(ArtifactRow).where(
-                ArtifactRow.namespace_id == ns.id, ArtifactRow.kind == kind
-            ).order_by(ArtifactRow.name))
+            rows = session.scalars(
+                sa.select(ArtifactRow)
+                .where(ArtifactRow.namespace_id == ns.id, ArtifactRow.kind == kind)
+                .order_by(ArtifactRow.name)
+            )
             return [artifact_info(session, r, namespace) for r in rows]
 
     def download_plan(self, version: VersionInfo, api_base: str) -> list[dict[str, Any]]:
         plan: list[dict[str, Any]] = []
         for entry in version.files:
             item: dict[str, Any] = {
-                "path": entry.path, "sha256": entry.sha256, "size": entry.size,
+                "path": entry.path,
+                "sha256": entry.sha256,
+                "size": entry.size,
                 "api_url": f"{api_base}/versions/{version.number}/files/{entry.path}",
             }
             target = self.blobs.download_target(entry.sha256)

@@ -45,7 +45,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: dict[Any, Any] = {  # noqa: RUF012 - SQLAlchemy reads it as a class attr
+    type_annotation_map: dict[Any, Any] = {
         dt.datetime: UTCDateTime,
         dict[str, Any]: JSON,
         list[Any]: JSON,

@@ -132,8 +132,10 @@ class BlobStore:
         base = f"{self.root}/staging"
         if not self._call("listing", self.fs.exists, base):
             return []
-        return [p.rstrip("/").rsplit("/", 1)[-1] for p in self._call("listing", self.fs.ls, base,
-                                                                          detail=False)]
+        return [
+            p.rstrip("/").rsplit("/", 1)[-1]
+            for p in self._call("listing", self.fs.ls, base, detail=False)
+        ]
 
     # direct transfers: None means "go through the API" ---------------------------------------
     def upload_target(self, draft_id: str, path: str) -> Transfer | None:
@@ -160,12 +162,15 @@ class _Guard:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
         if exc is None or isinstance(exc, IntegrityError | NotFound | StoreError):
             return
-        if isinstance(exc, OSError | ConnectionError | TimeoutError) or "botocore" in type(
-            exc
-        ).__module__:
+        if (
+            isinstance(exc, OSError | ConnectionError | TimeoutError)
+            or "botocore" in type(exc).__module__
+        ):
             raise StoreError(
                 f"blob store {self.url} failed while {self.doing}: {exc}. Check that it is "
                 "reachable and writable."

@@ -8,10 +8,13 @@ import modelyard
 
 
 def test_import_is_light_and_has_no_side_effects(tmp_path: object) -> None:
-    code = ("import sys, modelyard; heavy = {'fastapi', 'sqlalchemy', 'httpx', 'fsspec', "
-            "'uvicorn', 'alembic'} & set(sys.modules); print(sorted(heavy))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
+    code = (
+        "import sys, modelyard; heavy = {'fastapi', 'sqlalchemy', 'httpx', 'fsspec', "
+        "'uvicorn', 'alembic'} & set(sys.modules); print(sorted(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 

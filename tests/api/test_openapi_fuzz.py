@@ -60,17 +60,23 @@ class Seeded:
         }
 
     def aim(self, params: Any) -> st.SearchStrategy[Any]:
-        """Each path parameter is either the generated value or the name of a seeded object."""
-        if not isinstance(params, dict):
+        """Path parameters naming seeded objects (half of the cases), else each parameter is
+        either generated or seeded; a version reference may also be any number."""
+        if not isinstance(params, dict) or not params.keys() & self.path_values.keys():
             return st.just(params)
-        return st.fixed_dictionaries(
-            {
-                key: st.sampled_from(self.path_values[key]) | st.just(value)
-                if key in self.path_values
-                else st.just(value)
-                for key, value in params.items()
-            }
+        seeded = st.fixed_dictionaries(
+            {key: self.known(key, value) for key, value in params.items()}
         )
+        mixed = st.fixed_dictionaries(
+            {key: self.known(key, value) | st.just(value) for key, value in params.items()}
+        )
+        return seeded | mixed
+
+    def known(self, key: str, generated: Any) -> st.SearchStrategy[Any]:
+        if key not in self.path_values:
+            return st.just(generated)
+        values = st.sampled_from(self.path_values[key])
+        return values | st.integers(min_value=0).map(str) if key == "ref" else values
 
 
 def load_schema(

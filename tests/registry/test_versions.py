@@ -72,3 +72,30 @@ def test_committed_versions_are_immutable(admin: Client, tmp_path: Path) -> None
     with pytest.raises(Conflict):
         admin.request("PUT", f"{base}/drafts/{draft['id']}/files/b.bin", content=b"y")
     assert [v.number for v in admin.list_versions("vision/m")] == [1]
+
+
+def test_concurrent_commits_get_distinct_consecutive_numbers(admin: Client, tmp_path: Path) -> None:
+    import threading
+
+    admin.create_namespace("vision")
+    numbers: list[int] = []
+    failures: list[Exception] = []
+
+    def push(i: int) -> None:
+        path = tmp_path / f"w{i}.bin"
+        path.write_bytes(f"weights {i}".encode())
+        try:
+            version = admin.push("vision/shared", path)
+            assert version.number is not None
+            numbers.append(version.number)
+        except Exception as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert sorted(numbers) == list(range(1, 9))
+    assert [v.number for v in admin.list_versions("vision/shared")] == list(range(1, 9))

@@ -115,23 +115,25 @@ class Versions:
         with self.db.write() as session:
             ns = namespace_row(session, namespace)
             self._check_lineage(session, spec.lineage)
-            artifact = session.scalar(
-                sa.select(ArtifactRow).where(
-                    ArtifactRow.namespace_id == ns.id,
-                    ArtifactRow.kind == kind,
-                    ArtifactRow.name == name,
-                )
+            existing = sa.select(ArtifactRow).where(
+                ArtifactRow.namespace_id == ns.id,
+                ArtifactRow.kind == kind,
+                ArtifactRow.name == name,
             )
+            artifact = session.scalar(existing)
             if artifact is None:
-                artifact = ArtifactRow(
-                    namespace_id=ns.id,
-                    kind=kind,
-                    name=name,
-                    description=spec.description,
-                    created_at=now,
-                )
-                session.add(artifact)
-                session.flush()
+                try:
+                    with session.begin_nested():
+                        artifact = ArtifactRow(
+                            namespace_id=ns.id,
+                            kind=kind,
+                            name=name,
+                            description=spec.description,
+                            created_at=now,
+                        )
+                        session.add(artifact)
+                except sa.exc.IntegrityError:  # a concurrent first push created it
+                    artifact = session.scalars(existing).one()
             row = VersionRow(
                 id=uuid.uuid4().hex,
                 artifact_id=artifact.id,

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelyard.errors import ConfigError, StoreError
+from modelyard.errors import ConfigError, Conflict, StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _AFTER_COMMIT = "modelyard.after_commit"
@@ -110,9 +110,11 @@ class Database:
                 f"database {self.engine.url.render_as_string(hide_password=True)} failed while "
                 f"{doing}: {exc.orig}. Check that it is running and reachable."
             ) from exc
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(
+                f"a concurrent change conflicted with this one while {doing}: retry it"
+            ) from exc
         except SQLAlchemyError as exc:
-            if isinstance(exc, sa.exc.IntegrityError):
-                raise
             raise StoreError(f"database error while {doing}: {exc}") from exc
 
     def dispose(self) -> None:

@@ -23,7 +23,11 @@ NAME_RULE = (
 )
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NUMBER = re.compile(r"^[0-9]{1,9}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_PATH_LENGTH = 1024
+MAX_SEGMENT_BYTES = 255
+MAX_FILE_SIZE = 2**63 - 1
 
 ArtifactKind = Literal["model", "dataset"]
 ARTIFACT_KINDS: tuple[ArtifactKind, ...] = ("model", "dataset")
@@ -68,14 +72,28 @@ def check_path(value: str) -> str:
     bad = (
         value.startswith("/")
         or "\\" in value
-        or "\x00" in value
+        or _CONTROL.search(value) is not None
         or any(part in ("", ".", "..") for part in parts)
+        or any(len(part.encode()) > MAX_SEGMENT_BYTES for part in parts)
     )
     if bad:
         raise InvalidInput(
-            f"invalid file path {value!r}: use a relative path with '/' separators and no "
-            "empty, '.' or '..' segments"
+            f"invalid file path {value!r}: use a relative path with '/' separators, no "
+            f"empty, '.' or '..' segments, no control characters, segments of at most "
+            f"{MAX_SEGMENT_BYTES} bytes"
         )
+    return value
+
+
+def is_version_number(ref: str) -> bool:
+    """ASCII digits only (``'²'.isdigit()`` is true), small enough for the database."""
+    return _NUMBER.match(ref) is not None
+
+
+def check_text(value: str, what: str) -> str:
+    """Free text (descriptions, tag values) may not hold NUL: PostgreSQL refuses it."""
+    if "\x00" in value:
+        raise InvalidInput(f"{what} holds a NUL character: remove it")
     return value
 
 
@@ -111,8 +129,10 @@ class FileEntry:
     def __post_init__(self) -> None:
         check_path(self.path)
         check_digest(self.sha256)
-        if not isinstance(self.size, int) or self.size < 0:
-            raise InvalidInput(f"invalid size {self.size!r} for {self.path}: give bytes >= 0")
+        if not isinstance(self.size, int) or not 0 <= self.size <= MAX_FILE_SIZE:
+            raise InvalidInput(
+                f"invalid size {self.size!r} for {self.path}: give bytes from 0 to {MAX_FILE_SIZE}"
+            )
 
 
 @dataclass(frozen=True)
@@ -130,7 +150,7 @@ class ModelRef:
     def __post_init__(self) -> None:
         check_name(self.namespace, "namespace")
         check_name(self.name, "name")
-        if not self.ref.isdigit() and self.ref != "latest":
+        if not is_version_number(self.ref) and self.ref != "latest":
             check_alias(self.ref)
 
     @classmethod
@@ -147,7 +167,7 @@ class ModelRef:
 
     @property
     def version(self) -> int | None:
-        return int(self.ref) if self.ref.isdigit() else None
+        return int(self.ref) if is_version_number(self.ref) else None
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}@{self.ref}"

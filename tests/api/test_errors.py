@@ -100,3 +100,72 @@ def test_unknown_routes_and_methods_answer_json(
     assert error(http.get("/nothing-here"))["code"] == "not_found"
     assert http.delete("/namespaces").status_code == 405
     assert httpx.get(f"{server.url}/api/v1/openapi.json").json()["info"]["title"]
+
+
+def _draft(http: httpx.Client) -> str:
+    return str(http.post("/namespaces/team/models/m/versions", json={}).json()["id"])
+
+
+@pytest.mark.parametrize("ref", ["1000000000000000000000000000000", "²", "0", "٣"])
+def test_odd_version_numbers_are_not_found(http: httpx.Client, ref: str) -> None:
+    assert http.get(f"/namespaces/team/models/m/versions/{ref}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/namespaces/team/webhooks", {"url": "\u0004", "events": ["*"]}),
+        ("POST", "/namespaces/team/webhooks", {"url": "http://[::1", "events": ["*"]}),
+        ("POST", "/namespaces/team/models/m/versions", {"description": "a\u0000b"}),
+        ("POST", "/namespaces/team/models/m/versions", {"tags": {"k": "\u0000"}}),
+        ("POST", "/namespaces", {"name": "ok-name", "description": "\u0000"}),
+        ("PUT", "/namespaces/team/models/m/aliases/prod", {"version": 10**30}),
+        ("GET", "/events?after=1000000000000000000000000000000&follow=false", None),
+    ],
+)
+def test_out_of_range_and_unprintable_input_is_422(
+    http: httpx.Client, method: str, path: str, body: object
+) -> None:
+    response = http.request(method, path, json=body)
+    assert response.status_code == 422, response.text
+    assert http.get("/namespaces/team/models").json() == []
+
+
+def test_non_finite_metrics_are_refused(http: httpx.Client) -> None:
+    response = http.post(
+        "/namespaces/team/models/m/versions",
+        content=b'{"metrics": {"acc": NaN}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code in (400, 422), response.text
+
+
+def test_declared_sizes_are_checked_even_for_content_already_stored(http: httpx.Client) -> None:
+    first = _draft(http)
+    entry = http.put(f"/namespaces/team/models/m/drafts/{first}/files/a.bin", content=b"seven!!")
+    http.post(f"/namespaces/team/models/m/drafts/{first}/commit", json={"files": [entry.json()]})
+    second = _draft(http)
+    lying = {**entry.json(), "size": 5}
+    response = http.post(
+        f"/namespaces/team/models/m/drafts/{second}/commit", json={"files": [lying]}
+    )
+    assert response.status_code == 422 and "a.bin" in response.text
+    huge = {**entry.json(), "size": 10**30}
+    response = http.post(
+        f"/namespaces/team/models/m/drafts/{second}/commit", json={"files": [huge]}
+    )
+    assert response.status_code == 422
+    assert [v["number"] for v in http.get("/namespaces/team/models/m/versions").json()] == [1]
+
+
+def test_file_and_folder_clashes_and_long_segments(http: httpx.Client) -> None:
+    draft = _draft(http)
+    base = f"/namespaces/team/models/m/drafts/{draft}/files"
+    assert http.put(f"{base}/{'x' * 300}", content=b"x").status_code == 422
+    assert http.put(f"{base}/a", content=b"x").status_code == 200
+    assert http.put(f"{base}/a/b", content=b"x").status_code == 409
+    assert http.put(f"{base}/c/d", content=b"x").status_code == 200
+    assert http.put(f"{base}/c", content=b"x").status_code == 409
+    files = [{"path": p, "sha256": "a" * 64, "size": 1} for p in ("c", "c/d")]
+    response = http.post(f"/namespaces/team/models/m/drafts/{draft}/commit", json={"files": files})
+    assert response.status_code == 422 and "folder" in response.text

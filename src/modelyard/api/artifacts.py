@@ -20,7 +20,7 @@ class FilesBody(BaseModel):
 
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, lt=2**31)
 
 
 class Transfer(BaseModel):

@@ -19,6 +19,7 @@ from modelyard.types import Role
 
 router = APIRouter()
 HEARTBEAT_SECONDS = 15.0
+MAX_ID = 2**63 - 1
 
 
 class WebhookCreate(BaseModel):
@@ -57,11 +58,11 @@ async def stream_events(
     plane: Plane,
     caller: Caller,
     after: Annotated[
-        int | None, Query(ge=0, description="Start after this id (default: now)")
+        int | None, Query(ge=0, le=MAX_ID, description="Start after this id (default: now)")
     ] = None,
     type: Annotated[list[str] | None, Query(description="Type patterns, e.g. model.*")] = None,
     follow: Annotated[bool, Query(description="Keep the stream open for new events")] = True,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
 ) -> StreamingResponse:
     """Events of the namespaces this key may read, in order; resumable with Last-Event-ID."""
     visible = caller.visible_namespaces()
@@ -69,32 +70,33 @@ async def stream_events(
     start = last_event_id if last_event_id is not None else after
     if start is None:
         start = await run_in_threadpool(plane.events.last_id)
+    # The first read happens before the response starts, so its errors are plain error answers.
+    first = await run_in_threadpool(plane.events.scan, start, 500, types, visible)
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
 
     def wake(_event_id: int) -> None:
         loop.call_soon_threadsafe(woken.set)
 
-    unsubscribe = plane.events.subscribe(wake)
-
     async def generate() -> AsyncIterator[bytes]:
-        cursor = start
+        unsubscribe = plane.events.subscribe(wake)
+        woken.set()  # read once more after subscribing: nothing committed in between is missed
         try:
+            batch, cursor, more = first
             while True:
+                for event in batch:
+                    yield _sse(event)
+                if not more:
+                    if not follow or await request.is_disconnected():
+                        return
+                    try:
+                        await asyncio.wait_for(woken.wait(), HEARTBEAT_SECONDS)
+                    except TimeoutError:
+                        yield b": keepalive\n\n"
                 woken.clear()
                 batch, cursor, more = await run_in_threadpool(
                     plane.events.scan, cursor, 500, types, visible
                 )
-                for event in batch:
-                    yield _sse(event)
-                if more:
-                    continue
-                if not follow or await request.is_disconnected():
-                    return
-                try:
-                    await asyncio.wait_for(woken.wait(), HEARTBEAT_SECONDS)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
         finally:
             unsubscribe()
 

@@ -80,7 +80,10 @@ class Webhooks:
         self, namespace: str, url: str, event_types: list[str], actor: str | None = None
     ) -> tuple[Webhook, str]:
         """Register a webhook; returns it with its signing secret, shown only this once."""
-        parsed = httpx.URL(url)
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise InvalidInput(f"webhook url {url!r} does not parse: {exc}") from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise InvalidInput(f"webhook url {url!r}: give an absolute http(s) URL")
         if not event_types:

@@ -14,7 +14,7 @@ from modelyard.store.schema import (
     VersionFileRow,
     VersionRow,
 )
-from modelyard.types import ArtifactKind, FileEntry, check_alias, check_name
+from modelyard.types import ArtifactKind, FileEntry, check_alias, check_name, is_version_number
 
 
 def namespace_row(session: Session, namespace: str) -> NamespaceRow:
@@ -49,6 +49,8 @@ def version_row(session: Session, artifact: ArtifactRow, ref: str | int) -> Vers
         VersionRow.artifact_id == artifact.id, VersionRow.state == "committed"
     )
     if isinstance(ref, int) or ref.isdigit():
+        if not (isinstance(ref, int) or is_version_number(ref)) or not 0 < int(ref) < 2**31:
+            raise NotFound(f"{label} does not exist: version numbers run from 1 up")
         row = session.scalar(committed.where(VersionRow.number == int(ref)))
     elif ref == "latest":
         row = session.scalar(committed.order_by(VersionRow.number.desc()).limit(1))

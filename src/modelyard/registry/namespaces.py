@@ -9,7 +9,7 @@ from modelyard.events.log import EventLog
 from modelyard.registry._lookup import namespace_info, namespace_row
 from modelyard.registry.records import NamespaceInfo
 from modelyard.store.schema import NamespaceRow
-from modelyard.types import check_name
+from modelyard.types import check_name, check_text
 
 MAX_DESCRIPTION = 2000
 
@@ -23,6 +23,7 @@ class Namespaces:
         check_name(name, "namespace")
         if len(description) > MAX_DESCRIPTION:
             raise InvalidInput(f"description is over {MAX_DESCRIPTION} characters")
+        check_text(description, "description")
         with self.db.write() as session:
             if session.scalar(sa.select(NamespaceRow.id).where(NamespaceRow.name == name)):
                 raise Conflict(f"namespace {name!r} already exists")

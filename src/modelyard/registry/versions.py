@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.log import EventLog
@@ -38,6 +39,7 @@ from modelyard.types import (
     ModelRef,
     check_name,
     check_path,
+    check_text,
 )
 
 MAX_FILES = 10_000
@@ -61,7 +63,7 @@ class Lineage(BaseModel):
 class VersionSpec(BaseModel):
     """Metadata given when a draft is created; frozen once the version is committed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     description: str = Field(default="", max_length=10_000)
     runtime: str | None = Field(default=None, description="Serving runtime, e.g. 'sklearn'")
     signature: dict[str, Any] = Field(default_factory=dict)
@@ -75,6 +77,25 @@ class VersionSpec(BaseModel):
     def _runtime_is_a_name(cls, value: str | None) -> str | None:
         return check_name(value, "runtime") if value is not None else None
 
+    @model_validator(mode="after")
+    def _no_nul(self) -> VersionSpec:
+        def walk(value: Any, where: str) -> None:
+            if isinstance(value, str):
+                check_text(value, where)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    walk(key, where)
+                    walk(item, f"{where}.{key}")
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item, where)
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise InvalidInput(f"{where} holds {value}: give a finite number")
+
+        for field in type(self).model_fields:
+            walk(self.model_dump()[field], field)
+        return self
+
 
 def check_files(files: Iterable[FileEntry]) -> list[FileEntry]:
     entries = list(files)
@@ -83,10 +104,16 @@ def check_files(files: Iterable[FileEntry]) -> list[FileEntry]:
     if len(entries) > MAX_FILES:
         raise InvalidInput(f"a version holds at most {MAX_FILES} files")
     seen: set[str] = set()
+    folders: set[str] = set()
     for entry in entries:
         if entry.path in seen:
             raise InvalidInput(f"file {entry.path!r} is listed twice")
         seen.add(entry.path)
+        parts = entry.path.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    clash = sorted(seen & folders)
+    if clash:
+        raise InvalidInput(f"{clash[0]!r} is listed as a file and used as a folder: rename one")
     return entries
 
 

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 import fsspec
 
-from modelyard.errors import IntegrityError, NotFound, StoreError
+from modelyard.errors import IntegrityError, ModelyardError, NotFound, StoreError
 from modelyard.types import FileEntry
 
 CHUNK = 4 * 1024 * 1024
@@ -81,6 +81,13 @@ class BlobStore:
         staged = self._call("checking", self.fs.exists, key)
         if not staged:
             if self.has(entry.sha256):
+                stored = int(self._call("checking", self.fs.size, self.cas_key(entry.sha256)))
+                if stored != entry.size:
+                    raise IntegrityError(
+                        f"file {entry.path!r} declares {entry.size} bytes, but its sha256 names "
+                        f"stored content of {stored} bytes: fix the size",
+                        path=entry.path,
+                    )
                 return
             raise IntegrityError(
                 f"file {entry.path!r} was never uploaded: upload it, then commit again",
@@ -165,8 +172,10 @@ class _Guard:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if exc is None or isinstance(exc, IntegrityError | NotFound | StoreError):
+        if exc is None or isinstance(exc, ModelyardError):
             return
+        if isinstance(exc, FileExistsError | NotADirectoryError | IsADirectoryError):
+            return  # a clash of names within a draft: the caller says which
         if (
             isinstance(exc, OSError | ConnectionError | TimeoutError)
             or "botocore" in type(exc).__module__

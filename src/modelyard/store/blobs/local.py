@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from modelyard.errors import Conflict
 from modelyard.store.blobs.base import BlobStore, Transfer
 
 
@@ -18,13 +20,21 @@ class LocalBlobStore(BlobStore):
 
     def _write_stream(self, key: str, chunks: Iterable[bytes]) -> tuple[str, int]:
         final = Path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+        temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.part")
         try:
+            with self._guard("uploading"):
+                final.parent.mkdir(parents=True, exist_ok=True)
             result = super()._write_stream(str(temp), chunks)
-            os.replace(temp, final)
+            with self._guard("uploading"):
+                os.replace(temp, final)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+            raise Conflict(
+                f"{final.relative_to(self.root).as_posix().split('/', 2)[-1]!r} clashes with a "
+                "file or folder of the same name in this draft: rename one of them"
+            ) from exc
         finally:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
         return result
 
     def _move_into_place(self, src: str, dst: str) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 from modelyard.auth.keys import KeyStore
 from modelyard.events.log import Clock, EventLog, utcnow
 from modelyard.events.webhooks import Backoff, Webhooks
+from modelyard.pipelines.executor import Executor
+from modelyard.pipelines.runs import Pipelines
 from modelyard.registry.aliases import Aliases
 from modelyard.registry.gc import collect_garbage
 from modelyard.registry.namespaces import Namespaces
@@ -41,6 +43,8 @@ class ControlPlane:
     aliases: Aliases
     keys: KeyStore
     webhooks: Webhooks
+    pipelines: Pipelines
+    executor: Executor
     _stop: threading.Event = field(default_factory=threading.Event)
     _gc: threading.Thread | None = None
 
@@ -53,16 +57,27 @@ class ControlPlane:
         db.migrate()
         blobs = open_blob_store(settings.blob_url, settings.blob_options)
         events = EventLog(db, clock)
+        versions, aliases = Versions(events, blobs), Aliases(events)
         return cls(
             settings=settings,
             db=db,
             blobs=blobs,
             events=events,
             namespaces=Namespaces(events),
-            versions=Versions(events, blobs),
-            aliases=Aliases(events),
+            versions=versions,
+            aliases=aliases,
             keys=KeyStore(events),
             webhooks=Webhooks(events, backoff),
+            pipelines=Pipelines(events),
+            executor=Executor(
+                events,
+                blobs,
+                versions,
+                aliases,
+                settings.home,
+                settings.pipeline_parallelism,
+                settings.step_grace_seconds,
+            ),
         )
 
     def ensure_admin_key(self) -> str | None:
@@ -83,11 +98,13 @@ class ControlPlane:
     def start_controllers(self) -> None:
         self._stop.clear()
         self.webhooks.start()
+        self.executor.start()
         self._gc = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
         self._gc.start()
 
     def stop_controllers(self) -> None:
         self._stop.set()
+        self.executor.stop()
         self.webhooks.stop()
         if self._gc is not None:
             self._gc.join(5.0)

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     draft_ttl_hours: float = Field(
         default=24.0, gt=0, description="Drafts untouched this long are garbage-collected."
     )
+    pipeline_parallelism: int = Field(
+        default=max(2, os.cpu_count() or 2), ge=1, description="Pipeline steps run at once."
+    )
+    step_grace_seconds: float = Field(
+        default=5.0, ge=0, description="After SIGTERM, a cancelled step gets this long."
+    )
 
     @classmethod
     def settings_customise_sources(

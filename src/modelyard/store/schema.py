@@ -196,3 +196,103 @@ class DeliveryRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_status: Mapped[int | None] = mapped_column(Integer)
     delivered_at: Mapped[dt.datetime | None]
+
+
+# pipelines ---------------------------------------------------------------------------------------
+class PipelineRow(Base):
+    __tablename__ = "pipelines"
+    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[dt.datetime]
+
+
+class PipelineVersionRow(Base):
+    """One registered spec; the same content registered twice is one row."""
+
+    __tablename__ = "pipeline_versions"
+    __table_args__ = (UniqueConstraint("pipeline_id", "digest"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id"))
+    digest: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]]
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "event_id"),
+        UniqueConstraint("schedule_id", "fire_time"),
+        Index("ix_runs_state", "state"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"), index=True)
+    pipeline_version_id: Mapped[int] = mapped_column(ForeignKey("pipeline_versions.id"))
+    params: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    schedule_id: Mapped[str | None] = mapped_column(String(32))
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    fire_time: Mapped[dt.datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+
+class StepRunRow(Base):
+    """One attempt of one node (a task, or one iteration of a task inside a fan-out)."""
+
+    __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("run_id", "node", "attempt"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    node: Mapped[str] = mapped_column(String(200))
+    task_id: Mapped[str] = mapped_column(String(100))
+    attempt: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    cache_key: Mapped[str | None] = mapped_column(String(64))
+    cached_from: Mapped[int | None] = mapped_column(BigInteger)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    outputs: Mapped[dict[str, Any]]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+
+class RunHistoryRow(Base):
+    __tablename__ = "run_history"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    node: Mapped[str | None] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[dt.datetime]
+
+
+class CacheEntryRow(Base):
+    __tablename__ = "step_cache"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step_run_id: Mapped[int] = mapped_column(BigInteger)
+    outputs: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime]
+
+
+class ScheduleRow(Base):
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    timing: Mapped[dict[str, Any]]
+    params: Mapped[dict[str, Any]]
+    max_concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    overlap: Mapped[str] = mapped_column(String(8), default="skip")
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_fire: Mapped[dt.datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -116,6 +117,27 @@ class BlobStore:
     def _move_into_place(self, src: str, dst: str) -> None:
         self._call("storing", self.fs.mv, src, dst)
 
+    def put_file(self, path: str) -> tuple[str, int]:
+        """Store a local file at its content address (no-op when present); its sha256, size."""
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        hexdigest = digest.hexdigest()
+        if not self.has(hexdigest):
+            temp = f"{self.root}/staging/.put-{uuid.uuid4().hex}"
+            self._call("storing", self.fs.put_file, path, temp)
+            self._move_into_place(temp, self.cas_key(hexdigest))
+        return hexdigest, size
+
+    def get_file(self, digest: str, dest: str) -> None:
+        """Copy stored content to a local file."""
+        try:
+            self._call("reading", self.fs.get_file, self.cas_key(digest), dest)
+        except FileNotFoundError as exc:
+            raise NotFound(f"blob {digest} is missing from {self.url}") from exc
+
     def drop_staging(self, draft_id: str) -> None:
         key = self.staging_key(draft_id)
         if self._call("checking", self.fs.exists, key):
@@ -139,10 +161,12 @@ class BlobStore:
         base = f"{self.root}/staging"
         if not self._call("listing", self.fs.exists, base):
             return []
-        return [
+        # Dot-names are put_file() temporaries of artifacts being stored, not drafts.
+        names = [
             p.rstrip("/").rsplit("/", 1)[-1]
             for p in self._call("listing", self.fs.ls, base, detail=False)
         ]
+        return [name for name in names if not name.startswith(".")]
 
     # direct transfers: None means "go through the API" ---------------------------------------
     def upload_target(self, draft_id: str, path: str) -> Transfer | None:

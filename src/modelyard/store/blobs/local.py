@@ -16,7 +16,7 @@ from modelyard.store.blobs.base import BlobStore, Transfer
 class LocalBlobStore(BlobStore):
     def __init__(self, url: str, options: dict[str, Any]) -> None:
         super().__init__(url, options)
-        Path(self.root).mkdir(parents=True, exist_ok=True)
+        Path(self.root, "staging").mkdir(parents=True, exist_ok=True)
 
     def _write_stream(self, key: str, chunks: Iterable[bytes]) -> tuple[str, int]:
         final = Path(key)

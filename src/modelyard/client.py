@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,9 @@ from modelyard.auth.keys import KeyInfo
 from modelyard.errors import InvalidInput, ServerUnreachable, error_from_body
 from modelyard.events.log import Event
 from modelyard.events.webhooks import Webhook
+from modelyard.pipelines.dsl import Pipeline
+from modelyard.pipelines.runs import PipelineInfo, RunInfo
+from modelyard.pipelines.spec import PipelineSpec
 from modelyard.registry import pull as pulling
 from modelyard.registry.records import AliasChange, ArtifactInfo, NamespaceInfo, VersionInfo
 from modelyard.registry.versions import VersionSpec
@@ -310,11 +314,122 @@ class Client:
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"download of {item['path']} failed: {exc}") from exc
 
+    # pipelines and runs -------------------------------------------------------------------------
+    def register_pipeline(self, namespace: str, pipeline: Pipeline | PipelineSpec) -> PipelineInfo:
+        """Compile (when given a ``@pipeline``) and register; the same content is one version."""
+        spec = pipeline.compile() if isinstance(pipeline, Pipeline) else pipeline
+        return PipelineInfo.model_validate(
+            self.request(
+                "POST",
+                f"/namespaces/{check_name(namespace, 'namespace')}/pipelines",
+                json=spec.model_dump(mode="json"),
+            )
+        )
+
+    def list_pipelines(self, namespace: str) -> list[PipelineInfo]:
+        return [
+            PipelineInfo.model_validate(p)
+            for p in self.request("GET", f"/namespaces/{namespace}/pipelines")
+        ]
+
+    def get_pipeline(self, namespace: str, name: str) -> tuple[PipelineInfo, PipelineSpec]:
+        body = self.request("GET", f"/namespaces/{namespace}/pipelines/{name}")
+        return (
+            PipelineInfo.model_validate(body["pipeline"]),
+            PipelineSpec.model_validate(body["spec"]),
+        )
+
+    def export_pipeline(self, namespace: str, name: str, format: str = "kfp") -> str:
+        response = self.http.get(
+            f"/namespaces/{namespace}/pipelines/{name}/export", params={"format": format}
+        )
+        if not response.is_success:
+            raise error_from_body(response.status_code, response.json())
+        return response.text
+
+    def run_pipeline(
+        self, namespace: str, name: str, params: dict[str, Any] | None = None
+    ) -> RunInfo:
+        return RunInfo.model_validate(
+            self.request(
+                "POST",
+                f"/namespaces/{namespace}/pipelines/{name}/runs",
+                json={"params": params or {}},
+            )
+        )
+
+    def get_run(self, namespace: str, run_id: str) -> RunInfo:
+        return RunInfo.model_validate(self.request("GET", f"/namespaces/{namespace}/runs/{run_id}"))
+
+    def list_runs(self, namespace: str, pipeline: str | None = None) -> list[RunInfo]:
+        params = {"pipeline": pipeline} if pipeline else {}
+        return [
+            RunInfo.model_validate(r)
+            for r in self.request("GET", f"/namespaces/{namespace}/runs", params=params)
+        ]
+
+    def cancel_run(self, namespace: str, run_id: str) -> RunInfo:
+        return RunInfo.model_validate(
+            self.request("POST", f"/namespaces/{namespace}/runs/{run_id}/cancel")
+        )
+
+    def retry_run(self, namespace: str, run_id: str) -> RunInfo:
+        return RunInfo.model_validate(
+            self.request("POST", f"/namespaces/{namespace}/runs/{run_id}/retry")
+        )
+
+    def wait_run(self, namespace: str, run_id: str, timeout: float = 600.0) -> RunInfo:
+        """Block until the run ends, woken by its events (no polling); returns the final run."""
+        deadline = time.monotonic() + timeout
+        after = int(self.request("GET", "/events/cursor")["last_id"])
+        run = self.get_run(namespace, run_id)
+        while run.state not in ("succeeded", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise ServerUnreachable(f"run {run_id} did not finish within {timeout:g} s")
+            for event in self.events(
+                after=after,
+                types=["run.*"],
+                follow=True,
+                timeout=max(0.1, deadline - time.monotonic()),
+            ):
+                after = event.id
+                if event.data.get("run") == run_id and event.type in (
+                    "run.succeeded",
+                    "run.failed",
+                    "run.cancelled",
+                ):
+                    break
+            run = self.get_run(namespace, run_id)
+        return run
+
+    def run_logs(
+        self, namespace: str, run_id: str, step: str | None = None, follow: bool = False
+    ) -> Iterator[str]:
+        params: dict[str, Any] = {"follow": follow}
+        if step:
+            params["step"] = step
+        with self.http.stream(
+            "GET",
+            f"/namespaces/{namespace}/runs/{run_id}/logs",
+            params=params,
+            timeout=httpx.Timeout(None, connect=10),
+        ) as response:
+            if not response.is_success:
+                response.read()
+                raise error_from_body(response.status_code, response.json())
+            yield from response.iter_lines()
+
     # events and webhooks ------------------------------------------------------------------------
     def events(
-        self, *, after: int | None = None, types: list[str] | None = None, follow: bool = True
+        self,
+        *,
+        after: int | None = None,
+        types: list[str] | None = None,
+        follow: bool = True,
+        timeout: float | None = None,
     ) -> Iterator[Event]:
-        """Server-sent events, in order; with ``follow`` it waits for new ones forever."""
+        """Server-sent events, in order; with ``follow`` it waits for new ones (when ``timeout``
+        is given, it ends after that many seconds without any)."""
         params: dict[str, Any] = {"follow": follow}
         if after is not None:
             params["after"] = after
@@ -322,7 +437,7 @@ class Client:
             params["type"] = types
         try:
             with self.http.stream(
-                "GET", "/events", params=params, timeout=httpx.Timeout(None, connect=10)
+                "GET", "/events", params=params, timeout=httpx.Timeout(timeout, connect=10)
             ) as response:
                 if not response.is_success:
                     response.read()
@@ -334,6 +449,8 @@ class Client:
                     elif not line and data:
                         yield Event.model_validate_json("\n".join(data))
                         data = []
+        except httpx.ReadTimeout:
+            return
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"event stream from {self.url} broke: {exc}") from exc
 

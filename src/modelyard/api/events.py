@@ -107,6 +107,12 @@ async def stream_events(
     )
 
 
+@router.get("/events/cursor", tags=["events"])
+def event_cursor(plane: Plane, caller: Caller) -> dict[str, int]:
+    """The newest event id: stream with ``after`` set to it to see only what happens next."""
+    return {"last_id": plane.events.last_id()}
+
+
 @router.post("/namespaces/{namespace}/webhooks", status_code=201, tags=["events"])
 def create_webhook(
     namespace: str, body: WebhookCreate, plane: Plane, caller: Caller

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import admin, artifacts, events
+from modelyard.cli import admin, artifacts, events, pipelines
 from modelyard.cli.state import State, errors
 from modelyard.errors import ModelyardError
 
@@ -37,6 +37,8 @@ app.add_typer(admin.keys, name="keys")
 app.add_typer(artifacts.artifact_app("model"), name="models")
 app.add_typer(artifacts.artifact_app("dataset"), name="datasets")
 app.add_typer(events.app, name="events")
+app.add_typer(pipelines.pipelines, name="pipelines")
+app.add_typer(pipelines.runs, name="runs")
 
 
 def main() -> None:

@@ -62,25 +62,25 @@ class PipelineValue:
         self.value = value
         self.type = type
 
-    def _compare(self, op: str, other: object) -> Condition:
-        return Condition(left=self.value, op=op, right=_as_value(other))
+    def _compare(self, op: str, other: object) -> Comparison:
+        return Comparison(Condition(left=self.value, op=op, right=_as_value(other)))
 
-    def __eq__(self, other: object) -> Condition:  # type: ignore[override]
+    def __eq__(self, other: object) -> Comparison:  # type: ignore[override]
         return self._compare("==", other)
 
-    def __ne__(self, other: object) -> Condition:  # type: ignore[override]
+    def __ne__(self, other: object) -> Comparison:  # type: ignore[override]
         return self._compare("!=", other)
 
-    def __lt__(self, other: object) -> Condition:
+    def __lt__(self, other: object) -> Comparison:
         return self._compare("<", other)
 
-    def __le__(self, other: object) -> Condition:
+    def __le__(self, other: object) -> Comparison:
         return self._compare("<=", other)
 
-    def __gt__(self, other: object) -> Condition:
+    def __gt__(self, other: object) -> Comparison:
         return self._compare(">", other)
 
-    def __ge__(self, other: object) -> Condition:
+    def __ge__(self, other: object) -> Comparison:
         return self._compare(">=", other)
 
     __hash__ = object.__hash__
@@ -90,6 +90,17 @@ class PipelineValue:
             "a pipeline value is known only when the pipeline runs: use "
             "'with If(value == x):' instead of 'if value == x:'"
         )
+
+
+class Comparison:
+    """``value > 1`` inside a pipeline: a condition for ``If``, not a bool."""
+
+    def __init__(self, condition: Condition) -> None:
+        self.condition = condition
+
+    def __bool__(self) -> bool:
+        raise InvalidInput("a pipeline value is known only when the pipeline runs: use "
+                           "'with If(value == x):' instead of 'if value == x:'")
 
 
 @dataclass(frozen=True)
@@ -326,18 +337,18 @@ class _Builder:
         while task_id in self.tasks:
             n += 1
             task_id = f"{spec.name}-{n}"
+        outputs = {o.name for o in spec.outputs} & set(kwargs)
+        if outputs:
+            raise InvalidInput(
+                f"step {spec.name!r}: {sorted(outputs)[0]!r} is an output; "
+                "outputs are created by the step, do not pass them"
+            )
         known = {p.name for p in spec.params} | {i.name for i in spec.inputs}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise InvalidInput(
                 f"step {spec.name!r} has no parameter {unknown[0]!r}; it takes "
                 f"{sorted(known) or 'none'}"
-            )
-        outputs = {o.name for o in spec.outputs} & set(kwargs)
-        if outputs:
-            raise InvalidInput(
-                f"step {spec.name!r}: {sorted(outputs)[0]!r} is an output; "
-                "outputs are created by the step, do not pass them"
             )
         params: dict[str, Value] = {}
         for p in spec.params:
@@ -434,12 +445,12 @@ def _current() -> _Builder:
 
 
 @contextmanager
-def If(condition: Condition) -> Iterator[None]:
+def If(condition: Comparison) -> Iterator[None]:  # noqa: N802 - KFP's name
     """Tasks created inside run only when ``condition`` holds when the run gets there."""
-    if not isinstance(condition, Condition):
+    if not isinstance(condition, Comparison):
         raise InvalidInput("If() takes a comparison of a pipeline value, e.g. If(task.output > 1)")
     builder = _current()
-    builder.conditions.append(condition)
+    builder.conditions.append(condition.condition)
     try:
         yield
     finally:

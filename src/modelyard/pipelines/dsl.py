@@ -99,8 +99,10 @@ class Comparison:
         self.condition = condition
 
     def __bool__(self) -> bool:
-        raise InvalidInput("a pipeline value is known only when the pipeline runs: use "
-                           "'with If(value == x):' instead of 'if value == x:'")
+        raise InvalidInput(
+            "a pipeline value is known only when the pipeline runs: use "
+            "'with If(value == x):' instead of 'if value == x:'"
+        )
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ class Process:
     node: Node
     workdir: Path
     deadline: float | None
+    timeout: float = 0.0
     kill_at: float | None = None
     why_killed: str | None = None
     returncode: int | None = None
@@ -453,7 +454,7 @@ class Executor:
             return
         timeout = node.task.timeout_seconds or step.timeout_seconds
         self._procs[(run.id, node.id)] = Process(
-            proc, node, workdir, time.monotonic() + timeout if timeout else None
+            proc, node, workdir, time.monotonic() + timeout if timeout else None, timeout or 0.0
         )
         threading.Thread(
             target=self._wait, args=(self._procs[(run.id, node.id)],), daemon=True
@@ -565,11 +566,7 @@ class Executor:
             _signal(proc, signal.SIGKILL)
             proc.kill_at = None
         elif proc.deadline is not None and now >= proc.deadline:
-            timeout = proc.node.task.timeout_seconds or 0
-            self._terminate(
-                proc,
-                f"timed out after {timeout or 'its'} s".replace("after 0 s", "after its timeout"),
-            )
+            self._terminate(proc, f"timed out after {proc.timeout:g} s")
 
     def _terminate(self, proc: Process, why: str) -> None:
         proc.why_killed, proc.deadline = why, None
@@ -656,9 +653,17 @@ class Executor:
         imports = list(node.outputs.get("imports", []))
         for up in self._ancestors(run, node):
             imports.extend(up.outputs.get("imports", []))
+        # The version's metrics: the model's own metadata and the step's Metrics outputs.
+        step = run.spec.steps[node.task.step]
+        sources = [record.get("metadata", {})] + [
+            node.outputs["artifacts"][o.name].get("metadata", {})
+            for o in step.outputs
+            if o.type == "Metrics"
+        ]
         metrics = {
             k: v
-            for k, v in record.get("metadata", {}).items()
+            for source in sources
+            for k, v in source.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         spec = VersionSpec(

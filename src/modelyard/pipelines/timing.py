@@ -125,13 +125,14 @@ def next_fire(timing: Timing, after: datetime) -> datetime | None:
     slot at or after ``start``. Cron is evaluated on the wall clock of ``timing.timezone`` and
     daylight-saving changes follow cron's rules:
 
-    - every-hour schedules (hour field ``*``): a local time skipped by spring-forward does not fire;
-      a local time repeated by fall-back fires at both occurrences, so ``0 * * * *`` fires every
-      3600 s of real time with no duplicate and no gap;
-    - fixed-hour schedules (``0 2 * * *``): a repeated local time fires once, at its first
-      occurrence (02:30 CEST, not again at 02:30 CET); a skipped local time fires once, at the first
-      moment after the gap (02:30 on a 02:00->03:00 day fires at 03:00). That is also croniter's
-      choice for the gap; for repeated times croniter fires twice, which this module does not.
+    - every-hour schedules (hour field ``*``, ``0-23`` or ``*/1``): a local time skipped by
+      spring-forward does not fire; a local time repeated by fall-back fires at both occurrences,
+      so ``0 * * * *`` fires every 3600 s of real time with no duplicate and no gap;
+    - fixed-hour schedules (``0 2 * * *``, ``0 */2 * * *``): a repeated local time fires once, at
+      its first occurrence (in Europe/Berlin, 02:30 CEST, not again at 02:30 CET); a skipped local
+      time fires once, at the first moment after the gap (02:30 on a 02:00->03:00 day fires at
+      03:00). That is also croniter's choice for the gap; for repeated times croniter fires twice,
+      which this module does not.
 
     Intervals fire every ``interval_seconds`` of real elapsed time from ``start`` (or from
     1970-01-01T00:00Z without one), whatever the timezone says.
@@ -324,7 +325,7 @@ def _names_every_hour(expr: str) -> bool:
 @functools.lru_cache(maxsize=1024)
 def _offset_range(zone: ZoneInfo, year: int) -> tuple[timedelta, timedelta]:
     """The smallest and largest UTC offsets ``zone`` uses from the year before ``year`` to the
-    year after, sampled every 12 hours (no offset in the tz database lasts less)."""
+    year after, sampled every 12 hours: that sees every offset a zone keeps for half a day."""
     offsets = [offset for y in range(year - 1, year + 2) for offset in _year_offsets(zone, y)]
     return min(offsets), max(offsets)
 

@@ -447,7 +447,7 @@ def _current() -> _Builder:
 
 
 @contextmanager
-def If(condition: Comparison) -> Iterator[None]:  # noqa: N802 - KFP's name
+def If(condition: Comparison) -> Iterator[None]:
     """Tasks created inside run only when ``condition`` holds when the run gets there."""
     if not isinstance(condition, Comparison):
         raise InvalidInput("If() takes a comparison of a pipeline value, e.g. If(task.output > 1)")

@@ -7,6 +7,7 @@ the client and the blob store at the locations the API hands out; the API verifi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from modelyard.events.log import Event
 from modelyard.events.webhooks import Webhook
 from modelyard.pipelines.dsl import Pipeline
 from modelyard.pipelines.runs import PipelineInfo, RunInfo
+from modelyard.pipelines.schedules import ScheduleInfo, ScheduleSpec
 from modelyard.pipelines.spec import PipelineSpec
 from modelyard.registry import pull as pulling
 from modelyard.registry.records import AliasChange, ArtifactInfo, NamespaceInfo, VersionInfo
@@ -41,10 +43,13 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 def hash_file(path: Path) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    with open(path, "rb", buffering=0) as handle:
+        # One buffer for the whole file (no larger than needed), not a new 4 MiB object per read.
+        size_hint = os.fstat(handle.fileno()).st_size
+        view = memoryview(bytearray(min(CHUNK, max(64 * 1024, size_hint))))
+        while count := handle.readinto(view):
+            digest.update(view[:count])
+            size += count
     return digest.hexdigest(), size
 
 
@@ -82,8 +87,14 @@ class Client:
         self.cache_dir = cache_dir or settings.cache_dir or settings.home / "cache"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self.http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
-        self._plain = httpx.Client(timeout=timeout)
+        self._timeout = timeout
         self._local = urlsplit(self.url).hostname in _LOOPBACK
+
+    @functools.cached_property
+    def _plain(self) -> httpx.Client:
+        """The client for blob-store URLs, made on first use: each httpx client loads the TLS
+        trust store (tens of ms), and with a local blob store it is never used."""
+        return httpx.Client(timeout=self._timeout)
 
     # plumbing ------------------------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -106,7 +117,8 @@ class Client:
 
     def close(self) -> None:
         self.http.close()
-        self._plain.close()
+        if "_plain" in self.__dict__:  # made only if it was used
+            self._plain.close()
 
     def __enter__(self) -> Client:
         return self
@@ -291,28 +303,32 @@ class Client:
             version, lambda e: self._fetch(transfers[e.path]), self.cache_dir, progress
         )
 
-    def _fetch(self, item: dict[str, Any]) -> Iterator[bytes]:
+    def _fetch(self, item: dict[str, Any]) -> Iterator[bytes] | Path:
+        """A local blob's path (``pulling.pull`` copies it in the kernel), else its bytes."""
         url, method = item.get("url"), item.get("method")
         if url and method == "READ" and self._local:
-            yield from _read_file(Path(url2pathname(urlsplit(url).path)))
-            return
-        if url and method == "GET":
-            client, path = self._plain, url
-        else:
-            client, path = self.http, item["api_url"].split("/api/v1", 1)[1]
-        try:
-            with client.stream("GET", path) as response:
-                if not response.is_success:
-                    response.read()
-                    raise error_from_body(
-                        response.status_code,
-                        response.json()
-                        if "json" in response.headers.get("content-type", "")
-                        else None,
-                    )
-                yield from response.iter_bytes(CHUNK)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(f"download of {item['path']} failed: {exc}") from exc
+            return Path(url2pathname(urlsplit(url).path))
+
+        def stream() -> Iterator[bytes]:
+            if url and method == "GET":
+                client, path = self._plain, url
+            else:
+                client, path = self.http, item["api_url"].split("/api/v1", 1)[1]
+            try:
+                with client.stream("GET", path) as response:
+                    if not response.is_success:
+                        response.read()
+                        raise error_from_body(
+                            response.status_code,
+                            response.json()
+                            if "json" in response.headers.get("content-type", "")
+                            else None,
+                        )
+                    yield from response.iter_bytes(CHUNK)
+            except httpx.TransportError as exc:
+                raise ServerUnreachable(f"download of {item['path']} failed: {exc}") from exc
+
+        return stream()
 
     # pipelines and runs -------------------------------------------------------------------------
     def register_pipeline(self, namespace: str, pipeline: Pipeline | PipelineSpec) -> PipelineInfo:
@@ -418,6 +434,28 @@ class Client:
                 response.read()
                 raise error_from_body(response.status_code, response.json())
             yield from response.iter_lines()
+
+    def create_schedule(self, namespace: str, spec: ScheduleSpec) -> ScheduleInfo:
+        return ScheduleInfo.model_validate(
+            self.request(
+                "POST", f"/namespaces/{namespace}/schedules", json=spec.model_dump(mode="json")
+            )
+        )
+
+    def list_schedules(self, namespace: str) -> list[ScheduleInfo]:
+        return [
+            ScheduleInfo.model_validate(s)
+            for s in self.request("GET", f"/namespaces/{namespace}/schedules")
+        ]
+
+    def pause_schedule(self, namespace: str, name: str, paused: bool = True) -> ScheduleInfo:
+        action = "pause" if paused else "resume"
+        return ScheduleInfo.model_validate(
+            self.request("POST", f"/namespaces/{namespace}/schedules/{name}/{action}")
+        )
+
+    def delete_schedule(self, namespace: str, name: str) -> None:
+        self.request("DELETE", f"/namespaces/{namespace}/schedules/{name}")
 
     # events and webhooks ------------------------------------------------------------------------
     def events(

@@ -18,6 +18,7 @@ from modelyard.events.log import Clock, EventLog, utcnow
 from modelyard.events.webhooks import Backoff, Webhooks
 from modelyard.pipelines.executor import Executor
 from modelyard.pipelines.runs import Pipelines
+from modelyard.pipelines.schedules import Schedules
 from modelyard.registry.aliases import Aliases
 from modelyard.registry.gc import collect_garbage
 from modelyard.registry.namespaces import Namespaces
@@ -45,6 +46,7 @@ class ControlPlane:
     webhooks: Webhooks
     pipelines: Pipelines
     executor: Executor
+    schedules: Schedules
     _stop: threading.Event = field(default_factory=threading.Event)
     _gc: threading.Thread | None = None
 
@@ -58,6 +60,18 @@ class ControlPlane:
         blobs = open_blob_store(settings.blob_url, settings.blob_options)
         events = EventLog(db, clock)
         versions, aliases = Versions(events, blobs), Aliases(events)
+        pipelines = Pipelines(events)
+        executor = Executor(
+            events,
+            blobs,
+            versions,
+            aliases,
+            settings.home,
+            settings.pipeline_parallelism,
+            settings.step_grace_seconds,
+        )
+        schedules = Schedules(events, pipelines)
+        schedules.on_run_created.append(executor.wake)
         return cls(
             settings=settings,
             db=db,
@@ -68,16 +82,9 @@ class ControlPlane:
             aliases=aliases,
             keys=KeyStore(events),
             webhooks=Webhooks(events, backoff),
-            pipelines=Pipelines(events),
-            executor=Executor(
-                events,
-                blobs,
-                versions,
-                aliases,
-                settings.home,
-                settings.pipeline_parallelism,
-                settings.step_grace_seconds,
-            ),
+            pipelines=pipelines,
+            executor=executor,
+            schedules=schedules,
         )
 
     def ensure_admin_key(self) -> str | None:
@@ -99,11 +106,13 @@ class ControlPlane:
         self._stop.clear()
         self.webhooks.start()
         self.executor.start()
+        self.schedules.start()
         self._gc = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
         self._gc.start()
 
     def stop_controllers(self) -> None:
         self._stop.set()
+        self.schedules.stop()
         self.executor.stop()
         self.webhooks.stop()
         if self._gc is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from modelyard.auth.keys import Principal
@@ -14,12 +15,13 @@ from modelyard.errors import Unauthenticated
 _bearer = HTTPBearer(auto_error=False, description="An API key: my_<id>_<secret>")
 
 
-def plane(request: Request) -> ControlPlane:
+async def plane(request: Request) -> ControlPlane:
+    # async: FastAPI would run a plain function in the thread pool, a hop per request for a lookup.
     cp: ControlPlane = request.app.state.plane
     return cp
 
 
-def principal(
+async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -29,7 +31,13 @@ def principal(
         raise Unauthenticated(
             "no API key: send 'Authorization: Bearer <key>' (the CLI reads MODELYARD_API_KEY)"
         )
-    who = plane(request).keys.authenticate(credentials.credentials)
+    cp: ControlPlane = request.app.state.plane
+    token = credentials.credentials
+    # A key seen a moment ago is checked without the database, here on the event loop; only a
+    # lookup that reads the database goes to the thread pool.
+    who = cp.keys.recall(token)
+    if who is None:
+        who = await run_in_threadpool(cp.keys.authenticate, token)
     request.state.actor = who.key_id
     return who
 

@@ -16,6 +16,7 @@ from modelyard.api.deps import Caller, Plane
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import InvalidInput
 from modelyard.pipelines.runs import FINISHED, PipelineInfo, RunInfo
+from modelyard.pipelines.schedules import ScheduleInfo, ScheduleSpec
 from modelyard.pipelines.spec import PipelineSpec
 from modelyard.types import Role
 
@@ -169,3 +170,36 @@ async def _tail(
                 yield f"[{path.name[:-4]}] ".encode() + rest + b"\n"
             return
         await asyncio.sleep(LOG_POLL_SECONDS)
+
+
+@router.post("/schedules", status_code=201, tags=["schedules"])
+def create_schedule(
+    namespace: str, spec: ScheduleSpec, plane: Plane, caller: Caller
+) -> ScheduleInfo:
+    """A cron or interval schedule, or a trigger on new dataset/model versions."""
+    caller.require(namespace, Role.EDITOR)
+    return plane.schedules.create(namespace, spec, actor=caller.key_id)
+
+
+@router.get("/schedules", tags=["schedules"])
+def list_schedules(namespace: str, plane: Plane, caller: Caller) -> list[ScheduleInfo]:
+    caller.require(namespace, Role.VIEWER)
+    return plane.schedules.list(namespace)
+
+
+@router.post("/schedules/{name}/pause", tags=["schedules"])
+def pause_schedule(namespace: str, name: str, plane: Plane, caller: Caller) -> ScheduleInfo:
+    caller.require(namespace, Role.EDITOR)
+    return plane.schedules.set_paused(namespace, name, True, actor=caller.key_id)
+
+
+@router.post("/schedules/{name}/resume", tags=["schedules"])
+def resume_schedule(namespace: str, name: str, plane: Plane, caller: Caller) -> ScheduleInfo:
+    caller.require(namespace, Role.EDITOR)
+    return plane.schedules.set_paused(namespace, name, False, actor=caller.key_id)
+
+
+@router.delete("/schedules/{name}", status_code=204, tags=["schedules"])
+def delete_schedule(namespace: str, name: str, plane: Plane, caller: Caller) -> None:
+    caller.require(namespace, Role.EDITOR)
+    plane.schedules.delete(namespace, name, actor=caller.key_id)

@@ -3,6 +3,11 @@
 A key reads ``my_<id>_<secret>``. The id is public (it names the key in lists and audit records);
 the secret's hash is all the database keeps. Secrets are 256 random bits, so a plain hash is enough
 (slow password hashes are for guessable secrets).
+
+Every API request authenticates, so a key found valid is remembered for a few seconds
+(``CACHE_SECONDS``) instead of read again. That is correct because the control plane is the single
+writer of keys: ``create`` and ``revoke`` drop the remembered entry the moment their transaction
+commits, so a revoked key gets 401 on its next request.
 """
 
 from __future__ import annotations
@@ -11,16 +16,22 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from modelyard.events.log import EventLog
+from modelyard.store.db import after_commit
 from modelyard.store.schema import ApiKeyRow, KeyRoleRow, NamespaceRow
 from modelyard.types import Record, Role, check_name
 
 PREFIX = "my"
+CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 10_000
 
 
 def _hash(secret: str) -> str:
@@ -67,10 +78,48 @@ class KeyInfo(Record):
     revoked_at: dt.datetime | None
 
 
+def _parse(token: str | None) -> tuple[str, str]:
+    """A token's key id and the hash of its secret."""
+    if not token:
+        raise Unauthenticated(
+            "no API key: send 'Authorization: Bearer <key>' (the CLI reads MODELYARD_API_KEY)"
+        )
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != PREFIX or not key_id or not secret:
+        raise Unauthenticated("malformed API key: keys look like my_<id>_<secret>")
+    return key_id, _hash(secret)
+
+
+def _copy(principal: Principal) -> Principal:
+    """Each request gets its own Principal: the remembered one is never handed out."""
+    return Principal(principal.key_id, principal.name, principal.admin, dict(principal.roles))
+
+
+@dataclass(frozen=True)
+class _Remembered:
+    secret_hash: str
+    principal: Principal
+    expires: float
+
+
 class KeyStore:
-    def __init__(self, events: EventLog) -> None:
+    def __init__(
+        self,
+        events: EventLog,
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.events = events
         self.db = events.db
+        self.cache_seconds = cache_seconds
+        self._monotonic = monotonic
+        self._remembered: dict[str, _Remembered] = {}
+        # Bumped by every change of a key: a lookup that began before the change must not store
+        # what it read, which may predate the change.
+        self._generation = 0
+        self._lock = threading.Lock()
 
     def create(
         self,
@@ -112,6 +161,7 @@ class KeyStore:
             session.flush()
             for namespace, role in roles.items():
                 session.add(KeyRoleRow(key_id=key_id, namespace_id=ids[namespace], role=role.value))
+            after_commit(session, lambda: self._forget(key_id))
             self.events.append(
                 session,
                 "key.created",
@@ -125,17 +175,16 @@ class KeyStore:
         return info, f"{PREFIX}_{key_id}_{secret}"
 
     def authenticate(self, token: str | None) -> Principal:
-        if not token:
-            raise Unauthenticated(
-                "no API key: send 'Authorization: Bearer <key>' (the CLI reads MODELYARD_API_KEY)"
-            )
-        prefix, _, rest = token.partition("_")
-        key_id, _, secret = rest.partition("_")
-        if prefix != PREFIX or not key_id or not secret:
-            raise Unauthenticated("malformed API key: keys look like my_<id>_<secret>")
+        key_id, secret_hash = _parse(token)
+        now = self._monotonic()
+        with self._lock:
+            generation = self._generation
+        found = self._recall(key_id, secret_hash, now)
+        if found is not None:
+            return found
         with self.db.read() as session:
             row = session.get(ApiKeyRow, key_id)
-            if row is None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
+            if row is None or not hmac.compare_digest(row.secret_hash, secret_hash):
                 raise Unauthenticated("unknown API key: check it, or ask an admin for a new one")
             if row.revoked_at is not None:
                 raise Unauthenticated(f"API key {key_id} was revoked: ask an admin for a new one")
@@ -147,7 +196,27 @@ class KeyStore:
                     .where(KeyRoleRow.key_id == key_id)
                 )
             }
-            return Principal(row.id, row.name, row.is_admin, roles)
+            principal = Principal(row.id, row.name, row.is_admin, roles)
+            stored_hash = row.secret_hash
+        self._remember(key_id, stored_hash, principal, generation, now)
+        return _copy(principal)
+
+    def recall(self, token: str | None) -> Principal | None:
+        """The caller of a key found valid a moment ago, without touching the database; None
+        when it must be looked up (``authenticate``). Raises 401 for a missing or malformed key."""
+        key_id, secret_hash = _parse(token)
+        return self._recall(key_id, secret_hash, self._monotonic())
+
+    def _recall(self, key_id: str, secret_hash: str, now: float) -> Principal | None:
+        with self._lock:
+            remembered = self._remembered.get(key_id)
+        if (
+            remembered is None
+            or now >= remembered.expires
+            or not hmac.compare_digest(remembered.secret_hash, secret_hash)
+        ):
+            return None
+        return _copy(remembered.principal)
 
     def list_keys(self, by: Principal) -> list[KeyInfo]:
         """Admins see every key; others see keys holding roles only in namespaces they admin."""
@@ -163,28 +232,52 @@ class KeyStore:
         ]
 
     def revoke(self, key_id: str, by: Principal) -> KeyInfo:
-        with self.db.write() as session:
-            row = session.get(ApiKeyRow, key_id)
-            info = self._info(session, row) if row else None
-            allowed = info is not None and (
-                by.admin
-                or (
-                    not info.admin
-                    and info.roles
-                    and all(by.can(ns, Role.ADMIN) for ns in info.roles)
+        try:
+            with self.db.write() as session:
+                row = session.get(ApiKeyRow, key_id)
+                info = self._info(session, row) if row else None
+                allowed = info is not None and (
+                    by.admin
+                    or (
+                        not info.admin
+                        and info.roles
+                        and all(by.can(ns, Role.ADMIN) for ns in info.roles)
+                    )
                 )
-            )
-            if row is None or info is None or not allowed:
-                raise NotFound(f"key {key_id!r} does not exist or is not yours to revoke")
-            if row.revoked_at is not None:
-                raise Conflict(f"key {key_id} is already revoked")
-            row.revoked_at = self.events.clock()
-            self.events.append(session, "key.revoked", f"keys/{key_id}", actor=by.key_id)
-            return self._info(session, row)
+                if row is None or info is None or not allowed:
+                    raise NotFound(f"key {key_id!r} does not exist or is not yours to revoke")
+                if row.revoked_at is not None:
+                    raise Conflict(f"key {key_id} is already revoked")
+                row.revoked_at = self.events.clock()
+                self.events.append(session, "key.revoked", f"keys/{key_id}", actor=by.key_id)
+                return self._info(session, row)
+        finally:
+            # Whatever the outcome (even a commit whose result is unknown), the next request
+            # with this key reads the database again.
+            self._forget(key_id)
 
     def count(self) -> int:
         with self.db.read() as session:
             return int(session.scalar(sa.select(sa.func.count()).select_from(ApiKeyRow)) or 0)
+
+    def _remember(
+        self, key_id: str, secret_hash: str, principal: Principal, generation: int, now: float
+    ) -> None:
+        if self.cache_seconds <= 0:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return  # a key changed while this lookup read the database
+            if len(self._remembered) >= CACHE_ENTRIES:
+                self._remembered = {k: v for k, v in self._remembered.items() if v.expires > now}
+                if len(self._remembered) >= CACHE_ENTRIES:
+                    self._remembered.clear()
+            self._remembered[key_id] = _Remembered(secret_hash, principal, now + self.cache_seconds)
+
+    def _forget(self, key_id: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._remembered.pop(key_id, None)
 
     @staticmethod
     def _namespace_ids(session: sa.orm.Session, names: list[str]) -> dict[str, int]:

@@ -39,6 +39,7 @@ app.add_typer(artifacts.artifact_app("dataset"), name="datasets")
 app.add_typer(events.app, name="events")
 app.add_typer(pipelines.pipelines, name="pipelines")
 app.add_typer(pipelines.runs, name="runs")
+app.add_typer(pipelines.schedules, name="schedules")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from modelyard.cli.state import console, print_json, state, table
 from modelyard.errors import InvalidInput
 from modelyard.pipelines.dsl import Pipeline
 from modelyard.pipelines.runs import RunInfo
+from modelyard.pipelines.schedules import ScheduleSpec
 
 pipelines = typer.Typer(
     help="Pipelines: DAGs of steps, each in its own process.", no_args_is_help=True
@@ -222,3 +223,104 @@ def cancel(ctx: typer.Context, run_id: str, namespace: Namespace) -> None:
 def retry(ctx: typer.Context, run_id: str, namespace: Namespace) -> None:
     state(ctx).client().retry_run(namespace, run_id)
     console.print(f"retrying the failed steps of run {run_id}")
+
+
+schedules = typer.Typer(
+    help="Schedules: cron, intervals, and triggers on new versions.", no_args_is_help=True
+)
+
+
+@schedules.command("create")
+def create_schedule(
+    ctx: typer.Context,
+    name: str,
+    namespace: Namespace,
+    pipeline: Annotated[str, typer.Option(help="The pipeline to run.")],
+    cron: Annotated[str | None, typer.Option(help="5 fields, e.g. '0 * * * *'")] = None,
+    every: Annotated[float | None, typer.Option(help="Interval in seconds.")] = None,
+    timezone: Annotated[str, typer.Option(help="IANA zone the cron is read in.")] = "UTC",
+    on: Annotated[
+        str | None,
+        typer.Option(help="Trigger: dataset.version.committed or model.version.committed"),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Trigger: NS/NAME to watch.")] = None,
+    version_param: Annotated[
+        str | None, typer.Option(help="Trigger: the pipeline parameter that gets NS/NAME@VERSION.")
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
+    max_concurrency: Annotated[int, typer.Option()] = 1,
+    overlap: Annotated[
+        str | None,
+        typer.Option(help="skip or wait, past max-concurrency (default: skip; wait for triggers)"),
+    ] = None,
+    catchup: Annotated[bool, typer.Option(help="After downtime, run every missed slot.")] = False,
+) -> None:
+    """Run a pipeline on a cron, an interval, or each new dataset/model version."""
+    spec = ScheduleSpec.model_validate(
+        {
+            "name": name,
+            "pipeline": pipeline,
+            "cron": cron,
+            "interval_seconds": every,
+            "timezone": timezone,
+            "on": on,
+            "target": target,
+            "param": version_param,
+            "params": parse_params(param or []),
+            "max_concurrency": max_concurrency,
+            "overlap": overlap,
+            "catchup": catchup,
+        }
+    )
+    info = state(ctx).client().create_schedule(namespace, spec)
+    console.print(
+        f"created schedule [bold]{info.name}[/] ({info.kind})"
+        + (f", next run {info.next_fire}" if info.next_fire else "")
+    )
+
+
+@schedules.command("list")
+def list_schedules(
+    ctx: typer.Context,
+    namespace: Namespace,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    found = state(ctx).client().list_schedules(namespace)
+    if as_json:
+        print_json([s.to_dict() for s in found])
+        return
+    table(
+        f"schedules in {namespace}",
+        ["name", "pipeline", "kind", "when", "paused", "next"],
+        [
+            (
+                s.name,
+                s.pipeline,
+                s.kind,
+                s.spec.get("cron")
+                or s.spec.get("interval_seconds")
+                or f"{s.spec.get('on')} {s.spec.get('target')}",
+                s.paused,
+                s.next_fire,
+            )
+            for s in found
+        ],
+    )
+
+
+@schedules.command("pause")
+def pause(ctx: typer.Context, name: str, namespace: Namespace) -> None:
+    state(ctx).client().pause_schedule(namespace, name, True)
+    console.print(f"paused {name}")
+
+
+@schedules.command("resume")
+def resume(ctx: typer.Context, name: str, namespace: Namespace) -> None:
+    info = state(ctx).client().pause_schedule(namespace, name, False)
+    console.print(f"resumed {name}" + (f", next run {info.next_fire}" if info.next_fire else ""))
+
+
+@schedules.command("delete")
+def delete(ctx: typer.Context, name: str, namespace: Namespace) -> None:
+    state(ctx).client().delete_schedule(namespace, name)
+    console.print(f"deleted {name}")

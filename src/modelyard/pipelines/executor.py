@@ -45,6 +45,7 @@ from modelyard.store.schema import (
     PipelineVersionRow,
     RunHistoryRow,
     RunRow,
+    ScheduleRow,
     StepRunRow,
 )
 from modelyard.types import ModelRef
@@ -133,6 +134,7 @@ class Executor:
         self._cancel: set[str] = set()
         self._retry: set[str] = set()
         self._stop = False
+        self._ended = False
         self._thread: threading.Thread | None = None
 
     # control from other threads -------------------------------------------------------------------
@@ -186,7 +188,8 @@ class Executor:
                 if self._stop:
                     break
                 exited = any(p.returncode is not None for p in self._procs.values())
-                if not exited and not self._cancel and not self._retry:
+                ended, self._ended = self._ended, False
+                if not exited and not ended and not self._cancel and not self._retry:
                     self._cond.wait(self._next_deadline())
         self._shutdown()
 
@@ -230,11 +233,30 @@ class Executor:
                 sa.select(RunRow).where(RunRow.state == "queued").order_by(RunRow.created_at)
             ).all()
             for row in rows:
+                if row.schedule_id is not None and self._schedule_full(session, row):
+                    continue  # overlap="wait": starts when one of the schedule's runs ends
                 run = self._load(session, row)
                 row.state, row.started_at = "running", self.events.clock()
                 self._history(session, run.id, None, "started")
                 self._event(session, run, "run.started")
                 self._runs[run.id] = run
+
+    def _schedule_full(self, session: Session, row: RunRow) -> bool:
+        schedule = session.get(ScheduleRow, row.schedule_id)
+        if schedule is None:
+            return False
+        active = (
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(RunRow)
+                .where(
+                    RunRow.schedule_id == row.schedule_id,
+                    RunRow.state.in_(("running", "cancelling")),
+                )
+            )
+            or 0
+        )
+        return active >= schedule.max_concurrency
 
     def _resume(self) -> None:
         """Pick up runs a previous control plane left running."""
@@ -824,6 +846,7 @@ class Executor:
             self._history(session, run.id, None, state + (f": {reason}" if reason else ""))
             self._event(session, run, f"run.{state}", {"reason": reason})
         self._runs.pop(run.id, None)
+        self._ended = True  # queued runs waiting for a schedule slot may start now
 
     # cancellation -------------------------------------------------------------------------------
     def _begin_cancel(self, run_id: str) -> None:

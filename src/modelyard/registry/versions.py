@@ -24,7 +24,10 @@ from modelyard.events.log import EventLog
 from modelyard.registry._lookup import (
     artifact_info,
     artifact_row,
+    committed_versions,
     draft_row,
+    find_artifact_id,
+    find_version,
     namespace_row,
     version_info,
     version_row,
@@ -325,18 +328,20 @@ class Versions:
     # reads --------------------------------------------------------------------------------------
     def get(self, kind: ArtifactKind, namespace: str, name: str, ref: str | int) -> VersionInfo:
         with self.db.read() as session:
+            found = find_version(session, kind, namespace, name, ref)
+            if found is not None:
+                return found
+            # Nothing matched: the step-by-step lookup says what is missing (or, after a commit
+            # that landed in between, finds the version).
             artifact = artifact_row(session, kind, namespace, name)
             return version_info(session, version_row(session, artifact, ref), artifact, namespace)
 
     def list_versions(self, kind: ArtifactKind, namespace: str, name: str) -> list[VersionInfo]:
         with self.db.read() as session:
-            artifact = artifact_row(session, kind, namespace, name)
-            rows = session.scalars(
-                sa.select(VersionRow)
-                .where(VersionRow.artifact_id == artifact.id, VersionRow.state == "committed")
-                .order_by(VersionRow.number)
-            )
-            return [version_info(session, r, artifact, namespace) for r in rows]
+            artifact_id = find_artifact_id(session, kind, namespace, name)
+            if artifact_id is None:
+                artifact_id = artifact_row(session, kind, namespace, name).id
+            return committed_versions(session, artifact_id, kind, namespace, name)
 
     def get_artifact(self, kind: ArtifactKind, namespace: str, name: str) -> ArtifactInfo:
         with self.db.read() as session:

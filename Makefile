@@ -40,4 +40,4 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/registry.py
 
 clean:
-	rm -rf $(VENV) .modelyard-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-kfp bench/.venvs .modelyard-demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Cache keys: a step is skipped when an earlier success had the same key.
 
-The key hashes the step's source, its parameter values, the content digests of its input
+The key hashes the step's source and the module it lives in (helpers the step calls change its
+behaviour too), its parameter values, the content digests of its input
 artifacts (never their names or URIs), and its environment (variables and Python version). So
 changed data under the same name never hits, and the same data under a new name does.
 """
@@ -22,10 +23,15 @@ def _digests(record: Any) -> Any:
 
 
 def cache_key(
-    step: StepSpec, params: dict[str, Any], inputs: dict[str, Any], env: dict[str, str]
+    step: StepSpec,
+    module_source: str,
+    params: dict[str, Any],
+    inputs: dict[str, Any],
+    env: dict[str, str],
 ) -> str:
     material = {
         "source": step.source_digest,
+        "module": hashlib.sha256(module_source.encode()).hexdigest(),
         "outputs": sorted((o.name, o.type) for o in step.outputs),
         "params": params,
         "inputs": {name: _digests(record) for name, record in inputs.items()},

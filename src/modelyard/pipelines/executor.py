@@ -463,7 +463,7 @@ class Executor:
             self._fail(run, node, f"inputs could not be prepared: {exc.message}")
             return
         env = {**step.env, **node.task.env}
-        key = cache_key(step, params, inputs, env)
+        key = cache_key(step, run.spec.module_source, params, inputs, env)
         use_cache = node.task.cache if node.task.cache is not None else step.cache
         if use_cache and self._cache_hit(run, node, key, step.cache_ttl_seconds):
             return

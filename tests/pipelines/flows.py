@@ -117,7 +117,8 @@ def crashing(ledger: str) -> None:
 
 @step(cache=False)
 def gate(ledger: str, release: str) -> str:
-    """Waits until the file ``release`` exists."""
+    """Waits until the file ``release`` exists; leaves its pid in ``release``.pid."""
+    Path(release + ".pid").write_text(str(os.getpid()))
     mark(ledger, "gate")
     while not Path(release).exists():
         time.sleep(0.02)

@@ -11,16 +11,14 @@ history says so.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import json
 import logging
+import multiprocessing
+import multiprocessing.process
 import os
-import resource
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from modelyard.errors import ModelyardError
 from modelyard.events.log import EventLog
 from modelyard.pipelines import outputs as artifacts
 from modelyard.pipelines.cache import cache_key
+from modelyard.pipelines.runner import run_forked
 from modelyard.pipelines.spec import PipelineSpec, Retry, TaskSpec, Value
 from modelyard.pipelines.validate import validate
 from modelyard.registry.aliases import Aliases
@@ -77,9 +76,20 @@ class Node:
     ready_at: float = 0.0  # monotonic time a retry may start
 
 
+StepProcess = multiprocessing.process.BaseProcess
+
+
+def _forkserver() -> Any:
+    """Steps fork from a server that has the runner and the DSL imported: a fork, not an
+    interpreter start. Each step watches the control plane and dies with it (runner.die_with)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["modelyard.pipelines.runner", "modelyard.pipelines.dsl"])
+    return context
+
+
 @dataclass
 class Process:
-    popen: subprocess.Popen[bytes]
+    popen: StepProcess
     node: Node
     workdir: Path
     deadline: float | None
@@ -98,15 +108,6 @@ class ActiveRun:
     order: list[str]
     nodes: dict[str, Node] = field(default_factory=dict)
     cancelling: bool = False
-
-
-def _die_with_parent() -> None:
-    """In the child: die when the control plane dies (even by kill -9), cap memory if asked."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    limit = os.environ.get("MODELYARD_STEP_MEMORY_BYTES")
-    if limit:
-        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
 
 
 class Executor:
@@ -558,26 +559,30 @@ class Executor:
         task_file: Path,
         env: dict[str, str],
         memory_mb: int | None,
-    ) -> subprocess.Popen[bytes]:
+    ) -> StepProcess:
         log_file = self.log_path(run.id, node.id)
         with open(log_file, "ab") as out:
             out.write(f"--- attempt {node.attempt} of {node.id}\n".encode())
-            child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-            if memory_mb:
-                child_env["MODELYARD_STEP_MEMORY_BYTES"] = str(memory_mb * 1024 * 1024)
-            return subprocess.Popen(
-                [sys.executable, "-m", "modelyard.pipelines.runner", str(task_file)],
-                cwd=workdir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=child_env,
-                process_group=0,
-                preexec_fn=_die_with_parent,
-            )
+        process: StepProcess = _forkserver().Process(
+            target=run_forked,
+            name=f"step {run.id}/{node.id}",
+            daemon=False,
+            args=(
+                str(task_file),
+                str(log_file),
+                str(workdir),
+                env,
+                memory_mb * 1024 * 1024 if memory_mb else None,
+                os.getpid(),
+            ),
+        )
+        process.start()
+        return process
 
     def _wait(self, proc: Process) -> None:
-        code = proc.popen.wait()
+        proc.popen.join()
+        code = proc.popen.exitcode
+        assert code is not None
         with self._cond:
             proc.returncode = code
             self._cond.notify_all()
@@ -886,7 +891,7 @@ class Executor:
         for proc in self._procs.values():
             _signal(proc, signal.SIGKILL)
         for proc in self._procs.values():
-            proc.popen.wait(5)
+            proc.popen.join(5)
         self._procs.clear()
 
     # bookkeeping --------------------------------------------------------------------------------
@@ -912,8 +917,14 @@ def _iteration(node_id: str) -> int | None:
 
 
 def _signal(proc: Process, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, sig)
+    pid = proc.popen.pid
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, sig)  # the step and whatever it started
+    except ProcessLookupError:  # not yet its own group leader, or gone
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def utc(ts: float) -> dt.datetime:

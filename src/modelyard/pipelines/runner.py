@@ -1,14 +1,18 @@
-"""What runs inside a step's own process: ``python -m modelyard.pipelines.runner TASK.json``.
+"""What runs inside a step's own process.
 
+The executor forks each step from a fork server that has this module and the DSL imported already
+(:func:`run_forked`), so a step costs a fork, not an interpreter start and a pydantic import.
+``python -m modelyard.pipelines.runner TASK.json`` does the same in a fresh interpreter.
 It loads the pipeline module from the source the spec carries (so the step runs the code that was
 registered, not whatever the file says now), builds the artifacts, calls the function and writes
-the result. It imports nothing heavy: the per-step cost is one interpreter start.
+the result.
 """
 
 from __future__ import annotations
 
 import json
 import linecache
+import os
 import sys
 import traceback
 import types
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.pipelines.artifacts import ARTIFACT_TYPES, Artifact
+
+SCRIPT_MODULE = "__modelyard_pipeline__"
 
 
 def _artifact(record: dict[str, Any]) -> Artifact:
@@ -26,6 +32,10 @@ def _artifact(record: dict[str, Any]) -> Artifact:
 def load_module(name: str, source: str, code_root: str | None) -> types.ModuleType:
     if code_root and Path(code_root).is_dir() and code_root not in sys.path:
         sys.path.insert(0, code_root)
+    if name == "__main__":
+        # A pipeline defined in a script: its main block must not run again inside every step
+        # (the rule multiprocessing has too).
+        name = SCRIPT_MODULE
     module = types.ModuleType(name)
     module.__file__ = f"<modelyard pipeline module {name}>"
     # inspect.getsource() (which @step calls) reads the source back through linecache.
@@ -52,24 +62,79 @@ def run(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    task_file = Path(argv[1])
-    task = json.loads(task_file.read_text())
+    task = json.loads(Path(argv[1]).read_text())
+    result_path = Path(task["result_path"])
     try:
         outcome = run(task)
     except BaseException as exc:
         traceback.print_exc()
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        Path(task["result_path"]).write_text(json.dumps({"error": error}))
-        sys.stdout.flush()
+        result_path.write_text(json.dumps({"error": error}))
         return 1
     try:
         encoded = json.dumps(outcome)
     except TypeError as exc:
         print(f"the step's result is not JSON: {exc}", file=sys.stderr)
-        Path(task["result_path"]).write_text(json.dumps({"error": f"result is not JSON: {exc}"}))
+        result_path.write_text(json.dumps({"error": f"result is not JSON: {exc}"}))
         return 1
-    Path(task["result_path"]).write_text(encoded)
+    result_path.write_text(encoded)
     return 0
+
+
+def die_with(pid: int) -> None:
+    """Kill this process group when process ``pid`` (the control plane) exits, even by kill -9.
+
+    The fork server is this process's parent and outlives the control plane while steps run, so
+    PR_SET_PDEATHSIG cannot tell; a pidfd of the control plane becomes readable when it exits.
+    """
+    import select
+    import signal
+    import threading
+
+    try:
+        watched = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.killpg(0, signal.SIGKILL)
+        return
+
+    def watch() -> None:
+        select.select([watched], [], [])
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-control-plane", daemon=True).start()
+
+
+def run_forked(
+    task_file: str,
+    log_path: str,
+    workdir: str,
+    env: dict[str, str],
+    memory_bytes: int | None,
+    control_plane: int,
+) -> None:
+    """The body of a forked step process: its own process group, its log as stdout and stderr,
+    death with the control plane, then the step; exits with the step's code."""
+    import resource
+
+    os.setpgid(0, 0)
+    die_with(control_plane)
+    if memory_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    os.chdir(workdir)
+    os.environ.update(env)
+    code = 1
+    try:
+        code = main(["runner", task_file])
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

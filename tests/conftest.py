@@ -3,6 +3,7 @@ folder or a real S3-compatible server, and the API on a free port in a thread.""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import uuid
@@ -89,3 +90,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class Clock:
+    """A settable clock for the services that take one (schedules, GC)."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now

@@ -7,21 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.api.server import BackgroundServer
 from modelyard.errors import InvalidInput
-from tests.cli.test_cli import Cli
+from tests.cli.conftest import Cli
 
 
 @pytest.fixture
-def cli(server: BackgroundServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
-    monkeypatch.setenv("MODELYARD_URL", server.url)
-    monkeypatch.setenv(
-        "MODELYARD_API_KEY", server.plane.settings.admin_key_path.read_text().strip()
-    )
-    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "client-home"))
-    runner = Cli()
-    runner("namespaces", "create", "team")
-    return runner
+def cli(cli: Cli) -> Cli:
+    cli("namespaces", "create", "team")
+    return cli
 
 
 def test_register_run_watch_and_read_logs(cli: Cli, tmp_path: Path) -> None:

@@ -13,22 +13,15 @@ from modelyard.events.consumers import DurableConsumer
 from modelyard.pipelines.runs import FINISHED
 from modelyard.pipelines.schedules import ScheduleSpec
 from modelyard.settings import Settings
+from tests.conftest import Clock
 from tests.pipelines import flows
 from tests.pipelines.conftest import Runner
 from tests.pipelines.test_executor import _push_catalog
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 3, 28, 22, 30, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(dt.datetime(2026, 3, 28, 22, 30, tzinfo=dt.UTC))
 
 
 @pytest.fixture

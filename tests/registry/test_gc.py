@@ -11,19 +11,12 @@ from modelyard.errors import NotFound
 from modelyard.registry.versions import VersionSpec
 from modelyard.settings import Settings
 from modelyard.types import FileEntry
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
+from tests.conftest import Clock
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
 
 
 @pytest.fixture

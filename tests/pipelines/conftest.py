@@ -45,9 +45,14 @@ class Runner:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Pipelines run on both metadata backends: SQLite and a real PostgreSQL."""
     return Settings(
-        home=tmp_path / "home", api_port=0, pipeline_parallelism=4, step_grace_seconds=0.5
+        home=tmp_path / "home",
+        api_port=0,
+        pipeline_parallelism=4,
+        step_grace_seconds=0.5,
+        database_url=database_url,
     )
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelyard.api.server import BackgroundServer
@@ -100,3 +105,59 @@ class Clock:
 
     def __call__(self) -> dt.datetime:
         return self.now
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Platform:
+    def __init__(self, home: Path, database_url: str) -> None:
+        self.home, self.port = home, free_port()
+        self.env = {
+            **os.environ,
+            "MODELYARD_HOME": str(home),
+            "MODELYARD_API_PORT": str(self.port),
+            "MODELYARD_DATABASE_URL": database_url,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Client:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modelyard", "up"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{self.port}/api/v1/health").is_success
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, 30, "the control plane to start")
+        token = (self.home / "admin.key").read_text().strip()
+        return Client(f"http://127.0.0.1:{self.port}", token, cache_dir=self.home / "pulled")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        """Teardown: kill the platform if it still runs, whatever the test got to."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+@pytest.fixture
+def platforms() -> Iterator[list[Platform]]:
+    started: list[Platform] = []
+    yield started
+    for platform in started:
+        platform.stop()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Platform, wait_for
 from tests.pipelines import flows
-from tests.registry.test_crash import Platform, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,12 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def test_kill_9_mid_run_resumes_without_rerunning_finished_steps(tmp_path: Path) -> None:
+def test_kill_9_mid_run_resumes_without_rerunning_finished_steps(
+    tmp_path: Path, platforms: list[Platform]
+) -> None:
     home = tmp_path / "home"
     platform = Platform(home, f"sqlite:///{home / 'modelyard.db'}")
+    platforms.append(platform)
     client = platform.start()
     client.create_namespace("team")
     client.register_pipeline("team", flows.gated)

@@ -4,73 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
-from modelyard.client import Client
-from tests.conftest import free_port
+from tests.conftest import Platform, wait_for
 
 pytestmark = pytest.mark.slow
 FILES = 24
 FILE_SIZE = 4 * 1024 * 1024
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
-class Platform:
-    def __init__(self, home: Path, database_url: str) -> None:
-        self.home, self.port = home, free_port()
-        self.env = {
-            **os.environ,
-            "MODELYARD_HOME": str(home),
-            "MODELYARD_API_PORT": str(self.port),
-            "MODELYARD_DATABASE_URL": database_url,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Client:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", "up"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{self.port}/api/v1/health").is_success
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, 30, "the control plane to start")
-        token = (self.home / "admin.key").read_text().strip()
-        return Client(f"http://127.0.0.1:{self.port}", token, cache_dir=self.home / "pulled")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("kill_after_moved", [1, FILES // 2, FILES])
 def test_kill_9_during_commit_leaves_no_partial_version(
-    tmp_path: Path, request: pytest.FixtureRequest, database: str, kill_after_moved: int
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    database: str,
+    kill_after_moved: int,
+    platforms: list[Platform],
 ) -> None:
     database_url = (
         f"sqlite:///{tmp_path / 'home' / 'modelyard.db'}"
@@ -78,6 +31,7 @@ def test_kill_9_during_commit_leaves_no_partial_version(
         else request.getfixturevalue("pg_url")
     )
     platform = Platform(tmp_path / "home", database_url)
+    platforms.append(platform)
     client = platform.start()
     client.create_namespace("team")
     files = []

@@ -15,6 +15,8 @@ What it measures, on a throw-away platform (SQLite database, local-folder blob s
 2. Read latency. ``Client.get_version`` by number (``ns/name@3``) and by alias
    (``ns/name@production``), interleaved, over one keep-alive httpx connection, after a warm-up;
    p50 and p99 in ms of the SDK call, HTTP round trip and parsing included (goal: p99 < 5 ms).
+3. Client construction. ``Client(url, key)`` then ``close()``, median of 20 (no goal): what a
+   short-lived script or CLI call pays before its first request.
 
 Run it with ``make bench`` (which runs ``python bench/registry.py``), or for a quick check::
 
@@ -194,8 +196,8 @@ def bench_pull(bench: Platform, work: Path, name: str, count: int, size: int, re
     def pairs(dest: Path) -> list[tuple[Path, Path]]:
         return [(blob, dest / entry.path) for blob, entry in zip(blobs, version.files, strict=True)]
 
-    # One client for every pull: building one (two httpx clients, two TLS contexts) is no part
-    # of a pull.
+    # One client for every pull: building one (an httpx client that loads the TLS trust store) is
+    # no part of a pull.
     with bench.client(work / "unused-cache") as puller:
 
         def pull(dest: Path) -> None:
@@ -271,6 +273,19 @@ def bench_latency(bench: Platform, work: Path, calls: int) -> None:
         )
 
 
+def bench_client(bench: Platform, work: Path, reps: int = 20) -> None:
+    ms: list[float] = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        bench.client(work / "client-cache").close()
+        ms.append((time.perf_counter() - started) * 1000)
+    ms.sort()
+    print(
+        f"\n[client] Client(url, key) + close(), {reps} times: "
+        f"median {statistics.median(ms):.1f} ms  fastest {ms[0]:.1f} ms  slowest {ms[-1]:.1f} ms"
+    )
+
+
 # main -------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
@@ -309,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             bench_pull(bench, work, "one-file", 1, size, args.reps)
             bench_pull(bench, work, "twenty-files", 20, size // 20, args.reps)
             bench_latency(bench, work, args.calls)
+            bench_client(bench, work)
     print(f"\nload average at end: {load_average()}")
 
 

@@ -14,8 +14,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import multiprocessing
-import multiprocessing.process
 import os
 import shutil
 import signal
@@ -32,7 +30,7 @@ from modelyard.errors import ModelyardError
 from modelyard.events.log import EventLog
 from modelyard.pipelines import outputs as artifacts
 from modelyard.pipelines.cache import cache_key
-from modelyard.pipelines.runner import run_forked
+from modelyard.pipelines.launcher import Launcher, StepHandle
 from modelyard.pipelines.spec import PipelineSpec, Retry, TaskSpec, Value
 from modelyard.pipelines.validate import validate
 from modelyard.registry.aliases import Aliases
@@ -76,20 +74,9 @@ class Node:
     ready_at: float = 0.0  # monotonic time a retry may start
 
 
-StepProcess = multiprocessing.process.BaseProcess
-
-
-def _forkserver() -> Any:
-    """Steps fork from a server that has the runner and the DSL imported: a fork, not an
-    interpreter start. Each step watches the control plane and dies with it (runner.die_with)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["modelyard.pipelines.runner", "modelyard.pipelines.dsl"])
-    return context
-
-
 @dataclass
 class Process:
-    popen: StepProcess
+    popen: StepHandle
     node: Node
     workdir: Path
     deadline: float | None
@@ -136,6 +123,7 @@ class Executor:
         self._retry: set[str] = set()
         self._stop = False
         self._ended = False
+        self._launcher = Launcher()
         self._thread: threading.Thread | None = None
 
     # control from other threads -------------------------------------------------------------------
@@ -559,25 +547,18 @@ class Executor:
         task_file: Path,
         env: dict[str, str],
         memory_mb: int | None,
-    ) -> StepProcess:
+    ) -> StepHandle:
         log_file = self.log_path(run.id, node.id)
         with open(log_file, "ab") as out:
             out.write(f"--- attempt {node.attempt} of {node.id}\n".encode())
-        process: StepProcess = _forkserver().Process(
-            target=run_forked,
-            name=f"step {run.id}/{node.id}",
-            daemon=False,
-            args=(
-                str(task_file),
-                str(log_file),
-                str(workdir),
-                env,
-                memory_mb * 1024 * 1024 if memory_mb else None,
-                os.getpid(),
-            ),
+        return self._launcher.start(
+            str(task_file),
+            str(log_file),
+            str(workdir),
+            env,
+            memory_mb * 1024 * 1024 if memory_mb else None,
+            os.getpid(),
         )
-        process.start()
-        return process
 
     def _wait(self, proc: Process) -> None:
         proc.popen.join()
@@ -893,6 +874,7 @@ class Executor:
         for proc in self._procs.values():
             proc.popen.join(5)
         self._procs.clear()
+        self._launcher.close()
 
     # bookkeeping --------------------------------------------------------------------------------
     def _history(self, session: Session, run_id: str, node: str | None, message: str) -> None:

@@ -1,0 +1,164 @@
+"""The step launcher: a process with the runner and the DSL imported that forks one child per step.
+
+Started as ``python -m modelyard.pipelines.launcher`` (so no parent main module is re-imported),
+it reads one JSON request a line on stdin, forks, answers ``{"id": n, "pid": p}``, and reports
+``{"pid": p, "exit": code}`` when the child ends (a negative code is the signal that killed it).
+It alone reaps its children, so every exit status is read exactly once. It exits when stdin closes
+(the control plane is gone); the steps watch the control plane themselves (runner.die_with).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import modelyard.pipelines.dsl  # noqa: F401 - preloaded: steps import it
+from modelyard.pipelines.runner import run_forked
+
+
+def _reap(out: Any) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        out.write(json.dumps({"pid": pid, "exit": os.waitstatus_to_exitcode(status)}) + "\n")
+        out.flush()
+
+
+def serve() -> None:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector = selectors.DefaultSelector()
+    selector.register(sys.stdin, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    out = sys.stdout
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj == wake_r:
+                os.read(wake_r, 4096)
+                _reap(out)
+                continue
+            line = sys.stdin.readline()
+            if not line:
+                return
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                selector.close()
+                os.close(wake_r)
+                os.close(wake_w)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.close(devnull)
+                run_forked(*request["args"])  # never returns
+            out.write(json.dumps({"id": request["id"], "pid": pid}) + "\n")
+            out.flush()
+
+
+class StepHandle:
+    """A launched step: its pid, and its exit code once the launcher reported it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.exitcode: int | None = None
+        self._done = threading.Event()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._done.wait(timeout)
+
+    def _finish(self, code: int) -> None:
+        self.exitcode = code
+        self._done.set()
+
+
+class Launcher:
+    """The control plane's side: starts the launcher lazily and routes its answers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+        self._handles: dict[int, StepHandle] = {}
+        self._early: dict[int, int] = {}  # exits reported before the start answer was read
+        self._started: dict[int, int] = {}
+        self._answered = threading.Condition()
+        self._next = 0
+
+    def _ensure(self) -> subprocess.Popen[str]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "modelyard.pipelines.launcher"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                close_fds=True,
+            )
+            threading.Thread(
+                target=self._read, args=(self._proc,), name="launcher.reader", daemon=True
+            ).start()
+        return self._proc
+
+    def start(self, *args: Any) -> StepHandle:
+        with self._lock:
+            proc = self._ensure()
+            self._next += 1
+            request_id = self._next
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"id": request_id, "args": list(args)}) + "\n")
+            proc.stdin.flush()
+            with self._answered:
+                self._answered.wait_for(
+                    lambda: request_id in self._started or proc.poll() is not None, timeout=30
+                )
+                pid = self._started.pop(request_id, None)
+                if pid is None:
+                    raise OSError("the step launcher did not answer; see the control plane log")
+                handle = StepHandle(pid)
+                self._handles[pid] = handle
+                if pid in self._early:
+                    handle._finish(self._early.pop(pid))
+            return handle
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            message = json.loads(line)
+            with self._answered:
+                if "id" in message:
+                    self._started[message["id"]] = message["pid"]
+                    self._answered.notify_all()
+                    continue
+                handle = self._handles.pop(message["pid"], None)
+                if handle is None:
+                    self._early[message["pid"]] = message["exit"]
+                else:
+                    handle._finish(message["exit"])
+        with self._answered:  # the launcher died: its children were killed with it
+            self._answered.notify_all()
+            for handle in self._handles.values():
+                handle._finish(-signal.SIGKILL)
+            self._handles.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+                self._proc.wait(10)
+
+
+if __name__ == "__main__":
+    serve()

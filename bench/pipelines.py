@@ -19,13 +19,12 @@ The three systems, each with its defaults except where said:
   process of its own. The steps keep their default cache setting; a run parameter ``salt`` that
   differs per run makes every step a cache miss. Timed: ``create_run`` and ``executor.wake()``
   until ``get_run`` says the run finished. Excluded: building the control plane, compiling and
-  registering the pipelines (once, before the warm-up). Measured twice, because a step process
-  re-runs the top level of the control plane process's ``__main__`` file (multiprocessing's rule
-  for a script it does not know as ``-m`` module): row ``modelyard`` runs in this process, whose
-  ``__main__`` (this file) imports the control plane at its top, as the ``modelyard`` console
-  script imports ``modelyard.cli.main``; row ``modelyard-lightmain`` runs the same code from a
-  small driver in this venv whose ``__main__`` imports nothing at its top, as under
-  ``python -m modelyard up`` (``--skip lightmain`` leaves it out).
+  registering the pipelines (once, before the warm-up). Measured twice: row ``modelyard`` runs in
+  this process, whose ``__main__`` (this file) imports the control plane at its top, as the
+  ``modelyard`` console script does; row ``modelyard-lightmain`` runs the same code from a small
+  driver whose ``__main__`` imports nothing at its top, as under ``python -m modelyard up``
+  (``--skip lightmain`` leaves it out). Steps once paid for re-running a heavy main file (when
+  they forked from multiprocessing's fork server); the two rows show they no longer do.
 - kfp.local, in ``bench/.venvs/kfp`` (``kfp==2.17.3``):
   ``kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False))``, lightweight
   ``@dsl.component`` steps with their defaults (each step's command pip-installs kfp into the

@@ -107,7 +107,10 @@ class Clock:
         return self.now
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout: float = 10.0, what: str = "the condition"
+) -> None:
+    """Wait on a condition with a deadline (never a bare sleep)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

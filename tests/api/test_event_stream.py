@@ -5,7 +5,7 @@ from pathlib import Path
 
 from modelyard.client import Client
 from modelyard.events.log import Event
-from tests.events.test_log import wait_for
+from tests.conftest import wait_for
 
 
 def test_the_stream_pushes_new_events_and_resumes_after_an_id(

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.api.deps import Caller, Plane
+from modelyard.errors import NotFound
 from modelyard.events.log import Event
 from modelyard.events.webhooks import Webhook
 from modelyard.types import Role
@@ -140,7 +141,5 @@ def list_deliveries(
 ) -> list[dict[str, Any]]:
     caller.require(namespace, Role.ADMIN)
     if webhook_id not in {h.id for h in plane.webhooks.list_hooks(namespace)}:
-        from modelyard.errors import NotFound
-
         raise NotFound(f"webhook {webhook_id!r} does not exist in {namespace!r}")
     return plane.webhooks.deliveries(webhook_id)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelyard.api.deps import Caller, Plane
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import InvalidInput
+from modelyard.pipelines.kfp import to_kfp_yaml
 from modelyard.pipelines.runs import FINISHED, PipelineInfo, RunInfo
 from modelyard.pipelines.schedules import ScheduleInfo, ScheduleSpec
 from modelyard.pipelines.spec import PipelineSpec
@@ -66,8 +67,6 @@ def export(
     caller.require(namespace, Role.VIEWER)
     if format != "kfp":
         raise InvalidInput(f"unknown export format {format!r}: use 'kfp'")
-    from modelyard.pipelines.kfp import to_kfp_yaml
-
     return PlainTextResponse(
         to_kfp_yaml(plane.pipelines.spec(namespace, name)[1]), media_type="application/yaml"
     )

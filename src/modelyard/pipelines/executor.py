@@ -11,7 +11,6 @@ history says so.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -464,12 +463,11 @@ class Executor:
             self._fail(run, node, f"could not start: {exc}")
             return
         timeout = node.task.timeout_seconds or step.timeout_seconds
-        self._procs[(run.id, node.id)] = Process(
+        process = Process(
             proc, node, workdir, time.monotonic() + timeout if timeout else None, timeout or 0.0
         )
-        threading.Thread(
-            target=self._wait, args=(self._procs[(run.id, node.id)],), daemon=True
-        ).start()
+        self._procs[(run.id, node.id)] = process
+        proc.when_done(lambda code: self._exited(process, code))
 
     def _inputs(self, run: ActiveRun, node: Node) -> tuple[dict[str, Any], list[dict[str, str]]]:
         records: dict[str, Any] = {}
@@ -560,10 +558,8 @@ class Executor:
             os.getpid(),
         )
 
-    def _wait(self, proc: Process) -> None:
-        proc.popen.join()
-        code = proc.popen.exitcode
-        assert code is not None
+    def _exited(self, proc: Process, code: int) -> None:
+        """Called by the launcher's reader thread when the step's process ended."""
         with self._cond:
             proc.returncode = code
             self._cond.notify_all()
@@ -817,12 +813,11 @@ class Executor:
         node.state = state
 
     def _complete(self, run: ActiveRun) -> None:
-        states = [n.state for n in run.nodes.values()]
         failed = [n for n in run.nodes.values() if n.state == "failed"]
         state = "failed" if failed else "succeeded"
         reason = f"step {failed[0].id} failed" if failed else None
         self._end(run, state, reason)
-        log.info("run %s %s (%d steps)", run.id, state, len(states))
+        log.info("run %s %s (%d steps)", run.id, state, len(run.nodes))
 
     def _end(self, run: ActiveRun, state: str, reason: str | None) -> None:
         with self.db.write() as session:
@@ -907,7 +902,3 @@ def _signal(proc: Process, sig: signal.Signals) -> None:
     except ProcessLookupError:  # not yet its own group leader, or gone
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-
-
-def utc(ts: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts, dt.UTC)

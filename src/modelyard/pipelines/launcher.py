@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import modelyard.pipelines.dsl  # noqa: F401 - preloaded: steps import it
@@ -75,13 +76,27 @@ class StepHandle:
         self.pid = pid
         self.exitcode: int | None = None
         self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[int], None]] = []
 
     def join(self, timeout: float | None = None) -> None:
         self._done.wait(timeout)
 
+    def when_done(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(exit code)`` once the step ended (at once if it has)."""
+        with self._lock:
+            if self.exitcode is None:
+                self._callbacks.append(callback)
+                return
+        callback(self.exitcode)
+
     def _finish(self, code: int) -> None:
-        self.exitcode = code
+        with self._lock:
+            self.exitcode = code
+            callbacks, self._callbacks = self._callbacks, []
         self._done.set()
+        for callback in callbacks:
+            callback(code)
 
 
 class Launcher:

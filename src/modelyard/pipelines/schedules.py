@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.consumers import DurableConsumer
 from modelyard.events.log import Event, EventLog
-from modelyard.pipelines.runs import ACTIVE, Pipelines
+from modelyard.pipelines.runs import ACTIVE, Pipelines, check_params
 from modelyard.pipelines.timing import Timing, due, next_fire
 from modelyard.registry._lookup import namespace_row
-from modelyard.store.schema import PipelineRow, RunRow, ScheduleRow
+from modelyard.store.schema import NamespaceRow, PipelineRow, RunRow, ScheduleRow
 from modelyard.types import ModelRef, Record, check_name
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,6 @@ class Schedules:
                     "an event trigger watches models or datasets of its own namespace"
                 )
         _, pipeline_spec = self.pipelines.spec(namespace, spec.pipeline)
-        from modelyard.pipelines.runs import check_params
-
         given = dict(spec.params)
         if spec.param:
             if spec.param not in {p.name for p in pipeline_spec.params}:
@@ -327,8 +325,6 @@ class Schedules:
         return active >= row.max_concurrency
 
     def _names(self, session: Session, row: ScheduleRow) -> tuple[str, str]:
-        from modelyard.store.schema import NamespaceRow
-
         namespace = session.get(NamespaceRow, row.namespace_id)
         pipeline = session.get(PipelineRow, row.pipeline_id)
         assert namespace is not None and pipeline is not None

@@ -205,28 +205,7 @@ def version_info(
         )
     ]
     aliases = sorted(session.scalars(sa.select(AliasRow.name).where(AliasRow.version_id == row.id)))
-    return VersionInfo(
-        id=row.id,
-        kind=artifact.kind,
-        namespace=namespace,
-        name=artifact.name,
-        number=row.number,
-        state=row.state,
-        description=row.description,
-        runtime=row.runtime,
-        signature=dict(row.signature),
-        metrics=dict(row.metrics),
-        params=dict(row.params),
-        tags=dict(row.tags),
-        lineage=dict(row.lineage),
-        files=files,
-        size_bytes=row.size_bytes,
-        manifest_digest=row.manifest_digest,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        committed_at=row.committed_at,
-        aliases=aliases,
-    )
+    return _version_record(row, artifact.kind, namespace, artifact.name, files, aliases)  # type: ignore[arg-type]
 
 
 # fast reads of committed versions ---------------------------------------------------------------
@@ -297,7 +276,7 @@ def committed_versions(
 
 
 def _version_record(
-    row: sa.Row[*tuple[Any, ...]],
+    row: sa.Row[*tuple[Any, ...]] | VersionRow,
     kind: ArtifactKind,
     namespace: str,
     name: str,

@@ -3,7 +3,9 @@ folder or a real S3-compatible server, and the API on a free port in a thread.""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -108,23 +111,29 @@ class Clock:
 
 
 def wait_for(
-    condition: Callable[[], bool], timeout: float = 10.0, what: str = "the condition"
+    condition: Callable[[], bool],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    interval: float = 0.005,
 ) -> None:
-    """Wait on a condition with a deadline (never a bare sleep)."""
+    """Wait on a condition with a deadline (never a bare sleep); ``interval`` between checks."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(interval)
 
 
 class Platform:
+    """``modelyard up`` as a real process: control plane, gateway and replicas."""
+
     def __init__(self, home: Path, database_url: str) -> None:
-        self.home, self.port = home, free_port()
+        self.home, self.port, self.gateway_port = home, free_port(), free_port()
         self.env = {
             **os.environ,
             "MODELYARD_HOME": str(home),
             "MODELYARD_API_PORT": str(self.port),
+            "MODELYARD_GATEWAY_PORT": str(self.gateway_port),
             "MODELYARD_DATABASE_URL": database_url,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -147,15 +156,32 @@ class Platform:
         token = (self.home / "admin.key").read_text().strip()
         return Client(f"http://127.0.0.1:{self.port}", token, cache_dir=self.home / "pulled")
 
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
     def kill(self) -> None:
+        """kill -9 of the control plane: the gateway and the replicas go on by design."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def data_plane_pids(self) -> list[int]:
+        pids = []
+        gateway = self.home / "gateway.pid"
+        if gateway.exists():
+            pids.append(int(gateway.read_text().split()[0]))
+        for state in (self.home / "replicas").glob("*.json"):
+            pids.append(int(json.loads(state.read_text())["pid"]))
+        return pids
+
     def stop(self) -> None:
-        """Teardown: kill the platform if it still runs, whatever the test got to."""
+        """Teardown: kill the platform and its data plane, whatever the test got to."""
         if self.process is not None and self.process.poll() is None:
             self.kill()
+        for pid in self.data_plane_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -164,3 +190,63 @@ def platforms() -> Iterator[list[Platform]]:
     yield started
     for platform in started:
         platform.stop()
+
+
+def iris_model(folder: Path, *, max_iter: int = 500) -> Path:
+    """A real scikit-learn model (iris ships with scikit-learn) as ``folder/model.joblib``;
+    a different ``max_iter`` gives a model with different predictions."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # a few iterations on purpose: a different model
+        warnings.simplefilter("ignore")
+        model = LogisticRegression(max_iter=max_iter).fit(features, labels)
+    joblib.dump(model, folder / "model.joblib")
+    return folder
+
+
+def infer_body(rows: list[list[float]]) -> dict[str, object]:
+    """An OIP v2 request for the iris model."""
+    return {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [len(rows), 4],
+                "datatype": "FP64",
+                "data": [x for row in rows for x in row],
+            }
+        ]
+    }
+
+
+class Serving:
+    """A started platform with a namespace ``team``: the SDK, the gateway and the admin key."""
+
+    def __init__(self, platform: Platform, client: Client) -> None:
+        self.platform = platform
+        self.client = client
+        self.gateway = platform.gateway
+        self.token = client.api_key or ""
+        self.http = httpx.Client(
+            base_url=self.gateway, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        )
+
+    def infer(self, deployment: str, rows: list[list[float]], **kwargs: object) -> httpx.Response:
+        return self.http.post(
+            f"/team/{deployment}/v2/models/{deployment}/infer", json=infer_body(rows), **kwargs
+        )
+
+
+@pytest.fixture
+def serving(platforms: list[Platform], tmp_path: Path) -> Iterator[Serving]:
+    platform = Platform(tmp_path / "home", f"sqlite:///{tmp_path / 'serving.db'}")
+    platforms.append(platform)
+    client = platform.start()
+    client.create_namespace("team")
+    env = Serving(platform, client)
+    yield env
+    env.http.close()
+    client.close()

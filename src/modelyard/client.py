@@ -23,7 +23,7 @@ from urllib.request import url2pathname
 import httpx
 
 from modelyard.auth.keys import KeyInfo
-from modelyard.errors import InvalidInput, ServerUnreachable, error_from_body
+from modelyard.errors import DeploymentFailed, InvalidInput, ServerUnreachable, error_from_body
 from modelyard.events.log import Event
 from modelyard.events.webhooks import Webhook
 from modelyard.pipelines.dsl import Pipeline
@@ -33,6 +33,7 @@ from modelyard.pipelines.spec import PipelineSpec
 from modelyard.registry import pull as pulling
 from modelyard.registry.records import AliasChange, ArtifactInfo, NamespaceInfo, VersionInfo
 from modelyard.registry.versions import VersionSpec
+from modelyard.serving.deployments import DeploymentInfo
 from modelyard.settings import Settings, load_settings
 from modelyard.types import ArtifactKind, FileEntry, ModelRef, Role, check_name
 
@@ -510,3 +511,68 @@ class Client:
 
     def delete_webhook(self, namespace: str, webhook_id: str) -> None:
         self.request("DELETE", f"/namespaces/{namespace}/webhooks/{webhook_id}")
+
+    # deployments --------------------------------------------------------------------------------
+    def create_deployment(
+        self, namespace: str, name: str, model: str, **spec: Any
+    ) -> DeploymentInfo:
+        """Deploy ``model`` (``name@alias|latest|N`` of the namespace) as a Web API; ``spec``
+        holds the other DeploymentSpec fields (autoscaling, batching, resources, ...)."""
+        body = {"name": name, "model": model, **spec}
+        return DeploymentInfo.model_validate(
+            self.request("POST", f"/namespaces/{namespace}/deployments", json=body)
+        )
+
+    def list_deployments(self, namespace: str) -> list[DeploymentInfo]:
+        return [
+            DeploymentInfo.model_validate(d)
+            for d in self.request("GET", f"/namespaces/{namespace}/deployments")
+        ]
+
+    def get_deployment(self, namespace: str, name: str) -> DeploymentInfo:
+        return DeploymentInfo.model_validate(
+            self.request("GET", f"/namespaces/{namespace}/deployments/{name}")
+        )
+
+    def update_deployment(self, namespace: str, name: str, **changes: Any) -> DeploymentInfo:
+        return DeploymentInfo.model_validate(
+            self.request("PATCH", f"/namespaces/{namespace}/deployments/{name}", json=changes)
+        )
+
+    def set_traffic(
+        self, namespace: str, name: str, targets: list[dict[str, Any]]
+    ) -> DeploymentInfo:
+        return DeploymentInfo.model_validate(
+            self.request(
+                "PUT",
+                f"/namespaces/{namespace}/deployments/{name}/traffic",
+                json={"targets": targets},
+            )
+        )
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        self.request("DELETE", f"/namespaces/{namespace}/deployments/{name}")
+
+    def wait_deployment(
+        self, namespace: str, name: str, *, version: int | None = None, timeout: float = 120.0
+    ) -> DeploymentInfo:
+        """Wait until the deployment serves (``version`` when given) with a ready replica; raise
+        with the deployment's status when its latest revision failed or time ran out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.get_deployment(namespace, name)
+            latest = info.revisions[-1] if info.revisions else None
+            if latest is not None and latest.state == "failed":
+                raise DeploymentFailed(f"{namespace}/{name}: {info.status}")
+            serving = [r for r in info.revisions if r.percent > 0]
+            if (
+                info.ready
+                and any(p.state == "ready" for r in serving for p in r.replicas)
+                and (version is None or any(r.model_version == version for r in serving))
+            ):
+                return info
+            if time.monotonic() > deadline:
+                raise DeploymentFailed(
+                    f"{namespace}/{name} not serving after {timeout:.0f} s: {info.status}"
+                )
+            time.sleep(0.1)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard.auth.keys import KeyStore
+from modelyard.delivery.push import PushDeploys
+from modelyard.errors import ModelyardError
 from modelyard.events.log import Clock, EventLog, utcnow
 from modelyard.events.webhooks import Backoff, Webhooks
 from modelyard.pipelines.executor import Executor
@@ -23,6 +25,9 @@ from modelyard.registry.aliases import Aliases
 from modelyard.registry.gc import collect_garbage
 from modelyard.registry.namespaces import Namespaces
 from modelyard.registry.versions import Versions
+from modelyard.serving.controller import ServingController
+from modelyard.serving.deployments import Deployments
+from modelyard.serving.local import LocalOrchestrator
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore, open_blob_store
 from modelyard.store.db import Database
@@ -47,6 +52,12 @@ class ControlPlane:
     pipelines: Pipelines
     executor: Executor
     schedules: Schedules
+    deployments: Deployments
+    serving: ServingController
+    delivery: PushDeploys
+    orchestrator: LocalOrchestrator
+    api_url: str | None = None
+    """Where replicas reach the API to pull their model; set by whoever serves the API."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _gc: threading.Thread | None = None
 
@@ -72,6 +83,9 @@ class ControlPlane:
         )
         schedules = Schedules(events, pipelines)
         schedules.on_run_created.append(executor.wake)
+        keys = KeyStore(events)
+        deployments = Deployments(events)
+        orchestrator = LocalOrchestrator(settings.home, {})
         return cls(
             settings=settings,
             db=db,
@@ -80,11 +94,15 @@ class ControlPlane:
             namespaces=Namespaces(events),
             versions=versions,
             aliases=aliases,
-            keys=KeyStore(events),
+            keys=keys,
             webhooks=Webhooks(events, backoff),
             pipelines=pipelines,
             executor=executor,
             schedules=schedules,
+            deployments=deployments,
+            serving=ServingController(deployments, keys, orchestrator, events),
+            delivery=PushDeploys(events, deployments),
+            orchestrator=orchestrator,
         )
 
     def ensure_admin_key(self) -> str | None:
@@ -102,16 +120,45 @@ class ControlPlane:
         os.chmod(path, 0o600)
         return token
 
+    def data_plane_key(self) -> str:
+        """The key replicas and the gateway use (``<home>/data-plane.key``, 0600), made once."""
+        path = self.settings.home / "data-plane.key"
+        if path.exists():
+            token = path.read_text().strip()
+            try:
+                self.keys.authenticate(token)
+                return token
+            except ModelyardError:
+                log.warning("the data plane key in %s is not valid: making a new one", path)
+        _, token = self.keys.create("data-plane", admin=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        return token
+
+    def data_plane_env(self) -> dict[str, str]:
+        """What a replica or the gateway needs to reach the control plane."""
+        return {
+            "MODELYARD_URL": self.api_url or self.settings.url,
+            "MODELYARD_API_KEY": self.data_plane_key(),
+            "MODELYARD_HOME": str(self.settings.home),
+        }
+
     def start_controllers(self) -> None:
         self._stop.clear()
         self.webhooks.start()
         self.executor.start()
         self.schedules.start()
+        self.orchestrator.env = self.data_plane_env()
+        self.serving.start()
+        self.delivery.start()
         self._gc = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
         self._gc.start()
 
     def stop_controllers(self) -> None:
         self._stop.set()
+        self.delivery.stop()
+        self.serving.stop()
         self.schedules.stop()
         self.executor.stop()
         self.webhooks.stop()

@@ -73,6 +73,14 @@ class IntegrityError(ModelyardError):
     code = "integrity"
 
 
+class DeploymentFailed(ModelyardError):
+    """A deployment did not get to serve: its status says why."""
+
+    http_status = 409
+    exit_code = 8
+    code = "deployment_failed"
+
+
 class ConfigError(ModelyardError):
     exit_code = 2
     code = "config"
@@ -106,6 +114,7 @@ _BY_CODE: dict[str, type[ModelyardError]] = {
         ConfigError,
         StoreError,
         ServerUnreachable,
+        DeploymentFailed,
     )
 }
 

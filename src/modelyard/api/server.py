@@ -35,6 +35,8 @@ def _server(
 
 def serve(plane: ControlPlane, host: str, port: int, log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM (uvicorn installs the handlers)."""
+    loopback = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    plane.api_url = f"http://{loopback}:{port}"
     _server(plane, host, port, log_level=log_level).run()
 
 
@@ -47,6 +49,7 @@ class BackgroundServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        plane.api_url = self.url
         self.server = _server(plane, host, self.sock.getsockname()[1])
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, name="api", daemon=True

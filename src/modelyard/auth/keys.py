@@ -256,6 +256,27 @@ class KeyStore:
             # with this key reads the database again.
             self._forget(key_id)
 
+    def data_plane_table(self) -> dict[str, dict[str, object]]:
+        """Every live key as the gateway checks it without the database: id -> secret hash, admin
+        flag and roles by namespace name. Hashes of 256-bit secrets: no use to a reader."""
+        with self.db.read() as session:
+            keys: dict[str, dict[str, object]] = {
+                row.id: {"hash": row.secret_hash, "admin": row.is_admin, "roles": {}}
+                for row in session.scalars(
+                    sa.select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))
+                )
+            }
+            for key_id, namespace, role in session.execute(
+                sa.select(KeyRoleRow.key_id, NamespaceRow.name, KeyRoleRow.role).join(
+                    NamespaceRow, NamespaceRow.id == KeyRoleRow.namespace_id
+                )
+            ):
+                if key_id in keys:
+                    roles = keys[key_id]["roles"]
+                    assert isinstance(roles, dict)
+                    roles[namespace] = role
+        return keys
+
     def count(self) -> int:
         with self.db.read() as session:
             return int(session.scalar(sa.select(sa.func.count()).select_from(ApiKeyRow)) or 0)

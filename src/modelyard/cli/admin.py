@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -20,16 +22,24 @@ def up(
     home: Annotated[Path | None, typer.Option(help="Data folder (MODELYARD_HOME).")] = None,
     api_port: Annotated[int | None, typer.Option(help="Port of the API.")] = None,
     api_host: Annotated[str | None, typer.Option(help="Address the API binds.")] = None,
+    gateway_port: Annotated[int | None, typer.Option(help="Port of the gateway.")] = None,
+    access_log: Annotated[
+        bool, typer.Option(help="The gateway logs every request (gateway.log).")
+    ] = False,
 ) -> None:
-    """Run the control plane in the foreground until Ctrl-C."""
+    """Run the control plane and the gateway in the foreground until Ctrl-C."""
     from modelyard.api.server import serve
     from modelyard.controlplane import ControlPlane
+    from modelyard.gateway.process import GatewayProcess
 
-    loaded = state(ctx).loaded(home=home, api_port=api_port, api_host=api_host)
+    loaded = state(ctx).loaded(
+        home=home, api_port=api_port, api_host=api_host, gateway_port=gateway_port
+    )
     settings = loaded.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     plane = ControlPlane.build(settings)
+    plane.orchestrator.launcher.warm()  # replicas fork from it: have its imports done by then
     if plane.ensure_admin_key():
         console.print(
             f"[bold]Created an admin API key[/] and wrote it to "
@@ -40,10 +50,25 @@ def up(
         f"(database {plane.db.engine.url.render_as_string(hide_password=True)}, "
         f"blobs {settings.blob_url})"
     )
+    gateway = GatewayProcess(
+        settings.home, settings.gateway_host, settings.gateway_port, access_log=access_log
+    )
+    plane.api_url = f"http://127.0.0.1:{settings.api_port}"
+    # uvicorn shuts down on SIGTERM, then raises it again: end through the finally below, which
+    # stops the gateway (the default action would kill this process first).
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
+        console.print(f"modelyard gateway on {gateway.start(plane.data_plane_env())}")
         serve(plane, settings.api_host, settings.api_port)
     finally:
-        plane.close()
+        try:
+            plane.close()
+        finally:
+            gateway.stop()
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def config(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import admin, artifacts, events, pipelines
+from modelyard.cli import admin, artifacts, deployments, events, pipelines
 from modelyard.cli.state import State, errors
 from modelyard.errors import ModelyardError
 
@@ -40,6 +40,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(pipelines.pipelines, name="pipelines")
 app.add_typer(pipelines.runs, name="runs")
 app.add_typer(pipelines.schedules, name="schedules")
+app.add_typer(deployments.app, name="deployments")
 
 
 def main() -> None:

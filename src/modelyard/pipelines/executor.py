@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from modelyard.errors import ModelyardError
 from modelyard.events.log import EventLog
+from modelyard.launcher import Handle, Launcher
 from modelyard.pipelines import outputs as artifacts
 from modelyard.pipelines.cache import cache_key
-from modelyard.pipelines.launcher import Launcher, StepHandle
 from modelyard.pipelines.spec import PipelineSpec, Retry, TaskSpec, Value
 from modelyard.pipelines.validate import validate
 from modelyard.registry.aliases import Aliases
@@ -75,7 +75,7 @@ class Node:
 
 @dataclass
 class Process:
-    popen: StepHandle
+    popen: Handle
     node: Node
     workdir: Path
     deadline: float | None
@@ -122,7 +122,7 @@ class Executor:
         self._retry: set[str] = set()
         self._stop = False
         self._ended = False
-        self._launcher = Launcher()
+        self._launcher = Launcher(["modelyard.pipelines.dsl", "modelyard.pipelines.runner"])
         self._thread: threading.Thread | None = None
 
     # control from other threads -------------------------------------------------------------------
@@ -545,11 +545,12 @@ class Executor:
         task_file: Path,
         env: dict[str, str],
         memory_mb: int | None,
-    ) -> StepHandle:
+    ) -> Handle:
         log_file = self.log_path(run.id, node.id)
         with open(log_file, "ab") as out:
             out.write(f"--- attempt {node.attempt} of {node.id}\n".encode())
         return self._launcher.start(
+            "modelyard.pipelines.runner:run_forked",
             str(task_file),
             str(log_file),
             str(workdir),

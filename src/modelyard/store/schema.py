@@ -296,3 +296,38 @@ class ScheduleRow(Base):
     last_fire: Mapped[dt.datetime | None]
     created_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime]
+
+
+class DeploymentRow(Base):
+    """A Web API in a namespace: the model it follows, its spec and its traffic."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    model: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]]
+    traffic: Mapped[list[Any]]
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class RevisionRow(Base):
+    """An immutable snapshot of a deployment: one model version and one spec."""
+
+    __tablename__ = "revisions"
+    __table_args__ = (UniqueConstraint("deployment_id", "number"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"))
+    version_number: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+    ready_at: Mapped[dt.datetime | None]
+    retired_at: Mapped[dt.datetime | None]

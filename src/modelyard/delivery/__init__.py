@@ -1,0 +1,1 @@
+"""Delivery: repository commits become new revisions of the deployments that follow them."""

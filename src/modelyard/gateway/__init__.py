@@ -1,0 +1,1 @@
+"""The gateway: the data plane process between clients and replicas."""

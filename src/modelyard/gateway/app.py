@@ -1,0 +1,300 @@
+"""The gateway: the data plane between clients and replicas.
+
+For each inference it authenticates the key (invoker role or higher on the namespace), picks a
+revision (by tag header, else by traffic percent) and, within it, the ready replica with the
+fewest outstanding requests, forwards the request, retries once on another replica when the
+connection failed, enforces the deployment's body size and time limits, and records metrics, the
+autoscaler's concurrency and an access log line. A request for a revision with no ready replica
+(scaled to zero, or its replicas restarting) waits here, in a bounded queue, until one is ready.
+
+Paths: ``/{namespace}/{deployment}/v2/...`` and ``/v1/...``; and the bare OIP paths
+``/v2/models/{deployment}/...`` with the namespace in ``X-Modelyard-Namespace``, so unmodified
+OIP clients need only a URL and headers. ``/metrics`` is Prometheus exposition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from modelyard.gateway.metrics import Concurrency, Metrics
+from modelyard.gateway.routes import DeploymentRoute, RevisionRoute, Routes
+from modelyard.gateway.upstream import ConnectFailed, Endpoint, Response
+
+access_log = logging.getLogger("modelyard.gateway.access")
+log = logging.getLogger(__name__)
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+MAX_WAITING = 1000
+EJECT_SECONDS = 5.0
+NAMESPACE_HEADER = b"x-modelyard-namespace"
+TAG_HEADER = b"x-modelyard-tag"
+FORWARDED = (b"content-type", b"accept", b"x-request-id", b"traceparent")
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Gateway:
+    def __init__(self, routes: Routes, *, max_waiting: int = MAX_WAITING) -> None:
+        self.routes = routes
+        self.metrics = Metrics()
+        self.concurrency = Concurrency()
+        self.max_waiting = max_waiting
+        self.waiting: defaultdict[str, int] = defaultdict(int)
+        self._ejected: dict[int, float] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        target = self._target(path, scope)
+        if target is None:
+            await self._local(path, send)
+            return
+        namespace, deployment, upstream_path = target
+        revision_name, status, key_id = "-", 500, "-"
+        try:
+            route, headers, key_id = self._admit(scope, namespace, deployment)
+            body = await _read_body(receive, route.max_body_bytes)
+            revision, response = await self._forward(
+                route, headers, scope["method"], upstream_path, body, scope["query_string"]
+            )
+            revision_name, status = revision.name, response.status
+            await _respond(send, status, response.body, _content_type(response), revision.name)
+        except _Reject as reject:
+            status = reject.status
+            await _respond(send, status, json.dumps({"error": reject.message}).encode())
+        elapsed = time.perf_counter() - started
+        self.metrics.observe((namespace, deployment, revision_name), status, elapsed)
+        access_log.info(
+            '{"ns":"%s","deployment":"%s","revision":"%s","method":"%s","path":"%s","status":%d,'
+            '"ms":%.2f,"key":"%s"}',
+            namespace,
+            deployment,
+            revision_name,
+            scope["method"],
+            path,
+            status,
+            elapsed * 1000,
+            key_id,
+        )
+
+    # request handling ---------------------------------------------------------------------------
+    @staticmethod
+    def _target(path: str, scope: Scope) -> tuple[str, str, str] | None:
+        """(namespace, deployment, path at the replica) of an inference path, else None."""
+        parts = path.split("/", 3)
+        if len(parts) == 4 and parts[3][:3] in ("v2/", "v1/"):
+            return parts[1], parts[2], "/" + parts[3]
+        if path.startswith("/v2/models/") or path.startswith("/v1/models/"):
+            model = path[len("/v2/models/") :].split("/", 1)[0].split(":", 1)[0]
+            namespace = next((v.decode() for k, v in scope["headers"] if k == NAMESPACE_HEADER), "")
+            return namespace, model, path
+        return None
+
+    def _admit(
+        self, scope: Scope, namespace: str, deployment: str
+    ) -> tuple[DeploymentRoute, dict[bytes, bytes], str]:
+        headers = dict(scope["headers"])
+        if not namespace:
+            raise _Reject(
+                400,
+                "no namespace: call /{namespace}/{deployment}/v2/... or send the "
+                "X-Modelyard-Namespace header with the bare OIP path",
+            )
+        table = self.routes.table
+        authorization = headers.get(b"authorization", b"").decode()
+        token = authorization[7:] if authorization[:7].lower() == "bearer " else None
+        denied = table.authorize(token, namespace)
+        if denied is not None:
+            raise _Reject(*denied)
+        route = table.deployments.get(f"{namespace}/{deployment}")
+        if route is None:
+            raise _Reject(
+                404,
+                f"deployment {namespace}/{deployment} does not exist: list them with "
+                f"'modelyard deployments list {namespace}'",
+            )
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > route.max_body_bytes:
+            raise _Reject(413, _too_large(route.max_body_bytes))
+        return route, headers, token.split("_", 2)[1] if token else "-"
+
+    async def _forward(
+        self,
+        route: DeploymentRoute,
+        headers: dict[bytes, bytes],
+        method: str,
+        path: str,
+        body: bytes,
+        query: bytes,
+    ) -> tuple[RevisionRoute, Response]:
+        tag = headers.get(TAG_HEADER)
+        forwarded = [(k, v) for k, v in headers.items() if k in FORWARDED]
+        if query:
+            path = f"{path}?{query.decode()}"
+        deadline = time.monotonic() + route.timeout_s
+        revision = self._revision(route, tag.decode() if tag else None)
+        self.concurrency.begin(revision.id)
+        labels = (route.namespace, route.name, revision.name)
+        self.metrics.in_flight[labels] += 1
+        try:
+            tried: set[int] = set()
+            for attempt in range(2):
+                endpoint = await self._endpoint(route, revision, tried, deadline)
+                tried.add(id(endpoint))
+                endpoint.outstanding += 1
+                try:
+                    response = await _within(
+                        endpoint.send(method, path, forwarded, body), deadline, route
+                    )
+                    return revision, response
+                except ConnectFailed as exc:
+                    self._ejected[id(endpoint)] = time.monotonic() + EJECT_SECONDS
+                    if attempt == 1:
+                        raise _Reject(
+                            502, f"no replica of {revision.name} answered: {exc}"
+                        ) from exc
+                    self.metrics.retries[labels] += 1
+                except (ConnectionError, OSError) as exc:
+                    raise _Reject(
+                        502, f"replica of {revision.name} failed mid-answer: {exc}"
+                    ) from exc
+                finally:
+                    endpoint.outstanding -= 1
+            raise AssertionError("unreachable")
+        finally:
+            self.concurrency.end(revision.id)
+            self.metrics.in_flight[labels] -= 1
+
+    def _revision(self, route: DeploymentRoute, tag: str | None) -> RevisionRoute:
+        revision = route.pick(tag)
+        if revision is None:
+            if tag is not None:
+                raise _Reject(
+                    404, f"deployment {route.namespace}/{route.name} has no revision tagged {tag!r}"
+                )
+            raise _Reject(503, f"deployment {route.namespace}/{route.name}: {route.status}")
+        return revision
+
+    async def _endpoint(
+        self, route: DeploymentRoute, revision: RevisionRoute, tried: set[int], deadline: float
+    ) -> Endpoint:
+        """The ready replica with the fewest outstanding requests; waits (bounded) for one when
+        the revision has none, which is how a request for a revision at zero goes through."""
+        key = f"{route.namespace}/{route.name}"
+        waited = False
+        while True:
+            now = time.monotonic()
+            candidates = [
+                e
+                for e in revision.endpoints
+                if id(e) not in tried and self._ejected.get(id(e), 0.0) <= now
+            ]
+            if candidates:
+                if waited:
+                    self.metrics.cold_starts[(route.namespace, route.name)] += 1
+                return min(candidates, key=lambda e: e.outstanding)
+            if self.waiting[key] >= self.max_waiting:
+                raise _Reject(
+                    503, f"{self.max_waiting} requests already wait for {key}: retry later"
+                )
+            self.routes.want(revision.id)
+            self.waiting[key] += 1
+            waited = True
+            try:
+                arrived = await self.routes.changed(min(1.0, deadline - now))
+            finally:
+                self.waiting[key] -= 1
+            if not arrived and time.monotonic() >= deadline:
+                raise _Reject(
+                    504, f"no replica of {revision.name} got ready within {route.timeout_s} s"
+                )
+            fresh = self.routes.table.deployments.get(key)
+            if fresh is not None:
+                revision = next((r for r in fresh.revisions if r.id == revision.id), revision)
+
+    async def _local(self, path: str, send: Send) -> None:
+        if path == "/metrics":
+            await _respond(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+        elif path in ("/v2/health/live", "/v2/health/ready", "/healthz"):
+            body = {"live": True, "ready": True, "table_version": self.routes.table.version}
+            await _respond(send, 200, json.dumps(body).encode())
+        else:
+            message = f"no route {path}: call /{{namespace}}/{{deployment}}/v2/models/..."
+            await _respond(send, 404, json.dumps({"error": message}).encode())
+
+
+async def _within(call: Awaitable[Response], deadline: float, route: DeploymentRoute) -> Response:
+    try:
+        return await asyncio.wait_for(call, max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise _Reject(
+            504, f"no answer within {route.timeout_s} s (the deployment's timeout_s)"
+        ) from None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _Reject(413, _too_large(limit))
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"request body over {limit} bytes, this deployment's max_body_mb: send fewer rows per "
+        "request or raise max_body_mb"
+    )
+
+
+def _content_type(response: Response) -> bytes:
+    for name, value in response.headers:
+        if name.lower() == b"content-type":
+            return value
+    return b"application/json"
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    revision: str | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if revision is not None:
+        headers.append((b"x-modelyard-revision", revision.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

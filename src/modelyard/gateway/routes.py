@@ -1,0 +1,249 @@
+"""The gateway's routing table, and the long poll that keeps it current.
+
+The control plane hands out one table: deployments (status, limits, routed revisions with their
+percent, tags and ready endpoints) and keys (id -> secret hash and roles). The gateway routes and
+authenticates from it alone, writes it to disk, and keeps using the last one it got when the
+control plane cannot be reached: a control plane being down or upgraded stops no inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelyard.gateway.metrics import Concurrency
+from modelyard.gateway.upstream import Endpoint
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 1.0
+
+
+@dataclass
+class RevisionRoute:
+    id: str
+    name: str
+    percent: int
+    tags: list[str]
+    endpoints: list[Endpoint]
+
+
+@dataclass
+class DeploymentRoute:
+    namespace: str
+    name: str
+    status: str
+    timeout_s: float
+    max_body_bytes: int
+    revisions: list[RevisionRoute]
+
+    def pick(self, tag: str | None) -> RevisionRoute | None:
+        """The revision a request goes to: the tagged one, else one drawn by percent."""
+        if tag is not None:
+            return next((r for r in self.revisions if tag in r.tags), None)
+        weighted = [r for r in self.revisions if r.percent > 0]
+        if len(weighted) == 1:
+            return weighted[0]
+        if not weighted:
+            return None
+        draw = random.random() * sum(r.percent for r in weighted)
+        for revision in weighted:
+            draw -= revision.percent
+            if draw < 0:
+                return revision
+        return weighted[-1]
+
+
+@dataclass
+class Key:
+    secret_hash: str
+    admin: bool
+    roles: dict[str, str]
+
+
+@dataclass
+class Table:
+    version: int = 0
+    deployments: dict[str, DeploymentRoute] = field(default_factory=dict)
+    keys: dict[str, Key] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], endpoints: dict[str, Endpoint]) -> Table:
+        """Endpoints of the previous table are reused: their pooled connections and counts of
+        outstanding requests carry over."""
+        deployments = {}
+        for key, item in data.get("deployments", {}).items():
+            namespace, _, name = key.partition("/")
+            deployments[key] = DeploymentRoute(
+                namespace=namespace,
+                name=name,
+                status=item["status"],
+                timeout_s=float(item["timeout_s"]),
+                max_body_bytes=int(item["max_body_bytes"]),
+                revisions=[
+                    RevisionRoute(
+                        id=r["id"],
+                        name=r["name"],
+                        percent=int(r["percent"]),
+                        tags=list(r["tags"]),
+                        endpoints=[
+                            endpoints.get(url) or endpoints.setdefault(url, Endpoint.parse(url))
+                            for url in r["endpoints"]
+                        ],
+                    )
+                    for r in item["revisions"]
+                ],
+            )
+        keys = {
+            key_id: Key(k["hash"], bool(k["admin"]), dict(k["roles"]))
+            for key_id, k in data.get("keys", {}).items()
+        }
+        return cls(int(data.get("version", 0)), deployments, keys)
+
+    def authorize(self, token: str | None, namespace: str) -> tuple[int, str] | None:
+        """None when ``token`` may invoke deployments of ``namespace``; else (status, message)."""
+        if not token:
+            return 401, "no API key: send 'Authorization: Bearer <key>'"
+        prefix, _, rest = token.partition("_")
+        key_id, _, secret = rest.partition("_")
+        key = self.keys.get(key_id) if prefix == "my" and secret else None
+        if key is None or not hmac.compare_digest(
+            key.secret_hash, hashlib.sha256(secret.encode()).hexdigest()
+        ):
+            return 401, "unknown or revoked API key"
+        if not key.admin and namespace not in key.roles:
+            # Same answer whether or not the namespace exists: a key learns nothing about others.
+            return 403, (
+                f"key {key_id} has no invoker role in namespace {namespace!r}: "
+                "ask an admin of that namespace for one"
+            )
+        return None
+
+
+class Routes:
+    """The current table, replaced whole by the sync loop; waiters hear of each new one."""
+
+    def __init__(self, state_file: Path | None = None) -> None:
+        self.table = Table()
+        self.state_file = state_file
+        self.endpoints: dict[str, Endpoint] = {}
+        self._changed = asyncio.Event()
+        self.demand: set[str] = set()
+        self.demand_posted = asyncio.Event()
+        if state_file is not None and state_file.exists():
+            try:
+                self.apply(json.loads(state_file.read_text()), persist=False)
+                log.info("serving from the saved routing table (version %d)", self.table.version)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring the saved routing table: %s", exc)
+
+    def apply(self, data: dict[str, Any], *, persist: bool = True) -> None:
+        self.table = Table.parse(data, self.endpoints)
+        live = {
+            id(e) for d in self.table.deployments.values() for r in d.revisions for e in r.endpoints
+        }
+        for url, endpoint in list(self.endpoints.items()):
+            if id(endpoint) not in live:
+                endpoint.close()
+                del self.endpoints[url]
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        if persist and self.state_file is not None:
+            temp = self.state_file.with_suffix(".tmp")
+            temp.write_text(json.dumps(data))
+            os.replace(temp, self.state_file)
+
+    async def changed(self, timeout: float) -> bool:
+        """Wait for the next table; False after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def want(self, revision_id: str) -> None:
+        """A request waits for ``revision_id``, which has no ready replica: tell the control plane
+        now, not at the next poll."""
+        self.demand.add(revision_id)
+        self.demand_posted.set()
+
+
+class Sync:
+    """Long-polls the control plane: sends measurements and demand, receives tables."""
+
+    def __init__(
+        self, routes: Routes, concurrency: Concurrency, url: str, api_key: str | None
+    ) -> None:
+        self.routes = routes
+        self.concurrency = concurrency
+        self.http = httpx.AsyncClient(
+            base_url=f"{url.rstrip('/')}/api/v1",
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            timeout=POLL_SECONDS + 10,
+        )
+        self.connected = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._poll_loop()),
+            asyncio.create_task(self._demand_loop()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.http.aclose()
+
+    async def _post(self, body: dict[str, Any]) -> None:
+        try:
+            response = await self.http.post("/gateway/sync", json=body)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            if self.connected:
+                log.warning("control plane unreachable (%s): serving from the last table", exc)
+            self.connected = False
+            raise
+        if not self.connected:
+            log.info("connected to the control plane")
+        self.connected = True
+        data = response.json()
+        if data.get("table") is not None and data["table"]["version"] != self.routes.table.version:
+            self.routes.apply(data["table"])
+
+    async def _poll_loop(self) -> None:
+        while True:
+            revisions = [r.id for d in self.routes.table.deployments.values() for r in d.revisions]
+            body = {
+                "since": self.routes.table.version,
+                "stats": self.concurrency.report(revisions),
+                "demand": [],
+                "wait": POLL_SECONDS,
+            }
+            try:
+                await self._post(body)
+            except (httpx.HTTPError, ValueError, KeyError):
+                await asyncio.sleep(POLL_SECONDS)
+
+    async def _demand_loop(self) -> None:
+        while True:
+            await self.routes.demand_posted.wait()
+            self.routes.demand_posted.clear()
+            demand, self.routes.demand = sorted(self.routes.demand), set()
+            body = {"since": self.routes.table.version, "stats": {}, "demand": demand, "wait": 0}
+            try:
+                await self._post(body)
+            except (httpx.HTTPError, ValueError, KeyError):
+                self.routes.demand.update(demand)
+                await asyncio.sleep(0.2)
+                self.routes.demand_posted.set()

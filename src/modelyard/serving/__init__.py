@@ -1,0 +1,1 @@
+"""Serving: runtimes, the model server, the autoscaler."""

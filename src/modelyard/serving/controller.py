@@ -1,0 +1,260 @@
+"""The serving controller: reconciles deployments with replicas and publishes routes.
+
+One thread, woken by every committed event (a new revision, a traffic change, a key revoked) and
+by the orchestrator (a replica got ready or died), and otherwise every ``TICK_SECONDS``:
+
+- routed revisions get the replica count their autoscaler (KPA) decides;
+- the latest revision, while it deploys, gets as many replicas as the one it replaces serves with;
+  once they are all ready it is marked ready and, with traffic following the latest ready
+  revision, takes the traffic (straight replacement); a revision whose replicas cannot start is
+  marked failed with the reason, and the old one keeps serving;
+- revisions no traffic reaches are retired and their replicas drained.
+
+The gateway long-polls :meth:`ServingController.sync`: it hands in what it measured (concurrency
+per revision, requests waiting for a revision at zero) and gets the routing table back as soon as
+it changed. The table carries the keys too, so the gateway authenticates without a database and
+keeps serving from its last table when the control plane is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from modelyard.auth.keys import KeyStore
+from modelyard.events.log import EventLog
+from modelyard.serving.autoscaler import Decision, Kpa
+from modelyard.serving.deployments import (
+    FAILED,
+    READY,
+    RETIRED,
+    DeploymentInfo,
+    Deployments,
+    Plan,
+    ReplicaInfo,
+    Revision,
+)
+from modelyard.serving.orchestrator import READY as REPLICA_READY
+from modelyard.serving.orchestrator import TERMINATING, Orchestrator
+
+log = logging.getLogger(__name__)
+TICK_SECONDS = 0.5
+
+
+class ServingController:
+    def __init__(
+        self,
+        deployments: Deployments,
+        keys: KeyStore,
+        orchestrator: Orchestrator,
+        events: EventLog,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.deployments = deployments
+        self.keys = keys
+        self.orchestrator = orchestrator
+        self.events = events
+        self.clock = clock
+        orchestrator.on_change = self.wake
+        self._kpas: dict[str, Kpa] = {}
+        self._decisions: dict[str, Decision] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._table: dict[str, Any] = {}
+        self._version = 0
+        self._changed = threading.Condition()
+
+    # lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self.orchestrator.start()
+        self._unsubscribe = self.events.subscribe(lambda _: self.wake())
+        self._thread = threading.Thread(target=self._loop, name="serving", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, keep_replicas: bool = False) -> None:
+        self._stop.set()
+        self.wake()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.orchestrator.stop(keep_replicas=keep_replicas)
+        with self._changed:
+            self._changed.notify_all()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("serving reconciliation failed; it runs again shortly")
+            self._wake.wait(TICK_SECONDS)
+
+    # reconciliation -----------------------------------------------------------------------------
+    def reconcile(self) -> None:
+        plans = self.deployments.plans()
+        known: set[str] = set()
+        for plan in plans:
+            serving = 0
+            for route in plan.routes:
+                revision = route.revision
+                known.add(revision.id)
+                ready = self._ready(revision.id)
+                serving += ready
+                decision = self._kpa(revision).decide(ready)
+                self._decisions[revision.id] = decision
+                self.orchestrator.scale(revision, decision.desired)
+                if revision.state == RETIRED and ready:
+                    self.deployments.set_state(revision.id, READY)
+            if plan.deploying is not None:
+                known.add(plan.deploying.id)
+                self._deploy(plan.deploying, serving)
+            for revision in plan.idle:
+                known.add(revision.id)
+                self.orchestrator.scale(revision, 0)
+                self._kpas.pop(revision.id, None)
+                self._decisions.pop(revision.id, None)
+                if revision.state == READY:
+                    self.deployments.set_state(revision.id, RETIRED)
+        for revision_id in self.orchestrator.revisions() - known:
+            self.orchestrator.stop_revision(revision_id)  # its deployment was deleted
+        for revision_id in set(self._kpas) - known:
+            del self._kpas[revision_id]
+        self._publish(plans)
+
+    def _deploy(self, revision: Revision, serving: int) -> None:
+        failure = self.orchestrator.failure(revision.id)
+        if failure is not None:
+            self.orchestrator.scale(revision, 0)
+            self.deployments.set_state(revision.id, FAILED, failure)
+            return
+        scaling = revision.spec.autoscaling
+        initial = min(scaling.max_replicas, max(1, scaling.initial_replicas, serving))
+        if revision.id not in self._kpas:
+            spec = scaling.model_copy(update={"initial_replicas": initial})
+            self._kpas[revision.id] = Kpa(spec, self.clock)
+        self.orchestrator.scale(revision, initial)
+        if self._ready(revision.id) >= initial:
+            log.info("revision %s is ready", revision.name)
+            self.deployments.set_state(revision.id, READY)
+            self.wake()
+
+    def _kpa(self, revision: Revision) -> Kpa:
+        kpa = self._kpas.get(revision.id)
+        if kpa is None:
+            kpa = self._kpas[revision.id] = Kpa(revision.spec.autoscaling, self.clock)
+        return kpa
+
+    def _ready(self, revision_id: str) -> int:
+        return sum(r.state == REPLICA_READY for r in self.orchestrator.replicas(revision_id))
+
+    # routes and the gateway ---------------------------------------------------------------------
+    def _publish(self, plans: list[Plan]) -> None:
+        table = {
+            "deployments": {
+                f"{plan.namespace}/{plan.name}": {
+                    "status": plan.status,
+                    "timeout_s": plan.timeout_s,
+                    "max_body_bytes": plan.max_body_bytes,
+                    "revisions": [
+                        {
+                            "id": route.revision.id,
+                            "name": route.revision.name,
+                            "percent": route.percent,
+                            "tags": list(route.tags),
+                            "endpoints": [
+                                r.url
+                                for r in self.orchestrator.replicas(route.revision.id)
+                                if r.state == REPLICA_READY
+                            ],
+                        }
+                        for route in plan.routes
+                    ],
+                }
+                for plan in plans
+            },
+            "keys": self.keys.data_plane_table(),
+        }
+        with self._changed:
+            if table != self._table:
+                self._table = table
+                self._version += 1
+                self._changed.notify_all()
+
+    def sync(
+        self,
+        since: int,
+        stats: dict[str, tuple[float, int]],
+        demand: list[str],
+        wait: float,
+    ) -> tuple[int, dict[str, Any] | None]:
+        """The gateway's long poll: record its measurements, then return the table once its
+        version is newer than ``since`` (or ``None`` after ``wait`` seconds)."""
+        for revision_id, (concurrency, requests) in stats.items():
+            kpa = self._kpas.get(revision_id)
+            if kpa is not None:
+                kpa.record(max(0.0, concurrency), max(0, requests))
+        for revision_id in demand:
+            kpa = self._kpas.get(revision_id)
+            if kpa is not None:
+                kpa.demand()
+        if demand:
+            self.wake()
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._version > since or self._stop.is_set(), 0 if demand else wait
+            )
+            if self._version > since:
+                return self._version, {"version": self._version, **self._table}
+            return self._version, None
+
+    # status -------------------------------------------------------------------------------------
+    def describe(self, info: DeploymentInfo) -> DeploymentInfo:
+        """``info`` with each revision's replicas and its autoscaler's latest decision."""
+        plans = {p.name: p for p in self.deployments.plans() if p.namespace == info.namespace}
+        plan = plans.get(info.name)
+        ids = {}
+        if plan is not None:
+            for running in [r.revision for r in plan.routes] + plan.idle + [plan.deploying]:
+                if running is not None:
+                    ids[running.number] = running.id
+        revisions = []
+        for revision in info.revisions:
+            revision_id = ids.get(revision.number)
+            if revision_id is None:
+                revisions.append(revision)
+                continue
+            decision = self._decisions.get(revision_id)
+            replicas = [
+                ReplicaInfo(
+                    id=r.id,
+                    url=r.url,
+                    state=r.state,
+                    pid=r.pid,
+                    started_at=r.started_at,
+                    restarts=r.restarts,
+                )
+                for r in self.orchestrator.replicas(revision_id)
+                if r.state != TERMINATING
+            ]
+            revisions.append(
+                revision.model_copy(
+                    update={
+                        "replicas": replicas,
+                        "desired_replicas": decision.desired if decision else len(replicas),
+                        "scaling": decision.reason if decision else "",
+                    }
+                )
+            )
+        return info.model_copy(update={"revisions": revisions})

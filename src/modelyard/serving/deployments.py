@@ -1,0 +1,585 @@
+"""Deployments and revisions: what data scientists create, and the immutable snapshots of it.
+
+A deployment names a model of its namespace by alias, ``latest`` or number, and a spec (autoscaling,
+batching, resources, limits). Every change of the resolved version or of the spec makes a new
+Revision, numbered from 1; revisions never change after that except for their state:
+``deploying`` -> ``ready`` | ``failed``, and ``ready`` -> ``retired`` when no traffic reaches it.
+
+Traffic is a list of targets: a revision number (or none: "the latest ready revision"), a percent
+and an optional tag that addresses the revision directly. The default sends 100% to the latest
+ready revision, which is the straight replacement rollout: a new revision takes the traffic the
+moment it is ready, and a revision that never gets ready never gets any.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy.orm import Session
+
+from modelyard.errors import Conflict, InvalidInput, NotFound
+from modelyard.events.log import EventLog
+from modelyard.registry._lookup import artifact_row, namespace_row, version_row
+from modelyard.serving.autoscaler import Autoscaling
+from modelyard.store.schema import DeploymentRow, NamespaceRow, RevisionRow
+from modelyard.types import ModelRef, Record, check_alias, check_name
+
+DEPLOYING, READY, FAILED, RETIRED = "deploying", "ready", "failed", "retired"
+
+
+class Batching(BaseModel):
+    """Adaptive batching in the model server: requests are stacked into one ``predict`` call."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int = Field(16, ge=1, le=4096)
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+
+
+class Resources(BaseModel):
+    """Recorded for every revision; the Kubernetes orchestrator turns them into requests and
+    limits. Local replicas are plain processes: these are not enforced there."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu: float | None = Field(None, gt=0, le=256)
+    memory_mb: int | None = Field(None, ge=16)
+
+
+class DeploymentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="A model of the deployment's namespace: name@alias|latest|N")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    batching: Batching | None = None
+    resources: Resources = Field(default_factory=Resources)
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="Gateway's limit per request")
+    max_body_mb: float = Field(16.0, gt=0, le=1024, description="Largest request body (413)")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of each replica")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        name, _, ref = value.partition("@")
+        check_name(name, "model name")
+        ref = ref or "latest"
+        if not (ref == "latest" or ref.isdigit()):
+            check_alias(ref)
+        return f"{name}@{ref}"
+
+    def ref(self, namespace: str) -> ModelRef:
+        return ModelRef.parse(self.model, namespace)
+
+
+class SpecPatch(BaseModel):
+    """An update: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    autoscaling: Autoscaling | None = None
+    batching: Batching | None = None
+    resources: Resources | None = None
+    timeout_s: float | None = None
+    max_body_mb: float | None = None
+    env: dict[str, str] | None = None
+
+
+class TrafficTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    revision: int | None = Field(None, description="A revision number; none: the latest ready")
+    percent: int = Field(ge=0, le=100)
+    tag: str | None = Field(None, description="Routes requests with X-Modelyard-Tag: <tag> here")
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "tag")
+
+
+class Traffic(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    targets: list[TrafficTarget] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> Traffic:
+        total = sum(t.percent for t in self.targets)
+        if total != 100:
+            raise ValueError(f"traffic percents add up to {total}: they must add up to 100")
+        tags = [t.tag for t in self.targets if t.tag]
+        if len(tags) != len(set(tags)):
+            raise ValueError("each tag may name one target only")
+        return self
+
+
+LATEST_READY = [TrafficTarget(percent=100)]
+
+
+class ReplicaInfo(Record):
+    id: str
+    url: str
+    state: str  # starting | ready | terminating
+    pid: int | None
+    started_at: dt.datetime
+    restarts: int = 0
+
+
+class RevisionInfo(Record):
+    number: int
+    name: str
+    model_version: int
+    spec: DeploymentSpec
+    state: str
+    reason: str | None
+    created_by: str | None
+    created_at: dt.datetime
+    ready_at: dt.datetime | None
+    retired_at: dt.datetime | None
+    percent: int = 0
+    tags: list[str] = []
+    replicas: list[ReplicaInfo] = []
+    desired_replicas: int = 0
+    scaling: str = ""
+
+
+class DeploymentInfo(Record):
+    namespace: str
+    name: str
+    model: str
+    spec: DeploymentSpec
+    traffic: list[TrafficTarget]
+    revisions: list[RevisionInfo]
+    ready: bool
+    status: str
+    path: str
+    created_by: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Revision:
+    """What the serving controller needs of a revision to run it."""
+
+    id: str
+    number: int
+    name: str
+    namespace: str
+    deployment: str
+    deployment_id: str
+    model: str  # namespace/name@number
+    spec: DeploymentSpec
+    state: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """A routed revision: its share of the traffic and its tags."""
+
+    revision: Revision
+    percent: int
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One deployment as the controller runs it: routed revisions, the one deploying (if any) and
+    those that must stop."""
+
+    namespace: str
+    name: str
+    routes: list[Route]
+    deploying: Revision | None
+    idle: list[Revision]
+    status: str
+    timeout_s: float
+    max_body_bytes: int
+
+
+def revision_name(deployment: str, number: int) -> str:
+    return f"{deployment}-{number:05d}"
+
+
+def resolve_traffic(
+    targets: list[TrafficTarget], revisions: list[RevisionRow]
+) -> dict[int, tuple[int, list[str]]]:
+    """Revision number -> (percent, tags). A "latest ready" target with no ready revision routes
+    nowhere (requests get 503 with the deployment's status)."""
+    ready = [r.number for r in revisions if r.state in (READY, RETIRED) and r.ready_at]
+    latest_ready = max((r.number for r in revisions if r.state == READY), default=None)
+    routes: dict[int, tuple[int, list[str]]] = {}
+    for target in targets:
+        number = target.revision if target.revision is not None else latest_ready
+        if number is None or (target.revision is not None and number not in ready):
+            continue
+        percent, tags = routes.get(number, (0, []))
+        routes[number] = (percent + target.percent, tags + ([target.tag] if target.tag else []))
+    return routes
+
+
+class Deployments:
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
+        self.db = events.db
+
+    # writes -------------------------------------------------------------------------------------
+    def create(
+        self, namespace: str, name: str, spec: DeploymentSpec, actor: str | None = None
+    ) -> DeploymentInfo:
+        check_name(name, "deployment name")
+        now = self.events.clock()
+        with self.db.write() as session:
+            ns = namespace_row(session, namespace)
+            if self._find(session, ns.id, name) is not None:
+                raise Conflict(
+                    f"deployment {namespace}/{name} exists: change it with "
+                    f"'modelyard deployments update {namespace}/{name}'"
+                )
+            row = DeploymentRow(
+                id=uuid.uuid4().hex,
+                namespace_id=ns.id,
+                name=name,
+                model=spec.model,
+                spec=spec.model_dump(mode="json"),
+                traffic=[t.model_dump(mode="json") for t in LATEST_READY],
+                created_by=actor,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            self._new_revision(session, row, namespace, spec, actor)
+            self.events.append(
+                session,
+                "deployment.created",
+                f"{namespace}/{name}",
+                {"model": spec.model, "spec": row.spec},
+                namespace=namespace,
+                actor=actor,
+            )
+        return self.get(namespace, name)
+
+    def update(
+        self, namespace: str, name: str, patch: SpecPatch, actor: str | None = None
+    ) -> DeploymentInfo:
+        with self.db.write() as session:
+            row = self._row(session, namespace, name, lock=True)
+            current = DeploymentSpec.model_validate(row.spec)
+            changes = patch.model_dump(exclude_unset=True)
+            spec = DeploymentSpec.model_validate({**current.model_dump(), **changes})
+            row.spec, row.model = spec.model_dump(mode="json"), spec.model
+            row.updated_at = self.events.clock()
+            revision = self._new_revision(session, row, namespace, spec, actor)
+            self.events.append(
+                session,
+                "deployment.updated",
+                f"{namespace}/{name}",
+                {"changes": sorted(changes), "revision": revision.number if revision else None},
+                namespace=namespace,
+                actor=actor,
+            )
+        return self.get(namespace, name)
+
+    def set_traffic(
+        self, namespace: str, name: str, traffic: Traffic, actor: str | None = None
+    ) -> DeploymentInfo:
+        with self.db.write() as session:
+            row = self._row(session, namespace, name, lock=True)
+            revisions = {r.number: r for r in self._revisions(session, row.id)}
+            for target in traffic.targets:
+                if target.revision is None:
+                    continue
+                found = revisions.get(target.revision)
+                if found is None or found.ready_at is None:
+                    raise InvalidInput(
+                        f"revision {target.revision} of {namespace}/{name} "
+                        + ("does not exist" if found is None else "was never ready")
+                        + ": route traffic to revisions listed by "
+                        f"'modelyard deployments show {namespace}/{name}' as ready",
+                        field="revision",
+                    )
+            row.traffic = [t.model_dump(mode="json") for t in traffic.targets]
+            row.updated_at = self.events.clock()
+            self.events.append(
+                session,
+                "deployment.traffic.changed",
+                f"{namespace}/{name}",
+                {"traffic": row.traffic},
+                namespace=namespace,
+                actor=actor,
+            )
+        return self.get(namespace, name)
+
+    def delete(self, namespace: str, name: str, actor: str | None = None) -> None:
+        with self.db.write() as session:
+            row = self._row(session, namespace, name, lock=True)
+            session.execute(sa.delete(RevisionRow).where(RevisionRow.deployment_id == row.id))
+            session.delete(row)
+            self.events.append(
+                session,
+                "deployment.deleted",
+                f"{namespace}/{name}",
+                namespace=namespace,
+                actor=actor,
+            )
+
+    def follow(self, namespace: str, model: str, refs: set[str]) -> list[str]:
+        """A model's ``latest`` or alias moved: give each deployment following one of ``refs`` a
+        new revision if its version changed. Idempotent (events are delivered at least once).
+        Returns the deployments that got a revision."""
+        changed = []
+        with self.db.write() as session:
+            ns = session.scalar(sa.select(NamespaceRow).where(NamespaceRow.name == namespace))
+            if ns is None:
+                return []
+            wanted = [f"{model}@{ref}" for ref in refs]
+            rows = session.scalars(
+                sa.select(DeploymentRow)
+                .where(DeploymentRow.namespace_id == ns.id, DeploymentRow.model.in_(wanted))
+                .with_for_update()
+            ).all()
+            for row in rows:
+                spec = DeploymentSpec.model_validate(row.spec)
+                try:
+                    revision = self._new_revision(session, row, namespace, spec, "delivery")
+                except NotFound:  # the alias was deleted: keep serving what runs
+                    continue
+                if revision is not None:
+                    changed.append(f"{namespace}/{row.name}")
+        return changed
+
+    def _new_revision(
+        self,
+        session: Session,
+        row: DeploymentRow,
+        namespace: str,
+        spec: DeploymentSpec,
+        actor: str | None,
+    ) -> RevisionRow | None:
+        """A new revision when the resolved version or the spec differs from the latest one."""
+        ref = spec.ref(namespace)
+        artifact = artifact_row(session, "model", namespace, ref.name)
+        version = version_row(session, artifact, ref.ref)
+        latest = session.scalar(
+            sa.select(RevisionRow)
+            .where(RevisionRow.deployment_id == row.id)
+            .order_by(RevisionRow.number.desc())
+            .limit(1)
+        )
+        snapshot = spec.model_dump(mode="json")
+        if latest is not None and latest.version_id == version.id and latest.spec == snapshot:
+            return None
+        number = (latest.number if latest else 0) + 1
+        revision = RevisionRow(
+            id=uuid.uuid4().hex,
+            deployment_id=row.id,
+            number=number,
+            version_id=version.id,
+            version_number=version.number,
+            spec=snapshot,
+            state=DEPLOYING,
+            created_by=actor,
+            created_at=self.events.clock(),
+        )
+        session.add(revision)
+        self.events.append(
+            session,
+            "revision.created",
+            f"{namespace}/{row.name}",
+            {"revision": number, "model": f"{namespace}/{ref.name}@{version.number}"},
+            namespace=namespace,
+            actor=actor,
+        )
+        return revision
+
+    def set_state(self, revision_id: str, state: str, reason: str | None = None) -> bool:
+        """Move a revision to ``state`` (with an event); False when it was there already or is
+        gone (deleted with its deployment)."""
+        with self.db.write() as session:
+            row = session.get(RevisionRow, revision_id, with_for_update=True)
+            if row is None or row.state == state:
+                return False
+            deployment = session.get(DeploymentRow, row.deployment_id)
+            assert deployment is not None
+            namespace = session.get(NamespaceRow, deployment.namespace_id)
+            assert namespace is not None
+            now = self.events.clock()
+            row.state, row.reason = state, reason
+            if state == READY:
+                row.ready_at, row.retired_at = row.ready_at or now, None
+            elif state == RETIRED:
+                row.retired_at = now
+            self.events.append(
+                session,
+                f"revision.{state}",
+                f"{namespace.name}/{deployment.name}",
+                {"revision": row.number, "model_version": row.version_number, "reason": reason},
+                namespace=namespace.name,
+            )
+            return True
+
+    # reads --------------------------------------------------------------------------------------
+    def get(self, namespace: str, name: str) -> DeploymentInfo:
+        with self.db.read() as session:
+            row = self._row(session, namespace, name)
+            return self._info(session, row, namespace)
+
+    def list_deployments(self, namespace: str) -> list[DeploymentInfo]:
+        with self.db.read() as session:
+            ns = namespace_row(session, namespace)
+            rows = session.scalars(
+                sa.select(DeploymentRow)
+                .where(DeploymentRow.namespace_id == ns.id)
+                .order_by(DeploymentRow.name)
+            )
+            return [self._info(session, row, namespace) for row in rows]
+
+    def plans(self) -> list[Plan]:
+        """What every deployment should run now; the serving controller reconciles towards it."""
+        result = []
+        with self.db.read() as session:
+            for row, ns in session.execute(
+                sa.select(DeploymentRow, NamespaceRow.name).join(
+                    NamespaceRow, NamespaceRow.id == DeploymentRow.namespace_id
+                )
+            ):
+                revisions = self._revisions(session, row.id)
+                model = row.model.partition("@")[0]
+                plain = {r.number: _revision(r, ns, row, model) for r in revisions}
+                routes = resolve_traffic(_targets(row), revisions)
+                latest = revisions[-1] if revisions else None
+                deploying = plain[latest.number] if latest and latest.state == DEPLOYING else None
+                spec = DeploymentSpec.model_validate(row.spec)
+                result.append(
+                    Plan(
+                        namespace=ns,
+                        name=row.name,
+                        routes=[
+                            Route(plain[n], p, tuple(t)) for n, (p, t) in sorted(routes.items())
+                        ],
+                        deploying=deploying,
+                        idle=[
+                            plain[r.number]
+                            for r in revisions
+                            if r.number not in routes and plain[r.number] is not deploying
+                        ],
+                        status=_status(self._revision_infos(row, revisions, routes), routes),
+                        timeout_s=spec.timeout_s,
+                        max_body_bytes=int(spec.max_body_mb * 1024 * 1024),
+                    )
+                )
+        return result
+
+    # plumbing -----------------------------------------------------------------------------------
+    @staticmethod
+    def _find(session: Session, namespace_id: int, name: str) -> DeploymentRow | None:
+        return session.scalar(
+            sa.select(DeploymentRow).where(
+                DeploymentRow.namespace_id == namespace_id, DeploymentRow.name == name
+            )
+        )
+
+    def _row(
+        self, session: Session, namespace: str, name: str, *, lock: bool = False
+    ) -> DeploymentRow:
+        ns = namespace_row(session, namespace)
+        check_name(name, "deployment name")
+        query = sa.select(DeploymentRow).where(
+            DeploymentRow.namespace_id == ns.id, DeploymentRow.name == name
+        )
+        row = session.scalar(query.with_for_update() if lock else query)
+        if row is None:
+            raise NotFound(
+                f"deployment {namespace}/{name} does not exist: create it with "
+                f"'modelyard deployments create {namespace}/{name} --model MODEL@REF'"
+            )
+        return row
+
+    @staticmethod
+    def _revisions(session: Session, deployment_id: str) -> list[RevisionRow]:
+        return list(
+            session.scalars(
+                sa.select(RevisionRow)
+                .where(RevisionRow.deployment_id == deployment_id)
+                .order_by(RevisionRow.number)
+            )
+        )
+
+    def _info(self, session: Session, row: DeploymentRow, namespace: str) -> DeploymentInfo:
+        revisions = self._revisions(session, row.id)
+        targets = _targets(row)
+        routes = resolve_traffic(targets, revisions)
+        infos = self._revision_infos(row, revisions, routes)
+        return DeploymentInfo(
+            namespace=namespace,
+            name=row.name,
+            model=row.model,
+            spec=DeploymentSpec.model_validate(row.spec),
+            traffic=targets,
+            revisions=infos,
+            ready=bool(routes) and bool(infos) and infos[-1].state != DEPLOYING,
+            status=_status(infos, routes),
+            path=f"/{namespace}/{row.name}",
+            created_by=row.created_by,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    @staticmethod
+    def _revision_infos(
+        row: DeploymentRow,
+        revisions: list[RevisionRow],
+        routes: dict[int, tuple[int, list[str]]],
+    ) -> list[RevisionInfo]:
+        return [
+            RevisionInfo(
+                number=r.number,
+                name=revision_name(row.name, r.number),
+                model_version=r.version_number,
+                spec=DeploymentSpec.model_validate(r.spec),
+                state=r.state,
+                reason=r.reason,
+                created_by=r.created_by,
+                created_at=r.created_at,
+                ready_at=r.ready_at,
+                retired_at=r.retired_at,
+                percent=routes.get(r.number, (0, []))[0],
+                tags=routes.get(r.number, (0, []))[1],
+            )
+            for r in revisions
+        ]
+
+
+def _targets(row: DeploymentRow) -> list[TrafficTarget]:
+    return [TrafficTarget.model_validate(t) for t in row.traffic]
+
+
+def _revision(row: RevisionRow, namespace: str, deployment: DeploymentRow, model: str) -> Revision:
+    return Revision(
+        id=row.id,
+        number=row.number,
+        name=revision_name(deployment.name, row.number),
+        namespace=namespace,
+        deployment=deployment.name,
+        deployment_id=deployment.id,
+        model=f"{namespace}/{model}@{row.version_number}",
+        spec=DeploymentSpec.model_validate(row.spec),
+        state=row.state,
+    )
+
+
+def _status(revisions: list[RevisionInfo], routes: dict[int, tuple[int, list[str]]]) -> str:
+    """One sentence that says what the deployment is doing and, when it is stuck, why."""
+    if not revisions:
+        return "no revision"
+    latest = revisions[-1]
+    serving = ", ".join(f"revision {n} ({p}%)" for n, (p, _) in sorted(routes.items()))
+    if latest.state == FAILED:
+        prefix = (
+            f"revision {latest.number} (version {latest.model_version}) failed: {latest.reason}"
+        )
+        return f"{prefix}; still serving {serving}" if serving else prefix
+    if latest.state == DEPLOYING:
+        waiting = f"revision {latest.number} (version {latest.model_version}) is starting"
+        return f"{waiting}; serving {serving}" if serving else waiting
+    return f"serving {serving}" if serving else "no ready revision"

@@ -1,0 +1,348 @@
+"""The model server: one process per replica, speaking KServe's Open Inference Protocol v2 and v1.
+
+At start it binds its socket (so liveness answers at once), pulls its model version from the
+repository with every digest verified (the init step: one generic server, no image per model),
+loads the runtime the version names, and only then reports ready. SIGTERM stops accepting, lets
+the requests in flight finish, then exits. A ``predict`` that raises answers 500 with an error id
+that is also in the log; the server keeps serving.
+
+It is a bare ASGI application rather than a framework route table: this is the hot path, and every
+microsecond here is a microsecond of every inference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelyard import __version__
+from modelyard.errors import InvalidInput, ModelyardError, PayloadTooLarge
+from modelyard.serving import protocol
+from modelyard.serving.batching import Batcher
+from modelyard.serving.runtimes import Runtime, load_runtime
+
+log = logging.getLogger("modelyard.serving.server")
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+JSON = [(b"content-type", b"application/json")]
+EXIT_LOAD_FAILED = 3
+
+
+class ModelServer:
+    """The ASGI application of one replica serving one model under the name ``name``."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        max_body_bytes: int = 16 * 1024 * 1024,
+        batching: tuple[int, float] | None = None,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.max_body_bytes = max_body_bytes
+        self.batching = batching
+        self.runtime: Runtime | None = None
+        self.batcher: Batcher | None = None
+        self.load_error: str | None = None
+
+    def load(self, runtime: Runtime, path: Path, signature: Mapping[str, Any]) -> None:
+        runtime.load(path, signature)
+        self.runtime = runtime
+        if self.batching and runtime.batchable:
+            size, wait = self.batching
+            self.batcher = Batcher(runtime.predict_batch, size, wait)
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime is not None
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    # ASGI ---------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            status, body = await self._route(method, path, receive)
+        except PayloadTooLarge as exc:
+            status, body = 413, protocol.encode_error(exc.message)
+        except InvalidInput as exc:
+            status, body = 400, protocol.encode_error(exc.message)
+        except ModelyardError as exc:
+            status, body = exc.http_status, protocol.encode_error(exc.message)
+        except Exception as exc:
+            error_id = uuid.uuid4().hex[:12]
+            log.error("error %s in %s %s\n%s", error_id, method, path, traceback.format_exc())
+            status = 500
+            body = protocol.encode_error(
+                f"prediction failed (error id {error_id}): {type(exc).__name__}: {exc}"
+            )
+        headers = [*JSON, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(self, method: str, path: str, receive: Receive) -> tuple[int, bytes]:
+        if method == "POST":
+            if path.startswith("/v2/models/") and path.endswith("/infer"):
+                model = path[len("/v2/models/") : -len("/infer")]
+                model, versioned, version = model.partition("/versions/")
+                self._check_model(model)
+                if versioned:
+                    self._check_version(model, version)
+                return 200, await self._infer(await self._body(receive))
+            if path.startswith("/v1/models/") and path.endswith(":predict"):
+                self._check_model(path[len("/v1/models/") : -len(":predict")])
+                return 200, await self._predict_v1(await self._body(receive))
+            return 404, protocol.encode_error(f"no route POST {path}: see the OIP v2 paths")
+        if method in ("GET", "HEAD"):
+            return self._get(path)
+        return 405, protocol.encode_error(f"method {method} is not allowed on {path}")
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        if path == "/v2/health/live":
+            return 200, orjson.dumps({"live": True})
+        if path == "/v2/health/ready":
+            return (200 if self.ready else 503), orjson.dumps({"ready": self.ready})
+        if path == "/v2":
+            return 200, orjson.dumps(
+                {"name": "modelyard", "version": __version__, "extensions": []}
+            )
+        if path.startswith("/v2/models/"):
+            rest = path[len("/v2/models/") :]
+            model, _, tail = rest.partition("/")
+            self._check_model(model)
+            if tail.startswith("versions/"):
+                version, _, tail = tail[len("versions/") :].partition("/")
+                self._check_version(model, version)
+            if tail == "ready":
+                return (200 if self.ready else 503), orjson.dumps(
+                    {"name": self.name, "ready": self.ready}
+                )
+            if tail == "":
+                return self._metadata()
+        if path.startswith("/v1/models/"):
+            self._check_model(path[len("/v1/models/") :])
+            return 200, orjson.dumps({"name": self.name, "ready": self.ready})
+        return 404, protocol.encode_error(f"no route GET {path}")
+
+    def _metadata(self) -> tuple[int, bytes]:
+        runtime = self._runtime()
+        return 200, orjson.dumps(
+            {
+                "name": self.name,
+                "versions": [self.version] if self.version else [],
+                "platform": runtime.platform,
+                "inputs": [spec.to_dict() for spec in runtime.inputs],
+                "outputs": [spec.to_dict() for spec in runtime.outputs],
+            }
+        )
+
+    def _check_model(self, model: str) -> None:
+        if model != self.name:
+            raise _UnknownModel(
+                f"model {model!r} is not served here: this server serves {self.name!r}"
+            )
+
+    def _check_version(self, model: str, version: str) -> None:
+        if version != (self.version or ""):
+            raise _UnknownModel(f"model {model} has no version {version}: it serves {self.version}")
+
+    def _runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise _NotReady(
+                f"model {self.name} is still loading: retry when /v2/health/ready is 200"
+            )
+        return self.runtime
+
+    async def _body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"request body over {self.max_body_bytes} bytes: send fewer rows per request"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        runtime = self._runtime()
+        if self.batcher is not None:
+            return await self.batcher.submit(inputs)
+        return runtime.predict(inputs)
+
+    async def _infer(self, body: bytes) -> bytes:
+        runtime = self._runtime()
+        request = protocol.decode_infer_request(body, runtime.inputs)
+        outputs = await self._predict(request.inputs)
+        return protocol.encode_infer_response(
+            self.name, self.version, request.id, outputs, request.outputs
+        )
+
+    async def _predict_v1(self, body: bytes) -> bytes:
+        runtime = self._runtime()
+        outputs = await self._predict(protocol.decode_v1_request(body, runtime.inputs))
+        return protocol.encode_v1_response(outputs)
+
+
+class _UnknownModel(ModelyardError):
+    http_status = 404
+    code = "not_found"
+
+
+class _NotReady(ModelyardError):
+    http_status = 503
+    code = "unavailable"
+
+
+# the replica process ---------------------------------------------------------------------------
+def pull_model(ref: str) -> tuple[Path, str, dict[str, Any]]:
+    """The init step: pull ``ref`` (verified) into the cache; its folder, runtime and signature."""
+    from modelyard.client import Client
+
+    with Client() as client:
+        version = client.get_version(ref)
+        if not version.runtime:
+            raise InvalidInput(
+                f"{version.ref} names no runtime: push it with a runtime "
+                "(VersionSpec(runtime='sklearn'|'onnx'|'python'|'module:Class'))"
+            )
+        return client.pull(version.ref), version.runtime, dict(version.signature)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m modelyard.serving.server")
+    parser.add_argument("--model", help="namespace/name@version to pull from the repository")
+    parser.add_argument("--model-dir", type=Path, help="serve this folder instead of pulling")
+    parser.add_argument("--runtime", help="with --model-dir: the runtime to load it with")
+    parser.add_argument("--name", required=True, help="the model name clients use (OIP)")
+    parser.add_argument("--version", help="the version reported in responses")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--fd", type=int, help="serve on this inherited listening socket")
+    parser.add_argument("--max-body-mb", type=float, default=16.0)
+    parser.add_argument("--max-batch-size", type=int, default=0, help="0: no batching")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--grace-seconds", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        sock = socket.create_server((args.host, args.port), reuse_port=False)
+    version = args.version or (args.model.rpartition("@")[2] if args.model else None)
+    app = ModelServer(
+        args.name,
+        version,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        batching=(args.max_batch_size, args.max_wait_ms / 1000) if args.max_batch_size else None,
+    )
+
+    def init() -> None:
+        try:
+            if args.model_dir is not None:
+                path, runtime, signature = (
+                    args.model_dir,
+                    args.runtime or "python",
+                    dict[str, Any](),
+                )
+            else:
+                path, runtime, signature = pull_model(args.model)
+            app.load(load_runtime(runtime), path, signature)
+            log.info("model %s (%s) loaded from %s: ready", args.name, runtime, path)
+        except BaseException:
+            # The orchestrator reads this traceback from the log to say why the revision failed.
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(EXIT_LOAD_FAILED)
+
+    threading.Thread(target=init, name="init", daemon=True).start()
+    serve(app, sock, args.grace_seconds)
+
+
+def run_forked(argv: list[str], env: dict[str, str], log_path: str, fd: int) -> None:
+    """The body of a replica forked by the launcher: its own session (it outlives a control
+    plane that crashes), its log as stdout and stderr, then the server; never returns."""
+    os.setsid()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    os.environ.update(env)
+    code = 1
+    try:
+        main([*argv, "--fd", str(fd)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(app: ModelServer, sock: socket.socket, grace_seconds: float) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        http="httptools" if _has("httptools") else "h11",
+        lifespan="on",
+        timeout_graceful_shutdown=int(grace_seconds),
+        timeout_keep_alive=75,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The gateway as users meet it: a real ``modelyard up`` (control plane, gateway, replicas) and a
+real HTTP client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+import pytest
+
+from modelyard.registry.versions import VersionSpec
+from modelyard.serving.deployments import DeploymentInfo, ReplicaInfo
+from modelyard.types import Role
+from tests.conftest import Serving, infer_body, iris_model, wait_for
+
+pytestmark = pytest.mark.slow
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+def deploy(serving: Serving, tmp_path: Path, name: str = "iris", **spec: object) -> DeploymentInfo:
+    serving.client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
+    serving.client.create_deployment("team", name, "iris@latest", **spec)
+    return serving.client.wait_deployment("team", name, timeout=60)
+
+
+def expected(tmp_path: Path) -> list[int]:
+    model = joblib.load(tmp_path / "v1" / "model.joblib")
+    return [int(x) for x in model.predict(np.array(ROWS))]
+
+
+def test_infers_over_oip_v2_and_v1_on_prefixed_and_bare_paths(
+    serving: Serving, tmp_path: Path
+) -> None:
+    deploy(serving, tmp_path, max_body_mb=0.01)
+    answer = serving.infer("iris", ROWS)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-modelyard-revision"] == "iris-00001"
+    body = answer.json()
+    assert body["model_name"] == "iris" and body["model_version"] == "1"
+    assert body["outputs"][0]["data"] == expected(tmp_path)
+
+    bare = serving.http.post(
+        "/v2/models/iris/infer", json=infer_body(ROWS), headers={"X-Modelyard-Namespace": "team"}
+    )
+    assert bare.json()["outputs"][0]["data"] == expected(tmp_path)
+    v1 = serving.http.post("/team/iris/v1/models/iris:predict", json={"instances": ROWS})
+    assert v1.json() == {"predictions": expected(tmp_path)}
+    metadata = serving.http.get("/team/iris/v2/models/iris").json()
+    assert metadata["inputs"][0]["shape"] == [-1, 4]
+
+    no_namespace = serving.http.post("/v2/models/iris/infer", json=infer_body(ROWS))
+    assert no_namespace.status_code == 400 and "X-Modelyard-Namespace" in no_namespace.text
+    assert serving.infer("nope", ROWS).status_code == 404
+    malformed = serving.http.post("/team/iris/v2/models/iris/infer", content=b"{not json")
+    assert malformed.status_code == 400 and "error" in malformed.json()
+    wrong_shape = serving.http.post(
+        "/team/iris/v2/models/iris/infer",
+        json={
+            "inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]
+        },
+    )
+    assert wrong_shape.status_code == 400
+    too_big = serving.infer("iris", [[1.0, 2.0, 3.0, 4.0]] * 1000)
+    assert too_big.status_code == 413 and "max_body_mb" in too_big.json()["error"]
+
+    metrics = httpx.get(f"{serving.gateway}/metrics").text
+    assert (
+        'modelyard_requests_total{namespace="team",deployment="iris",revision="iris-00001",'
+        'code="200"} 4' in metrics
+    )
+    assert 'code="400"} 2' in metrics
+    assert "modelyard_request_duration_seconds_bucket" in metrics
+
+
+def test_keys_need_a_role_in_the_namespace(serving: Serving, tmp_path: Path) -> None:
+    deploy(serving, tmp_path)
+    serving.client.create_namespace("other")
+    _, outsider = serving.client.create_key("outsider", {"other": Role.INVOKER})
+    invoker_info, invoker = serving.client.create_key("caller", {"team": Role.INVOKER})
+    _, viewer = serving.client.create_key("viewer", {"team": Role.VIEWER})
+
+    def call(token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(
+            f"{serving.gateway}/team/iris/v2/models/iris/infer",
+            json=infer_body(ROWS),
+            headers=headers,
+        )
+
+    # keys reach the gateway with its next routing table
+    wait_for(lambda: call(invoker).status_code == 200, 10, "the new key to be accepted")
+    assert call(viewer).status_code == 200
+    assert call(None).status_code == 401
+    assert call("my_nothere_secret").status_code == 401
+    denied = call(outsider)
+    assert denied.status_code == 403 and "no invoker role" in denied.json()["error"]
+    # same answer for a namespace that does not exist: nothing is revealed
+    missing = httpx.post(
+        f"{serving.gateway}/ghost/iris/v2/models/iris/infer",
+        json=infer_body(ROWS),
+        headers={"Authorization": f"Bearer {outsider}"},
+    )
+    assert missing.status_code == 403
+    serving.client.revoke_key(invoker_info.id)
+    wait_for(lambda: call(invoker).status_code == 401, 10, "the revoked key to be refused")
+
+
+def test_a_replica_killed_under_load_fails_no_request(serving: Serving, tmp_path: Path) -> None:
+    info = deploy(
+        serving, tmp_path, autoscaling={"min_replicas": 2, "max_replicas": 2, "initial_replicas": 2}
+    )
+    wait_for(lambda: len(_ready(serving)) == 2, 30, "two ready replicas")
+    assert info.revisions[0].replicas
+    failures: list[str] = []
+    done = threading.Event()
+    answered = [0]
+
+    def load() -> None:
+        with httpx.Client(
+            base_url=serving.gateway, headers={"Authorization": f"Bearer {serving.token}"}
+        ) as http:
+            while not done.is_set():
+                response = http.post("/team/iris/v2/models/iris/infer", json=infer_body(ROWS))
+                answered[0] += 1
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text}")
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_for(lambda: answered[0] > 200, 30, "load to run")
+        victim = _ready(serving)[0]
+        os.kill(victim.pid or 0, signal.SIGKILL)
+        before = answered[0]
+        wait_for(lambda: answered[0] > before + 500, 30, "requests after the kill")
+        wait_for(
+            lambda: len(_ready(serving)) == 2 and victim.id not in {r.id for r in _ready(serving)},
+            30,
+            "a replacement replica",
+        )
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join(30)
+    assert failures == []
+
+
+def test_keeps_serving_while_the_control_plane_is_down(serving: Serving, tmp_path: Path) -> None:
+    deploy(serving, tmp_path)
+    replicas = {r.pid for r in _ready(serving)}
+    serving.platform.kill()
+    for _ in range(20):
+        answer = serving.infer("iris", ROWS)
+        assert answer.status_code == 200, answer.text
+    # a new control plane adopts the gateway and the replicas that kept running
+    client = serving.platform.start()
+    serving.client = client
+    wait_for(lambda: {r.pid for r in _ready(serving)} == replicas, 30, "the replicas adopted")
+    assert serving.infer("iris", ROWS).status_code == 200
+
+
+def _ready(serving: Serving) -> list[ReplicaInfo]:
+    info = serving.client.get_deployment("team", "iris")
+    return [p for r in info.revisions for p in r.replicas if p.state == "ready"]

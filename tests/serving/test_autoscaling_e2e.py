@@ -1,0 +1,80 @@
+"""The autoscaler with real replicas: from zero with a held request, up under load and back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelyard.registry.versions import VersionSpec
+from tests.conftest import Serving, infer_body, iris_model, wait_for
+
+pytestmark = pytest.mark.slow
+ROWS = [[5.9, 3.0, 4.2, 1.5]]
+
+
+def ready_replicas(serving: Serving) -> int:
+    info = serving.client.get_deployment("team", "iris")
+    return sum(p.state == "ready" for r in info.revisions for p in r.replicas)
+
+
+def test_a_request_at_zero_waits_for_a_replica(serving: Serving, tmp_path: Path) -> None:
+    serving.client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
+    scaling = {
+        "scale_to_zero": True,
+        "min_replicas": 0,
+        "max_replicas": 1,
+        "stable_window_s": 2,
+        "scale_to_zero_grace_s": 1,
+    }
+    serving.client.create_deployment("team", "iris", "iris@latest", autoscaling=scaling)
+    serving.client.wait_deployment("team", "iris", timeout=60)
+    wait_for(lambda: ready_replicas(serving) == 0, 60, "scale to zero", 0.2)
+
+    started = time.monotonic()
+    answer = serving.infer("iris", ROWS)
+    waited = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert ready_replicas(serving) == 1
+    metrics = httpx.get(f"{serving.gateway}/metrics").text
+    assert 'modelyard_cold_starts_total{namespace="team",deployment="iris"} 1' in metrics
+    print(f"first answer from zero after {waited:.2f} s")
+
+
+def test_scales_up_under_load_and_back_down(serving: Serving, tmp_path: Path) -> None:
+    serving.client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
+    scaling = {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_concurrency": 1,
+        "stable_window_s": 4,
+    }
+    serving.client.create_deployment("team", "iris", "iris@latest", autoscaling=scaling)
+    serving.client.wait_deployment("team", "iris", timeout=60)
+    assert ready_replicas(serving) == 1
+    done = threading.Event()
+    failures: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(
+            base_url=serving.gateway, headers={"Authorization": f"Bearer {serving.token}"}
+        ) as http:
+            while not done.is_set():
+                answer = http.post("/team/iris/v2/models/iris/infer", json=infer_body(ROWS))
+                if answer.status_code != 200:
+                    failures.append(answer.status_code)
+
+    workers = [threading.Thread(target=load) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_for(lambda: ready_replicas(serving) == 3, 60, "scale up to 3", 0.2)
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join(30)
+    assert failures == []
+    wait_for(lambda: ready_replicas(serving) == 1, 60, "scale back down to 1", 0.2)

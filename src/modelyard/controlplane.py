@@ -26,11 +26,12 @@ from modelyard.registry.gc import collect_garbage
 from modelyard.registry.namespaces import Namespaces
 from modelyard.registry.versions import Versions
 from modelyard.serving.controller import ServingController
-from modelyard.serving.deployments import Deployments
+from modelyard.serving.deployments import Deployments, Revision
 from modelyard.serving.local import LocalOrchestrator
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore, open_blob_store
 from modelyard.store.db import Database
+from modelyard.types import Role
 
 log = logging.getLogger(__name__)
 GC_INTERVAL_SECONDS = 600.0
@@ -59,6 +60,7 @@ class ControlPlane:
     api_url: str | None = None
     """Where replicas reach the API to pull their model; set by whoever serves the API."""
     _stop: threading.Event = field(default_factory=threading.Event)
+    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
     _gc: threading.Thread | None = None
 
     @classmethod
@@ -85,7 +87,7 @@ class ControlPlane:
         schedules.on_run_created.append(executor.wake)
         keys = KeyStore(events)
         deployments = Deployments(events)
-        orchestrator = LocalOrchestrator(settings.home, {})
+        orchestrator = LocalOrchestrator(settings.home)
         return cls(
             settings=settings,
             db=db,
@@ -120,36 +122,52 @@ class ControlPlane:
         os.chmod(path, 0o600)
         return token
 
-    def data_plane_key(self) -> str:
-        """The key replicas and the gateway use (``<home>/data-plane.key``, 0600), made once."""
-        path = self.settings.home / "data-plane.key"
-        if path.exists():
-            token = path.read_text().strip()
-            try:
-                self.keys.authenticate(token)
-                return token
-            except ModelyardError:
-                log.warning("the data plane key in %s is not valid: making a new one", path)
-        _, token = self.keys.create("data-plane", admin=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token + "\n")
-        return token
-
-    def data_plane_env(self) -> dict[str, str]:
-        """What a replica or the gateway needs to reach the control plane."""
+    def gateway_env(self) -> dict[str, str]:
+        """The gateway's way to the control plane, with its key (``<home>/keys/gateway.key``):
+        it reads every key's hash for its routing table, so it is an admin key, and it never
+        leaves modelyard's own processes."""
         return {
             "MODELYARD_URL": self.api_url or self.settings.url,
-            "MODELYARD_API_KEY": self.data_plane_key(),
-            "MODELYARD_HOME": str(self.settings.home),
+            "MODELYARD_API_KEY": self._stored_key("gateway", admin=True),
         }
+
+    def replica_env(self, revision: Revision) -> dict[str, str]:
+        """What a replica needs to pull its version: the API, a key that may only read its own
+        namespace (model code runs in that process), and the shared download cache."""
+        return {
+            "MODELYARD_URL": self.api_url or self.settings.url,
+            "MODELYARD_API_KEY": self._stored_key("replicas", {revision.namespace: Role.VIEWER}),
+            "MODELYARD_CACHE_DIR": str(self.settings.cache_dir or self.settings.home / "cache"),
+        }
+
+    def _stored_key(
+        self, name: str, roles: dict[str, Role] | None = None, *, admin: bool = False
+    ) -> str:
+        """A key the control plane made for its data plane, kept in ``<home>/keys`` (0600) and
+        reused across restarts; made again when missing or no longer valid."""
+        folder = self.settings.home / "keys"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / (f"{name}-{'-'.join(sorted(roles))}.key" if roles else f"{name}.key")
+        with self._keys_lock:
+            if path.exists():
+                token = path.read_text().strip()
+                try:
+                    self.keys.authenticate(token)
+                    return token
+                except ModelyardError:
+                    log.warning("the key in %s is not valid any more: making a new one", path)
+            _, token = self.keys.create(name, roles, admin=admin)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(token + "\n")
+            return token
 
     def start_controllers(self) -> None:
         self._stop.clear()
         self.webhooks.start()
         self.executor.start()
         self.schedules.start()
-        self.orchestrator.env = self.data_plane_env()
+        self.orchestrator.env_for = self.replica_env
         self.serving.start()
         self.delivery.start()
         self._gc = threading.Thread(target=self._gc_loop, name="gc", daemon=True)

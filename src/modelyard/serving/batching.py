@@ -14,7 +14,9 @@ latency and an idle model. So:
   dispatched after one turn of the loop.
 
 ``predict_batch`` runs in one dedicated worker thread, one call at a time, so the event loop keeps
-parsing requests while the model computes and the model never sees concurrent calls.
+parsing requests while the model computes and the model never sees concurrent calls. When a
+stacked call raises, each of its requests is predicted alone: only those that fail by themselves
+get the error.
 """
 
 from __future__ import annotations
@@ -149,10 +151,14 @@ class Batcher:
                 pending.future.cancel()
             raise
         except Exception as exc:
-            # One failing batch fails its own callers only; the loop goes on with the next.
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            # One bad request must not fail the requests it happened to share a batch with: run
+            # each alone, so that only the ones that fail by themselves get the error.
             for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+                await self._predict(loop, [pending])
             return
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():

@@ -112,7 +112,7 @@ class ServingController:
                 known.add(revision.id)
                 ready = self._ready(revision.id)
                 serving += ready
-                decision = self._kpa(revision).decide(ready)
+                decision = self._kpa(revision, ready).decide(ready)
                 self._decisions[revision.id] = decision
                 self.orchestrator.scale(revision, decision.desired)
                 if revision.state == RETIRED and ready:
@@ -150,10 +150,15 @@ class ServingController:
             self.deployments.set_state(revision.id, READY)
             self.wake()
 
-    def _kpa(self, revision: Revision) -> Kpa:
+    def _kpa(self, revision: Revision, ready: int) -> Kpa:
         kpa = self._kpas.get(revision.id)
         if kpa is None:
-            kpa = self._kpas[revision.id] = Kpa(revision.spec.autoscaling, self.clock)
+            # A routed revision met without history (the control plane restarted and adopted its
+            # replicas) keeps what runs until measurements say otherwise.
+            scaling = revision.spec.autoscaling
+            initial = min(scaling.max_replicas, max(scaling.initial_replicas, ready))
+            spec = scaling.model_copy(update={"initial_replicas": initial})
+            kpa = self._kpas[revision.id] = Kpa(spec, self.clock)
         return kpa
 
     def _ready(self, revision_id: str) -> int:

@@ -111,8 +111,8 @@ class _Wanted:
 @dataclass
 class LocalOrchestrator:
     home: Path
-    env: dict[str, str]
-    """Environment of every replica: how to reach the repository (MODELYARD_URL, a key, home)."""
+    env_for: Callable[[Revision], dict[str, str]] = field(default=lambda revision: {})
+    """A revision's replica environment: how to reach the repository (MODELYARD_URL, a key)."""
     drain_delay: float = 1.0
     ready_timeout: float = 120.0
     _procs: dict[str, _Process] = field(default_factory=dict)
@@ -335,7 +335,7 @@ class LocalOrchestrator:
         handle = self.launcher.start(
             "modelyard.serving.server:run_forked",
             command,
-            {**self.env, **spec.env},
+            {**self.env_for(revision), **spec.env},
             str(log_path),
             listen="127.0.0.1",
         )

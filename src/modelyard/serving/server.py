@@ -13,14 +13,17 @@ microsecond here is a microsecond of every inference.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON = [(b"content-type", b"application/json")]
 EXIT_LOAD_FAILED = 3
+INLINE_PREDICT_SECONDS = 0.005
 
 
 class ModelServer:
@@ -58,6 +62,8 @@ class ModelServer:
         self.batching = batching
         self.runtime: Runtime | None = None
         self.batcher: Batcher | None = None
+        self._slow = False
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="predict")
         self.load_error: str | None = None
 
     def load(self, runtime: Runtime, path: Path, signature: Mapping[str, Any]) -> None:
@@ -205,7 +211,18 @@ class ModelServer:
         runtime = self._runtime()
         if self.batcher is not None:
             return await self.batcher.submit(inputs)
-        return runtime.predict(inputs)
+        if self._slow:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._worker, runtime.predict, inputs)
+        started = time.perf_counter()
+        try:
+            return runtime.predict(inputs)
+        finally:
+            # A fast model runs right on the event loop (a thread hop costs more than it does);
+            # one that takes longer moves to the worker thread for good, so that health checks
+            # and other requests are not held up behind it.
+            if time.perf_counter() - started > INLINE_PREDICT_SECONDS:
+                self._slow = True
 
     async def _infer(self, body: bytes) -> bytes:
         runtime = self._runtime()

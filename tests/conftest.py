@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -167,12 +168,12 @@ class Platform:
         self.process.wait(10)
 
     def data_plane_pids(self) -> list[int]:
-        pids = []
-        gateway = self.home / "gateway.pid"
-        if gateway.exists():
-            pids.append(int(gateway.read_text().split()[0]))
-        for state in (self.home / "replicas").glob("*.json"):
-            pids.append(int(json.loads(state.read_text())["pid"]))
+        """The gateway (found by its command line, which names this home) and the replicas."""
+        pids = [int(json.loads(s.read_text())["pid"]) for s in self.home.glob("replicas/*.json")]
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                if str(self.home).encode() in cmdline.read_bytes():
+                    pids.append(int(cmdline.parent.name))
         return pids
 
     def stop(self) -> None:
@@ -234,10 +235,45 @@ class Serving:
             base_url=self.gateway, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
         )
 
+    def load(self, deployment: str, rows: list[list[float]], workers: int) -> Load:
+        return Load(self, deployment, rows, workers)
+
     def infer(self, deployment: str, rows: list[list[float]], **kwargs: object) -> httpx.Response:
         return self.http.post(
             f"/team/{deployment}/v2/models/{deployment}/infer", json=infer_body(rows), **kwargs
         )
+
+
+class Load:
+    """Closed-loop inference from ``workers`` threads while the block runs; every answer that is
+    not 200 is kept in ``failures``."""
+
+    def __init__(self, serving: Serving, deployment: str, rows: list[list[float]], workers: int):
+        self.serving, self.deployment, self.rows = serving, deployment, rows
+        self.answered = 0
+        self.failures: list[str] = []
+        self._done = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
+
+    def _run(self) -> None:
+        path = f"/team/{self.deployment}/v2/models/{self.deployment}/infer"
+        auth = {"Authorization": f"Bearer {self.serving.token}"}
+        with httpx.Client(base_url=self.serving.gateway, headers=auth, timeout=30) as http:
+            while not self._done.is_set():
+                answer = http.post(path, json=infer_body(self.rows))
+                self.answered += 1
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code} {answer.text}")
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(30)
 
 
 @pytest.fixture

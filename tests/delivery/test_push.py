@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import httpx
 import pytest
 
 from modelyard.registry.versions import VersionSpec
-from tests.conftest import Serving, infer_body, iris_model, wait_for
+from tests.conftest import Serving, iris_model, wait_for
 
 pytestmark = pytest.mark.slow
 ROWS = [[5.9, 3.0, 4.2, 1.5]]
@@ -28,29 +26,10 @@ def test_a_commit_is_served_and_the_old_revision_drains(serving: Serving, tmp_pa
     client.push("team/iris", iris_model(tmp_path / "v1"), SKLEARN)
     client.create_deployment("team", "iris", "iris@latest")
     client.wait_deployment("team", "iris", timeout=60)
-    failures: list[str] = []
-    done = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(
-            base_url=serving.gateway, headers={"Authorization": f"Bearer {serving.token}"}
-        ) as http:
-            while not done.is_set():
-                answer = http.post("/team/iris/v2/models/iris/infer", json=infer_body(ROWS))
-                if answer.status_code != 200:
-                    failures.append(f"{answer.status_code} {answer.text}")
-
-    workers = [threading.Thread(target=load) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    try:
+    with serving.load("iris", ROWS, workers=2) as load:
         client.push("team/iris", iris_model(tmp_path / "v2", max_iter=3), SKLEARN)
         wait_for(lambda: served_version(serving) == "2", 30, "version 2 to serve", 0.05)
-    finally:
-        done.set()
-        for worker in workers:
-            worker.join(30)
-    assert failures == []
+    assert load.failures == []
 
     def retired() -> bool:
         first = client.get_deployment("team", "iris").revisions[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from pathlib import Path
 
 import httpx
@@ -76,6 +75,11 @@ def test_infers_over_oip_v2_and_v1_on_prefixed_and_bare_paths(
     assert 'code="400"} 2' in metrics
     assert "modelyard_request_duration_seconds_bucket" in metrics
 
+    serving.client.delete_deployment("team", "iris")
+    wait_for(lambda: serving.infer("iris", ROWS).status_code == 404, 10, "the route gone", 0.05)
+    home = serving.platform.home
+    wait_for(lambda: not list(home.glob("replicas/*.json")), 30, "the replicas stopped", 0.1)
+
 
 def test_keys_need_a_role_in_the_namespace(serving: Serving, tmp_path: Path) -> None:
     deploy(serving, tmp_path)
@@ -116,39 +120,19 @@ def test_a_replica_killed_under_load_fails_no_request(serving: Serving, tmp_path
     )
     wait_for(lambda: len(_ready(serving)) == 2, 30, "two ready replicas")
     assert info.revisions[0].replicas
-    failures: list[str] = []
-    done = threading.Event()
-    answered = [0]
-
-    def load() -> None:
-        with httpx.Client(
-            base_url=serving.gateway, headers={"Authorization": f"Bearer {serving.token}"}
-        ) as http:
-            while not done.is_set():
-                response = http.post("/team/iris/v2/models/iris/infer", json=infer_body(ROWS))
-                answered[0] += 1
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code} {response.text}")
-
-    workers = [threading.Thread(target=load) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    try:
-        wait_for(lambda: answered[0] > 200, 30, "load to run")
+    with serving.load("iris", ROWS, workers=4) as load:
+        wait_for(lambda: load.answered > 200, 30, "load to run")
         victim = _ready(serving)[0]
         os.kill(victim.pid or 0, signal.SIGKILL)
-        before = answered[0]
-        wait_for(lambda: answered[0] > before + 500, 30, "requests after the kill")
+        before = load.answered
+        wait_for(lambda: load.answered > before + 500, 30, "requests after the kill")
         wait_for(
             lambda: len(_ready(serving)) == 2 and victim.id not in {r.id for r in _ready(serving)},
             30,
             "a replacement replica",
+            0.1,
         )
-    finally:
-        done.set()
-        for worker in workers:
-            worker.join(30)
-    assert failures == []
+    assert load.failures == []
 
 
 def test_keeps_serving_while_the_control_plane_is_down(serving: Serving, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import httpx
 import pytest
 
 from modelyard.registry.versions import VersionSpec
-from tests.conftest import Serving, infer_body, iris_model, wait_for
+from tests.conftest import Serving, iris_model, wait_for
 
 pytestmark = pytest.mark.slow
 ROWS = [[5.9, 3.0, 4.2, 1.5]]
@@ -55,26 +54,7 @@ def test_scales_up_under_load_and_back_down(serving: Serving, tmp_path: Path) ->
     serving.client.create_deployment("team", "iris", "iris@latest", autoscaling=scaling)
     serving.client.wait_deployment("team", "iris", timeout=60)
     assert ready_replicas(serving) == 1
-    done = threading.Event()
-    failures: list[int] = []
-
-    def load() -> None:
-        with httpx.Client(
-            base_url=serving.gateway, headers={"Authorization": f"Bearer {serving.token}"}
-        ) as http:
-            while not done.is_set():
-                answer = http.post("/team/iris/v2/models/iris/infer", json=infer_body(ROWS))
-                if answer.status_code != 200:
-                    failures.append(answer.status_code)
-
-    workers = [threading.Thread(target=load) for _ in range(6)]
-    for worker in workers:
-        worker.start()
-    try:
+    with serving.load("iris", ROWS, workers=6) as load:
         wait_for(lambda: ready_replicas(serving) == 3, 60, "scale up to 3", 0.2)
-    finally:
-        done.set()
-        for worker in workers:
-            worker.join(30)
-    assert failures == []
+    assert load.failures == []
     wait_for(lambda: ready_replicas(serving) == 1, 60, "scale back down to 1", 0.2)

@@ -6,6 +6,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 ARGS ?=
 PYTEST_ARGS ?=
+BENCH ?= registry
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -36,8 +37,8 @@ unit: $(DEV_STAMP)
 
 test: lint typecheck unit
 
-bench: $(DEV_STAMP)
-	$(BIN)/python bench/registry.py
+bench: $(DEV_STAMP)  # make bench BENCH=registry|pipelines|serving
+	$(BIN)/python bench/$(BENCH).py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-kfp bench/.venvs .modelyard-demo .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ from tests.conftest import Serving, infer_body, iris_model, wait_for
 
 pytestmark = pytest.mark.slow
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+SKLEARN = VersionSpec(runtime="sklearn")
 
 
 def deploy(serving: Serving, tmp_path: Path, name: str = "iris", **spec: object) -> DeploymentInfo:
@@ -152,3 +153,61 @@ def test_keeps_serving_while_the_control_plane_is_down(serving: Serving, tmp_pat
 def _ready(serving: Serving) -> list[ReplicaInfo]:
     info = serving.client.get_deployment("team", "iris")
     return [p for r in info.revisions for p in r.replicas if p.state == "ready"]
+
+
+def test_traffic_splits_by_percent_and_a_tag_pins_a_revision(
+    serving: Serving, tmp_path: Path
+) -> None:
+    deploy(serving, tmp_path)
+    serving.client.push("team/iris", iris_model(tmp_path / "v2", max_iter=3), SKLEARN)
+    serving.client.wait_deployment("team", "iris", version=2, timeout=60)
+    serving.client.set_traffic(
+        "team", "iris", [{"revision": 1, "percent": 50, "tag": "old"}, {"percent": 50}]
+    )
+    # revision 1 was retired (no replicas): the first requests for it wait while one starts
+    pinned = [serving.infer("iris", ROWS, headers={"X-Modelyard-Tag": "old"}) for _ in range(10)]
+    assert {p.json()["model_version"] for p in pinned} == {"1"}
+    assert {p.headers["x-modelyard-revision"] for p in pinned} == {"iris-00001"}
+    versions = [serving.infer("iris", ROWS).json()["model_version"] for _ in range(200)]
+    assert 60 < versions.count("1") < 140  # 50/50 by percent: 100 +- 40 is ~6 sigma
+    unknown = serving.infer("iris", ROWS, headers={"X-Modelyard-Tag": "nope"})
+    assert unknown.status_code == 404 and "no revision tagged 'nope'" in unknown.text
+
+
+MODEL_PY = """
+import time
+
+import numpy as np
+
+
+def predict(inputs):
+    x = next(iter(inputs.values()))
+    if (x == 13).any():
+        raise ValueError("13 is unlucky")
+    if (x == 7).any():
+        time.sleep(2)
+    return {"y": np.asarray(x) * 2}
+"""
+
+
+def test_model_errors_and_slow_answers(serving: Serving, tmp_path: Path) -> None:
+    folder = tmp_path / "py"
+    folder.mkdir()
+    (folder / "model.py").write_text(MODEL_PY)
+    serving.client.push("team/doubler", folder, VersionSpec(runtime="python"))
+    serving.client.create_deployment("team", "doubler", "doubler@latest", timeout_s=0.5)
+    serving.client.wait_deployment("team", "doubler", timeout=60)
+
+    def call(value: float) -> httpx.Response:
+        body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [value]}]}
+        return serving.http.post("/team/doubler/v2/models/doubler/infer", json=body)
+
+    assert call(2).json()["outputs"][0]["data"] == [4.0]
+    failed = call(13)
+    assert failed.status_code == 500
+    error_id = failed.json()["error"].split("error id ")[1].split(")")[0]
+    logs = "".join(p.read_text() for p in serving.platform.home.glob("replicas/*.log"))
+    assert error_id in logs and "13 is unlucky" in logs
+    assert call(3).status_code == 200  # the replica keeps serving
+    slow = call(7)
+    assert slow.status_code == 504 and "timeout_s" in slow.json()["error"]

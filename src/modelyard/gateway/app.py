@@ -241,7 +241,9 @@ class Gateway:
 
 async def _within(call: Awaitable[Response], deadline: float, route: DeploymentRoute) -> Response:
     try:
-        return await asyncio.wait_for(call, max(0.0, deadline - time.monotonic()))
+        # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return await call
     except TimeoutError:
         raise _Reject(
             504, f"no answer within {route.timeout_s} s (the deployment's timeout_s)"

@@ -227,19 +227,9 @@ class ServingController:
     # status -------------------------------------------------------------------------------------
     def describe(self, info: DeploymentInfo) -> DeploymentInfo:
         """``info`` with each revision's replicas and its autoscaler's latest decision."""
-        plans = {p.name: p for p in self.deployments.plans() if p.namespace == info.namespace}
-        plan = plans.get(info.name)
-        ids = {}
-        if plan is not None:
-            for running in [r.revision for r in plan.routes] + plan.idle + [plan.deploying]:
-                if running is not None:
-                    ids[running.number] = running.id
         revisions = []
         for revision in info.revisions:
-            revision_id = ids.get(revision.number)
-            if revision_id is None:
-                revisions.append(revision)
-                continue
+            revision_id = revision.id
             decision = self._decisions.get(revision_id)
             replicas = [
                 ReplicaInfo(

@@ -125,6 +125,7 @@ class ReplicaInfo(Record):
 
 
 class RevisionInfo(Record):
+    id: str
     number: int
     name: str
     model_version: int
@@ -533,6 +534,7 @@ class Deployments:
     ) -> list[RevisionInfo]:
         return [
             RevisionInfo(
+                id=r.id,
                 number=r.number,
                 name=revision_name(row.name, r.number),
                 model_version=r.version_number,

@@ -692,3 +692,22 @@ def test_sigterm_lets_requests_in_flight_finish(start: StartServer, tmp_path: Pa
     code = server.process.wait(STOP_TIMEOUT_S)
     assert code in (0, -signal.SIGTERM), server.log
     assert "Traceback" not in server.log
+
+
+def test_a_runtime_plug_in_serves_its_own_routes(tmp_path: Path) -> None:
+    folder = tmp_path / "echo"
+    folder.mkdir()
+    (folder / "greeting.txt").write_text("hello")
+    runtime = "tests.serving.echo_runtime:EchoRuntime"  # loaded by module:Class
+    server = ServerProcess(folder, runtime, "echo", tmp_path / "echo.log")
+    try:
+        server.wait_ready()
+        answer = httpx.post(f"{server.url}/greet?loud=1", json={"name": "ada"})
+        assert answer.status_code == 200
+        assert answer.json() == {"text": "hello, ada", "q": {"loud": "1"}}
+        refused = httpx.post(f"{server.url}/greet", content=b"ada")
+        assert refused.status_code == 400 and refused.json() == {"error": "send JSON"}
+        body = infer_body(np.array([[1.5]]), name="x")
+        assert output(infer(server, body), "doubled")["data"] == [3.0]
+    finally:
+        server.stop()

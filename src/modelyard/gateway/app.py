@@ -7,7 +7,8 @@ connection failed, enforces the deployment's body size and time limits, and reco
 autoscaler's concurrency and an access log line. A request for a revision with no ready replica
 (scaled to zero, or its replicas restarting) waits here, in a bounded queue, until one is ready.
 
-Paths: ``/{namespace}/{deployment}/v2/...`` and ``/v1/...``; and the bare OIP paths
+Paths: ``/{namespace}/{deployment}/v2/...`` and ``/v1/...`` (and any other path of the
+deployment's runtime, like an image search's ``/search``); and the bare OIP paths
 ``/v2/models/{deployment}/...`` with the namespace in ``X-Modelyard-Namespace``, so unmodified
 OIP clients need only a URL and headers. ``/metrics`` is Prometheus exposition.
 """

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
@@ -34,7 +35,7 @@ from modelyard import __version__
 from modelyard.errors import InvalidInput, ModelyardError, PayloadTooLarge
 from modelyard.serving import protocol
 from modelyard.serving.batching import Batcher
-from modelyard.serving.runtimes import Runtime, load_runtime
+from modelyard.serving.runtimes import HttpRequest, Runtime, load_runtime
 
 log = logging.getLogger("modelyard.serving.server")
 Scope = dict[str, Any]
@@ -91,7 +92,7 @@ class ModelServer:
         path: str = scope["path"]
         method: str = scope["method"]
         try:
-            status, body = await self._route(method, path, receive)
+            status, body = await self._route(method, path, receive, scope)
         except PayloadTooLarge as exc:
             status, body = 413, protocol.encode_error(exc.message)
         except InvalidInput as exc:
@@ -119,7 +120,21 @@ class ModelServer:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _route(self, method: str, path: str, receive: Receive) -> tuple[int, bytes]:
+    async def _route(
+        self, method: str, path: str, receive: Receive, scope: Scope
+    ) -> tuple[int, bytes]:
+        handler = self.runtime.routes().get(path) if self.runtime is not None else None
+        if handler is not None:
+            request = HttpRequest(
+                method=method,
+                body=await self._body(receive),
+                content_type=next(
+                    (v.decode() for k, v in scope["headers"] if k == b"content-type"), ""
+                ),
+                query=dict(parse_qsl(scope.get("query_string", b"").decode())),
+            )
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._worker, handler, request)
         if method == "POST":
             if path.startswith("/v2/models/") and path.endswith("/infer"):
                 model = path[len("/v2/models/") : -len("/infer")]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,20 @@ _BUILTINS = {
     "python": "modelyard.serving.runtimes.python:PythonRuntime",
     "sklearn": "modelyard.serving.runtimes.sklearn:SklearnRuntime",
 }
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request to one of a runtime's own routes (beyond the inference protocol)."""
+
+    method: str
+    body: bytes
+    content_type: str
+    query: dict[str, str]
+
+
+RouteHandler = Callable[[HttpRequest], tuple[int, bytes]]
+"""Answers (status, JSON body); raise modelyard errors for client mistakes (400/404/413)."""
 
 
 class Runtime(ABC):
@@ -74,6 +89,11 @@ class Runtime(ABC):
         bounds = np.cumsum(counts)[:-1]
         split = {name: np.split(array, bounds) for name, array in outputs.items()}
         return [{name: parts[i] for name, parts in split.items()} for i in range(len(batch))]
+
+    def routes(self) -> Mapping[str, RouteHandler]:
+        """Paths of the runtime's own API, served next to the inference protocol (an image
+        search's ``/search``, say). Handlers run on the server's worker thread."""
+        return {}
 
     @property
     def inputs(self) -> list[TensorSpec]:

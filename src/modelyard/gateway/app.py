@@ -97,14 +97,17 @@ class Gateway:
     # request handling ---------------------------------------------------------------------------
     @staticmethod
     def _target(path: str, scope: Scope) -> tuple[str, str, str] | None:
-        """(namespace, deployment, path at the replica) of an inference path, else None."""
-        parts = path.split("/", 3)
-        if len(parts) == 4 and parts[3][:3] in ("v2/", "v1/"):
-            return parts[1], parts[2], "/" + parts[3]
+        """(namespace, deployment, path at the replica) of a deployment's path, else None.
+
+        The bare OIP paths come first: a namespace named ``v1`` or ``v2`` is reached only
+        through them."""
         if path.startswith("/v2/models/") or path.startswith("/v1/models/"):
             model = path[len("/v2/models/") :].split("/", 1)[0].split(":", 1)[0]
             namespace = next((v.decode() for k, v in scope["headers"] if k == NAMESPACE_HEADER), "")
             return namespace, model, path
+        parts = path.split("/", 3)
+        if len(parts) == 4 and parts[1] and parts[2] and parts[3]:
+            return parts[1], parts[2], "/" + parts[3]
         return None
 
     def _admit(

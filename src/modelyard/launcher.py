@@ -47,6 +47,9 @@ def serve() -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Ctrl-C in a terminal signals the whole process group: the control plane shuts down and then
+    # closes our stdin, which is how the launcher ends. Dying first would orphan its children.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     selector = selectors.DefaultSelector()
     selector.register(sys.stdin, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
@@ -72,6 +75,7 @@ def serve() -> None:
             if pid == 0:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 selector.close()
                 os.close(wake_r)
                 os.close(wake_w)

@@ -38,6 +38,7 @@ def up(
     settings = loaded.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # replica health checks, twice a second
     plane = ControlPlane.build(settings)
     plane.orchestrator.launcher.warm()  # replicas fork from it: have its imports done by then
     if plane.ensure_admin_key():

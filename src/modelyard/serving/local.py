@@ -86,8 +86,12 @@ class _Process:
         return f"http://127.0.0.1:{self.port}"
 
     def exit_code(self) -> int | None:
-        if self.handle is not None:
+        if self.handle is not None and self.handle.exitcode is None:
+            return None
+        if self.handle is not None and self.handle.exitcode != -signal.SIGKILL:
             return self.handle.exitcode
+        # Reported killed: also what the launcher's end reports for children it can no longer
+        # watch. A replica runs in its own session and may well live on: believe the kernel.
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:

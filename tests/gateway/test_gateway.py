@@ -164,7 +164,14 @@ def test_traffic_splits_by_percent_and_a_tag_pins_a_revision(
     serving.client.set_traffic(
         "team", "iris", [{"revision": 1, "percent": 50, "tag": "old"}, {"percent": 50}]
     )
-    # revision 1 was retired (no replicas): the first requests for it wait while one starts
+    # the gateway learns the tag with its next routing table; revision 1 was retired (no
+    # replicas), so the first request for it waits while one starts
+    wait_for(
+        lambda: serving.infer("iris", ROWS, headers={"X-Modelyard-Tag": "old"}).status_code == 200,
+        60,
+        "the tag to route",
+        0.05,
+    )
     pinned = [serving.infer("iris", ROWS, headers={"X-Modelyard-Tag": "old"}) for _ in range(10)]
     assert {p.json()["model_version"] for p in pinned} == {"1"}
     assert {p.headers["x-modelyard-revision"] for p in pinned} == {"iris-00001"}

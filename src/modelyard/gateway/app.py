@@ -152,7 +152,7 @@ class Gateway:
         if query:
             path = f"{path}?{query.decode()}"
         deadline = time.monotonic() + route.timeout_s
-        revision = self._revision(route, tag.decode() if tag else None)
+        revision = await self._revision(route, tag.decode() if tag else None, deadline)
         self.concurrency.begin(revision.id)
         labels = (route.namespace, route.name, revision.name)
         self.metrics.in_flight[labels] += 1
@@ -185,15 +185,22 @@ class Gateway:
             self.concurrency.end(revision.id)
             self.metrics.in_flight[labels] -= 1
 
-    def _revision(self, route: DeploymentRoute, tag: str | None) -> RevisionRoute:
-        revision = route.pick(tag)
-        if revision is None:
+    async def _revision(
+        self, route: DeploymentRoute, tag: str | None, deadline: float
+    ) -> RevisionRoute:
+        """The revision to send to; while a new deployment's first revision is still starting,
+        the request waits for it (a slower answer, not an error)."""
+        key = f"{route.namespace}/{route.name}"
+        while True:
+            revision = route.pick(tag)
+            if revision is not None:
+                return revision
             if tag is not None:
-                raise _Reject(
-                    404, f"deployment {route.namespace}/{route.name} has no revision tagged {tag!r}"
-                )
-            raise _Reject(503, f"deployment {route.namespace}/{route.name}: {route.status}")
-        return revision
+                raise _Reject(404, f"deployment {key} has no revision tagged {tag!r}")
+            if not route.deploying or time.monotonic() >= deadline:
+                raise _Reject(503, f"deployment {key}: {route.status}")
+            await self.routes.changed(min(1.0, deadline - time.monotonic()))
+            route = self.routes.table.deployments.get(key, route)
 
     async def _endpoint(
         self, route: DeploymentRoute, revision: RevisionRoute, tried: set[int], deadline: float

@@ -45,6 +45,8 @@ class DeploymentRoute:
     timeout_s: float
     max_body_bytes: int
     revisions: list[RevisionRoute]
+    deploying: bool = False
+    """Its latest revision is starting: requests that find no revision wait for it."""
 
     def pick(self, tag: str | None) -> RevisionRoute | None:
         """The revision a request goes to: the tagged one, else one drawn by percent."""
@@ -89,6 +91,7 @@ class Table:
                 status=item["status"],
                 timeout_s=float(item["timeout_s"]),
                 max_body_bytes=int(item["max_body_bytes"]),
+                deploying=bool(item.get("deploying", False)),
                 revisions=[
                     RevisionRoute(
                         id=r["id"],

@@ -182,7 +182,8 @@ class Step(Generic[P, R]):
         self.__doc__ = func.__doc__
         self.__name__ = func.__name__
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Task:
+    def __call__(self, *args: Any, **kwargs: Any) -> Task:
+        # Not P: inside a pipeline, inputs are wired task outputs and outputs are left out.
         builder = _builder.get()
         if builder is None:
             raise InvalidInput(
@@ -192,6 +193,26 @@ class Step(Generic[P, R]):
         if args:
             raise InvalidInput(f"step {self.spec.name!r}: pass arguments by name")
         return builder.add(self, kwargs)
+
+
+@typing.overload
+def step(func: Callable[P, R]) -> Step[P, R]: ...
+
+
+@typing.overload
+def step(
+    func: None = None,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff_seconds: float = 1.0,
+    timeout_seconds: float | None = None,
+    cpu: float | None = None,
+    memory_mb: int | None = None,
+    env: dict[str, str] | None = None,
+    cache: bool = True,
+    cache_ttl_seconds: float | None = None,
+) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
 
 def step(

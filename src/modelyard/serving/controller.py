@@ -172,6 +172,7 @@ class ServingController:
                     "status": plan.status,
                     "timeout_s": plan.timeout_s,
                     "max_body_bytes": plan.max_body_bytes,
+                    "deploying": plan.deploying is not None,
                     "revisions": [
                         {
                             "id": route.revision.id,

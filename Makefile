@@ -8,21 +8,24 @@ ARGS ?=
 PYTEST_ARGS ?=
 BENCH ?= registry
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo tour test lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[image]'
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(RUNTIME_STAMP)
 
-demo: $(RUNTIME_STAMP)
+demo: $(RUNTIME_STAMP)  # the image search; make demo ARGS=--once exits after the queries
+	$(BIN)/python -m modelyard.apps.image_search.demo $(ARGS)
+
+tour: $(RUNTIME_STAMP)  # the model repository's tour
 	$(BIN)/python examples/registry_tour.py $(ARGS)
 
 lint: $(DEV_STAMP)

@@ -558,6 +558,16 @@ def _code_root(module_file: str | None, module: str) -> str | None:
     return str(root)
 
 
+@typing.overload
+def pipeline(func: Callable[..., Any]) -> Pipeline: ...
+
+
+@typing.overload
+def pipeline(
+    func: None = None, *, name: str | None = None, description: str = ""
+) -> Callable[[Callable[..., Any]], Pipeline]: ...
+
+
 def pipeline(
     func: Callable[..., Any] | None = None, *, name: str | None = None, description: str = ""
 ) -> Any:

@@ -40,18 +40,19 @@ def test_pipeline_publishes_an_index_that_is_deployed_and_searched(
     (folder / "broken.png").write_bytes(emoji[0].path.read_bytes()[:100])
     catalog = json.loads((folder / "catalog.json").read_text())
     entries = catalog["items"] if isinstance(catalog, dict) else catalog
-    entries.append({"id": "broken", "file": "broken.png", "label": "x", "category": "x"})
+    entries.append(
+        {"id": "broken", "file": "broken.png", "label": "x", "category": "x", "subcategory": ""}
+    )
     (folder / "catalog.json").write_text(json.dumps(catalog))
     client.push("team/catalog", folder, kind="dataset")
-    client.register_pipeline("team", image_index)
+    client.register_pipeline("team", image_index("team/image-index"))
     params = {
         "catalog": "team/catalog@latest",
-        "target": "team/image-index",
         "cache": str(tmp_path / "embeddings"),
     }
     run = client.wait_run("team", client.run_pipeline("team", "image-index", params).id, 900)
-    assert run.state == "succeeded", run.reason
-    logs = "".join(client.run_logs("team", run.id))
+    logs = "\n".join(client.run_logs("team", run.id))
+    assert run.state == "succeeded", logs
     assert "skipped broken" in logs  # counted and listed, and the build went on
     version = client.get_version("team/image-index@latest")
     assert version.runtime == "image-search"
@@ -67,7 +68,9 @@ def test_pipeline_publishes_an_index_that_is_deployed_and_searched(
             files={"image": ("q.jpg", jpeg(item.path, rng), "image/jpeg")},
         )
         assert answer.status_code == 200, answer.text
-        assert answer.json()["results"][0]["id"] == item.id
+        top = answer.json()["results"][0]
+        # an emoji finds itself; a photo finds itself or one of its near-duplicate copies
+        assert top["id"] == item.id or (item in photos and top["subcategory"] == item.subcategory)
     by_id = serving.http.post("/team/search/search", json={"id": emoji[5].id, "k": 3})
     assert by_id.json()["results"][0]["id"] == emoji[5].id
     as_b64 = base64.b64encode(jpeg(queries[0][0], rng)).decode()
@@ -96,8 +99,10 @@ def test_pipeline_publishes_an_index_that_is_deployed_and_searched(
     assert "embedded 1/1" in "".join(client.run_logs("team", second.id))
     assert embedded.state == "succeeded"
     wait_for(
-        lambda: client.get_deployment("team", "search").revisions[-1].model_version == 2
-        and client.get_deployment("team", "search").revisions[-1].state == "ready",
+        lambda: (
+            client.get_deployment("team", "search").revisions[-1].model_version == 2
+            and client.get_deployment("team", "search").revisions[-1].state == "ready"
+        ),
         300,
         "version 2 deployed by itself",
         0.5,

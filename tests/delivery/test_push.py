@@ -68,7 +68,9 @@ def test_a_deployment_follows_its_alias(serving: Serving, tmp_path: Path) -> Non
     client.push("team/iris", iris_model(tmp_path / "v1"), SKLEARN, alias="production")
     client.push("team/iris", iris_model(tmp_path / "v2", max_iter=3), SKLEARN)
     client.create_deployment("team", "iris", "iris@production")
-    # no waiting: the gateway holds the first request while the first revision starts
+    # the gateway holds requests while the first revision starts (404 only until its routing
+    # table lists the new deployment, a sync round later)
+    wait_for(lambda: serving.infer("iris", ROWS).status_code == 200, 60, "the first answer", 0.05)
     assert served_version(serving) == "1"  # latest is 2, but the alias says 1
     client.set_alias("team/iris@2", "production")
     wait_for(lambda: served_version(serving) == "2", 30, "the alias move to deploy", 0.05)

@@ -55,19 +55,21 @@ def test_full_precision_kinds_find_each_stored_vector_first(kind: str) -> None:
 
 
 def test_ivfpq_on_a_few_thousand_vectors() -> None:
-    vectors = clustered_rows(4_000, 64, clusters=40)
+    # Groups of about ten near neighbours, like the copies of a photo in a catalog.
+    vectors = clustered_rows(3_000, 64, clusters=300)
     index = build_index(vectors, "ivfpq")
     assert isinstance(index, IVFPQIndex)
-    assert index.size == 4_000
+    assert index.size == 3_000
     params = index.params
     assert set(params) == {"nlist", "m", "nbits", "nprobe"}
-    assert 64 % params["m"] == 0 and 1 <= params["nprobe"] <= params["nlist"] <= 4_000 // 39
+    assert 64 % params["m"] == 0 and 1 <= params["nprobe"] <= params["nlist"] <= 3_000 // 39
     json.dumps(params)
     _, positions = index.search(vectors[:200], 10)
     self_found = (positions == np.arange(200)[:, None]).any(axis=1).mean()
-    assert self_found >= 0.9
-    # PQ codes trade recall for memory: far above chance (10 / 4,000), not near exact search
-    assert recall_at_k(index, vectors, k=10, sample=200) >= 0.3
+    assert self_found >= 0.95
+    # PQ codes trade recall for memory: approximate, yet most true neighbours are found (0.84
+    # when this was written).
+    assert recall_at_k(index, vectors, k=10, sample=200) >= 0.7
 
 
 def test_ivfpq_explicit_parameters_are_checked() -> None:

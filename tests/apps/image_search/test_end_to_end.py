@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def jpeg(path: Path, rng: np.random.Generator) -> bytes:
     buffer = io.BytesIO()
-    augment(Image.open(path).convert("RGB"), rng).save(buffer, format="JPEG", quality=85)
+    augment(Image.open(path), rng).save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()
 
 

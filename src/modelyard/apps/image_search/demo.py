@@ -180,7 +180,7 @@ def query(gateway: str, key: str, emoji: list[Any], queries: list[tuple[Path, st
         table.add_column(column)
     with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
         for path, expected in picks:
-            image = augment(Image.open(path).convert("RGB"), rng)
+            image = augment(Image.open(path), rng)
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=85)
             answer = http.post(

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelyard.auth.keys import KeyStore
@@ -115,11 +116,7 @@ class ControlPlane:
         if self.keys.count():
             return None
         _, token = self.keys.create("admin", admin=True)
-        path = self.settings.admin_key_path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token + "\n")
-        os.chmod(path, 0o600)
+        _write_secret(self.settings.admin_key_path, token)
         return token
 
     def gateway_env(self) -> dict[str, str]:
@@ -157,9 +154,7 @@ class ControlPlane:
                 except ModelyardError:
                     log.warning("the key in %s is not valid any more: making a new one", path)
             _, token = self.keys.create(name, roles, admin=admin)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(token + "\n")
+            _write_secret(path, token)
             return token
 
     def start_controllers(self) -> None:
@@ -200,3 +195,11 @@ class ControlPlane:
         self.stop_controllers()
         self.webhooks.client.close()
         self.db.dispose()
+
+
+def _write_secret(path: Path, token: str) -> None:
+    """A key file only its owner can read (mode 0600 even when the file existed before)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    os.chmod(path, 0o600)

@@ -34,7 +34,6 @@ from modelyard.serving.deployments import (
     DeploymentInfo,
     Deployments,
     Plan,
-    ReplicaInfo,
     Revision,
 )
 from modelyard.serving.orchestrator import READY as REPLICA_READY
@@ -139,24 +138,22 @@ class ServingController:
             self.orchestrator.scale(revision, 0)
             self.deployments.set_state(revision.id, FAILED, failure)
             return
-        scaling = revision.spec.autoscaling
-        initial = min(scaling.max_replicas, max(1, scaling.initial_replicas, serving))
-        if revision.id not in self._kpas:
-            spec = scaling.model_copy(update={"initial_replicas": initial})
-            self._kpas[revision.id] = Kpa(spec, self.clock)
+        # It starts with as many replicas as the revision it replaces serves with.
+        initial = self._kpa(revision, max(1, serving)).spec.initial_replicas
         self.orchestrator.scale(revision, initial)
         if self._ready(revision.id) >= initial:
             log.info("revision %s is ready", revision.name)
             self.deployments.set_state(revision.id, READY)
             self.wake()
 
-    def _kpa(self, revision: Revision, ready: int) -> Kpa:
+    def _kpa(self, revision: Revision, running: int) -> Kpa:
+        """The revision's autoscaler, made on first use to start from at least ``running``
+        replicas: a routed revision met without history (the control plane restarted and
+        adopted its replicas) keeps what runs until measurements say otherwise."""
         kpa = self._kpas.get(revision.id)
         if kpa is None:
-            # A routed revision met without history (the control plane restarted and adopted its
-            # replicas) keeps what runs until measurements say otherwise.
             scaling = revision.spec.autoscaling
-            initial = min(scaling.max_replicas, max(scaling.initial_replicas, ready))
+            initial = min(scaling.max_replicas, max(scaling.initial_replicas, running))
             spec = scaling.model_copy(update={"initial_replicas": initial})
             kpa = self._kpas[revision.id] = Kpa(spec, self.clock)
         return kpa
@@ -233,16 +230,7 @@ class ServingController:
             revision_id = revision.id
             decision = self._decisions.get(revision_id)
             replicas = [
-                ReplicaInfo(
-                    id=r.id,
-                    url=r.url,
-                    state=r.state,
-                    pid=r.pid,
-                    started_at=r.started_at,
-                    restarts=r.restarts,
-                )
-                for r in self.orchestrator.replicas(revision_id)
-                if r.state != TERMINATING
+                r for r in self.orchestrator.replicas(revision_id) if r.state != TERMINATING
             ]
             revisions.append(
                 revision.model_copy(

@@ -35,8 +35,8 @@ from pathlib import Path
 import httpx
 
 from modelyard.launcher import Handle, Launcher
-from modelyard.serving.deployments import Revision
-from modelyard.serving.orchestrator import READY, STARTING, TERMINATING, Replica
+from modelyard.serving.deployments import ReplicaInfo, Revision
+from modelyard.serving.orchestrator import READY, STARTING, TERMINATING
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.05
@@ -148,11 +148,18 @@ class LocalOrchestrator:
             self._wanted.setdefault(revision_id, _Wanted(None)).count = 0
         self._wake.set()
 
-    def replicas(self, revision_id: str) -> list[Replica]:
+    def replicas(self, revision_id: str) -> list[ReplicaInfo]:
         with self._lock:
             restarts = self._wanted[revision_id].restarts if revision_id in self._wanted else 0
             return [
-                Replica(p.id, p.revision_id, p.url, p.state, p.pid, p.started_at, restarts)
+                ReplicaInfo(
+                    id=p.id,
+                    url=p.url,
+                    state=p.state,
+                    pid=p.pid,
+                    started_at=p.started_at,
+                    restarts=restarts,
+                )
                 for p in self._procs.values()
                 if p.revision_id == revision_id
             ]

@@ -9,25 +9,12 @@ the same calls to Deployments.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
-from modelyard.serving.deployments import Revision
+from modelyard.serving.deployments import ReplicaInfo, Revision
 
 STARTING, READY, TERMINATING = "starting", "ready", "terminating"
-
-
-@dataclass(frozen=True)
-class Replica:
-    id: str
-    revision_id: str
-    url: str
-    state: str
-    pid: int | None
-    started_at: dt.datetime
-    restarts: int = 0
 
 
 class Orchestrator(Protocol):
@@ -40,7 +27,7 @@ class Orchestrator(Protocol):
     def stop_revision(self, revision_id: str) -> None:
         """Drain and stop the replicas of a revision that no longer exists."""
 
-    def replicas(self, revision_id: str) -> list[Replica]:
+    def replicas(self, revision_id: str) -> list[ReplicaInfo]:
         """The revision's replicas now, in start order."""
 
     def failure(self, revision_id: str) -> str | None:

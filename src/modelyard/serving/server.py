@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 
 from modelyard import __version__
-from modelyard.errors import InvalidInput, ModelyardError, PayloadTooLarge
+from modelyard.errors import InvalidInput, ModelyardError, NotFound, PayloadTooLarge
 from modelyard.serving import protocol
 from modelyard.serving.batching import Batcher
 from modelyard.serving.runtimes import HttpRequest, Runtime, load_runtime
@@ -192,13 +192,11 @@ class ModelServer:
 
     def _check_model(self, model: str) -> None:
         if model != self.name:
-            raise _UnknownModel(
-                f"model {model!r} is not served here: this server serves {self.name!r}"
-            )
+            raise NotFound(f"model {model!r} is not served here: this server serves {self.name!r}")
 
     def _check_version(self, model: str, version: str) -> None:
         if version != (self.version or ""):
-            raise _UnknownModel(f"model {model} has no version {version}: it serves {self.version}")
+            raise NotFound(f"model {model} has no version {version}: it serves {self.version}")
 
     def _runtime(self) -> Runtime:
         if self.runtime is None:
@@ -251,11 +249,6 @@ class ModelServer:
         runtime = self._runtime()
         outputs = await self._predict(protocol.decode_v1_request(body, runtime.inputs))
         return protocol.encode_v1_response(outputs)
-
-
-class _UnknownModel(ModelyardError):
-    http_status = 404
-    code = "not_found"
 
 
 class _NotReady(ModelyardError):

@@ -25,7 +25,14 @@ from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.log import EventLog
 from modelyard.registry._lookup import artifact_row, namespace_row, version_row
 from modelyard.serving.autoscaler import Autoscaling
-from modelyard.store.schema import DeploymentRow, NamespaceRow, RevisionRow
+from modelyard.store.schema import (
+    DeploymentRow,
+    NamespaceRow,
+    RevisionRow,
+    RolloutRow,
+    SloAlertRow,
+    TrafficMinuteRow,
+)
 from modelyard.types import ModelRef, Record, check_alias, check_name
 
 DEPLOYING, READY, FAILED, RETIRED = "deploying", "ready", "failed", "retired"
@@ -243,6 +250,8 @@ class Deployments:
                 model=spec.model,
                 spec=spec.model_dump(mode="json"),
                 traffic=[t.model_dump(mode="json") for t in LATEST_READY],
+                rollout={"strategy": "replace"},
+                slos=[],
                 created_by=actor,
                 created_at=now,
                 updated_at=now,
@@ -314,7 +323,8 @@ class Deployments:
     def delete(self, namespace: str, name: str, actor: str | None = None) -> None:
         with self.db.write() as session:
             row = self._row(session, namespace, name, lock=True)
-            session.execute(sa.delete(RevisionRow).where(RevisionRow.deployment_id == row.id))
+            for table in (RevisionRow, RolloutRow, SloAlertRow, TrafficMinuteRow):
+                session.execute(sa.delete(table).where(table.deployment_id == row.id))
             session.delete(row)
             self.events.append(
                 session,

@@ -309,6 +309,10 @@ class DeploymentRow(Base):
     model: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]]
     traffic: Mapped[list[Any]]
+    rollout: Mapped[dict[str, Any]]
+    """How a new revision takes the traffic (replace or canary); not part of revisions."""
+    slos: Mapped[list[Any]]
+    """Objectives on availability and latency, judged over the traffic minutes."""
     created_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
@@ -331,3 +335,49 @@ class RevisionRow(Base):
     created_at: Mapped[dt.datetime]
     ready_at: Mapped[dt.datetime | None]
     retired_at: Mapped[dt.datetime | None]
+
+
+class TrafficMinuteRow(Base):
+    """What the gateway measured for a deployment in one minute: the SLOs' source."""
+
+    __tablename__ = "traffic_minutes"
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), primary_key=True)
+    minute: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    buckets: Mapped[list[Any]]
+    """Requests per latency bucket (the gateway's histogram bounds, not cumulative), last: above."""
+
+
+class SloAlertRow(Base):
+    """One firing (and later resolved) burn-rate alert of a deployment's objective."""
+
+    __tablename__ = "slo_alerts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    objective: Mapped[str] = mapped_column(String(63))
+    severity: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(63))
+    state: Mapped[str] = mapped_column(String(16))
+    fired_at: Mapped[dt.datetime]
+    resolved_at: Mapped[dt.datetime | None]
+    evidence: Mapped[dict[str, Any]]
+
+
+class RolloutRow(Base):
+    """Moving a deployment's traffic from its stable revision to a new one, step by step."""
+
+    __tablename__ = "rollouts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    stable: Mapped[int] = mapped_column(Integer)
+    canary: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int] = mapped_column(Integer)
+    step_started_at: Mapped[dt.datetime]
+    analyses: Mapped[list[Any]]
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_by: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime | None]

@@ -16,6 +16,7 @@ from typing import Any
 
 from modelyard.auth.keys import KeyStore
 from modelyard.delivery.push import PushDeploys
+from modelyard.delivery.rollout import RolloutController, Rollouts
 from modelyard.errors import ModelyardError
 from modelyard.events.log import Clock, EventLog, utcnow
 from modelyard.events.webhooks import Backoff, Webhooks
@@ -29,6 +30,7 @@ from modelyard.registry.versions import Versions
 from modelyard.serving.controller import ServingController
 from modelyard.serving.deployments import Deployments, Revision
 from modelyard.serving.local import LocalOrchestrator
+from modelyard.serving.measurements import Measurements
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore, open_blob_store
 from modelyard.store.db import Database
@@ -57,6 +59,8 @@ class ControlPlane:
     deployments: Deployments
     serving: ServingController
     delivery: PushDeploys
+    rollouts: Rollouts
+    rollout_controller: RolloutController
     orchestrator: LocalOrchestrator
     api_url: str | None = None
     """Where replicas reach the API to pull their model; set by whoever serves the API."""
@@ -89,6 +93,8 @@ class ControlPlane:
         keys = KeyStore(events)
         deployments = Deployments(events)
         orchestrator = LocalOrchestrator(settings.home)
+        measurements = Measurements(events.clock)
+        rollouts = Rollouts(deployments, measurements)
         return cls(
             settings=settings,
             db=db,
@@ -103,8 +109,10 @@ class ControlPlane:
             executor=executor,
             schedules=schedules,
             deployments=deployments,
-            serving=ServingController(deployments, keys, orchestrator, events),
+            serving=ServingController(deployments, keys, orchestrator, events, measurements),
             delivery=PushDeploys(events, deployments),
+            rollouts=rollouts,
+            rollout_controller=RolloutController(rollouts),
             orchestrator=orchestrator,
         )
 
@@ -165,11 +173,13 @@ class ControlPlane:
         self.orchestrator.env_for = self.replica_env
         self.serving.start()
         self.delivery.start()
+        self.rollout_controller.start()
         self._gc = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
         self._gc.start()
 
     def stop_controllers(self) -> None:
         self._stop.set()
+        self.rollout_controller.stop()
         self.delivery.stop()
         self.serving.stop()
         self.schedules.stop()

@@ -81,6 +81,7 @@ class SyncRequest(BaseModel):
     stats: dict[str, tuple[float, int]] = Field(default_factory=dict)
     demand: list[str] = Field(default_factory=list)
     wait: float = Field(1.0, ge=0, le=5)
+    traffic: dict[str, Any] = Field(default_factory=dict)
 
 
 @gateway_router.post("/sync")
@@ -89,6 +90,6 @@ async def sync(body: SyncRequest, plane: Plane, caller: Caller) -> dict[str, Any
     if not caller.admin:
         raise Forbidden("only the data plane's key (an admin key) may sync a gateway")
     version, table = await run_in_threadpool(
-        plane.serving.sync, body.since, body.stats, body.demand, body.wait
+        plane.serving.sync, body.since, body.stats, body.demand, body.wait, body.traffic
     )
     return {"version": version, "table": table}

@@ -120,6 +120,17 @@ class EventLog:
         ]
         return kept, cursor, len(events) == limit
 
+    def history(self, namespace: str, subject: str, limit: int = 100) -> list[Event]:
+        """The latest ``limit`` events about ``subject`` in ``namespace``, oldest first."""
+        query = (
+            sa.select(EventRow)
+            .where(EventRow.subject == subject, EventRow.namespace == namespace)
+            .order_by(EventRow.id.desc())
+            .limit(limit)
+        )
+        with self.db.read() as session:
+            return [Event.from_row(r) for r in reversed(session.scalars(query).all())]
+
     def last_id(self) -> int:
         with self.db.read() as session:
             return int(session.scalar(sa.select(sa.func.max(EventRow.id))) or 0)

@@ -46,7 +46,7 @@ def run(
     async def serve() -> None:
         routes = Routes(state_file)
         gateway = Gateway(routes)
-        sync = Sync(routes, gateway.concurrency, control_plane, api_key)
+        sync = Sync(routes, gateway.concurrency, gateway.window, control_plane, api_key)
         config = uvicorn.Config(
             gateway,
             log_level="warning",

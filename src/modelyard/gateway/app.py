@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from modelyard.gateway.metrics import Concurrency, Metrics
+from modelyard.gateway.metrics import Concurrency, Metrics, Window
 from modelyard.gateway.routes import DeploymentRoute, RevisionRoute, Routes
 from modelyard.gateway.upstream import ConnectFailed, Endpoint, Response
 
@@ -44,6 +45,8 @@ class _Reject(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.revision: RevisionRoute | None = None
+        """The revision the request had been sent to, when it failed there."""
 
 
 class Gateway:
@@ -51,6 +54,8 @@ class Gateway:
         self.routes = routes
         self.metrics = Metrics()
         self.concurrency = Concurrency()
+        self.window = Window()
+        self._shadows: set[asyncio.Task[None]] = set()
         self.max_waiting = max_waiting
         self.waiting: defaultdict[str, int] = defaultdict(int)
         self._ejected: dict[int, float] = {}
@@ -67,20 +72,29 @@ class Gateway:
             await self._local(path, send)
             return
         namespace, deployment, upstream_path = target
-        revision_name, status, key_id = "-", 500, "-"
+        route: DeploymentRoute | None = None
+        revision: RevisionRoute | None = None
+        status, key_id = 500, "-"
         try:
             route, headers, key_id = self._admit(scope, namespace, deployment)
             body = await _read_body(receive, route.max_body_bytes)
-            revision, response = await self._forward(
-                route, headers, scope["method"], upstream_path, body, scope["query_string"]
-            )
-            revision_name, status = revision.name, response.status
+            request = (scope["method"], upstream_path, body, scope["query_string"])
+            revision, response = await self._forward(route, headers, *request)
+            status = response.status
             await _respond(send, status, response.body, _content_type(response), revision.name)
+            shadow = route.shadow
+            if shadow is not None and random.random() * 100 < shadow.percent:
+                task = asyncio.create_task(self._shadow(route, shadow, headers, request, response))
+                self._shadows.add(task)
+                task.add_done_callback(self._shadows.discard)
         except _Reject as reject:
-            status = reject.status
+            status, revision = reject.status, reject.revision
             await _respond(send, status, json.dumps({"error": reject.message}).encode())
         elapsed = time.perf_counter() - started
+        revision_name = revision.name if revision is not None else "-"
         self.metrics.observe((namespace, deployment, revision_name), status, elapsed)
+        if route is not None:
+            self.window.observe(route.id, revision.id if revision else None, status, elapsed)
         access_log.info(
             '{"ns":"%s","deployment":"%s","revision":"%s","method":"%s","path":"%s","status":%d,'
             '"ms":%.2f,"key":"%s"}',
@@ -152,7 +166,24 @@ class Gateway:
         if query:
             path = f"{path}?{query.decode()}"
         deadline = time.monotonic() + route.timeout_s
-        revision = await self._revision(route, tag.decode() if tag else None, deadline)
+        sticky = headers.get(route.sticky_header) if route.sticky_header else None
+        revision = await self._revision(route, tag.decode() if tag else None, sticky, deadline)
+        try:
+            return revision, await self._send(route, revision, forwarded, method, path, body)
+        except _Reject as reject:
+            reject.revision = revision
+            raise
+
+    async def _send(
+        self,
+        route: DeploymentRoute,
+        revision: RevisionRoute,
+        forwarded: list[tuple[bytes, bytes]],
+        method: str,
+        path: str,
+        body: bytes,
+    ) -> Response:
+        deadline = time.monotonic() + route.timeout_s
         self.concurrency.begin(revision.id)
         labels = (route.namespace, route.name, revision.name)
         self.metrics.in_flight[labels] += 1
@@ -163,10 +194,9 @@ class Gateway:
                 tried.add(id(endpoint))
                 endpoint.outstanding += 1
                 try:
-                    response = await _within(
+                    return await _within(
                         endpoint.send(method, path, forwarded, body), deadline, route
                     )
-                    return revision, response
                 except ConnectFailed as exc:
                     self._ejected[id(endpoint)] = time.monotonic() + EJECT_SECONDS
                     if attempt == 1:
@@ -186,13 +216,13 @@ class Gateway:
             self.metrics.in_flight[labels] -= 1
 
     async def _revision(
-        self, route: DeploymentRoute, tag: str | None, deadline: float
+        self, route: DeploymentRoute, tag: str | None, sticky: bytes | None, deadline: float
     ) -> RevisionRoute:
         """The revision to send to; while a new deployment's first revision is still starting,
         the request waits for it (a slower answer, not an error)."""
         key = f"{route.namespace}/{route.name}"
         while True:
-            revision = route.pick(tag)
+            revision = route.pick(tag, sticky)
             if revision is not None:
                 return revision
             if tag is not None:
@@ -239,6 +269,39 @@ class Gateway:
             if fresh is not None:
                 revision = next((r for r in fresh.revisions if r.id == revision.id), revision)
 
+    async def _shadow(
+        self,
+        route: DeploymentRoute,
+        shadow: RevisionRoute,
+        headers: dict[bytes, bytes],
+        request: tuple[str, str, bytes, bytes],
+        primary: Response,
+    ) -> None:
+        """Send a copy of an answered request to the shadow revision and compare the answers;
+        the client never waits for it and never sees it. A shadow at zero replicas is asked to
+        start and this copy is dropped rather than queued."""
+        if not shadow.endpoints:
+            self.routes.want(shadow.id)
+            return
+        method, path, body, query = request
+        if query:
+            path = f"{path}?{query.decode()}"
+        forwarded = [(k, v) for k, v in headers.items() if k in FORWARDED]
+        started = time.perf_counter()
+        labels = (route.namespace, route.name, shadow.name)
+        try:
+            answer = await self._send(route, shadow, forwarded, method, path, body)
+            status, same = answer.status, same_answer(primary, answer)
+        except _Reject as reject:
+            status, same = reject.status, False
+        except Exception:  # a shadow must never take the gateway down
+            log.exception("shadow request to %s failed", shadow.name)
+            status, same = 500, False
+        result = "error" if status >= 500 else "match" if same else "mismatch"
+        self.metrics.shadow[(*labels, result)] += 1
+        elapsed = time.perf_counter() - started
+        self.window.observe("", shadow.id, status, elapsed, mismatch=result == "mismatch")
+
     async def _local(self, path: str, send: Send) -> None:
         if path == "/metrics":
             await _respond(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
@@ -273,6 +336,45 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def same_answer(primary: Response, shadow: Response, rel: float = 1e-6) -> bool:
+    """Whether two revisions answered alike: same status and, for JSON, the same outputs
+    (``outputs`` of OIP v2, ``predictions`` of v1, else the whole document) with numbers equal up
+    to ``rel``; fields that name the model version differ between revisions by design."""
+    if primary.status != shadow.status:
+        return False
+    if primary.body == shadow.body:
+        return True
+    try:
+        a, b = json.loads(primary.body), json.loads(shadow.body)
+    except ValueError:
+        return False
+    for field in ("outputs", "predictions"):
+        if isinstance(a, dict) and isinstance(b, dict) and field in a:
+            a, b = a.get(field), b.get(field)
+            if field == "outputs":
+                a, b = _tensors(a), _tensors(b)
+            break
+    return _close(a, b, rel)
+
+
+def _tensors(outputs: Any) -> Any:
+    if not isinstance(outputs, list):
+        return outputs
+    return [{"name": o.get("name"), "data": o.get("data")} for o in outputs if isinstance(o, dict)]
+
+
+def _close(a: Any, b: Any, rel: float) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a == b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return bool(abs(a - b) <= rel * max(abs(a), abs(b), 1e-12))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    return bool(a == b)
 
 
 def _too_large(limit: int) -> str:

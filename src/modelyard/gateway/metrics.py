@@ -6,9 +6,11 @@ The gateway is one asyncio loop, so plain dicts suffice (no locks on the request
 from __future__ import annotations
 
 import bisect
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 Labels = tuple[str, str, str]  # namespace, deployment, revision
@@ -32,6 +34,7 @@ class Metrics:
         self.in_flight: defaultdict[Labels, int] = defaultdict(int)
         self.retries: defaultdict[Labels, int] = defaultdict(int)
         self.cold_starts: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.shadow: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
 
     def observe(self, labels: Labels, code: int, seconds: float) -> None:
         self.requests[(*labels, code)] += 1
@@ -92,6 +95,13 @@ class Metrics:
                 f'modelyard_cold_starts_total{{namespace="{_escape(ns)}",'
                 f'deployment="{_escape(dep)}"}} {value}'
             )
+        lines += [
+            "# HELP modelyard_shadow_requests_total Copies sent to a shadow revision, by result.",
+            "# TYPE modelyard_shadow_requests_total counter",
+        ]
+        for (ns, dep, rev, result), value in sorted(self.shadow.items()):
+            base = _labels((ns, dep, rev))
+            lines.append(f'modelyard_shadow_requests_total{{{base},result="{result}"}} {value}')
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -141,3 +151,80 @@ class Concurrency:
             del self.in_flight[revision]
             self._changed.pop(revision, None)
         return result
+
+
+SAMPLES_PER_REPORT = 1000
+
+
+@dataclass
+class _Served:
+    requests: int = 0
+    errors: int = 0
+    mismatches: int = 0
+    latencies_ms: list[float] | None = None
+
+
+class Window:
+    """What the control plane judges rollouts and SLOs on, since the last report.
+
+    Per revision: requests, 5xx errors, a uniform sample of latencies (reservoir sampling keeps
+    the report small under any load) and, for a shadow revision, answers that differed from the
+    primary's. Per deployment: requests, errors and requests per latency bucket.
+    """
+
+    def __init__(self) -> None:
+        self.revisions: dict[str, _Served] = {}
+        self.deployments: dict[str, list[int]] = {}
+
+    def observe(
+        self,
+        deployment_id: str,
+        revision_id: str | None,
+        status: int,
+        seconds: float,
+        *,
+        mismatch: bool = False,
+    ) -> None:
+        error = status >= 500
+        if deployment_id:
+            counts = self.deployments.get(deployment_id)
+            if counts is None:
+                counts = self.deployments[deployment_id] = [0] * (len(BUCKETS) + 3)
+            counts[0] += 1
+            counts[1] += error
+            counts[2 + bisect.bisect_left(BUCKETS, seconds)] += 1
+        if revision_id is None:
+            return
+        served = self.revisions.get(revision_id)
+        if served is None:
+            served = self.revisions[revision_id] = _Served(latencies_ms=[])
+        served.requests += 1
+        served.errors += error
+        served.mismatches += mismatch
+        sample = served.latencies_ms
+        assert sample is not None
+        if len(sample) < SAMPLES_PER_REPORT:
+            sample.append(round(seconds * 1000, 3))
+        else:
+            slot = random.randrange(served.requests)
+            if slot < SAMPLES_PER_REPORT:
+                sample[slot] = round(seconds * 1000, 3)
+
+    def report(self) -> dict[str, Any]:
+        report = {
+            "revisions": {
+                revision_id: {
+                    "requests": s.requests,
+                    "errors": s.errors,
+                    "mismatches": s.mismatches,
+                    "latencies_ms": s.latencies_ms,
+                }
+                for revision_id, s in self.revisions.items()
+            },
+            "deployments": {
+                deployment_id: {"requests": c[0], "errors": c[1], "buckets": c[2:]}
+                for deployment_id, c in self.deployments.items()
+            },
+        }
+        self.revisions, self.deployments = {}, {}
+        return report

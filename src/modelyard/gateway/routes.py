@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from modelyard.gateway.metrics import Concurrency
+from modelyard.gateway.metrics import Concurrency, Window
 from modelyard.gateway.upstream import Endpoint
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,16 @@ class DeploymentRoute:
     revisions: list[RevisionRoute]
     deploying: bool = False
     """Its latest revision is starting: requests that find no revision wait for it."""
+    id: str = ""
+    sticky_header: bytes | None = None
+    """Requests with the same value of this header go to the same revision (A/B by user)."""
+    shadow: RevisionRoute | None = None
+    """Gets a copy of ``shadow.percent`` % of the requests; its answers are compared, not sent."""
 
-    def pick(self, tag: str | None) -> RevisionRoute | None:
-        """The revision a request goes to: the tagged one, else one drawn by percent."""
+    def pick(self, tag: str | None, key: bytes | None = None) -> RevisionRoute | None:
+        """The revision a request goes to: the tagged one, else one drawn by percent; with a
+        sticky ``key`` the draw is the key's hash, so one key always lands on one revision (and,
+        as the weights move, only the keys in the share that moved change revision)."""
         if tag is not None:
             return next((r for r in self.revisions if tag in r.tags), None)
         weighted = [r for r in self.revisions if r.percent > 0]
@@ -57,7 +64,12 @@ class DeploymentRoute:
             return weighted[0]
         if not weighted:
             return None
-        draw = random.random() * sum(r.percent for r in weighted)
+        total = sum(r.percent for r in weighted)
+        if key is None:
+            draw = random.random() * total
+        else:
+            digest = hashlib.blake2b(key, digest_size=8, key=self.id.encode()[:64]).digest()
+            draw = int.from_bytes(digest) / 2**64 * total
         for revision in weighted:
             draw -= revision.percent
             if draw < 0:
@@ -85,6 +97,20 @@ class Table:
         deployments = {}
         for key, item in data.get("deployments", {}).items():
             namespace, _, name = key.partition("/")
+
+            def revision(r: dict[str, Any]) -> RevisionRoute:
+                return RevisionRoute(
+                    id=r["id"],
+                    name=r["name"],
+                    percent=int(r["percent"]),
+                    tags=list(r["tags"]),
+                    endpoints=[
+                        endpoints.get(url) or endpoints.setdefault(url, Endpoint.parse(url))
+                        for url in r["endpoints"]
+                    ],
+                )
+
+            sticky = item.get("sticky_header")
             deployments[key] = DeploymentRoute(
                 namespace=namespace,
                 name=name,
@@ -92,19 +118,10 @@ class Table:
                 timeout_s=float(item["timeout_s"]),
                 max_body_bytes=int(item["max_body_bytes"]),
                 deploying=bool(item.get("deploying", False)),
-                revisions=[
-                    RevisionRoute(
-                        id=r["id"],
-                        name=r["name"],
-                        percent=int(r["percent"]),
-                        tags=list(r["tags"]),
-                        endpoints=[
-                            endpoints.get(url) or endpoints.setdefault(url, Endpoint.parse(url))
-                            for url in r["endpoints"]
-                        ],
-                    )
-                    for r in item["revisions"]
-                ],
+                revisions=[revision(r) for r in item["revisions"]],
+                id=str(item.get("id", "")),
+                sticky_header=sticky.encode() if sticky else None,
+                shadow=revision(item["shadow"]) if item.get("shadow") else None,
             )
         keys = {
             key_id: Key(k["hash"], bool(k["admin"]), dict(k["roles"]))
@@ -184,10 +201,16 @@ class Sync:
     """Long-polls the control plane: sends measurements and demand, receives tables."""
 
     def __init__(
-        self, routes: Routes, concurrency: Concurrency, url: str, api_key: str | None
+        self,
+        routes: Routes,
+        concurrency: Concurrency,
+        window: Window,
+        url: str,
+        api_key: str | None,
     ) -> None:
         self.routes = routes
         self.concurrency = concurrency
+        self.window = window
         self.http = httpx.AsyncClient(
             base_url=f"{url.rstrip('/')}/api/v1",
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
@@ -230,6 +253,7 @@ class Sync:
             body = {
                 "since": self.routes.table.version,
                 "stats": self.concurrency.report(revisions),
+                "traffic": self.window.report(),
                 "demand": [],
                 "wait": POLL_SECONDS,
             }

@@ -35,7 +35,9 @@ from modelyard.serving.deployments import (
     Deployments,
     Plan,
     Revision,
+    Route,
 )
+from modelyard.serving.measurements import Measurements
 from modelyard.serving.orchestrator import READY as REPLICA_READY
 from modelyard.serving.orchestrator import TERMINATING, Orchestrator
 
@@ -50,10 +52,12 @@ class ServingController:
         keys: KeyStore,
         orchestrator: Orchestrator,
         events: EventLog,
+        measurements: Measurements,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deployments = deployments
+        self.measurements = measurements
         self.keys = keys
         self.orchestrator = orchestrator
         self.events = events
@@ -106,7 +110,7 @@ class ServingController:
         known: set[str] = set()
         for plan in plans:
             serving = 0
-            for route in plan.routes:
+            for route in plan.routes + ([plan.shadow] if plan.shadow else []):
                 revision = route.revision
                 known.add(revision.id)
                 ready = self._ready(revision.id)
@@ -170,20 +174,10 @@ class ServingController:
                     "timeout_s": plan.timeout_s,
                     "max_body_bytes": plan.max_body_bytes,
                     "deploying": plan.deploying is not None,
-                    "revisions": [
-                        {
-                            "id": route.revision.id,
-                            "name": route.revision.name,
-                            "percent": route.percent,
-                            "tags": list(route.tags),
-                            "endpoints": [
-                                r.url
-                                for r in self.orchestrator.replicas(route.revision.id)
-                                if r.state == REPLICA_READY
-                            ],
-                        }
-                        for route in plan.routes
-                    ],
+                    "id": plan.deployment_id,
+                    "sticky_header": plan.sticky_header,
+                    "revisions": [self._route(route) for route in plan.routes],
+                    "shadow": self._route(plan.shadow) if plan.shadow else None,
                 }
                 for plan in plans
             },
@@ -195,15 +189,31 @@ class ServingController:
                 self._version += 1
                 self._changed.notify_all()
 
+    def _route(self, route: Route) -> dict[str, Any]:
+        return {
+            "id": route.revision.id,
+            "name": route.revision.name,
+            "percent": route.percent,
+            "tags": list(route.tags),
+            "endpoints": [
+                r.url
+                for r in self.orchestrator.replicas(route.revision.id)
+                if r.state == REPLICA_READY
+            ],
+        }
+
     def sync(
         self,
         since: int,
         stats: dict[str, tuple[float, int]],
         demand: list[str],
         wait: float,
+        traffic: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any] | None]:
         """The gateway's long poll: record its measurements, then return the table once its
         version is newer than ``since`` (or ``None`` after ``wait`` seconds)."""
+        if traffic:
+            self.measurements.add(traffic)
         for revision_id, (concurrency, requests) in stats.items():
             kpa = self._kpas.get(revision_id)
             if kpa is not None:

@@ -14,13 +14,17 @@ moment it is ready, and a revision that never gets ready never gets any.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
+from modelyard.delivery.analysis import Analysis
 from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.log import EventLog
 from modelyard.registry._lookup import artifact_row, namespace_row, version_row
@@ -36,6 +40,8 @@ from modelyard.store.schema import (
 from modelyard.types import ModelRef, Record, check_alias, check_name
 
 DEPLOYING, READY, FAILED, RETIRED = "deploying", "ready", "failed", "retired"
+REJECTED = "rejected"  # a canary that failed its analysis, or was rolled back by hand
+ACTIVE_ROLLOUT = ("running", "paused")
 
 
 class Batching(BaseModel):
@@ -104,9 +110,35 @@ class TrafficTarget(BaseModel):
         return None if value is None else check_name(value, "tag")
 
 
+class ShadowTarget(BaseModel):
+    """A revision that gets a copy of ``percent`` % of the requests; its answers are compared
+    with the served ones and discarded."""
+
+    model_config = ConfigDict(extra="forbid")
+    revision: int = Field(ge=1)
+    percent: int = Field(ge=1, le=100)
+
+
 class Traffic(BaseModel):
     model_config = ConfigDict(extra="forbid")
     targets: list[TrafficTarget] = Field(min_length=1)
+    sticky_header: str | None = Field(
+        None,
+        description="Requests with the same value of this header (a user id) keep one revision",
+    )
+    shadow: ShadowTarget | None = None
+
+    @field_validator("sticky_header")
+    @classmethod
+    def _header(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _HEADER.fullmatch(value) or value.lower() in _RESERVED_HEADERS:
+            raise ValueError(
+                f"sticky_header {value!r} must be an HTTP header name (letters, digits, '-') "
+                f"other than {', '.join(sorted(_RESERVED_HEADERS))}"
+            )
+        return value.lower()
 
     @model_validator(mode="after")
     def _adds_up(self) -> Traffic:
@@ -119,7 +151,40 @@ class Traffic(BaseModel):
         return self
 
 
-LATEST_READY = [TrafficTarget(percent=100)]
+_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+_RESERVED_HEADERS = frozenset({"authorization", "content-length", "content-type", "host"})
+LATEST_READY = Traffic(targets=[TrafficTarget(percent=100)])
+
+
+class RolloutStrategy(BaseModel):
+    """How a new revision takes the traffic: at once (``replace``), or in ``canary`` steps with
+    an analysis against the stable revision at each (promotion after the last step passes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["replace", "canary"] = "replace"
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    min_step_seconds: float = Field(30.0, ge=0, le=86400)
+    max_step_seconds: float = Field(
+        900.0, gt=0, le=7 * 86400, description="An inconclusive step this long pauses the rollout"
+    )
+    analysis: Analysis = Field(default_factory=Analysis)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        steps = value[:-1] if value and value[-1] == 100 else value
+        if not steps or any(not 0 < p < 100 for p in steps) or steps != sorted(set(steps)):
+            raise ValueError(
+                "steps are canary percents, rising, between 1 and 99 (a last 100 means "
+                f"promotion), e.g. [10, 50, 100]; got {value}"
+            )
+        return [*steps, 100]
+
+    @model_validator(mode="after")
+    def _window(self) -> RolloutStrategy:
+        if self.max_step_seconds < self.min_step_seconds:
+            raise ValueError("max_step_seconds must be at least min_step_seconds")
+        return self
 
 
 class ReplicaInfo(Record):
@@ -156,6 +221,9 @@ class DeploymentInfo(Record):
     model: str
     spec: DeploymentSpec
     traffic: list[TrafficTarget]
+    sticky_header: str | None = None
+    shadow: ShadowTarget | None = None
+    rollout: RolloutStrategy = Field(default_factory=RolloutStrategy)
     revisions: list[RevisionInfo]
     ready: bool
     status: str
@@ -202,6 +270,9 @@ class Plan:
     status: str
     timeout_s: float
     max_body_bytes: int
+    deployment_id: str = ""
+    sticky_header: str | None = None
+    shadow: Route | None = None
 
 
 def revision_name(deployment: str, number: int) -> str:
@@ -213,7 +284,7 @@ def resolve_traffic(
 ) -> dict[int, tuple[int, list[str]]]:
     """Revision number -> (percent, tags). A "latest ready" target with no ready revision routes
     nowhere (requests get 503 with the deployment's status)."""
-    ready = [r.number for r in revisions if r.state in (READY, RETIRED) and r.ready_at]
+    ready = [r.number for r in revisions if r.state in (READY, RETIRED, REJECTED) and r.ready_at]
     latest_ready = max((r.number for r in revisions if r.state == READY), default=None)
     routes: dict[int, tuple[int, list[str]]] = {}
     for target in targets:
@@ -229,10 +300,18 @@ class Deployments:
     def __init__(self, events: EventLog) -> None:
         self.events = events
         self.db = events.db
+        self.on_ready: Callable[[Session, DeploymentRow, RevisionRow, str], None] | None = None
+        """Called in the transaction that marks a revision ready for the first time (rollouts
+        take its traffic there, before the straight replacement would)."""
 
     # writes -------------------------------------------------------------------------------------
     def create(
-        self, namespace: str, name: str, spec: DeploymentSpec, actor: str | None = None
+        self,
+        namespace: str,
+        name: str,
+        spec: DeploymentSpec,
+        actor: str | None = None,
+        rollout: RolloutStrategy | None = None,
     ) -> DeploymentInfo:
         check_name(name, "deployment name")
         now = self.events.clock()
@@ -249,8 +328,8 @@ class Deployments:
                 name=name,
                 model=spec.model,
                 spec=spec.model_dump(mode="json"),
-                traffic=[t.model_dump(mode="json") for t in LATEST_READY],
-                rollout={"strategy": "replace"},
+                traffic=LATEST_READY.model_dump(mode="json"),
+                rollout=(rollout or RolloutStrategy()).model_dump(mode="json"),
                 slos=[],
                 created_by=actor,
                 created_at=now,
@@ -263,7 +342,25 @@ class Deployments:
                 session,
                 "deployment.created",
                 f"{namespace}/{name}",
-                {"model": spec.model, "spec": row.spec},
+                {"model": spec.model, "spec": row.spec, "rollout": row.rollout},
+                namespace=namespace,
+                actor=actor,
+            )
+        return self.get(namespace, name)
+
+    def set_strategy(
+        self, namespace: str, name: str, strategy: RolloutStrategy, actor: str | None = None
+    ) -> DeploymentInfo:
+        """How the next revisions take the traffic; a rollout under way keeps its own."""
+        with self.db.write() as session:
+            row = self.row(session, namespace, name, lock=True)
+            row.rollout = strategy.model_dump(mode="json")
+            row.updated_at = self.events.clock()
+            self.events.append(
+                session,
+                "deployment.strategy.changed",
+                f"{namespace}/{name}",
+                {"rollout": row.rollout},
                 namespace=namespace,
                 actor=actor,
             )
@@ -273,7 +370,7 @@ class Deployments:
         self, namespace: str, name: str, patch: SpecPatch, actor: str | None = None
     ) -> DeploymentInfo:
         with self.db.write() as session:
-            row = self._row(session, namespace, name, lock=True)
+            row = self.row(session, namespace, name, lock=True)
             current = DeploymentSpec.model_validate(row.spec)
             changes = patch.model_dump(exclude_unset=True)
             spec = DeploymentSpec.model_validate({**current.model_dump(), **changes})
@@ -294,35 +391,60 @@ class Deployments:
         self, namespace: str, name: str, traffic: Traffic, actor: str | None = None
     ) -> DeploymentInfo:
         with self.db.write() as session:
-            row = self._row(session, namespace, name, lock=True)
-            revisions = {r.number: r for r in self._revisions(session, row.id)}
-            for target in traffic.targets:
-                if target.revision is None:
-                    continue
-                found = revisions.get(target.revision)
+            row = self.row(session, namespace, name, lock=True)
+            running = session.scalar(
+                sa.select(RolloutRow.canary).where(
+                    RolloutRow.deployment_id == row.id, RolloutRow.state.in_(ACTIVE_ROLLOUT)
+                )
+            )
+            if running is not None:
+                raise Conflict(
+                    f"a rollout of revision {running} of {namespace}/{name} is under way and "
+                    "owns the traffic: promote or roll it back first "
+                    f"('modelyard deployments promote|rollback {namespace}/{name}')"
+                )
+            revisions = {r.number: r for r in self.revisions(session, row.id)}
+            wanted = [(t.revision, "revision") for t in traffic.targets if t.revision is not None]
+            if traffic.shadow is not None:
+                wanted.append((traffic.shadow.revision, "shadow"))
+            for number, field in wanted:
+                found = revisions.get(number)
                 if found is None or found.ready_at is None:
                     raise InvalidInput(
-                        f"revision {target.revision} of {namespace}/{name} "
+                        f"revision {number} of {namespace}/{name} "
                         + ("does not exist" if found is None else "was never ready")
                         + ": route traffic to revisions listed by "
                         f"'modelyard deployments show {namespace}/{name}' as ready",
-                        field="revision",
+                        field=field,
                     )
-            row.traffic = [t.model_dump(mode="json") for t in traffic.targets]
-            row.updated_at = self.events.clock()
-            self.events.append(
-                session,
-                "deployment.traffic.changed",
-                f"{namespace}/{name}",
-                {"traffic": row.traffic},
-                namespace=namespace,
-                actor=actor,
-            )
+            self.write_traffic(session, row, namespace, traffic, actor)
         return self.get(namespace, name)
+
+    def write_traffic(
+        self,
+        session: Session,
+        row: DeploymentRow,
+        namespace: str,
+        traffic: Traffic,
+        actor: str | None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Store ``traffic`` (already checked) with its audit event, in the caller's
+        transaction: rollouts move traffic in the same transaction as their own state."""
+        row.traffic = traffic.model_dump(mode="json", exclude_none=True)
+        row.updated_at = self.events.clock()
+        self.events.append(
+            session,
+            "deployment.traffic.changed",
+            f"{namespace}/{row.name}",
+            {"traffic": row.traffic, **(data or {})},
+            namespace=namespace,
+            actor=actor,
+        )
 
     def delete(self, namespace: str, name: str, actor: str | None = None) -> None:
         with self.db.write() as session:
-            row = self._row(session, namespace, name, lock=True)
+            row = self.row(session, namespace, name, lock=True)
             for table in (RevisionRow, RolloutRow, SloAlertRow, TrafficMinuteRow):
                 session.execute(sa.delete(table).where(table.deployment_id == row.id))
             session.delete(row)
@@ -415,11 +537,14 @@ class Deployments:
             namespace = session.get(NamespaceRow, deployment.namespace_id)
             assert namespace is not None
             now = self.events.clock()
+            first_ready = state == READY and row.ready_at is None
             row.state, row.reason = state, reason
             if state == READY:
                 row.ready_at, row.retired_at = row.ready_at or now, None
             elif state == RETIRED:
                 row.retired_at = now
+            if first_ready and self.on_ready is not None:
+                self.on_ready(session, deployment, row, namespace.name)
             self.events.append(
                 session,
                 f"revision.{state}",
@@ -432,7 +557,7 @@ class Deployments:
     # reads --------------------------------------------------------------------------------------
     def get(self, namespace: str, name: str) -> DeploymentInfo:
         with self.db.read() as session:
-            row = self._row(session, namespace, name)
+            row = self.row(session, namespace, name)
             return self._info(session, row, namespace)
 
     def list_deployments(self, namespace: str) -> list[DeploymentInfo]:
@@ -454,10 +579,17 @@ class Deployments:
                     NamespaceRow, NamespaceRow.id == DeploymentRow.namespace_id
                 )
             ):
-                revisions = self._revisions(session, row.id)
+                revisions = self.revisions(session, row.id)
                 model = row.model.partition("@")[0]
                 plain = {r.number: _revision(r, ns, row, model) for r in revisions}
-                routes = resolve_traffic(_targets(row), revisions)
+                traffic = stored_traffic(row)
+                routes = resolve_traffic(traffic.targets, revisions)
+                shadow = traffic.shadow
+                shadowed = (
+                    shadow.revision
+                    if shadow and shadow.revision in plain and shadow.revision not in routes
+                    else None
+                )
                 latest = revisions[-1] if revisions else None
                 deploying = plain[latest.number] if latest and latest.state == DEPLOYING else None
                 spec = DeploymentSpec.model_validate(row.spec)
@@ -472,11 +604,20 @@ class Deployments:
                         idle=[
                             plain[r.number]
                             for r in revisions
-                            if r.number not in routes and plain[r.number] is not deploying
+                            if r.number not in routes
+                            and r.number != shadowed
+                            and plain[r.number] is not deploying
                         ],
                         status=_status(self._revision_infos(row, revisions, routes), routes),
                         timeout_s=spec.timeout_s,
                         max_body_bytes=int(spec.max_body_mb * 1024 * 1024),
+                        deployment_id=row.id,
+                        sticky_header=traffic.sticky_header,
+                        shadow=(
+                            Route(plain[shadowed], shadow.percent, ())
+                            if shadow and shadowed is not None
+                            else None
+                        ),
                     )
                 )
         return result
@@ -490,7 +631,7 @@ class Deployments:
             )
         )
 
-    def _row(
+    def row(
         self, session: Session, namespace: str, name: str, *, lock: bool = False
     ) -> DeploymentRow:
         ns = namespace_row(session, namespace)
@@ -507,7 +648,7 @@ class Deployments:
         return row
 
     @staticmethod
-    def _revisions(session: Session, deployment_id: str) -> list[RevisionRow]:
+    def revisions(session: Session, deployment_id: str) -> list[RevisionRow]:
         return list(
             session.scalars(
                 sa.select(RevisionRow)
@@ -517,16 +658,19 @@ class Deployments:
         )
 
     def _info(self, session: Session, row: DeploymentRow, namespace: str) -> DeploymentInfo:
-        revisions = self._revisions(session, row.id)
-        targets = _targets(row)
-        routes = resolve_traffic(targets, revisions)
+        revisions = self.revisions(session, row.id)
+        traffic = stored_traffic(row)
+        routes = resolve_traffic(traffic.targets, revisions)
         infos = self._revision_infos(row, revisions, routes)
         return DeploymentInfo(
             namespace=namespace,
             name=row.name,
             model=row.model,
             spec=DeploymentSpec.model_validate(row.spec),
-            traffic=targets,
+            traffic=traffic.targets,
+            sticky_header=traffic.sticky_header,
+            shadow=traffic.shadow,
+            rollout=RolloutStrategy.model_validate(row.rollout),
             revisions=infos,
             ready=bool(routes) and bool(infos) and infos[-1].state != DEPLOYING,
             status=_status(infos, routes),
@@ -562,8 +706,10 @@ class Deployments:
         ]
 
 
-def _targets(row: DeploymentRow) -> list[TrafficTarget]:
-    return [TrafficTarget.model_validate(t) for t in row.traffic]
+def stored_traffic(row: DeploymentRow) -> Traffic:
+    # Deployments made before sticky and shadow traffic stored the bare list of targets.
+    data = row.traffic
+    return Traffic.model_validate({"targets": data} if isinstance(data, list) else data)
 
 
 def _revision(row: RevisionRow, namespace: str, deployment: DeploymentRow, model: str) -> Revision:
@@ -586,9 +732,10 @@ def _status(revisions: list[RevisionInfo], routes: dict[int, tuple[int, list[str
         return "no revision"
     latest = revisions[-1]
     serving = ", ".join(f"revision {n} ({p}%)" for n, (p, _) in sorted(routes.items()))
-    if latest.state == FAILED:
+    if latest.state in (FAILED, REJECTED):
         prefix = (
-            f"revision {latest.number} (version {latest.model_version}) failed: {latest.reason}"
+            f"revision {latest.number} (version {latest.model_version}) {latest.state}: "
+            f"{latest.reason}"
         )
         return f"{prefix}; still serving {serving}" if serving else prefix
     if latest.state == DEPLOYING:

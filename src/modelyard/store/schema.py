@@ -153,7 +153,7 @@ class EventRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     type: Mapped[str] = mapped_column(String(100), index=True)
     namespace: Mapped[str | None] = mapped_column(String(63), index=True)
-    subject: Mapped[str] = mapped_column(String(300))
+    subject: Mapped[str] = mapped_column(String(300), index=True)
     data: Mapped[dict[str, Any]]
     actor: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime]
@@ -308,7 +308,8 @@ class DeploymentRow(Base):
     name: Mapped[str] = mapped_column(String(63))
     model: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]]
-    traffic: Mapped[list[Any]]
+    traffic: Mapped[Any] = mapped_column(JSON)
+    """Targets, sticky header and shadow (a bare list of targets before 0004)."""
     rollout: Mapped[dict[str, Any]]
     """How a new revision takes the traffic (replace or canary); not part of revisions."""
     slos: Mapped[list[Any]]

@@ -65,9 +65,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_rollouts_deployment_id", "rollouts", ["deployment_id"])
+    # A deployment's history (its audit trail) reads its events by subject.
+    op.create_index("ix_events_subject", "events", ["subject"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_events_subject", table_name="events")
     op.drop_index("ix_rollouts_deployment_id", table_name="rollouts")
     op.drop_table("rollouts")
     op.drop_index("ix_slo_alerts_deployment_id", table_name="slo_alerts")

@@ -1,0 +1,507 @@
+"""Rollouts: a new revision takes a deployment's traffic in judged steps, or is rolled back.
+
+Under the ``canary`` strategy, the transaction that marks a new revision ready also starts its
+rollout (`Rollouts.begin`, installed as the deployments' ``on_ready`` hook): the traffic is pinned
+to the stable revision and the canary at the first step's percent, so the straight replacement
+never happens. The `RolloutController` then judges each running rollout about twice a second on
+what the gateway measured since the step began (`modelyard.delivery.analysis.judge`):
+
+- ``fail``: all traffic back to stable at once, the canary revision marked ``rejected``, event
+  ``rollout.rolled_back`` with the evidence (it may fail before the step's minimum time: bad news
+  needs no waiting);
+- ``pass`` once the step lasted ``min_step_seconds``: the next step, or after the last one the
+  promotion (event ``rollout.promoted``; the canary takes all the traffic);
+- ``inconclusive`` (too few requests) for ``max_step_seconds``: the rollout pauses, never passes.
+
+A revision that gets ready while a rollout runs supersedes it (its canary goes idle) and starts
+its own from the same stable revision. By hand: `start`, `promote`, `rollback`, `pause`,
+`resume`, each recorded with its actor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from modelyard.delivery.analysis import FAIL, INCONCLUSIVE, PASS, Verdict, judge
+from modelyard.errors import Conflict, InvalidInput
+from modelyard.serving.deployments import (
+    ACTIVE_ROLLOUT,
+    LATEST_READY,
+    READY,
+    REJECTED,
+    Deployments,
+    RolloutStrategy,
+    TrafficTarget,
+    resolve_traffic,
+    stored_traffic,
+)
+from modelyard.serving.measurements import Measurements, MinuteCounts
+from modelyard.store.schema import DeploymentRow, NamespaceRow, RevisionRow, RolloutRow
+from modelyard.types import Record
+
+log = logging.getLogger(__name__)
+RUNNING, PAUSED = ACTIVE_ROLLOUT
+PROMOTED, ROLLED_BACK, SUPERSEDED = "promoted", "rolled_back", "superseded"
+TICK_SECONDS = 0.5
+
+
+class RolloutInfo(Record):
+    id: str
+    stable: int
+    canary: int
+    state: str
+    step: int
+    percent: int
+    steps: list[int]
+    step_started_at: dt.datetime
+    analyses: list[dict[str, Any]]
+    """The verdict of every finished step, and of the one that ended the rollout."""
+    last_verdict: dict[str, Any] | None = None
+    """The current step's latest analysis (kept in memory; none after a restart until the next)."""
+    reason: str | None
+    started_by: str | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+class Rollouts:
+    def __init__(self, deployments: Deployments, measurements: Measurements) -> None:
+        self.deployments = deployments
+        self.events = deployments.events
+        self.db = deployments.db
+        self.measurements = measurements
+        self._verdicts: dict[str, Verdict] = {}
+        deployments.on_ready = self._on_ready
+
+    # starting -----------------------------------------------------------------------------------
+    def _on_ready(
+        self, session: Session, row: DeploymentRow, revision: RevisionRow, namespace: str
+    ) -> None:
+        strategy = RolloutStrategy.model_validate(row.rollout)
+        if strategy.strategy != "canary":
+            return
+        active = _active(session, row.id)
+        if active is not None:
+            stable = active.stable
+        else:
+            others = [r for r in Deployments.revisions(session, row.id) if r.id != revision.id]
+            routes = resolve_traffic(stored_traffic(row).targets, others)
+            if not routes:
+                return  # the first revision: nothing to compare it with
+            stable = max(routes, key=lambda n: (routes[n][0], n))
+        self._begin(session, row, namespace, stable, revision.number, strategy, "delivery")
+
+    def start(
+        self, namespace: str, name: str, revision: int, actor: str | None = None
+    ) -> RolloutInfo:
+        """Roll ``revision`` (ready once) out with the deployment's canary steps, from the
+        revision serving most of the traffic now."""
+        with self.db.write() as session:
+            row = self.deployments.row(session, namespace, name, lock=True)
+            active = _active(session, row.id)
+            if active is not None:
+                raise Conflict(
+                    f"a rollout of revision {active.canary} of {namespace}/{name} is under way: "
+                    "promote or roll it back before starting another"
+                )
+            revisions = Deployments.revisions(session, row.id)
+            target = next((r for r in revisions if r.number == revision), None)
+            if target is None or target.ready_at is None:
+                raise InvalidInput(
+                    f"revision {revision} of {namespace}/{name} "
+                    + ("does not exist" if target is None else "was never ready")
+                    + ": roll out a revision listed as ready by "
+                    f"'modelyard deployments show {namespace}/{name}'",
+                    field="revision",
+                )
+            routes = resolve_traffic(stored_traffic(row).targets, revisions)
+            if not routes:
+                raise InvalidInput(f"{namespace}/{name} serves no revision to compare with")
+            stable = max(routes, key=lambda n: (routes[n][0], n))
+            if stable == revision:
+                raise InvalidInput(f"revision {revision} already serves {namespace}/{name}")
+            strategy = RolloutStrategy.model_validate(row.rollout)
+            if strategy.strategy != "canary":
+                strategy = RolloutStrategy(strategy="canary")
+            rollout = self._begin(session, row, namespace, stable, revision, strategy, actor)
+            return self._info(rollout)
+
+    def _begin(
+        self,
+        session: Session,
+        row: DeploymentRow,
+        namespace: str,
+        stable: int,
+        canary: int,
+        strategy: RolloutStrategy,
+        actor: str | None,
+    ) -> RolloutRow:
+        now = self.events.clock()
+        subject = f"{namespace}/{row.name}"
+        active = _active(session, row.id)
+        if active is not None:
+            active.state, active.finished_at = SUPERSEDED, now
+            active.reason = f"revision {canary} got ready and replaces the canary"
+            self.events.append(
+                session,
+                "rollout.superseded",
+                subject,
+                {"rollout": active.id, "canary": active.canary, "by": canary},
+                namespace=namespace,
+                actor=actor,
+            )
+        rollout = RolloutRow(
+            id=uuid.uuid4().hex,
+            deployment_id=row.id,
+            stable=stable,
+            canary=canary,
+            strategy=strategy.model_dump(mode="json"),
+            state=RUNNING,
+            step=0,
+            step_started_at=now,
+            analyses=[],
+            reason=None,
+            started_by=actor,
+            started_at=now,
+            finished_at=None,
+        )
+        session.add(rollout)
+        self._split(session, row, namespace, rollout, strategy.steps[0], actor)
+        self.events.append(
+            session,
+            "rollout.started",
+            subject,
+            {"rollout": rollout.id, "stable": stable, "canary": canary, "steps": strategy.steps},
+            namespace=namespace,
+            actor=actor,
+        )
+        return rollout
+
+    # by hand ------------------------------------------------------------------------------------
+    def promote(self, namespace: str, name: str, actor: str | None = None) -> RolloutInfo:
+        return self._by_hand(namespace, name, actor, "promote")
+
+    def rollback(self, namespace: str, name: str, actor: str | None = None) -> RolloutInfo:
+        return self._by_hand(namespace, name, actor, "rollback")
+
+    def pause(self, namespace: str, name: str, actor: str | None = None) -> RolloutInfo:
+        return self._by_hand(namespace, name, actor, "pause")
+
+    def resume(self, namespace: str, name: str, actor: str | None = None) -> RolloutInfo:
+        return self._by_hand(namespace, name, actor, "resume")
+
+    def _by_hand(self, namespace: str, name: str, actor: str | None, action: str) -> RolloutInfo:
+        with self.db.write() as session:
+            row = self.deployments.row(session, namespace, name, lock=True)
+            rollout = _active(session, row.id)
+            if rollout is None:
+                raise Conflict(
+                    f"no rollout of {namespace}/{name} is under way: "
+                    f"'modelyard deployments rollout {namespace}/{name} --revision N' starts one"
+                )
+            by = f"by {actor or 'an unknown key'}"
+            if action == "promote":
+                self._promote(session, row, namespace, rollout, f"promoted {by}", {}, actor)
+            elif action == "rollback":
+                self._roll_back(session, row, namespace, rollout, f"rolled back {by}", {}, actor)
+            elif (action == "pause") == (rollout.state == PAUSED):
+                raise Conflict(f"the rollout of {namespace}/{name} is {rollout.state} already")
+            else:
+                rollout.state = PAUSED if action == "pause" else RUNNING
+                rollout.reason = f"paused {by}" if action == "pause" else None
+                rollout.step_started_at = self.events.clock()  # a fresh window on resume
+                self.events.append(
+                    session,
+                    f"rollout.{'paused' if action == 'pause' else 'resumed'}",
+                    f"{namespace}/{name}",
+                    {"rollout": rollout.id, "canary": rollout.canary, "step": rollout.step},
+                    namespace=namespace,
+                    actor=actor,
+                )
+            return self._info(rollout)
+
+    # judging ------------------------------------------------------------------------------------
+    def drive(self) -> None:
+        """Judge every running rollout once, acting on what the verdicts say."""
+        with self.db.read() as session:
+            running = session.scalars(sa.select(RolloutRow.id).where(RolloutRow.state == RUNNING))
+            ids = list(running)
+        for rollout_id in ids:
+            try:
+                self._drive(rollout_id)
+            except Exception:
+                log.exception("judging rollout %s failed; it is judged again shortly", rollout_id)
+
+    def _drive(self, rollout_id: str) -> None:
+        with self.db.write() as session:
+            rollout = session.get(RolloutRow, rollout_id, with_for_update=True)
+            if rollout is None or rollout.state != RUNNING:
+                return
+            row = session.get(DeploymentRow, rollout.deployment_id)
+            assert row is not None
+            namespace = session.get(NamespaceRow, row.namespace_id)
+            assert namespace is not None
+            ids = {r.number: r.id for r in Deployments.revisions(session, row.id)}
+            strategy = RolloutStrategy.model_validate(rollout.strategy)
+            since = rollout.step_started_at
+            verdict = judge(
+                self.measurements.served(ids[rollout.stable], since),
+                self.measurements.served(ids[rollout.canary], since),
+                strategy.analysis,
+            )
+            self._verdicts[rollout.id] = verdict
+            elapsed = (self.events.clock() - since).total_seconds()
+            percent = strategy.steps[rollout.step]
+            record = {
+                "step": rollout.step,
+                "percent": percent,
+                "result": verdict.result,
+                "reasons": verdict.reasons,
+                "evidence": verdict.evidence,
+                "seconds": round(elapsed, 3),
+                "at": self.events.clock().isoformat(),
+            }
+            if verdict.result == FAIL:
+                reason = f"step {rollout.step + 1} ({percent}%) failed: " + "; ".join(
+                    verdict.reasons
+                )
+                self._roll_back(session, row, namespace.name, rollout, reason, record, None)
+            elif verdict.result == PASS and elapsed >= strategy.min_step_seconds:
+                rollout.analyses = [*rollout.analyses, record]
+                if strategy.steps[rollout.step + 1] == 100:
+                    reason = f"every step passed ({', '.join(map(str, strategy.steps[:-1]))}%)"
+                    self._promote(session, row, namespace.name, rollout, reason, record, None)
+                else:
+                    rollout.step += 1
+                    rollout.step_started_at = self.events.clock()
+                    self._split(
+                        session, row, namespace.name, rollout, strategy.steps[rollout.step], None
+                    )
+            elif verdict.result == INCONCLUSIVE and elapsed >= strategy.max_step_seconds:
+                rollout.analyses = [*rollout.analyses, record]
+                rollout.state = PAUSED
+                rollout.reason = (
+                    f"step {rollout.step + 1} stayed inconclusive for {elapsed:.0f} s: "
+                    + "; ".join(verdict.reasons)
+                    + ": send more traffic and resume, or promote / roll back by hand"
+                )
+                self.events.append(
+                    session,
+                    "rollout.paused",
+                    f"{namespace.name}/{row.name}",
+                    {"rollout": rollout.id, "canary": rollout.canary, "analysis": record},
+                    namespace=namespace.name,
+                )
+
+    # outcomes -----------------------------------------------------------------------------------
+    def _split(
+        self,
+        session: Session,
+        row: DeploymentRow,
+        namespace: str,
+        rollout: RolloutRow,
+        percent: int,
+        actor: str | None,
+    ) -> None:
+        current = stored_traffic(row)
+        targets = [
+            TrafficTarget(revision=rollout.stable, percent=100 - percent, tag="stable"),
+            TrafficTarget(revision=rollout.canary, percent=percent, tag="canary"),
+        ]
+        traffic = current.model_copy(update={"targets": targets})
+        data = {"rollout": rollout.id, "step": rollout.step}
+        self.deployments.write_traffic(session, row, namespace, traffic, actor, data)
+
+    def _settle(
+        self,
+        session: Session,
+        row: DeploymentRow,
+        namespace: str,
+        number: int,
+        data: dict[str, Any],
+    ) -> None:
+        """All traffic to revision ``number``: "the latest ready" when that is it (so later
+        revisions are rolled out as the strategy says), else pinned to it."""
+        latest = max(
+            (r.number for r in Deployments.revisions(session, row.id) if r.state == READY),
+            default=0,
+        )
+        targets = (
+            LATEST_READY.targets
+            if latest == number
+            else [TrafficTarget(revision=number, percent=100)]
+        )
+        traffic = stored_traffic(row).model_copy(update={"targets": targets})
+        self.deployments.write_traffic(session, row, namespace, traffic, None, data)
+
+    def _promote(
+        self,
+        session: Session,
+        row: DeploymentRow,
+        namespace: str,
+        rollout: RolloutRow,
+        reason: str,
+        record: dict[str, Any],
+        actor: str | None,
+    ) -> None:
+        rollout.state, rollout.reason = PROMOTED, reason
+        rollout.finished_at = self.events.clock()
+        self._settle(session, row, namespace, rollout.canary, {"rollout": rollout.id})
+        self.events.append(
+            session,
+            "rollout.promoted",
+            f"{namespace}/{row.name}",
+            {
+                "rollout": rollout.id,
+                "stable": rollout.stable,
+                "canary": rollout.canary,
+                "reason": reason,
+                "analysis": record or None,
+            },
+            namespace=namespace,
+            actor=actor,
+        )
+
+    def _roll_back(
+        self,
+        session: Session,
+        row: DeploymentRow,
+        namespace: str,
+        rollout: RolloutRow,
+        reason: str,
+        record: dict[str, Any],
+        actor: str | None,
+    ) -> None:
+        now = self.events.clock()
+        rollout.state, rollout.reason, rollout.finished_at = ROLLED_BACK, reason, now
+        if record:
+            rollout.analyses = [*rollout.analyses, record]
+        canary = session.scalar(
+            sa.select(RevisionRow)
+            .where(RevisionRow.deployment_id == row.id, RevisionRow.number == rollout.canary)
+            .with_for_update()
+        )
+        assert canary is not None
+        canary.state, canary.reason, canary.retired_at = REJECTED, reason, now
+        self._settle(session, row, namespace, rollout.stable, {"rollout": rollout.id})
+        subject = f"{namespace}/{row.name}"
+        self.events.append(
+            session,
+            "revision.rejected",
+            subject,
+            {"revision": canary.number, "model_version": canary.version_number, "reason": reason},
+            namespace=namespace,
+            actor=actor,
+        )
+        self.events.append(
+            session,
+            "rollout.rolled_back",
+            subject,
+            {
+                "rollout": rollout.id,
+                "stable": rollout.stable,
+                "canary": rollout.canary,
+                "model_version": canary.version_number,
+                "reason": reason,
+                "analysis": record or None,
+            },
+            namespace=namespace,
+            actor=actor,
+        )
+
+    # reads --------------------------------------------------------------------------------------
+    def history(self, namespace: str, name: str, limit: int = 20) -> list[RolloutInfo]:
+        """The deployment's rollouts, newest first."""
+        with self.db.read() as session:
+            row = self.deployments.row(session, namespace, name)
+            rows = session.scalars(
+                sa.select(RolloutRow)
+                .where(RolloutRow.deployment_id == row.id)
+                .order_by(RolloutRow.started_at.desc())
+                .limit(limit)
+            )
+            return [self._info(r) for r in rows]
+
+    def _info(self, row: RolloutRow) -> RolloutInfo:
+        steps = RolloutStrategy.model_validate(row.strategy).steps
+        verdict = self._verdicts.get(row.id) if row.state in ACTIVE_ROLLOUT else None
+        return RolloutInfo(
+            id=row.id,
+            stable=row.stable,
+            canary=row.canary,
+            state=row.state,
+            step=row.step,
+            percent=steps[row.step]
+            if row.state in ACTIVE_ROLLOUT
+            else (100 if row.state == PROMOTED else 0),
+            steps=steps,
+            step_started_at=row.step_started_at,
+            analyses=list(row.analyses),
+            last_verdict=(
+                {"result": verdict.result, "reasons": verdict.reasons, "evidence": verdict.evidence}
+                if verdict
+                else None
+            ),
+            reason=row.reason,
+            started_by=row.started_by,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+
+class RolloutController:
+    """Judges rollouts about twice a second, and hands the per-minute traffic counts to
+    ``record`` (the SLOs) on the way."""
+
+    def __init__(
+        self,
+        rollouts: Rollouts,
+        record: Callable[[list[MinuteCounts]], None] | None = None,
+        *,
+        interval: float = TICK_SECONDS,
+    ) -> None:
+        self.rollouts = rollouts
+        self.record = record
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="rollouts", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.rollouts.drive()
+            self._flush()
+
+    def _flush(self) -> None:
+        minutes = self.rollouts.measurements.take_minutes()
+        if minutes and self.record is not None:
+            try:
+                self.record(minutes)
+            except Exception:
+                log.exception("writing %d traffic minutes failed; they are lost", len(minutes))
+
+
+def _active(session: Session, deployment_id: str) -> RolloutRow | None:
+    return session.scalar(
+        sa.select(RolloutRow)
+        .where(RolloutRow.deployment_id == deployment_id, RolloutRow.state.in_(ACTIVE_ROLLOUT))
+        .with_for_update()
+    )

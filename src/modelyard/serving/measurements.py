@@ -1,0 +1,117 @@
+"""What the gateway measured, as the control plane keeps it.
+
+The gateway reports, about once a second, what it served since its last report (see
+`modelyard.gateway.metrics.Window`). Two readers:
+
+- the rollout judge asks what a revision served since a step began (requests, errors and a sample
+  of latencies): the reports of the last ``KEEP_SECONDS`` stay in memory, which is enough for a
+  step and needs no database write per report;
+- the SLOs want per-deployment counts per minute, durably: reports are summed per minute here and
+  handed over in batches (`take_minutes`) to be written.
+
+Reports are not acknowledged to the gateway: a report lost with a control plane restart loses a
+second of measurements, never a request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.delivery.analysis import Sample
+
+KEEP_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class _Report:
+    at: dt.datetime
+    requests: int
+    errors: int
+    mismatches: int
+    latencies_ms: list[float]
+
+
+@dataclass
+class MinuteCounts:
+    deployment_id: str
+    minute: dt.datetime
+    requests: int
+    errors: int
+    buckets: list[int]
+
+
+class Measurements:
+    def __init__(self, clock: Callable[[], dt.datetime]) -> None:
+        self.clock = clock
+        self._reports: dict[str, deque[_Report]] = {}
+        self._minutes: dict[tuple[str, dt.datetime], MinuteCounts] = {}
+        self._lock = threading.Lock()
+
+    def add(self, traffic: dict[str, Any]) -> None:
+        """Take one report of the gateway (malformed parts are ignored: it is only measurement)."""
+        now = self.clock()
+        minute = now.replace(second=0, microsecond=0)
+        horizon = now - dt.timedelta(seconds=KEEP_SECONDS)
+        with self._lock:
+            for revision_id, served in traffic.get("revisions", {}).items():
+                if not isinstance(served, dict) or not served.get("requests"):
+                    continue
+                reports = self._reports.setdefault(revision_id, deque())
+                reports.append(
+                    _Report(
+                        now,
+                        int(served["requests"]),
+                        int(served.get("errors", 0)),
+                        int(served.get("mismatches", 0)),
+                        [float(v) for v in served.get("latencies_ms", [])],
+                    )
+                )
+                while reports and reports[0].at < horizon:
+                    reports.popleft()
+            for deployment_id, counts in traffic.get("deployments", {}).items():
+                if not isinstance(counts, dict) or not counts.get("requests"):
+                    continue
+                buckets = [int(b) for b in counts.get("buckets", [])]
+                key = (deployment_id, minute)
+                total = self._minutes.get(key)
+                if total is None:
+                    self._minutes[key] = MinuteCounts(
+                        deployment_id,
+                        minute,
+                        int(counts["requests"]),
+                        int(counts["errors"]),
+                        buckets,
+                    )
+                    continue
+                total.requests += int(counts["requests"])
+                total.errors += int(counts["errors"])
+                total.buckets = [a + b for a, b in zip(total.buckets, buckets, strict=False)]
+
+    def served(self, revision_id: str, since: dt.datetime) -> Sample:
+        """What ``revision_id`` served since ``since`` (latencies: the reports' samples, each
+        report's sample uniform over its requests)."""
+        sample = Sample()
+        with self._lock:
+            for report in self._reports.get(revision_id, ()):
+                if report.at >= since:
+                    sample.requests += report.requests
+                    sample.errors += report.errors
+                    sample.latencies_ms.extend(report.latencies_ms)
+        return sample
+
+    def mismatches(self, revision_id: str, since: dt.datetime) -> tuple[int, int]:
+        """(copies answered, answers that differed) of a shadow revision since ``since``."""
+        with self._lock:
+            reports = [r for r in self._reports.get(revision_id, ()) if r.at >= since]
+        return sum(r.requests for r in reports), sum(r.mismatches for r in reports)
+
+    def take_minutes(self) -> list[MinuteCounts]:
+        """The per-minute counts gathered since the last call, to be written for the SLOs."""
+        with self._lock:
+            minutes, self._minutes = list(self._minutes.values()), {}
+        return minutes

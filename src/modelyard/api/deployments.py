@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.api.deps import Caller, Plane
+from modelyard.delivery.rollout import RolloutInfo
 from modelyard.errors import Forbidden
-from modelyard.serving.deployments import DeploymentInfo, DeploymentSpec, SpecPatch, Traffic
+from modelyard.events.log import Event
+from modelyard.serving.deployments import (
+    DeploymentInfo,
+    DeploymentSpec,
+    RolloutStrategy,
+    SpecPatch,
+    Traffic,
+)
 from modelyard.types import Role
 
 router = APIRouter(prefix="/namespaces/{namespace}/deployments", tags=["deployments"])
@@ -19,14 +27,19 @@ gateway_router = APIRouter(prefix="/gateway", tags=["gateway"])
 
 class DeploymentCreate(DeploymentSpec):
     name: str = Field(description="DNS-1123 label: the API's path is /{namespace}/{name}/")
+    rollout: RolloutStrategy | None = Field(
+        None, description="How new revisions take the traffic (default: replace)"
+    )
 
 
 @router.post("", status_code=201)
 def create(namespace: str, body: DeploymentCreate, plane: Plane, caller: Caller) -> DeploymentInfo:
     """Deploy a model version (by alias, ``latest`` or number) as a Web API."""
     caller.require(namespace, Role.EDITOR)
-    spec = DeploymentSpec.model_validate(body.model_dump(exclude={"name"}))
-    info = plane.deployments.create(namespace, body.name, spec, actor=caller.key_id)
+    spec = DeploymentSpec.model_validate(body.model_dump(exclude={"name", "rollout"}))
+    info = plane.deployments.create(
+        namespace, body.name, spec, actor=caller.key_id, rollout=body.rollout
+    )
     plane.serving.wake()
     return plane.serving.describe(info)
 
@@ -64,6 +77,66 @@ def set_traffic(
     info = plane.deployments.set_traffic(namespace, name, traffic, actor=caller.key_id)
     plane.serving.wake()
     return plane.serving.describe(info)
+
+
+@router.put("/{name}/strategy")
+def set_strategy(
+    namespace: str, name: str, strategy: RolloutStrategy, plane: Plane, caller: Caller
+) -> DeploymentInfo:
+    """Replace, or canary steps with an analysis at each: how the next revisions roll out."""
+    caller.require(namespace, Role.EDITOR)
+    info = plane.deployments.set_strategy(namespace, name, strategy, actor=caller.key_id)
+    return plane.serving.describe(info)
+
+
+class RolloutStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    revision: int = Field(ge=1, description="A revision that was ready once")
+
+
+@router.get("/{name}/rollouts")
+def list_rollouts(
+    namespace: str, name: str, plane: Plane, caller: Caller, limit: int = 20
+) -> list[RolloutInfo]:
+    """The deployment's rollouts, newest first, with each step's analysis."""
+    caller.require(namespace, Role.VIEWER)
+    return plane.rollouts.history(namespace, name, min(max(limit, 1), 200))
+
+
+@router.post("/{name}/rollouts", status_code=201)
+def start_rollout(
+    namespace: str, name: str, body: RolloutStart, plane: Plane, caller: Caller
+) -> RolloutInfo:
+    """Roll a ready revision out in canary steps (409 while another rollout is under way)."""
+    caller.require(namespace, Role.EDITOR)
+    info = plane.rollouts.start(namespace, name, body.revision, actor=caller.key_id)
+    plane.serving.wake()
+    return info
+
+
+@router.post("/{name}/rollouts/{action}")
+def act_on_rollout(
+    namespace: str,
+    name: str,
+    action: Literal["promote", "rollback", "pause", "resume"],
+    plane: Plane,
+    caller: Caller,
+) -> RolloutInfo:
+    """Promote, roll back, pause or resume the rollout under way, by hand."""
+    caller.require(namespace, Role.EDITOR)
+    info: RolloutInfo = getattr(plane.rollouts, action)(namespace, name, actor=caller.key_id)
+    plane.serving.wake()
+    return info
+
+
+@router.get("/{name}/history")
+def history(
+    namespace: str, name: str, plane: Plane, caller: Caller, limit: int = 100
+) -> list[Event]:
+    """Who created, changed, deployed, promoted, rolled back or moved traffic, and when."""
+    caller.require(namespace, Role.VIEWER)
+    plane.deployments.get(namespace, name)  # 404 for a deployment that does not exist
+    return plane.events.history(namespace, f"{namespace}/{name}", min(max(limit, 1), 1000))
 
 
 @router.delete("/{name}", status_code=204)

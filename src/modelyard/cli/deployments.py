@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from modelyard.cli.state import console, print_json, state, table
+from modelyard.delivery.rollout import RolloutInfo
 from modelyard.serving.deployments import DeploymentInfo
 from modelyard.types import ModelRef
 
@@ -158,6 +159,14 @@ def traffic(
         list[str],
         typer.Argument(help="REVISION=PERCENT[:TAG] ... ('latest' for the latest ready)"),
     ],
+    sticky_header: Annotated[
+        str | None,
+        typer.Option(help="Requests with one value of this header keep one revision (A/B)."),
+    ] = None,
+    shadow: Annotated[
+        str | None,
+        typer.Option(help="REVISION=PERCENT: copy that share of requests there to compare."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Split traffic over ready revisions, e.g. ``1=90 2=10:candidate``."""
@@ -174,7 +183,144 @@ def traffic(
                 "tag": tag or None,
             }
         )
-    _show(state(ctx).client().set_traffic(*_split(target), targets), as_json)
+    copy = None
+    if shadow is not None:
+        revision, _, percent = shadow.partition("=")
+        if not (revision.isdigit() and percent.isdigit()):
+            raise typer.BadParameter(f"--shadow {shadow!r}: write REVISION=PERCENT")
+        copy = {"revision": int(revision), "percent": int(percent)}
+    info = (
+        state(ctx)
+        .client()
+        .set_traffic(*_split(target), targets, sticky_header=sticky_header, shadow=copy)
+    )
+    _show(info, as_json)
+
+
+@app.command("strategy")
+def strategy(
+    ctx: typer.Context,
+    target: Name,
+    kind: Annotated[str, typer.Argument(help="replace | canary")],
+    steps: Annotated[str, typer.Option(help="Canary percents, e.g. 10,50,100.")] = "10,50,100",
+    min_step_seconds: Annotated[float, typer.Option(help="Shortest step.")] = 30.0,
+    max_step_seconds: Annotated[
+        float, typer.Option(help="An inconclusive step this long pauses the rollout.")
+    ] = 900.0,
+    min_requests: Annotated[int, typer.Option(help="Per revision and step, to judge.")] = 100,
+    max_error_increase: Annotated[
+        float, typer.Option(help="Largest error-rate increase that passes (0.01 = 1 point).")
+    ] = 0.01,
+    latency_tolerance: Annotated[
+        float, typer.Option(help="Median latency increase allowed (0.2 = 20%).")
+    ] = 0.2,
+    as_json: AsJson = False,
+) -> None:
+    """How new revisions take the traffic: at once, or in judged canary steps."""
+    try:
+        percents = [int(p) for p in steps.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--steps {steps!r}: write percents like 10,50,100") from None
+    body: dict[str, Any] = {
+        "strategy": kind,
+        "steps": percents,
+        "min_step_seconds": min_step_seconds,
+        "max_step_seconds": max_step_seconds,
+        "analysis": {
+            "min_requests": min_requests,
+            "max_error_rate_increase": max_error_increase,
+            "latency_tolerance": latency_tolerance,
+        },
+    }
+    _show(state(ctx).client().set_strategy(*_split(target), **body), as_json)
+
+
+@app.command("rollout")
+def rollout(
+    ctx: typer.Context,
+    target: Name,
+    revision: Annotated[int, typer.Option(help="A revision that was ready once.")],
+    as_json: AsJson = False,
+) -> None:
+    """Roll a ready revision out in canary steps (under the canary strategy, new revisions
+    start theirs by themselves)."""
+    _show_rollout(state(ctx).client().start_rollout(*_split(target), revision), as_json)
+
+
+def _action(action: str, doc: str) -> None:
+    def command(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
+        _show_rollout(state(ctx).client().rollout_action(*_split(target), action), as_json)
+
+    command.__doc__ = doc
+    app.command(action)(command)
+
+
+_action("promote", "Give the canary all the traffic now, ending the rollout.")
+_action("rollback", "Send all traffic back to the stable revision; the canary is rejected.")
+_action("pause", "Hold the rollout at its step; no verdict moves it until resumed.")
+_action("resume", "Resume a paused rollout; the step's analysis starts afresh.")
+
+
+@app.command("rollouts")
+def rollouts(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
+    """The deployment's rollouts, newest first, with the analysis of each step."""
+    found = state(ctx).client().rollouts(*_split(target))
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in found])
+        return
+    for item in found:
+        _show_rollout(item, False)
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    target: Name,
+    limit: Annotated[int, typer.Option(help="Latest events shown.")] = 100,
+    as_json: AsJson = False,
+) -> None:
+    """Who created, deployed, promoted, rolled back or changed traffic, and when."""
+    events = state(ctx).client().deployment_history(*_split(target), limit)
+    if as_json:
+        print_json([e.model_dump(mode="json") for e in events])
+        return
+    table(
+        "history",
+        ["when (UTC)", "event", "by", "what"],
+        [
+            (f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.type, e.actor or "-", _summary(e.data))
+            for e in events
+        ],
+    )
+
+
+def _summary(data: dict[str, Any]) -> str:
+    shown = {k: v for k, v in data.items() if k not in ("spec", "analysis", "rollout")}
+    text = json.dumps(shown, separators=(",", ":"))
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _show_rollout(info: RolloutInfo, as_json: bool) -> None:
+    if as_json:
+        print_json(info.model_dump(mode="json"))
+        return
+    console.print(
+        f"[bold]rollout of revision {info.canary}[/] from {info.stable}: {info.state}, "
+        f"step {info.step + 1}/{len(info.steps) - 1} at {info.percent}% "
+        f"(steps {','.join(map(str, info.steps))}); started {info.started_at:%Y-%m-%d %H:%M:%S} "
+        f"by {info.started_by or '-'}"
+    )
+    if info.reason:
+        console.print(f"  {info.reason}")
+    for analysis in info.analyses:
+        console.print(
+            f"  step {analysis['step'] + 1} ({analysis['percent']}%): {analysis['result']}: "
+            + "; ".join(analysis["reasons"])
+        )
+    if info.last_verdict:
+        console.print(
+            f"  now: {info.last_verdict['result']}: " + "; ".join(info.last_verdict["reasons"])
+        )
 
 
 @app.command("delete")
@@ -191,6 +337,17 @@ def _show(info: DeploymentInfo, as_json: bool) -> None:
         return
     console.print(f"[bold]{info.namespace}/{info.name}[/] -> {info.model}: {info.status}")
     console.print(f"  path on the gateway: {info.path}/v2/models/{info.name}/infer")
+    rollout = info.rollout
+    if rollout.strategy == "canary":
+        console.print(
+            f"  rollout: canary {','.join(map(str, rollout.steps))}%, steps of "
+            f"{rollout.min_step_seconds:g}-{rollout.max_step_seconds:g} s, "
+            f"{rollout.analysis.min_requests} requests each"
+        )
+    if info.sticky_header:
+        console.print(f"  sticky by header {info.sticky_header}")
+    if info.shadow:
+        console.print(f"  shadow: {info.shadow.percent}% copied to revision {info.shadow.revision}")
     table(
         "revisions",
         ["revision", "version", "state", "traffic", "replicas", "autoscaler"],

@@ -14,7 +14,6 @@ import hmac
 import json
 import logging
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,8 @@ class RevisionRoute:
     percent: int
     tags: list[str]
     endpoints: list[Endpoint]
+    credit: int = 0
+    """Smooth weighted round robin's running credit (see `DeploymentRoute.pick`)."""
 
 
 @dataclass
@@ -54,7 +55,7 @@ class DeploymentRoute:
     """Gets a copy of ``shadow.percent`` % of the requests; its answers are compared, not sent."""
 
     def pick(self, tag: str | None, key: bytes | None = None) -> RevisionRoute | None:
-        """The revision a request goes to: the tagged one, else one drawn by percent; with a
+        """The revision a request goes to: the tagged one, else one chosen by percent; with a
         sticky ``key`` the draw is the key's hash, so one key always lands on one revision (and,
         as the weights move, only the keys in the share that moved change revision)."""
         if tag is not None:
@@ -66,10 +67,16 @@ class DeploymentRoute:
             return None
         total = sum(r.percent for r in weighted)
         if key is None:
-            draw = random.random() * total
-        else:
-            digest = hashlib.blake2b(key, digest_size=8, key=self.id.encode()[:64]).digest()
-            draw = int.from_bytes(digest) / 2**64 * total
+            # Smooth weighted round robin (nginx's): every run of ``total`` requests gives each
+            # revision exactly its percent, spread out, so a canary at 10% gets 10% of any
+            # stretch of traffic, not 10% on average with a random draw's spread.
+            for revision in weighted:
+                revision.credit += revision.percent
+            chosen = max(weighted, key=lambda r: r.credit)
+            chosen.credit -= total
+            return chosen
+        digest = hashlib.blake2b(key, digest_size=8, key=self.id.encode()[:64]).digest()
+        draw = int.from_bytes(digest) / 2**64 * total
         for revision in weighted:
             draw -= revision.percent
             if draw < 0:

@@ -57,6 +57,8 @@ def test_pipeline_publishes_an_index_that_is_deployed_and_searched(
     version = client.get_version("team/image-index@latest")
     assert version.runtime == "image-search"
     assert version.metrics["recall_at_10"] >= 0.95
+    assert version.metrics["recall_target"] == 0.95
+    assert version.metrics["recall_target_reached"] == 1.0
 
     client.create_deployment("team", "search", "image-index@latest", timeout_s=120)
     client.wait_deployment("team", "search", timeout=300)

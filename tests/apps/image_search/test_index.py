@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from modelyard.apps.image_search.index import (  # noqa: E402
     choose_kind,
     load_index,
     recall_at_k,
+    tune_recall,
 )
 from modelyard.errors import InvalidInput, NotFound  # noqa: E402
 
@@ -87,6 +89,66 @@ def test_hnsw_recall_on_random_unit_vectors() -> None:
     index = build_index(vectors, "hnsw")
     assert index.params == {"M": 32, "efConstruction": 200, "efSearch": 128}
     assert recall_at_k(index, vectors, k=10, sample=500) >= 0.95
+
+
+def test_tuning_raises_ef_search_until_the_target_and_the_saved_index_keeps_it(
+    tmp_path: Path,
+) -> None:
+    # Random vectors in 256 dimensions and a sparse graph: the default efSearch of this index
+    # finds barely half of the true neighbours (0.55 when this was written).
+    vectors = unit_rows(3_000, 256, seed=2)
+    index = build_index(vectors, "hnsw", M=8, efConstruction=40, efSearch=16)
+    before = recall_at_k(index, vectors, sample=200)
+    assert before < 0.8
+
+    tuning = tune_recall(index, vectors, target=0.95, sample=200)
+    assert tuning.reached and tuning.recall >= 0.95
+    assert (tuning.kind, tuning.knob, tuning.k, tuning.target) == ("hnsw", "efSearch", 10, 0.95)
+    assert tuning.value is not None and tuning.value > 16
+    values = [value for value, _ in tuning.tried]
+    assert values[0] == 16 and values[-1] == tuning.value
+    assert all(b == 2 * a for a, b in itertools.pairwise(values)), "doubling"
+    assert all(recall < 0.95 for _, recall in tuning.tried[:-1]), "stops at the first reaching"
+    assert index.params["efSearch"] == tuning.value
+    assert recall_at_k(index, vectors, sample=200) == tuning.recall
+    # on queries it was not tuned on as well (another seed)
+    assert recall_at_k(index, vectors, sample=200, seed=9) >= 0.9
+    assert tuning.metrics() == {
+        "recall_at_10": tuning.recall,
+        "recall_target": 0.95,
+        "recall_target_reached": 1.0,
+        "hnsw_efSearch": float(tuning.value),
+    }
+
+    index.save(tmp_path / "index")
+    loaded = load_index(tmp_path / "index")
+    assert loaded.params["efSearch"] == tuning.value
+    assert recall_at_k(loaded, vectors, sample=200) == tuning.recall
+
+
+def test_tuning_says_when_the_target_is_out_of_reach() -> None:
+    vectors = unit_rows(3_000, 256, seed=2)
+    index = build_index(vectors, "hnsw", M=8, efConstruction=40, efSearch=16)
+    capped = tune_recall(index, vectors, target=0.95, sample=200, limit=64)
+    assert not capped.reached and capped.recall < 0.95
+    assert capped.value == 64 == index.params["efSearch"]
+    assert [value for value, _ in capped.tried] == [16, 32, 64]
+    assert capped.metrics()["recall_target_reached"] == 0.0
+
+    # Product quantisation with 4 codes of 4 bits per vector: probing every cell still ranks
+    # by approximate scores, so no nprobe reaches 0.99.
+    ivfpq = build_index(clustered_rows(3_000, 64, clusters=300), "ivfpq", m=4, nbits=4)
+    tuning = tune_recall(ivfpq, clustered_rows(3_000, 64, clusters=300), target=0.99)
+    assert not tuning.reached and tuning.recall < 0.99
+    assert tuning.knob == "nprobe" and tuning.value == ivfpq.params["nlist"]
+    assert ivfpq.params["nprobe"] == ivfpq.params["nlist"]
+
+    exact = build_index(vectors[:100], "exact")
+    assert tune_recall(exact, vectors[:100]).reached
+    with pytest.raises(InvalidInput, match="target"):
+        tune_recall(exact, vectors[:100], target=1.5)
+    with pytest.raises(InvalidInput, match="cannot exceed nlist"):
+        ivfpq.set_knob(ivfpq.params["nlist"] + 1)
 
 
 def test_recall_of_exact_search_is_one_and_needs_the_indexed_vectors() -> None:

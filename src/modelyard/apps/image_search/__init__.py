@@ -1,8 +1,9 @@
 """Image-similarity search: embed a catalog with a pretrained CNN, index it, search top-k.
 
 `embedders` turns images into unit vectors (EfficientNet-Lite0 built in, CLIP or SigLIP as
-plug-ins), `index` builds exact, HNSW or IVF-PQ faiss indexes over them and grades them with
-recall@k, and `catalog` provides offline image catalogs and the dataset folder layout.
+plug-ins), `index` builds exact, HNSW or IVF-PQ faiss indexes over them, grades them with
+recall@k and tunes their search-time knob to a recall target, and `catalog` provides offline
+image catalogs and the dataset folder layout.
 Names load on first use, so importing this package does not import torch or faiss.
 """
 
@@ -16,6 +17,7 @@ __all__ = [
     "EfficientNetLite0",
     "Embedder",
     "Item",
+    "Tuning",
     "VectorIndex",
     "augment",
     "build_index",
@@ -27,6 +29,7 @@ __all__ = [
     "near_duplicate_set",
     "read_catalog",
     "recall_at_k",
+    "tune_recall",
     "write_catalog",
 ]
 
@@ -48,10 +51,12 @@ if TYPE_CHECKING:
         load_embedder,
     )
     from modelyard.apps.image_search.index import (
+        Tuning,
         VectorIndex,
         build_index,
         load_index,
         recall_at_k,
+        tune_recall,
     )
 
 _MODULES = {
@@ -66,7 +71,7 @@ _MODULES = {
         "write_catalog",
     ),
     "embedders": ("EfficientNetLite0", "Embedder", "decode_image", "load_embedder"),
-    "index": ("VectorIndex", "build_index", "load_index", "recall_at_k"),
+    "index": ("Tuning", "VectorIndex", "build_index", "load_index", "recall_at_k", "tune_recall"),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -2,7 +2,8 @@
 
 Every kind scores by inner product, which on unit vectors is the cosine similarity, so scores are
 comparable across kinds and `recall_at_k` can grade an approximate index against exact search on
-the same vectors. An index is saved as a folder of two files: the faiss index and a small
+the same vectors, and `tune_recall` raises an index's search-time knob until that recall reaches a
+target. An index is saved as a folder of two files: the faiss index and a small
 ``index.json`` naming its kind and parameters, which `load_index` dispatches on.
 """
 
@@ -12,6 +13,7 @@ import json
 import math
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +32,8 @@ FORMAT = 1
 # IVF-PQ index takes over.
 EXACT_BELOW = 2_000
 HNSW_BELOW = 1_000_000
+# The most `tune_recall` raises HNSW's efSearch to by default.
+EF_SEARCH_LIMIT = 4_096
 
 Scores = npt.NDArray[np.float32]
 Positions = npt.NDArray[np.int64]
@@ -54,6 +58,9 @@ class VectorIndex(ABC):
 
     kind: ClassVar[str]
     allowed: ClassVar[frozenset[str]]
+    # The search-time parameter that trades query time for recall, which `tune_recall` raises;
+    # None for an exact index.
+    knob: ClassVar[str | None] = None
 
     def __init__(self, index: Any, params: dict[str, Any]) -> None:
         self._index = index
@@ -63,6 +70,17 @@ class VectorIndex(ABC):
     def _configure(self) -> None:
         """Apply the search-time knobs, which faiss keeps outside what it saves for some kinds."""
         return None
+
+    def knob_limit(self) -> int:
+        """The largest value of ``knob`` worth trying (past it, search is no longer cheaper)."""
+        raise NotImplementedError(f"a {self.kind!r} index has no search-time knob")
+
+    def set_knob(self, value: int) -> None:
+        """Set the search-time knob; it is kept in ``params``, so `save` records it."""
+        if self.knob is None:
+            raise InvalidInput(f"a {self.kind!r} index has no search-time knob")
+        self.params[self.knob] = _positive_int({self.knob: value}, self.knob, 0)
+        self._configure()
 
     @classmethod
     @abstractmethod
@@ -158,9 +176,15 @@ class HNSWIndex(VectorIndex):
 
     kind = "hnsw"
     allowed = frozenset({"M", "efConstruction", "efSearch"})
+    knob = "efSearch"
 
     def _configure(self) -> None:
         self._index.hnsw.efSearch = self.params["efSearch"]
+
+    def knob_limit(self) -> int:
+        # A candidate list as long as the index visits every vector: an exhaustive scan that
+        # costs more than a flat one. The cap keeps a hopeless target from taking hours.
+        return max(int(self.params["efSearch"]), min(EF_SEARCH_LIMIT, self.size))
 
     @classmethod
     def build(cls, vectors: npt.NDArray[np.float32], **params: Any) -> HNSWIndex:
@@ -184,9 +208,19 @@ class IVFPQIndex(VectorIndex):
 
     kind = "ivfpq"
     allowed = frozenset({"nlist", "m", "nbits", "nprobe"})
+    knob = "nprobe"
 
     def _configure(self) -> None:
         self._index.nprobe = self.params["nprobe"]
+
+    def knob_limit(self) -> int:
+        # Probing every cell still compares PQ codes, not vectors: recall stays below 1.
+        return int(self.params["nlist"])
+
+    def set_knob(self, value: int) -> None:
+        if value > self.params["nlist"]:
+            raise InvalidInput(f"ivfpq: nprobe={value} cannot exceed nlist={self.params['nlist']}")
+        super().set_knob(value)
 
     @classmethod
     def build(cls, vectors: npt.NDArray[np.float32], **params: Any) -> IVFPQIndex:
@@ -263,25 +297,108 @@ def recall_at_k(
     ``vectors`` must be the rows the index was built on, in the same order, since positions are
     compared. The queries are a sample of those rows (so every query has a true self match).
     """
-    rows = _as_matrix(vectors, "vectors", dim=index.dim)
-    n = rows.shape[0]
-    if n != index.size:
-        raise InvalidInput(
-            f"recall_at_k needs the {index.size} vectors the index was built on, got {n}"
+    return _Grader(index, vectors, k, sample, seed).recall(index)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What `tune_recall` did. ``value`` is the knob's value left set on the index and
+    ``recall`` the recall@k measured there; ``reached`` is False when the knob hit its limit
+    first. ``tried`` lists every (value, recall) measured, in order."""
+
+    kind: str
+    knob: str | None
+    value: int | None
+    k: int
+    recall: float
+    target: float
+    reached: bool
+    tried: tuple[tuple[int, float], ...]
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for a model version's metrics: the recall, the target, whether it was reached
+        and the knob's value (``hnsw_efSearch``, ``ivfpq_nprobe``)."""
+        numbers = {
+            f"recall_at_{self.k}": self.recall,
+            "recall_target": self.target,
+            "recall_target_reached": float(self.reached),
+        }
+        if self.knob is not None and self.value is not None:
+            numbers[f"{self.kind}_{self.knob}"] = float(self.value)
+        return numbers
+
+
+def tune_recall(
+    index: VectorIndex,
+    vectors: npt.ArrayLike,
+    *,
+    target: float = 0.95,
+    k: int = 10,
+    sample: int = 500,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Tuning:
+    """Raise ``index``'s search-time knob (HNSW ``efSearch``, IVF-PQ ``nprobe``) until its
+    recall@k against exact search on a seeded sample reaches ``target``.
+
+    The knob starts at its current value and doubles, up to ``limit`` (by default the kind's
+    `VectorIndex.knob_limit`); it is never lowered. The value it ends on stays in
+    ``index.params``, so `VectorIndex.save` records it and `load_index` applies it. When the
+    limit comes first the index keeps the limit, the best recall measured, and the result says
+    ``reached=False``: this index cannot get there at any search cost worth paying, so build
+    another (HNSW with a larger M or efConstruction, IVF-PQ with more bytes per vector) or search
+    exactly. An exact index needs no tuning (recall 1).
+    ``vectors`` are the rows the index was built on, as for `recall_at_k`.
+    """
+    if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
+        raise InvalidInput(f"the recall target must be in (0, 1], got {target!r}")
+    grader = _Grader(index, vectors, k, sample, seed)
+    knob = index.knob
+    if knob is None:
+        recall = grader.recall(index)
+        return Tuning(index.kind, None, None, grader.k, recall, target, recall >= target, ())
+    value = int(index.params[knob])
+    cap = max(value, index.knob_limit() if limit is None else int(limit))
+    tried: list[tuple[int, float]] = []
+    while True:
+        index.set_knob(value)
+        recall = grader.recall(index)
+        tried.append((value, recall))
+        if recall >= target or value >= cap:
+            reached = recall >= target
+            return Tuning(index.kind, knob, value, grader.k, recall, target, reached, tuple(tried))
+        value = min(2 * value, cap)
+
+
+class _Grader:
+    """A seeded sample of the indexed rows and their exact top-k, computed once so that an
+    index can be graded at several knob values."""
+
+    def __init__(
+        self, index: VectorIndex, vectors: npt.ArrayLike, k: int, sample: int, seed: int
+    ) -> None:
+        rows = _as_matrix(vectors, "vectors", dim=index.dim)
+        n = int(rows.shape[0])
+        if n != index.size:
+            raise InvalidInput(
+                f"recall needs the {index.size} vectors the index was built on, got {n}"
+            )
+        if k < 1 or sample < 1:
+            raise InvalidInput(f"k and sample must be positive, got k={k}, sample={sample}")
+        self.k = min(k, n)
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+        self.queries = np.ascontiguousarray(rows[picked])
+        # faiss.knn scans the rows in blocks without copying them into an index of their own.
+        _, self.truth = faiss.knn(self.queries, rows, self.k, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def recall(self, index: VectorIndex) -> float:
+        _, found = index.search(self.queries, self.k)
+        hits = sum(
+            len(set(t.tolist()) & set(f[f >= 0].tolist()))
+            for t, f in zip(self.truth, found, strict=True)
         )
-    if k < 1 or sample < 1:
-        raise InvalidInput(f"k and sample must be positive, got k={k}, sample={sample}")
-    k = min(k, n)
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    queries = np.ascontiguousarray(rows[picked])
-    # faiss.knn scans the rows in blocks without copying them into an index of their own.
-    _, truth = faiss.knn(queries, rows, k, metric=faiss.METRIC_INNER_PRODUCT)
-    _, found = index.search(queries, k)
-    hits = sum(
-        len(set(t.tolist()) & set(f[f >= 0].tolist())) for t, f in zip(truth, found, strict=True)
-    )
-    return hits / (len(picked) * k)
+        return hits / (len(self.queries) * self.k)
 
 
 def _as_matrix(

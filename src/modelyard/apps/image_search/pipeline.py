@@ -9,7 +9,9 @@ Two steps, each in its own process:
    truncated images are skipped, counted and listed in the step's report; an empty catalog, or
    one where nothing could be decoded, fails the step and nothing is published.
 2. ``build_index`` builds the index (exact for small catalogs, HNSW, or IVF-PQ for large ones),
-   measures its recall@10 against exact search on a sample, and writes the model version's folder:
+   raises its search-time knob (HNSW efSearch, IVF-PQ nprobe) until its recall@10 against exact
+   search on a sample reaches ``recall_target`` (`tune_recall`; a target out of reach is logged
+   and recorded, not hidden), and writes the model version's folder:
    the index, the items (id, label, category), the vectors and the embedder's identity. The
    pipeline publishes it with the ``image-search`` runtime, so a deployment following the model
    serves it as soon as it is committed.
@@ -108,31 +110,48 @@ def build_index(
     model: Output[Model],
     metrics: Output[Metrics],
     index: str = "auto",
+    recall_target: float = 0.95,
 ) -> float:
     import shutil
+    from dataclasses import asdict
 
     from modelyard.apps.image_search.index import build_index as build
-    from modelyard.apps.image_search.index import recall_at_k
+    from modelyard.apps.image_search.index import tune_recall
 
     source = Path(embeddings.path)
     vectors = np.load(source / "vectors.npy")
     started = time.perf_counter()
     built = build(vectors, index)
     seconds = time.perf_counter() - started
-    recall = recall_at_k(built, vectors, k=10)
+    tuning = tune_recall(built, vectors, target=recall_target, k=10)
     folder = Path(model.path)
     folder.mkdir(parents=True, exist_ok=True)
     built.save(folder / "index")
     for name in ("vectors.npy", "items.json", "embedder.json"):
         shutil.copyfile(source / name, folder / name)
     (folder / "index.json").write_text(
-        json.dumps({"kind": built.kind, "params": built.params, "size": built.size})
+        json.dumps(
+            {
+                "kind": built.kind,
+                "params": built.params,
+                "size": built.size,
+                "tuning": asdict(tuning),
+            }
+        )
     )
-    metrics.log_metric("recall_at_10", recall)
+    for name, value in tuning.metrics().items():
+        metrics.log_metric(name, value)
     metrics.log_metric("index_build_seconds", seconds)
     metrics.log_metric("items", float(built.size))
-    print(f"{built.kind} index of {built.size} vectors {built.params}: recall@10 {recall:.3f}")
-    return recall
+    tried = ", ".join(f"{value}: {recall:.3f}" for value, recall in tuning.tried)
+    print(
+        f"{built.kind} index of {built.size} vectors {built.params}: recall@10 "
+        f"{tuning.recall:.3f}, target {recall_target} "
+        + ("reached" if tuning.reached else "NOT reached at the knob's limit")
+        + (f" ({tuning.knob} tried {tried})" if tried else ""),
+        flush=True,
+    )
+    return tuning.recall
 
 
 def image_index(target: str = "demo/image-index") -> Pipeline:
@@ -144,11 +163,14 @@ def image_index(target: str = "demo/image-index") -> Pipeline:
         catalog: str = "demo/catalog@latest",
         embedder: str = "efficientnet-lite0",
         index: str = "auto",
+        recall_target: float = 0.95,
         cache: str = DEFAULT_CACHE,
     ) -> None:
         data = importer("dataset", catalog)
         vectors = embed_catalog(catalog=data, embedder=embedder, cache=cache)
-        built = build_index(embeddings=vectors.outputs["embeddings"], index=index)
+        built = build_index(
+            embeddings=vectors.outputs["embeddings"], index=index, recall_target=recall_target
+        )
         built.publish("model", target, runtime="image-search")
 
     built: Pipeline = image_index

@@ -75,7 +75,7 @@ def run_demo(home: Path, args: argparse.Namespace) -> None:
     with console.status("building the catalog (emoji + near-duplicate photos)"):
         photos, queries = near_duplicate_set(home / "photos", copies=4, seed=0)
         emoji = emoji_catalog(limit=args.emoji or None)
-        folder = write_catalog([*emoji, *photos], home / "catalog")
+        folder = write_catalog([*emoji, *photos], home / "catalog", attribution=ATTRIBUTION)
         (folder / "broken-truncated.png").write_bytes(emoji[0].path.read_bytes()[:200])
         (folder / "broken-not-an-image.jpg").write_bytes(b"this is no image")
         add_broken_items(folder)

@@ -85,3 +85,11 @@ def test_too_few_requests_is_inconclusive_never_pass() -> None:
     assert verdict.reasons == ["canary served 40 of the 100 requests needed"]
     # Even a canary that failed everything is not judged on too little evidence.
     assert judge(stable, Sample(40, 40, [1.0] * 40), Analysis()).result == INCONCLUSIVE
+
+
+def test_a_canary_failing_everything_fails_without_latencies() -> None:
+    rng = np.random.default_rng(6)
+    stable = Sample(1000, 0, latencies(rng, 1000, 10))
+    verdict = judge(stable, Sample(200, 200, []), Analysis())
+    assert verdict.result == FAIL
+    assert "error rate 100.00%" in verdict.reasons[0]

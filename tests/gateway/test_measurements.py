@@ -46,10 +46,11 @@ def test_a_tag_pins_a_revision_whatever_the_weights() -> None:
     assert split.pick("ghost") is None
 
 
-def test_the_window_counts_errors_buckets_and_caps_its_latency_sample() -> None:
+def test_the_window_counts_errors_buckets_and_samples_successful_latencies() -> None:
     window = Window()
     for i in range(SAMPLES_PER_REPORT * 3):
-        window.observe("dep", "rev", 500 if i % 10 == 0 else 200, 0.004)
+        failed = i % 10 == 0  # failures answer fast: they stay out of the latency sample
+        window.observe("dep", "rev", 500 if failed else 200, 0.0002 if failed else 0.004)
     window.observe("dep", None, 503, 100.0)  # no revision: counts for the deployment only
     report = window.report()
     served = report["revisions"]["rev"]
@@ -59,7 +60,8 @@ def test_the_window_counts_errors_buckets_and_caps_its_latency_sample() -> None:
     counts = report["deployments"]["dep"]
     assert (counts["requests"], counts["errors"]) == (SAMPLES_PER_REPORT * 3 + 1, 301)
     assert len(counts["buckets"]) == len(BUCKETS) + 1
-    assert counts["buckets"][BUCKETS.index(0.005)] == SAMPLES_PER_REPORT * 3
+    assert counts["buckets"][BUCKETS.index(0.005)] == SAMPLES_PER_REPORT * 3 - 300
+    assert counts["buckets"][0] == 300
     assert counts["buckets"][-1] == 1  # above the last bound
     assert window.report() == {"revisions": {}, "deployments": {}}, "a report starts afresh"
 

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+MIN_LATENCIES = 20
 
 
 class Analysis(BaseModel):
@@ -41,6 +42,7 @@ class Sample:
     requests: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    """Of successful requests: a fast error must not make a failing canary look fast."""
 
     @property
     def error_rate(self) -> float:
@@ -93,7 +95,7 @@ def judge(stable: Sample, canary: Sample, analysis: Analysis) -> Verdict:
     short = [
         f"{name} served {sample.requests} of the {analysis.min_requests} requests needed"
         for name, sample in (("canary", canary), ("stable", stable))
-        if sample.requests < analysis.min_requests or not sample.latencies_ms
+        if sample.requests < analysis.min_requests
     ]
     if short:
         return Verdict(INCONCLUSIVE, short, evidence)
@@ -111,6 +113,15 @@ def judge(stable: Sample, canary: Sample, analysis: Analysis) -> Verdict:
         reasons.append(
             f"error rate {canary.error_rate:.2%} vs {stable.error_rate:.2%} on stable: "
             f"+{increase:.2%} is over the allowed +{analysis.max_error_rate_increase:.2%}"
+        )
+    timed = min(len(canary.latencies_ms), len(stable.latencies_ms))
+    if timed < MIN_LATENCIES:
+        if failed:
+            return Verdict(FAIL, reasons, evidence)
+        return Verdict(
+            INCONCLUSIVE,
+            [f"{timed} successful requests timed on one side: latency needs {MIN_LATENCIES}"],
+            evidence,
         )
     _, p_value = mann_whitney_greater(canary.latencies_ms, stable.latencies_ms)
     stable_median = float(np.median(stable.latencies_ms))

@@ -161,15 +161,17 @@ class _Served:
     requests: int = 0
     errors: int = 0
     mismatches: int = 0
+    timed: int = 0
     latencies_ms: list[float] | None = None
 
 
 class Window:
     """What the control plane judges rollouts and SLOs on, since the last report.
 
-    Per revision: requests, 5xx errors, a uniform sample of latencies (reservoir sampling keeps
-    the report small under any load) and, for a shadow revision, answers that differed from the
-    primary's. Per deployment: requests, errors and requests per latency bucket.
+    Per revision: requests, 5xx errors, a uniform sample of the successful requests' latencies
+    (reservoir sampling keeps the report small under any load) and, for a shadow revision,
+    answers that differed from the primary's. Per deployment: requests, errors and requests per
+    latency bucket.
     """
 
     def __init__(self) -> None:
@@ -203,10 +205,13 @@ class Window:
         served.mismatches += mismatch
         sample = served.latencies_ms
         assert sample is not None
+        if error:  # the judge compares the latency of answers, not of failures
+            return
+        served.timed += 1
         if len(sample) < SAMPLES_PER_REPORT:
             sample.append(round(seconds * 1000, 3))
         else:
-            slot = random.randrange(served.requests)
+            slot = random.randrange(served.timed)
             if slot < SAMPLES_PER_REPORT:
                 sample[slot] = round(seconds * 1000, 3)
 

@@ -18,7 +18,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("deployments") as batch:
         batch.add_column(
-            sa.Column("rollout", sa.JSON(), nullable=False, server_default='{"strategy": "replace"}')
+            sa.Column(
+                "rollout", sa.JSON(), nullable=False, server_default='{"strategy": "replace"}'
+            )
         )
         batch.add_column(sa.Column("slos", sa.JSON(), nullable=False, server_default="[]"))
     op.create_table(

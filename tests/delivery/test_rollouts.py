@@ -13,7 +13,7 @@ from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import Conflict, InvalidInput
 from modelyard.registry.versions import VersionSpec
-from tests.conftest import iris_model, wait_for
+from tests.conftest import free_port, iris_model, wait_for
 
 SKLEARN = VersionSpec(runtime="sklearn")
 
@@ -191,3 +191,20 @@ def test_bad_traffic_changes_nothing(admin: Client, tmp_path: Path) -> None:
         None,
         [100],
     )
+
+
+def test_a_dead_webhook_is_retried_and_never_blocks_a_rollback(
+    rolling: Client, plane: ControlPlane
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    hook, _ = rolling.create_webhook("team", dead, ["rollout.*"])
+    report(plane, rolling, {1: (900, 0, 5.0), 2: (100, 50, 5.0)})
+    wait_for(lambda: state(rolling) == "rolled_back", 10, "the rollback", 0.05)
+
+    def attempts() -> list[int]:
+        return [d["attempts"] for d in plane.webhooks.deliveries(hook.id)]
+
+    # rollout.rolled_back (at least: the consumer may also have seen rollout.started), tried
+    # and waiting for its next attempt while the rollout already finished.
+    wait_for(lambda: bool(attempts()) and min(attempts()) >= 1, 10, "delivery attempts", 0.05)
+    assert all(d["state"] != "delivered" for d in plane.webhooks.deliveries(hook.id))

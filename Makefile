@@ -7,8 +7,10 @@ DEV_STAMP := $(VENV)/.installed-dev
 ARGS ?=
 PYTEST_ARGS ?=
 BENCH ?= registry
+# promtool checks the exported SLO rules: the one on PATH, else Debian's, unpacked into .tools/
+PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),.tools/bin/promtool)
 
-.PHONY: demo tour test lint typecheck unit bench clean
+.PHONY: demo tour test lint typecheck unit tools bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,13 +37,24 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(DEV_STAMP)
+unit: $(DEV_STAMP) $(PROMTOOL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+tools: $(PROMTOOL)
+
+# No root needed: apt-get download fetches the .deb (about 19 MB) into the working folder and
+# dpkg-deb unpacks it there. Without it the SLO rules' test fails, saying how to get promtool.
+.tools/bin/promtool:
+	rm -rf .tools/deb && mkdir -p .tools/deb .tools/bin
+	cd .tools/deb && apt-get download prometheus && dpkg-deb -x prometheus_*.deb root \
+		&& cp root/usr/bin/promtool ../bin/promtool \
+		|| echo "warning: could not get promtool from Debian's prometheus package" >&2
+	rm -rf .tools/deb
 
 bench: $(DEV_STAMP)  # make bench BENCH=registry|pipelines|serving
 	$(BIN)/python bench/$(BENCH).py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-kfp bench/.venvs .modelyard-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-kfp .tools bench/.venvs .modelyard-demo .pytest_cache .mypy_cache .ruff_cache

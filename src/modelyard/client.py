@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,6 +23,8 @@ from urllib.request import url2pathname
 import httpx
 
 from modelyard.auth.keys import KeyInfo
+from modelyard.delivery.burnrate import Objective
+from modelyard.delivery.slo import AlertInfo, SloStatus
 from modelyard.errors import DeploymentFailed, InvalidInput, ServerUnreachable, error_from_body
 from modelyard.events.log import Event
 from modelyard.events.webhooks import Webhook
@@ -576,3 +578,40 @@ class Client:
                     f"{namespace}/{name} not serving after {timeout:.0f} s: {info.status}"
                 )
             time.sleep(0.1)
+
+    # slos ---------------------------------------------------------------------------------------
+    def set_slos(
+        self, namespace: str, name: str, objectives: Sequence[Objective | Mapping[str, Any]]
+    ) -> list[Objective]:
+        """Replace the deployment's objectives, e.g. ``[{"name": "availability", "kind":
+        "availability", "target": 0.999}]``; ``[]`` removes them."""
+        body = {
+            "objectives": [
+                o.model_dump(exclude_none=True) if isinstance(o, Objective) else dict(o)
+                for o in objectives
+            ]
+        }
+        path = f"/namespaces/{namespace}/deployments/{name}/slos"
+        answer = self.request("PUT", path, json=body)
+        return [Objective.model_validate(o) for o in answer["objectives"]]
+
+    def get_slos(self, namespace: str, name: str) -> list[Objective]:
+        path = f"/namespaces/{namespace}/deployments/{name}/slos"
+        return [Objective.model_validate(o) for o in self.request("GET", path)["objectives"]]
+
+    def slo_status(self, namespace: str, name: str) -> SloStatus:
+        """Per objective: SLI, error budget, burn rates over the alert windows, firing alerts."""
+        path = f"/namespaces/{namespace}/deployments/{name}/slos/status"
+        return SloStatus.model_validate(self.request("GET", path))
+
+    def slo_alerts(self, namespace: str, name: str, limit: int = 50) -> list[AlertInfo]:
+        path = f"/namespaces/{namespace}/deployments/{name}/slos/alerts"
+        found = self.request("GET", path, params={"limit": limit})
+        return [AlertInfo.model_validate(a) for a in found]
+
+    def slo_rules(self, namespace: str, name: str) -> str:
+        """The objectives as a Prometheus rule file (YAML)."""
+        response = self.http.get(f"/namespaces/{namespace}/deployments/{name}/slos/rules")
+        if not response.is_success:
+            raise error_from_body(response.status_code, response.json())
+        return response.text

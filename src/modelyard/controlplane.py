@@ -17,6 +17,7 @@ from typing import Any
 from modelyard.auth.keys import KeyStore
 from modelyard.delivery.push import PushDeploys
 from modelyard.delivery.rollout import RolloutController, Rollouts
+from modelyard.delivery.slo import SloController, Slos
 from modelyard.errors import ModelyardError
 from modelyard.events.log import Clock, EventLog, utcnow
 from modelyard.events.webhooks import Backoff, Webhooks
@@ -62,6 +63,8 @@ class ControlPlane:
     rollouts: Rollouts
     rollout_controller: RolloutController
     orchestrator: LocalOrchestrator
+    slos: Slos
+    slo_controller: SloController
     api_url: str | None = None
     """Where replicas reach the API to pull their model; set by whoever serves the API."""
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -92,6 +95,7 @@ class ControlPlane:
         schedules.on_run_created.append(executor.wake)
         keys = KeyStore(events)
         deployments = Deployments(events)
+        slos = Slos(events, deployments)
         orchestrator = LocalOrchestrator(settings.home)
         measurements = Measurements(events.clock)
         rollouts = Rollouts(deployments, measurements)
@@ -114,6 +118,8 @@ class ControlPlane:
             rollouts=rollouts,
             rollout_controller=RolloutController(rollouts),
             orchestrator=orchestrator,
+            slos=slos,
+            slo_controller=SloController(slos),
         )
 
     def ensure_admin_key(self) -> str | None:
@@ -170,6 +176,7 @@ class ControlPlane:
         self.webhooks.start()
         self.executor.start()
         self.schedules.start()
+        self.slo_controller.start()
         self.orchestrator.env_for = self.replica_env
         self.serving.start()
         self.delivery.start()
@@ -182,6 +189,7 @@ class ControlPlane:
         self.rollout_controller.stop()
         self.delivery.stop()
         self.serving.stop()
+        self.slo_controller.stop()
         self.schedules.stop()
         self.executor.stop()
         self.webhooks.stop()

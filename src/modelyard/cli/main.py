@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli import admin, artifacts, deployments, events, pipelines
+from modelyard.cli import admin, artifacts, deployments, events, pipelines, slos
 from modelyard.cli.state import State, errors
 from modelyard.errors import ModelyardError
 
@@ -41,6 +41,7 @@ app.add_typer(pipelines.pipelines, name="pipelines")
 app.add_typer(pipelines.runs, name="runs")
 app.add_typer(pipelines.schedules, name="schedules")
 app.add_typer(deployments.app, name="deployments")
+app.add_typer(slos.app, name="slos")
 
 
 def main() -> None:

@@ -1,0 +1,174 @@
+"""``slos``: objectives of a deployment, its error budget and burn rates, Prometheus rules."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from modelyard.cli.state import console, print_json, state, table
+from modelyard.delivery.burnrate import DEFAULT_WINDOW_DAYS, WINDOWS
+from modelyard.delivery.slo import SloStatus
+from modelyard.types import ModelRef
+
+app = typer.Typer(
+    help="SLOs: availability and latency objectives of deployments, burn-rate alerts.",
+    no_args_is_help=True,
+)
+Name = Annotated[str, typer.Argument(help="NAMESPACE/DEPLOYMENT")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def split_target(target: str) -> tuple[str, str]:
+    ref = ModelRef.parse(target)
+    return ref.namespace, ref.name
+
+
+def _percent(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{what} {text!r}: give a percent, e.g. 99.9") from None
+    return round(value / 100, 12)
+
+
+def _latency(item: str, window_days: int) -> dict[str, Any]:
+    percent, sep, threshold = item.partition(":")
+    threshold = threshold.removesuffix("ms")
+    try:
+        threshold_ms = float(threshold)
+    except ValueError:
+        threshold_ms = None
+    if not sep or threshold_ms is None:
+        raise typer.BadParameter(f"--latency {item!r}: write PERCENT:MILLISECONDS, e.g. 99:250")
+    return {
+        "name": f"latency-{threshold_ms:g}ms".replace(".", "-"),
+        "kind": "latency",
+        "target": _percent(percent, "--latency"),
+        "threshold_ms": threshold_ms,
+        "window_days": window_days,
+    }
+
+
+@app.command("set")
+def set_slos(
+    ctx: typer.Context,
+    target: Name,
+    availability: Annotated[
+        str | None, typer.Option(help="Percent of requests answered without a 5xx, e.g. 99.9.")
+    ] = None,
+    latency: Annotated[
+        list[str] | None,
+        typer.Option(help="PERCENT:MS, e.g. 99:250: that share answered within MS (repeatable)."),
+    ] = None,
+    window_days: Annotated[int, typer.Option(help="Days each objective is judged over.")] = (
+        DEFAULT_WINDOW_DAYS
+    ),
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every objective.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Replace the deployment's objectives, e.g. ``--availability 99.9 --latency 99:250``."""
+    objectives: list[dict[str, Any]] = []
+    if availability is not None:
+        objectives.append(
+            {
+                "name": "availability",
+                "kind": "availability",
+                "target": _percent(availability, "--availability"),
+                "window_days": window_days,
+            }
+        )
+    objectives += [_latency(item, window_days) for item in latency or []]
+    if not objectives and not clear:
+        raise typer.BadParameter("give --availability and/or --latency, or --clear")
+    if objectives and clear:
+        raise typer.BadParameter("--clear removes every objective: give it alone")
+    saved = state(ctx).client().set_slos(*split_target(target), objectives)
+    if as_json:
+        print_json([o.model_dump(mode="json") for o in saved])
+        return
+    if not saved:
+        console.print(f"{target} has no SLOs now")
+    for objective in saved:
+        console.print(f"{objective.name}: {objective.describe()}")
+
+
+@app.command("show")
+def show(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
+    """Error budget left, burn rates over the alert windows and the alerts firing now."""
+    status = state(ctx).client().slo_status(*split_target(target))
+    if as_json:
+        print_json(status.model_dump(mode="json"))
+        return
+    _show(status)
+
+
+@app.command("alerts")
+def alerts(
+    ctx: typer.Context,
+    target: Name,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: AsJson = False,
+) -> None:
+    """The latest burn-rate alerts, firing and resolved."""
+    found = state(ctx).client().slo_alerts(*split_target(target), limit)
+    if as_json:
+        print_json([a.model_dump(mode="json") for a in found])
+        return
+    table(
+        f"SLO alerts of {target}",
+        ["objective", "rule", "severity", "state", "fired", "resolved"],
+        [(a.objective, a.rule, a.severity, a.state, a.fired_at, a.resolved_at) for a in found],
+    )
+
+
+@app.command("rules")
+def rules(ctx: typer.Context, target: Name) -> None:
+    """Print the objectives as a Prometheus rule file: ``modelyard slos rules NS/NAME > r.yml``."""
+    typer.echo(state(ctx).client().slo_rules(*split_target(target)), nl=False)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _show(status: SloStatus) -> None:
+    name = f"{status.namespace}/{status.deployment}"
+    if not status.objectives:
+        console.print(
+            f"{name} has no SLOs: set some with 'modelyard slos set {name} --availability 99.9'"
+        )
+        return
+    table(
+        f"SLOs of {name}",
+        ["objective", "target", "SLI", "budget left", "bad / allowed", *WINDOWS],
+        [
+            (
+                s.objective.name,
+                s.objective.describe(),
+                "-" if s.sli is None else f"{s.sli * 100:.4g} %",
+                f"{s.budget_remaining * 100:.1f} %",
+                f"{s.budget_consumed} / {s.budget_total:.1f}",
+                *(_rate(s.burn_rates.get(w)) for w in WINDOWS),
+            )
+            for s in status.objectives
+        ],
+    )
+    firing = [a for s in status.objectives for a in s.alerts]
+    if not firing:
+        console.print("no alert firing")
+        return
+    table(
+        "firing alerts",
+        ["objective", "rule", "severity", "since", "burn rates"],
+        [
+            (
+                a.objective,
+                a.rule,
+                a.severity,
+                f"{a.fired_at:%Y-%m-%d %H:%M} UTC",
+                ", ".join(f"{w} {_rate(v)}" for w, v in a.evidence.get("burn_rates", {}).items()),
+            )
+            for a in firing
+        ],
+    )

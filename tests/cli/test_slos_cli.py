@@ -1,0 +1,72 @@
+"""SLOs through the API and the CLI, against a real control plane on a free port."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelyard.api.server import BackgroundServer
+from modelyard.client import Client
+from modelyard.errors import Forbidden, InvalidInput, NotFound
+from tests.cli.conftest import Cli
+from tests.delivery.test_slo import minute
+
+
+def test_set_show_and_export_slos(
+    cli: Cli, admin: Client, server: BackgroundServer, tmp_path: Path
+) -> None:
+    cli("namespaces", "create", "team")
+    (tmp_path / "m.bin").write_bytes(b"model")
+    admin.push("team/m", tmp_path / "m.bin")
+    admin.create_deployment("team", "iris", "m@latest")
+
+    out = cli("slos", "set", "team/iris", "--availability", "99.9", "--latency", "99:250")
+    assert "availability: 99.9 % of requests answered without a 5xx over 30 days" in out
+    assert "latency-250ms: 99 % of requests answered within 250 ms over 30 days" in out
+    assert [o.name for o in admin.get_slos("team", "iris")] == ["availability", "latency-250ms"]
+    refused = cli.fail("slos", "set", "team/iris", "--latency", "99:300")
+    assert isinstance(refused.exception, InvalidInput)
+    assert "give threshold_ms as one of 1, 2.5, 5, 10, 25, 50, 100, 250, 500" in (
+        refused.exception.message
+    )
+    with pytest.raises(InvalidInput, match="strictly between 0 and 1"):
+        admin.set_slos("team", "iris", [{"name": "a", "kind": "availability", "target": 1}])
+    with pytest.raises(NotFound, match="team/ghost does not exist"):
+        admin.slo_status("team", "ghost")
+    assert len(admin.get_slos("team", "iris")) == 2
+
+    # 2 % errors in the last three minutes: every window burns at 20
+    plane = server.plane
+    deployment_id = plane.deployments.plans()[0].deployment_id
+    now = dt.datetime.now(dt.UTC)
+    plane.slos.record(
+        [minute(deployment_id, now - dt.timedelta(minutes=m), errors=20) for m in range(3)]
+    )
+    plane.slos.evaluate()
+    shown = cli("slos", "show", "team/iris")
+    assert "page-1h" in shown and "ticket-3d" in shown and "20.00x" in shown
+    status = json.loads(cli("slos", "show", "team/iris", "--json"))
+    first = status["objectives"][0]
+    assert (first["requests"], first["bad"]) == (3000, 60)
+    assert first["budget_remaining"] == pytest.approx(1 - 60 / 3)  # 3 may fail, 60 did
+    assert {a["rule"] for a in first["alerts"]} == {"page-1h", "page-6h", "ticket-3d"}
+    assert "firing" in cli("slos", "alerts", "team/iris")
+
+    exported = cli("slos", "rules", "team/iris")
+    assert exported == admin.slo_rules("team", "iris")
+    assert sum(len(g["rules"]) for g in yaml.safe_load(exported)["groups"]) == 16
+
+    _, viewer_token = admin.create_key("viewer", {"team": "viewer"})
+    with Client(admin.url, viewer_token, cache_dir=tmp_path / "viewer") as viewer:
+        assert viewer.slo_status("team", "iris").objectives[0].alerts
+        assert "ModelyardSloBurnRate" in viewer.slo_rules("team", "iris")
+        with pytest.raises(Forbidden):
+            viewer.set_slos("team", "iris", [])
+    changes = admin.events(after=0, types=["deployment.slos.changed"], follow=False)
+    assert [(e.subject, e.actor) for e in changes] == [("team/iris", admin.whoami()["key_id"])]
+    assert "no SLOs now" in cli("slos", "set", "team/iris", "--clear")
+    assert "has no SLOs" in cli("slos", "show", "team/iris")

@@ -24,6 +24,7 @@ import httpx
 
 from modelyard.auth.keys import KeyInfo
 from modelyard.delivery.burnrate import Objective
+from modelyard.delivery.rollout import RolloutInfo
 from modelyard.delivery.slo import AlertInfo, SloStatus
 from modelyard.errors import DeploymentFailed, InvalidInput, ServerUnreachable, error_from_body
 from modelyard.events.log import Event
@@ -542,15 +543,50 @@ class Client:
         )
 
     def set_traffic(
-        self, namespace: str, name: str, targets: list[dict[str, Any]]
+        self,
+        namespace: str,
+        name: str,
+        targets: list[dict[str, Any]],
+        *,
+        sticky_header: str | None = None,
+        shadow: dict[str, int] | None = None,
     ) -> DeploymentInfo:
-        return DeploymentInfo.model_validate(
-            self.request(
-                "PUT",
-                f"/namespaces/{namespace}/deployments/{name}/traffic",
-                json={"targets": targets},
-            )
-        )
+        """Split traffic by percent over ready revisions (``targets``: revision, percent, tag);
+        ``sticky_header`` keeps one value of that header on one revision; ``shadow``
+        ({"revision", "percent"}) copies a share of requests to a revision to compare."""
+        body: dict[str, Any] = {"targets": targets}
+        if sticky_header is not None:
+            body["sticky_header"] = sticky_header
+        if shadow is not None:
+            body["shadow"] = shadow
+        path = f"/namespaces/{namespace}/deployments/{name}/traffic"
+        return DeploymentInfo.model_validate(self.request("PUT", path, json=body))
+
+    def set_strategy(self, namespace: str, name: str, **strategy: Any) -> DeploymentInfo:
+        """``strategy="canary"``, ``steps=[10, 50, 100]``, ``min_step_seconds``,
+        ``max_step_seconds``, ``analysis={...}``; or ``strategy="replace"``."""
+        path = f"/namespaces/{namespace}/deployments/{name}/strategy"
+        return DeploymentInfo.model_validate(self.request("PUT", path, json=strategy))
+
+    def start_rollout(self, namespace: str, name: str, revision: int) -> RolloutInfo:
+        path = f"/namespaces/{namespace}/deployments/{name}/rollouts"
+        return RolloutInfo.model_validate(self.request("POST", path, json={"revision": revision}))
+
+    def rollout_action(self, namespace: str, name: str, action: str) -> RolloutInfo:
+        """``action``: promote, rollback, pause or resume the rollout under way."""
+        path = f"/namespaces/{namespace}/deployments/{name}/rollouts/{action}"
+        return RolloutInfo.model_validate(self.request("POST", path))
+
+    def rollouts(self, namespace: str, name: str, limit: int = 20) -> list[RolloutInfo]:
+        path = f"/namespaces/{namespace}/deployments/{name}/rollouts"
+        return [
+            RolloutInfo.model_validate(r)
+            for r in self.request("GET", path, params={"limit": limit})
+        ]
+
+    def deployment_history(self, namespace: str, name: str, limit: int = 100) -> list[Event]:
+        path = f"/namespaces/{namespace}/deployments/{name}/history"
+        return [Event.model_validate(e) for e in self.request("GET", path, params={"limit": limit})]
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         self.request("DELETE", f"/namespaces/{namespace}/deployments/{name}")

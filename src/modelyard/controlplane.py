@@ -116,7 +116,7 @@ class ControlPlane:
             serving=ServingController(deployments, keys, orchestrator, events, measurements),
             delivery=PushDeploys(events, deployments),
             rollouts=rollouts,
-            rollout_controller=RolloutController(rollouts),
+            rollout_controller=RolloutController(rollouts, slos.record),
             orchestrator=orchestrator,
             slos=slos,
             slo_controller=SloController(slos),

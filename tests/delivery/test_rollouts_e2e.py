@@ -258,3 +258,33 @@ def test_shadow_traffic_is_compared_and_never_answers(serving: Serving, tmp_path
     assert shadow_count("match") == 0
     info = serving.client.get_deployment("team", "api")
     assert info.shadow is not None and info.shadow.revision == 2
+
+
+def test_gateway_traffic_feeds_the_slos(serving: Serving, tmp_path: Path) -> None:
+    serving.client.push("team/api", model(tmp_path / "v1", fail_every=5), PYTHON)
+    serving.client.create_deployment("team", "api", "api@latest")
+    serving.client.wait_deployment("team", "api", timeout=60)
+    serving.client.set_slos(
+        "team",
+        "api",
+        [
+            {"name": "available", "kind": "availability", "target": 0.99},
+            {"name": "fast", "kind": "latency", "target": 0.9, "threshold_ms": 1},
+        ],
+    )
+    answers = [
+        serving.http.post("/team/api/v2/models/api/infer", json=body()).status_code
+        for _ in range(50)
+    ]
+    assert answers.count(500) == 10
+
+    def status() -> dict[str, tuple[int, int]]:
+        found = serving.client.slo_status("team", "api").objectives
+        return {o.objective.name: (o.requests, o.bad) for o in found}
+
+    wait_for(lambda: status()["available"][0] >= 50, 15, "the minutes to be recorded", 0.1)
+    assert status()["available"] == (50, 10)
+    # Every answer takes over a millisecond (the model sleeps 4 ms): all are slow for "fast".
+    assert status()["fast"] == (50, 50)
+    objectives = serving.client.slo_status("team", "api").objectives
+    assert objectives[0].budget_remaining < 0, "20% errors overspend a 1% budget"

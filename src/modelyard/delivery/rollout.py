@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from modelyard.delivery.analysis import FAIL, INCONCLUSIVE, PASS, Verdict, judge
+from modelyard.delivery.burnrate import TrafficMinute
 from modelyard.errors import Conflict, InvalidInput
 from modelyard.serving.deployments import (
     ACTIVE_ROLLOUT,
@@ -43,7 +44,7 @@ from modelyard.serving.deployments import (
     resolve_traffic,
     stored_traffic,
 )
-from modelyard.serving.measurements import Measurements, MinuteCounts
+from modelyard.serving.measurements import Measurements
 from modelyard.store.schema import DeploymentRow, NamespaceRow, RevisionRow, RolloutRow
 from modelyard.types import Record
 
@@ -258,7 +259,8 @@ class Rollouts:
                 strategy.analysis,
             )
             self._verdicts[rollout.id] = verdict
-            elapsed = (self.events.clock() - since).total_seconds()
+            # After a restart the step's earlier measurements are gone: its time counts anew.
+            elapsed = (self.events.clock() - max(since, self.measurements.started)).total_seconds()
             percent = strategy.steps[rollout.step]
             record = {
                 "step": rollout.step,
@@ -353,6 +355,7 @@ class Rollouts:
         actor: str | None,
     ) -> None:
         rollout.state, rollout.reason = PROMOTED, reason
+        self._verdicts.pop(rollout.id, None)
         rollout.finished_at = self.events.clock()
         self._settle(session, row, namespace, rollout.canary, {"rollout": rollout.id})
         self.events.append(
@@ -382,6 +385,7 @@ class Rollouts:
     ) -> None:
         now = self.events.clock()
         rollout.state, rollout.reason, rollout.finished_at = ROLLED_BACK, reason, now
+        self._verdicts.pop(rollout.id, None)
         if record:
             rollout.analyses = [*rollout.analyses, record]
         canary = session.scalar(
@@ -464,7 +468,7 @@ class RolloutController:
     def __init__(
         self,
         rollouts: Rollouts,
-        record: Callable[[list[MinuteCounts]], None] | None = None,
+        record: Callable[[list[TrafficMinute]], object] | None = None,
         *,
         interval: float = TICK_SECONDS,
     ) -> None:

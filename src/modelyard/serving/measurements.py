@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard.delivery.analysis import Sample
+from modelyard.delivery.burnrate import TrafficMinute
 
 KEEP_SECONDS = 3600.0
 
@@ -36,21 +37,14 @@ class _Report:
     latencies_ms: list[float]
 
 
-@dataclass
-class MinuteCounts:
-    deployment_id: str
-    minute: dt.datetime
-    requests: int
-    errors: int
-    buckets: list[int]
-
-
 class Measurements:
     def __init__(self, clock: Callable[[], dt.datetime]) -> None:
         self.clock = clock
         self._reports: dict[str, deque[_Report]] = {}
-        self._minutes: dict[tuple[str, dt.datetime], MinuteCounts] = {}
+        self._minutes: dict[tuple[str, dt.datetime], TrafficMinute] = {}
         self._lock = threading.Lock()
+        self.started = clock()
+        """Reports before this moment were lost with the previous control plane process."""
 
     def add(self, traffic: dict[str, Any]) -> None:
         """Take one report of the gateway (malformed parts are ignored: it is only measurement)."""
@@ -76,21 +70,16 @@ class Measurements:
             for deployment_id, counts in traffic.get("deployments", {}).items():
                 if not isinstance(counts, dict) or not counts.get("requests"):
                     continue
-                buckets = [int(b) for b in counts.get("buckets", [])]
+                served = TrafficMinute(
+                    deployment_id,
+                    minute,
+                    int(counts["requests"]),
+                    int(counts.get("errors", 0)),
+                    [int(b) for b in counts.get("buckets", [])],
+                )
                 key = (deployment_id, minute)
                 total = self._minutes.get(key)
-                if total is None:
-                    self._minutes[key] = MinuteCounts(
-                        deployment_id,
-                        minute,
-                        int(counts["requests"]),
-                        int(counts["errors"]),
-                        buckets,
-                    )
-                    continue
-                total.requests += int(counts["requests"])
-                total.errors += int(counts["errors"])
-                total.buckets = [a + b for a, b in zip(total.buckets, buckets, strict=False)]
+                self._minutes[key] = served if total is None else total.plus(served)
 
     def served(self, revision_id: str, since: dt.datetime) -> Sample:
         """What ``revision_id`` served since ``since`` (latencies: the reports' samples, each
@@ -110,7 +99,7 @@ class Measurements:
             reports = [r for r in self._reports.get(revision_id, ()) if r.at >= since]
         return sum(r.requests for r in reports), sum(r.mismatches for r in reports)
 
-    def take_minutes(self) -> list[MinuteCounts]:
+    def take_minutes(self) -> list[TrafficMinute]:
         """The per-minute counts gathered since the last call, to be written for the SLOs."""
         with self._lock:
             minutes, self._minutes = list(self._minutes.values()), {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 RUNNING, PAUSED = ACTIVE_ROLLOUT
 PROMOTED, ROLLED_BACK, SUPERSEDED = "promoted", "rolled_back", "superseded"
 TICK_SECONDS = 0.5
+FLUSH_SECONDS = 5.0
 
 
 class RolloutInfo(Record):
@@ -462,8 +464,9 @@ class Rollouts:
 
 
 class RolloutController:
-    """Judges rollouts about twice a second, and hands the per-minute traffic counts to
-    ``record`` (the SLOs) on the way."""
+    """Judges rollouts about twice a second and, every ``flush_seconds``, hands the per-minute
+    traffic counts to ``record`` (the SLOs): one write per deployment and minute-part, not per
+    gateway report."""
 
     def __init__(
         self,
@@ -471,10 +474,12 @@ class RolloutController:
         record: Callable[[list[TrafficMinute]], object] | None = None,
         *,
         interval: float = TICK_SECONDS,
+        flush_seconds: float = FLUSH_SECONDS,
     ) -> None:
         self.rollouts = rollouts
         self.record = record
         self.interval = interval
+        self.flush_seconds = flush_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -490,17 +495,22 @@ class RolloutController:
         self._flush()
 
     def _loop(self) -> None:
+        flushed = time.monotonic()
         while not self._stop.wait(self.interval):
             self.rollouts.drive()
-            self._flush()
+            if time.monotonic() - flushed >= self.flush_seconds:
+                self._flush()
+                flushed = time.monotonic()
 
     def _flush(self) -> None:
-        minutes = self.rollouts.measurements.take_minutes()
+        measurements = self.rollouts.measurements
+        minutes = measurements.take_minutes()
         if minutes and self.record is not None:
             try:
                 self.record(minutes)
             except Exception:
-                log.exception("writing %d traffic minutes failed; they are lost", len(minutes))
+                log.exception("writing %d traffic minutes failed; retried later", len(minutes))
+                measurements.put_back(minutes)
 
 
 def _active(session: Session, deployment_id: str) -> RolloutRow | None:

@@ -70,16 +70,15 @@ class Measurements:
             for deployment_id, counts in traffic.get("deployments", {}).items():
                 if not isinstance(counts, dict) or not counts.get("requests"):
                     continue
-                served = TrafficMinute(
-                    deployment_id,
-                    minute,
-                    int(counts["requests"]),
-                    int(counts.get("errors", 0)),
-                    [int(b) for b in counts.get("buckets", [])],
+                self._merge(
+                    TrafficMinute(
+                        deployment_id,
+                        minute,
+                        int(counts["requests"]),
+                        int(counts.get("errors", 0)),
+                        [int(b) for b in counts.get("buckets", [])],
+                    )
                 )
-                key = (deployment_id, minute)
-                total = self._minutes.get(key)
-                self._minutes[key] = served if total is None else total.plus(served)
 
     def served(self, revision_id: str, since: dt.datetime) -> Sample:
         """What ``revision_id`` served since ``since`` (latencies: the reports' samples, each
@@ -104,3 +103,14 @@ class Measurements:
         with self._lock:
             minutes, self._minutes = list(self._minutes.values()), {}
         return minutes
+
+    def put_back(self, minutes: list[TrafficMinute]) -> None:
+        """Counts that could not be written, to be taken again with the next ones."""
+        with self._lock:
+            for served in minutes:
+                self._merge(served)
+
+    def _merge(self, served: TrafficMinute) -> None:
+        key = (served.deployment_id, served.minute)
+        total = self._minutes.get(key)
+        self._minutes[key] = served if total is None else total.plus(served)

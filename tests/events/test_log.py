@@ -82,3 +82,43 @@ def test_a_running_consumer_is_woken_by_new_events(db: Database) -> None:
         assert sorted(handled) == [f"s{i}" for i in range(5)]
     finally:
         consumer.stop()
+
+
+def test_events_become_visible_in_id_order_under_concurrent_writers(database_url: str) -> None:
+    """A reader that saw event N+1 must never get event N later: cursors would skip it."""
+    db = Database(database_url)
+    db.migrate()
+    log = EventLog(db)
+    try:
+        drawn, release, second_done = threading.Event(), threading.Event(), threading.Event()
+        ids: dict[str, int] = {}
+
+        def slow_writer() -> None:
+            with log.db.write() as session:
+                ids["first"] = log.append(session, "a.created", "first").id
+                drawn.set()
+                release.wait(10)
+
+        def fast_writer() -> None:
+            ids["second"] = append(log, "a.created", "second")
+            second_done.set()
+
+        first = threading.Thread(target=slow_writer)
+        first.start()
+        assert drawn.wait(10)
+        second = threading.Thread(target=fast_writer)
+        second.start()
+        # While the first transaction is open, no reader may see an event after its id.
+        for _ in range(20):
+            done = second_done.wait(0.02)
+            assert [e.subject for e in log.read(after=ids["first"])] == []
+            if done:
+                break
+        release.set()
+        first.join(10)
+        second.join(10)
+        assert ids["first"] < ids["second"]
+        assert [e.subject for e in log.read()] == ["first", "second"]
+    finally:
+        release.set()
+        db.dispose()

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
 
 
+_ORDERED = "modelyard.events.ordered"
+_LOCK = 0x6D79_6576  # the advisory lock key of event appends ("myev")
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -77,7 +81,18 @@ class EventLog:
         namespace: str | None = None,
         actor: str | None = None,
     ) -> EventRow:
-        """Add an event to the caller's write transaction; subscribers hear of it after commit."""
+        """Add an event to the caller's write transaction; subscribers hear of it after commit.
+
+        Readers take events by ``id > cursor``, so ids must become visible in id order: on
+        PostgreSQL two transactions could otherwise commit out of the order their ids were
+        drawn in, and a reader that saw the later one would skip the earlier for good. The first
+        event of a transaction takes a transaction-scoped advisory lock, held until commit, so
+        event-writing transactions commit one after the other (SQLite serialises writers anyway).
+        """
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql" and not session.info.get(_ORDERED):
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
+            session.info[_ORDERED] = True
         row = EventRow(
             type=type,
             namespace=namespace,

@@ -44,6 +44,7 @@ from modelyard.serving.deployments import (
     TrafficTarget,
     resolve_traffic,
     stored_traffic,
+    was_ready,
 )
 from modelyard.serving.measurements import Measurements
 from modelyard.store.schema import DeploymentRow, NamespaceRow, RevisionRow, RolloutRow
@@ -116,15 +117,7 @@ class Rollouts:
                     "promote or roll it back before starting another"
                 )
             revisions = Deployments.revisions(session, row.id)
-            target = next((r for r in revisions if r.number == revision), None)
-            if target is None or target.ready_at is None:
-                raise InvalidInput(
-                    f"revision {revision} of {namespace}/{name} "
-                    + ("does not exist" if target is None else "was never ready")
-                    + ": roll out a revision listed as ready by "
-                    f"'modelyard deployments show {namespace}/{name}'",
-                    field="revision",
-                )
+            was_ready({r.number: r for r in revisions}, revision, f"{namespace}/{name}", "revision")
             routes = resolve_traffic(stored_traffic(row).targets, revisions)
             if not routes:
                 raise InvalidInput(f"{namespace}/{name} serves no revision to compare with")
@@ -211,10 +204,10 @@ class Rollouts:
                     f"'modelyard deployments rollout {namespace}/{name} --revision N' starts one"
                 )
             by = f"by {actor or 'an unknown key'}"
-            if action == "promote":
-                self._promote(session, row, namespace, rollout, f"promoted {by}", {}, actor)
-            elif action == "rollback":
-                self._roll_back(session, row, namespace, rollout, f"rolled back {by}", {}, actor)
+            if action in ("promote", "rollback"):
+                outcome = PROMOTED if action == "promote" else ROLLED_BACK
+                reason = f"{outcome.replace('_', ' ')} {by}"
+                self._finish(session, row, namespace, rollout, outcome, reason, {}, actor)
             elif (action == "pause") == (rollout.state == PAUSED):
                 raise Conflict(f"the rollout of {namespace}/{name} is {rollout.state} already")
             else:
@@ -277,13 +270,17 @@ class Rollouts:
                 reason = f"step {rollout.step + 1} ({percent}%) failed: " + "; ".join(
                     verdict.reasons
                 )
-                self._roll_back(session, row, namespace.name, rollout, reason, record, None)
+                self._finish(
+                    session, row, namespace.name, rollout, ROLLED_BACK, reason, record, None
+                )
             elif verdict.result == PASS and elapsed >= strategy.min_step_seconds:
-                rollout.analyses = [*rollout.analyses, record]
                 if strategy.steps[rollout.step + 1] == 100:
                     reason = f"every step passed ({', '.join(map(str, strategy.steps[:-1]))}%)"
-                    self._promote(session, row, namespace.name, rollout, reason, record, None)
+                    self._finish(
+                        session, row, namespace.name, rollout, PROMOTED, reason, record, None
+                    )
                 else:
+                    rollout.analyses = [*rollout.analyses, record]
                     rollout.step += 1
                     rollout.step_started_at = self.events.clock()
                     self._split(
@@ -346,82 +343,57 @@ class Rollouts:
         traffic = stored_traffic(row).model_copy(update={"targets": targets})
         self.deployments.write_traffic(session, row, namespace, traffic, None, data)
 
-    def _promote(
+    def _finish(
         self,
         session: Session,
         row: DeploymentRow,
         namespace: str,
         rollout: RolloutRow,
+        outcome: str,
         reason: str,
         record: dict[str, Any],
         actor: str | None,
     ) -> None:
-        rollout.state, rollout.reason = PROMOTED, reason
-        self._verdicts.pop(rollout.id, None)
-        rollout.finished_at = self.events.clock()
-        self._settle(session, row, namespace, rollout.canary, {"rollout": rollout.id})
-        self.events.append(
-            session,
-            "rollout.promoted",
-            f"{namespace}/{row.name}",
-            {
-                "rollout": rollout.id,
-                "stable": rollout.stable,
-                "canary": rollout.canary,
-                "reason": reason,
-                "analysis": record or None,
-            },
-            namespace=namespace,
-            actor=actor,
-        )
-
-    def _roll_back(
-        self,
-        session: Session,
-        row: DeploymentRow,
-        namespace: str,
-        rollout: RolloutRow,
-        reason: str,
-        record: dict[str, Any],
-        actor: str | None,
-    ) -> None:
+        """End ``rollout``: promoted (all traffic to the canary) or rolled back (all traffic to
+        stable at once, the canary revision rejected), with the step's analysis as evidence."""
         now = self.events.clock()
-        rollout.state, rollout.reason, rollout.finished_at = ROLLED_BACK, reason, now
-        self._verdicts.pop(rollout.id, None)
+        rollout.state, rollout.reason, rollout.finished_at = outcome, reason, now
         if record:
             rollout.analyses = [*rollout.analyses, record]
-        canary = session.scalar(
-            sa.select(RevisionRow)
-            .where(RevisionRow.deployment_id == row.id, RevisionRow.number == rollout.canary)
-            .with_for_update()
-        )
-        assert canary is not None
-        canary.state, canary.reason, canary.retired_at = REJECTED, reason, now
-        self._settle(session, row, namespace, rollout.stable, {"rollout": rollout.id})
+        self._verdicts.pop(rollout.id, None)
         subject = f"{namespace}/{row.name}"
-        self.events.append(
-            session,
-            "revision.rejected",
-            subject,
-            {"revision": canary.number, "model_version": canary.version_number, "reason": reason},
-            namespace=namespace,
-            actor=actor,
-        )
-        self.events.append(
-            session,
-            "rollout.rolled_back",
-            subject,
-            {
-                "rollout": rollout.id,
-                "stable": rollout.stable,
-                "canary": rollout.canary,
-                "model_version": canary.version_number,
-                "reason": reason,
-                "analysis": record or None,
-            },
-            namespace=namespace,
-            actor=actor,
-        )
+        data: dict[str, Any] = {
+            "rollout": rollout.id,
+            "stable": rollout.stable,
+            "canary": rollout.canary,
+            "reason": reason,
+            "analysis": record or None,
+        }
+        if outcome == ROLLED_BACK:
+            canary = session.scalar(
+                sa.select(RevisionRow)
+                .where(RevisionRow.deployment_id == row.id, RevisionRow.number == rollout.canary)
+                .with_for_update()
+            )
+            assert canary is not None
+            canary.state, canary.reason, canary.retired_at = REJECTED, reason, now
+            data["model_version"] = canary.version_number
+            self.events.append(
+                session,
+                "revision.rejected",
+                subject,
+                {
+                    "revision": canary.number,
+                    "model_version": canary.version_number,
+                    "reason": reason,
+                },
+                namespace=namespace,
+                actor=actor,
+            )
+        winner = rollout.canary if outcome == PROMOTED else rollout.stable
+        self._settle(session, row, namespace, winner, {"rollout": rollout.id})
+        event = "rollout.promoted" if outcome == PROMOTED else "rollout.rolled_back"
+        self.events.append(session, event, subject, data, namespace=namespace, actor=actor)
 
     # reads --------------------------------------------------------------------------------------
     def history(self, namespace: str, name: str, limit: int = 20) -> list[RolloutInfo]:

@@ -408,15 +408,7 @@ class Deployments:
             if traffic.shadow is not None:
                 wanted.append((traffic.shadow.revision, "shadow"))
             for number, field in wanted:
-                found = revisions.get(number)
-                if found is None or found.ready_at is None:
-                    raise InvalidInput(
-                        f"revision {number} of {namespace}/{name} "
-                        + ("does not exist" if found is None else "was never ready")
-                        + ": route traffic to revisions listed by "
-                        f"'modelyard deployments show {namespace}/{name}' as ready",
-                        field=field,
-                    )
+                was_ready(revisions, number, f"{namespace}/{name}", field)
             self.write_traffic(session, row, namespace, traffic, actor)
         return self.get(namespace, name)
 
@@ -704,6 +696,22 @@ class Deployments:
             )
             for r in revisions
         ]
+
+
+def was_ready(
+    revisions: dict[int, RevisionRow], number: int, deployment: str, field: str
+) -> RevisionRow:
+    """Revision ``number``, which must have been ready once to take traffic."""
+    found = revisions.get(number)
+    if found is None or found.ready_at is None:
+        raise InvalidInput(
+            f"revision {number} of {deployment} "
+            + ("does not exist" if found is None else "was never ready")
+            + ": use a revision listed as ready by "
+            f"'modelyard deployments show {deployment}'",
+            field=field,
+        )
+    return found
 
 
 def stored_traffic(row: DeploymentRow) -> Traffic:

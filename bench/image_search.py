@@ -3,8 +3,8 @@ search latency through the gateway, for ``modelyard.apps.image_search``.
 
 The catalog: the first ``--emoji`` Twemoji graphics of ``emoji_catalog()`` (72x72 PNGs, in
 emoji-data's order, so whole subcategories come first) and the near-duplicate photo set of
-``near_duplicate_set(copies=4, seed=0)`` (the photos bundled with scikit-image and
-scikit-learn, shorter side 256 px, each with 4 augmented JPEG copies), mixed in a fixed
+``near_duplicate_set(seed=0)`` (the photos bundled with scikit-image and scikit-learn,
+shorter side 256 px, each with its default 10 augmented JPEG copies), mixed in a fixed
 shuffled order. The query images of the photo set (``--queries-per-photo`` further augmented
 copies of each photo) stay out of the catalog.
 
@@ -34,9 +34,10 @@ copies of each photo) stay out of the catalog.
    Goal: held-out recall@10 >= 0.95 for tuned HNSW.
 3. Retrieval quality with exact search over the whole catalog (and tuned HNSW for the photos):
    - near-duplicates: each query image's relevant items are its photo's original and copies
-     (5 items). With fewer than 10 relevant items, precision@10 cannot reach 1, so the goal
-     (>= 0.95) is on precision@R, R = min(number of relevant items, 10) = 5 here (R-precision);
-     precision@10 (hits in the top 10 / 10, at most 0.5 here) and recall@10 are printed as well;
+     (11 items). The goal (>= 0.95) is on precision@10 (hits in the top 10 / 10), as the issue
+     words it; precision@R, R = min(number of relevant items, 10) (R-precision, equal to P@10
+     here) and recall@10 are printed as well. A set with fewer than 10 relevant items per query
+     (``near_duplicate_set(copies=...)`` below 9) caps P@10 below 1, and the goal line says so;
    - emoji subcategories: every emoji of the catalog is a query (its own catalog vector); the
      relevant items are the other emoji of its subcategory; the query itself is dropped from its
      results. Queries whose subcategory has no other member are left out. Skin-tone variants make
@@ -258,7 +259,7 @@ def build_catalog(work: Path, emoji: int, queries_per_photo: int) -> Catalog:
     from modelyard.apps.image_search import emoji_catalog, near_duplicate_set
 
     photo_items, queries = near_duplicate_set(
-        work / "photos", copies=4, seed=0, queries_per_photo=queries_per_photo
+        work / "photos", seed=0, queries_per_photo=queries_per_photo
     )
     emoji_items = emoji_catalog(limit=emoji or None)
     items = [*emoji_items, *photo_items]
@@ -548,6 +549,7 @@ class Quality:
     queries: int
     left_out: int
     relevant: float  # mean number of relevant items per query
+    fewest: int  # relevant items of the query with the fewest
     precision_at_r: float
     precision_at_10: float
     recall_at_10: float
@@ -569,6 +571,7 @@ def grade(
         len(relevant),
         left_out,
         statistics.mean(len(w) for w in relevant),
+        min(len(w) for w in relevant),
         statistics.mean(at_r),
         statistics.mean(at_10),
         statistics.mean(rec),
@@ -614,8 +617,8 @@ def print_quality(rows: Sequence[Quality], goal: bool) -> None:
     for row in rows:
         tail = ""
         if goal:
-            passed = row.precision_at_r >= PRECISION_GOAL
-            tail = f"   goal P@R >= {PRECISION_GOAL:.2f}  {verdict(passed)}"
+            passed = row.precision_at_10 >= PRECISION_GOAL
+            tail = f"   goal P@10 >= {PRECISION_GOAL:.2f}  {verdict(passed)}"
         left = f" ({row.left_out} left out)" if row.left_out else ""
         print(
             f"  {row.label:56s} {row.queries:7d} {row.relevant:6.1f} {row.precision_at_r:6.3f} "
@@ -1146,7 +1149,8 @@ def benchmark(args: argparse.Namespace) -> None:
         catalog = build_catalog(work, args.emoji, args.queries_per_photo)
         print(
             f"catalog: {len(catalog.items)} images = {catalog.emoji} emoji (72x72 PNG) + "
-            f"{catalog.photos} photos ({catalog.originals} originals, PNG, + 4 JPEG copies each); "
+            f"{catalog.photos} photos ({catalog.originals} originals, PNG, + "
+            f"{catalog.photos // catalog.originals - 1} JPEG copies each); "
             f"{len(catalog.queries)} near-duplicate query JPEGs kept out of it",
             flush=True,
         )
@@ -1249,11 +1253,17 @@ def benchmark(args: argparse.Namespace) -> None:
         ]
         print_quality(near, goal=True)
         for quality in near:
-            passed = quality.precision_at_r >= PRECISION_GOAL
+            passed = quality.precision_at_10 >= PRECISION_GOAL
+            capped = (
+                f" (capped at {quality.fewest / K:.1f}: a query has only {quality.fewest} "
+                "relevant items)"
+                if quality.fewest < K
+                else ""
+            )
             goals.append(
-                f"precision@R (R = {min(round(quality.relevant), K)}), {quality.label}: "
-                f"{quality.precision_at_r:.3f} (goal >= {PRECISION_GOAL:.2f}) {verdict(passed)}; "
-                f"precision@10 {quality.precision_at_10:.3f}"
+                f"precision@10, {quality.label}: {quality.precision_at_10:.3f} (goal >= "
+                f"{PRECISION_GOAL:.2f}) {verdict(passed)}{capped}; precision@R (R = "
+                f"{min(quality.fewest, K)}) {quality.precision_at_r:.3f}"
             )
         base = [
             p

@@ -86,6 +86,18 @@ def test_near_duplicate_set_groups_copies_with_their_original(
             assert image.mode == "RGB" and min(image.size) == 64
 
 
+def test_near_duplicate_set_by_default_gives_a_query_more_relevant_items_than_ten(
+    tmp_path: Path,
+) -> None:
+    # precision@10 can only reach 1 when a query has at least 10 relevant catalog items.
+    require("skimage", "sklearn")
+    items, queries = near_duplicate_set(tmp_path, size=16, queries_per_photo=2)
+    groups = Counter(item.subcategory for item in items)
+    assert len(groups) >= 7 and min(groups.values()) >= 11
+    assert len(queries) == 2 * len(groups)
+    assert all(groups[original.removeprefix("photo-")] >= 11 for _, original in queries)
+
+
 def test_near_duplicate_set_is_deterministic_for_a_seed(
     photo_sets: list[tuple[list[Item], list[tuple[Path, str]]]],
 ) -> None:

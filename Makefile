@@ -53,7 +53,7 @@ tools: $(PROMTOOL)
 		|| echo "warning: could not get promtool from Debian's prometheus package" >&2
 	rm -rf .tools/deb
 
-bench: $(DEV_STAMP)  # make bench BENCH=registry|pipelines|serving
+bench: $(DEV_STAMP)  # make bench BENCH=registry|pipelines|serving|image_search|rollout
 	$(BIN)/python bench/$(BENCH).py $(ARGS)
 
 clean:

@@ -235,8 +235,14 @@ class Serving:
             base_url=self.gateway, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
         )
 
-    def load(self, deployment: str, rows: list[list[float]], workers: int) -> Load:
-        return Load(self, deployment, rows, workers)
+    def load(
+        self,
+        deployment: str,
+        rows: list[list[float]],
+        workers: int,
+        body: dict[str, object] | None = None,
+    ) -> Load:
+        return Load(self, deployment, body or infer_body(rows), workers)
 
     def infer(self, deployment: str, rows: list[list[float]], **kwargs: object) -> httpx.Response:
         return self.http.post(
@@ -248,10 +254,11 @@ class Load:
     """Closed-loop inference from ``workers`` threads while the block runs; every answer that is
     not 200 is kept in ``failures``."""
 
-    def __init__(self, serving: Serving, deployment: str, rows: list[list[float]], workers: int):
-        self.serving, self.deployment, self.rows = serving, deployment, rows
+    def __init__(self, serving: Serving, deployment: str, body: dict[str, object], workers: int):
+        self.serving, self.deployment, self.body = serving, deployment, body
         self.answered = 0
         self.failures: list[str] = []
+        self._lock = threading.Lock()
         self._done = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
 
@@ -260,10 +267,16 @@ class Load:
         auth = {"Authorization": f"Bearer {self.serving.token}"}
         with httpx.Client(base_url=self.serving.gateway, headers=auth, timeout=30) as http:
             while not self._done.is_set():
-                answer = http.post(path, json=infer_body(self.rows))
-                self.answered += 1
-                if answer.status_code != 200:
-                    self.failures.append(f"{answer.status_code} {answer.text}")
+                answer = http.post(path, json=self.body)
+                with self._lock:
+                    self.answered += 1
+                    if answer.status_code != 200:
+                        self.failures.append(f"{answer.status_code} {answer.text}")
+
+    def snapshot(self) -> tuple[int, int]:
+        """(answered, failed) so far."""
+        with self._lock:
+            return self.answered, len(self.failures)
 
     def __enter__(self) -> Load:
         for thread in self._threads:

@@ -169,7 +169,8 @@ class Gateway:
         sticky = headers.get(route.sticky_header) if route.sticky_header else None
         revision = await self._revision(route, tag.decode() if tag else None, sticky, deadline)
         try:
-            return revision, await self._send(route, revision, forwarded, method, path, body)
+            answer = await self._send(route, revision, forwarded, method, path, body, deadline)
+            return revision, answer
         except _Reject as reject:
             reject.revision = revision
             raise
@@ -182,8 +183,10 @@ class Gateway:
         method: str,
         path: str,
         body: bytes,
+        deadline: float,
     ) -> Response:
-        deadline = time.monotonic() + route.timeout_s
+        """Send to the least busy ready replica of ``revision``, once more on another when the
+        connection failed; ``deadline`` covers the whole request, waiting for a revision too."""
         self.concurrency.begin(revision.id)
         labels = (route.namespace, route.name, revision.name)
         self.metrics.in_flight[labels] += 1
@@ -290,7 +293,8 @@ class Gateway:
         started = time.perf_counter()
         labels = (route.namespace, route.name, shadow.name)
         try:
-            answer = await self._send(route, shadow, forwarded, method, path, body)
+            deadline = time.monotonic() + route.timeout_s
+            answer = await self._send(route, shadow, forwarded, method, path, body, deadline)
             status, same = answer.status, same_answer(primary, answer)
         except _Reject as reject:
             status, same = reject.status, False

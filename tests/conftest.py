@@ -167,6 +167,15 @@ class Platform:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def interrupt(self) -> None:
+        """Ctrl-C: the control plane stops its gateway and its replicas, then exits."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(60)
+
+    def gateway_pid(self) -> int:
+        return int((self.home / "gateway.pid").read_text().split()[0])
+
     def data_plane_pids(self) -> list[int]:
         """The gateway (found by its command line, which names this home) and the replicas."""
         pids = [int(json.loads(s.read_text())["pid"]) for s in self.home.glob("replicas/*.json")]

@@ -151,6 +151,9 @@ def delete(namespace: str, name: str, plane: Plane, caller: Caller) -> Response:
 class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     since: int = Field(0, ge=0)
+    epoch: str = Field("", max_length=64)
+    """The epoch ``since`` was issued in; another one than the control plane's gets the whole
+    table."""
     stats: dict[str, tuple[float, int]] = Field(default_factory=dict)
     demand: list[str] = Field(default_factory=list)
     wait: float = Field(1.0, ge=0, le=5)
@@ -163,6 +166,12 @@ async def sync(body: SyncRequest, plane: Plane, caller: Caller) -> dict[str, Any
     if not caller.admin:
         raise Forbidden("only the data plane's key (an admin key) may sync a gateway")
     version, table = await run_in_threadpool(
-        plane.serving.sync, body.since, body.stats, body.demand, body.wait, body.traffic
+        plane.serving.sync,
+        body.since,
+        body.stats,
+        body.demand,
+        body.wait,
+        body.traffic,
+        body.epoch,
     )
-    return {"version": version, "table": table}
+    return {"version": version, "epoch": plane.serving.epoch, "table": table}

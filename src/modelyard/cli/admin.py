@@ -59,7 +59,9 @@ def up(
     # stops the gateway (the default action would kill this process first).
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        console.print(f"modelyard gateway on {gateway.start(plane.gateway_env())}")
+        gateway_env = plane.gateway_env()
+        console.print(f"modelyard gateway on {gateway.start(gateway_env)}")
+        gateway.watch(gateway_env)
         serve(plane, settings.api_host, settings.api_port)
     finally:
         try:

@@ -72,6 +72,8 @@ class Gateway:
             await self._local(path, send)
             return
         namespace, deployment, upstream_path = target
+        if not self.routes.current:
+            await self.routes.settled()  # a starting gateway waits for the control plane's table
         route: DeploymentRoute | None = None
         revision: RevisionRoute | None = None
         status, key_id = 500, "-"

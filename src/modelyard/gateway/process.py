@@ -1,23 +1,29 @@
 """Running the gateway as its own process beside a local control plane (``modelyard up``).
 
 The gateway outlives a control plane that crashes (own session, pid file): the next ``up`` adopts
-it instead of starting a second one on the same port.
+it instead of starting a second one on the same port. While ``up`` runs it restarts a gateway
+that exits (crashed, killed or stopped by hand) on the same port.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 
 from modelyard.errors import ServerUnreachable
+
+log = logging.getLogger(__name__)
+WATCH_SECONDS = 0.2
 
 
 class GatewayProcess:
@@ -28,6 +34,8 @@ class GatewayProcess:
         self.access_log = access_log
         self.pid: int | None = None
         self.popen: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -82,6 +90,35 @@ class GatewayProcess:
             time.sleep(0.05)
         return self.url
 
+    def watch(self, env: dict[str, str]) -> None:
+        """Restart the gateway whenever it exits, until `stop`."""
+
+        def loop() -> None:
+            while not self._stopping.wait(WATCH_SECONDS):
+                if self._alive():
+                    continue
+                log.warning("the gateway (pid %s) exited: starting it again", self.pid)
+                try:
+                    self.start(env)
+                except (OSError, ServerUnreachable) as exc:
+                    log.error("could not restart the gateway: %s", exc)
+
+        self._watcher = threading.Thread(target=loop, name="gateway.watch", daemon=True)
+        self._watcher.start()
+
+    def _alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        if self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def _adopt(self) -> bool:
         try:
             pid, port = (int(v) for v in self.pidfile.read_text().split())
@@ -101,6 +138,9 @@ class GatewayProcess:
             return False
 
     def stop(self, timeout: float = 15.0) -> None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout)
         if self.pid is None:
             return
         with contextlib.suppress(ProcessLookupError):

@@ -4,6 +4,12 @@ The control plane hands out one table: deployments (status, limits, routed revis
 percent, tags and ready endpoints) and keys (id -> secret hash and roles). The gateway routes and
 authenticates from it alone, writes it to disk, and keeps using the last one it got when the
 control plane cannot be reached: a control plane being down or upgraded stops no inference.
+
+A table is versioned by the control plane's epoch (drawn at each of its starts) and a counter
+within it; the gateway asks for changes since the pair it holds, and a control plane of another
+epoch answers with its whole table. A gateway that starts holds requests until the control plane
+has answered with its table (its saved one may point at replicas that are gone, and at keys that
+were revoked since); only when none came within ``TRUST_SAVED_SECONDS`` does it serve the saved one.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from modelyard.gateway.upstream import Endpoint
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
+TRUST_SAVED_SECONDS = 10.0
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Key:
 @dataclass
 class Table:
     version: int = 0
+    epoch: str = ""
     deployments: dict[str, DeploymentRoute] = field(default_factory=dict)
     keys: dict[str, Key] = field(default_factory=dict)
 
@@ -134,7 +142,7 @@ class Table:
             key_id: Key(k["hash"], bool(k["admin"]), dict(k["roles"]))
             for key_id, k in data.get("keys", {}).items()
         }
-        return cls(int(data.get("version", 0)), deployments, keys)
+        return cls(int(data.get("version", 0)), str(data.get("epoch", "")), deployments, keys)
 
     def authorize(self, token: str | None, namespace: str) -> tuple[int, str] | None:
         """None when ``token`` may invoke deployments of ``namespace``; else (status, message)."""
@@ -166,15 +174,24 @@ class Routes:
         self._changed = asyncio.Event()
         self.demand: set[str] = set()
         self.demand_posted = asyncio.Event()
+        self.current = False
+        """The table came from the running control plane (or none came in time: see `trust`)."""
+        self._current = asyncio.Event()
         if state_file is not None and state_file.exists():
             try:
                 self.apply(json.loads(state_file.read_text()), persist=False)
-                log.info("serving from the saved routing table (version %d)", self.table.version)
+                log.info(
+                    "loaded the saved routing table (version %d); it serves once the control "
+                    "plane confirms it, or when the control plane cannot be reached",
+                    self.table.version,
+                )
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("ignoring the saved routing table: %s", exc)
 
     def apply(self, data: dict[str, Any], *, persist: bool = True) -> None:
         self.table = Table.parse(data, self.endpoints)
+        if persist:
+            self.trust()
         live = {
             id(e) for d in self.table.deployments.values() for r in d.revisions for e in r.endpoints
         }
@@ -188,6 +205,16 @@ class Routes:
             temp = self.state_file.with_suffix(".tmp")
             temp.write_text(json.dumps(data))
             os.replace(temp, self.state_file)
+
+    def trust(self) -> None:
+        """Serve from the table held: it came from the control plane, or the control plane has
+        not answered for long enough that the saved one is better than nothing."""
+        self.current = True
+        self._current.set()
+
+    async def settled(self) -> None:
+        """Wait until the table may be served (see `trust`)."""
+        await self._current.wait()
 
     async def changed(self, timeout: float) -> bool:
         """Wait for the next table; False after ``timeout``."""
@@ -230,7 +257,19 @@ class Sync:
         self._tasks = [
             asyncio.create_task(self._poll_loop()),
             asyncio.create_task(self._demand_loop()),
+            asyncio.create_task(self._trust_saved()),
         ]
+
+    async def _trust_saved(self) -> None:
+        await asyncio.sleep(TRUST_SAVED_SECONDS)
+        if not self.routes.current:
+            log.warning(
+                "no routing table from the control plane within %.0f s: serving the saved one "
+                "(version %d)",
+                TRUST_SAVED_SECONDS,
+                self.routes.table.version,
+            )
+            self.routes.trust()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -251,30 +290,49 @@ class Sync:
             log.info("connected to the control plane")
         self.connected = True
         data = response.json()
-        if data.get("table") is not None and data["table"]["version"] != self.routes.table.version:
-            self.routes.apply(data["table"])
+        table = data.get("table")
+        held = self.routes.table
+        if table is not None and (table["version"], table.get("epoch", "")) != (
+            held.version,
+            held.epoch,
+        ):
+            self.routes.apply(table)
+        elif (data.get("version"), data.get("epoch")) == (held.version, held.epoch):
+            self.routes.trust()  # nothing newer: the table held is the control plane's
 
     async def _poll_loop(self) -> None:
         while True:
             revisions = [r.id for d in self.routes.table.deployments.values() for r in d.revisions]
             body = {
                 "since": self.routes.table.version,
+                "epoch": self.routes.table.epoch,
                 "stats": self.concurrency.report(revisions),
                 "traffic": self.window.report(),
                 "demand": [],
-                "wait": POLL_SECONDS,
+                # Until the table held is confirmed, ask without waiting for a change.
+                "wait": POLL_SECONDS if self.routes.current else 0,
             }
             try:
                 await self._post(body)
             except (httpx.HTTPError, ValueError, KeyError):
-                await asyncio.sleep(POLL_SECONDS)
+                await asyncio.sleep(POLL_SECONDS if self.routes.current else 0.1)
+                continue
+            if not self.routes.current:
+                await asyncio.sleep(0.02)  # its first reconciliation has not published yet
 
     async def _demand_loop(self) -> None:
         while True:
             await self.routes.demand_posted.wait()
             self.routes.demand_posted.clear()
             demand, self.routes.demand = sorted(self.routes.demand), set()
-            body = {"since": self.routes.table.version, "stats": {}, "demand": demand, "wait": 0}
+            table = self.routes.table
+            body = {
+                "since": table.version,
+                "epoch": table.epoch,
+                "stats": {},
+                "demand": demand,
+                "wait": 0,
+            }
             try:
                 await self._post(body)
             except (httpx.HTTPError, ValueError, KeyError):

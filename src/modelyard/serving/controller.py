@@ -14,6 +14,11 @@ The gateway long-polls :meth:`ServingController.sync`: it hands in what it measu
 per revision, requests waiting for a revision at zero) and gets the routing table back as soon as
 it changed. The table carries the keys too, so the gateway authenticates without a database and
 keeps serving from its last table when the control plane is down.
+
+A table's version is an ``(epoch, counter)`` pair: the counter lives in this process's memory, the
+epoch is drawn anew each time the controller starts. A gateway that asks with another epoch (it
+outlived a control plane, or reloaded a table saved under an earlier one) holds a version this
+process never issued and cannot compare, so it gets the whole table as soon as there is one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +77,7 @@ class ServingController:
         self._unsubscribe: Callable[[], None] | None = None
         self._table: dict[str, Any] = {}
         self._version = 0
+        self.epoch = uuid.uuid4().hex[:16]
         self._changed = threading.Condition()
 
     # lifecycle ----------------------------------------------------------------------------------
@@ -209,9 +216,14 @@ class ServingController:
         demand: list[str],
         wait: float,
         traffic: dict[str, Any] | None = None,
+        epoch: str = "",
     ) -> tuple[int, dict[str, Any] | None]:
         """The gateway's long poll: record its measurements, then return the table once its
-        version is newer than ``since`` (or ``None`` after ``wait`` seconds)."""
+        version is newer than ``since`` of ``epoch`` (or ``None`` after ``wait`` seconds). A
+        ``since`` of another epoch counts as none: the whole table, once the first
+        reconciliation published it (an empty table before that would drop every route)."""
+        if epoch != self.epoch:
+            since = 0
         if traffic:
             self.measurements.add(traffic)
         for revision_id, (concurrency, requests) in stats.items():
@@ -229,7 +241,7 @@ class ServingController:
                 lambda: self._version > since or self._stop.is_set(), 0 if demand else wait
             )
             if self._version > since:
-                return self._version, {"version": self._version, **self._table}
+                return self._version, {"version": self._version, "epoch": self.epoch, **self._table}
             return self._version, None
 
     # status -------------------------------------------------------------------------------------

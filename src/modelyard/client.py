@@ -7,10 +7,12 @@ the client and the blob store at the locations the API hands out; the API verifi
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,7 +28,13 @@ from modelyard.auth.keys import KeyInfo
 from modelyard.delivery.burnrate import Objective
 from modelyard.delivery.rollout import RolloutInfo
 from modelyard.delivery.slo import AlertInfo, SloStatus
-from modelyard.errors import DeploymentFailed, InvalidInput, ServerUnreachable, error_from_body
+from modelyard.errors import (
+    DeploymentFailed,
+    InvalidInput,
+    NotFound,
+    ServerUnreachable,
+    error_from_body,
+)
 from modelyard.events.log import Event
 from modelyard.events.webhooks import Webhook
 from modelyard.pipelines.dsl import Pipeline
@@ -34,7 +42,13 @@ from modelyard.pipelines.runs import PipelineInfo, RunInfo
 from modelyard.pipelines.schedules import ScheduleInfo, ScheduleSpec
 from modelyard.pipelines.spec import PipelineSpec
 from modelyard.registry import pull as pulling
-from modelyard.registry.records import AliasChange, ArtifactInfo, NamespaceInfo, VersionInfo
+from modelyard.registry.records import (
+    AliasChange,
+    ArtifactInfo,
+    NamespaceInfo,
+    VersionInfo,
+    manifest_digest,
+)
 from modelyard.registry.versions import VersionSpec
 from modelyard.serving.deployments import DeploymentInfo
 from modelyard.settings import Settings, load_settings
@@ -43,6 +57,25 @@ from modelyard.types import ArtifactKind, FileEntry, ModelRef, Role, check_name
 CHUNK = 4 * 1024 * 1024
 Progress = Callable[[str, int], None]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# "ValueError: ...", "modelyard.errors.InvalidInput: ...": the line a Python traceback ends with
+# (a dotted CapWords name at the start of a line, not a log level like "INFO:").
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*[a-z]\w*(?:: .*)?$")
+
+
+def status_line(status: str) -> str:
+    """A deployment's status on one line: a failure reason that holds a replica's last log lines
+    (a traceback) keeps its first line and the error line the traceback ends with."""
+    head, newline, rest = status.partition("\n")
+    if not newline:
+        return status
+    serving = ""
+    if "; still serving " in rest:
+        rest, _, serving = rest.rpartition("; still serving ")
+    lines = [line.rstrip() for line in rest.splitlines() if line.strip()]
+    final = next((line for line in reversed(lines) if _ERROR_LINE.match(line)), None)
+    final = final or (lines[-1].strip() if lines else "")
+    head = head.removesuffix("; last log lines:").rstrip(" :")
+    return f"{head}: {final}" + (f"; still serving {serving}" if serving else "")
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -154,8 +187,14 @@ class Client:
         return [NamespaceInfo.model_validate(n) for n in self.request("GET", "/namespaces")]
 
     def create_key(
-        self, name: str, roles: dict[str, Role | str] | None = None, *, admin: bool = False
+        self,
+        name: str,
+        roles: dict[str, Role | str] | None = None,
+        *,
+        admin: bool = False,
+        expires_at: dt.datetime | None = None,
     ) -> tuple[KeyInfo, str]:
+        """A new key and its token (shown only now); from ``expires_at`` on it is refused."""
         body = self.request(
             "POST",
             "/keys",
@@ -163,6 +202,7 @@ class Client:
                 "name": name,
                 "roles": {k: str(v) for k, v in (roles or {}).items()},
                 "admin": admin,
+                "expires_at": expires_at.isoformat() if expires_at else None,
             },
         )
         return KeyInfo.model_validate(body["key"]), str(body["token"])
@@ -170,8 +210,9 @@ class Client:
     def list_keys(self) -> list[KeyInfo]:
         return [KeyInfo.model_validate(k) for k in self.request("GET", "/keys")]
 
-    def revoke_key(self, key_id: str) -> KeyInfo:
-        return KeyInfo.model_validate(self.request("DELETE", f"/keys/{key_id}"))
+    def revoke_key(self, key: str) -> KeyInfo:
+        """Revoke a key by its id, or by its name when one live key has that name."""
+        return KeyInfo.model_validate(self.request("DELETE", f"/keys/{check_name(key, 'key')}"))
 
     # models and datasets ----------------------------------------------------------------------
     def push(
@@ -183,10 +224,12 @@ class Client:
         kind: ArtifactKind = "model",
         alias: str | None = None,
         progress: Progress | None = None,
+        files: Sequence[tuple[Path, FileEntry]] | None = None,
     ) -> VersionInfo:
-        """Publish a file or a folder as the next version of ``namespace/name``."""
+        """Publish a file or a folder as the next version of ``namespace/name``; ``files`` is
+        ``scan_files(source)`` when the caller made it already (it hashes every byte)."""
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
-        files = scan_files(Path(source))
+        files = scan_files(Path(source)) if files is None else files
         base = self._base(kind, target.namespace, target.name)
         draft = VersionInfo.model_validate(
             self.request(
@@ -215,6 +258,30 @@ class Client:
             self.set_alias(version.ref, alias, kind=kind)
             version = self.get_version(version.ref, kind=kind)
         return version
+
+    def identical_latest(
+        self,
+        ref: str | ModelRef,
+        files: Sequence[FileEntry],
+        spec: VersionSpec | None = None,
+        *,
+        kind: ArtifactKind = "model",
+    ) -> VersionInfo | None:
+        """The latest version when pushing ``files`` with ``spec`` would add nothing to it: the
+        same content (paths, sizes, sha256) and what serving reads of the spec (runtime and
+        signature). None when it differs or there is no version yet."""
+        target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        try:
+            latest = self.get_version(ModelRef(target.namespace, target.name, "latest"), kind=kind)
+        except NotFound:
+            return None
+        spec = spec or VersionSpec()
+        same = (
+            latest.manifest_digest == manifest_digest(files)
+            and latest.runtime == spec.runtime
+            and latest.signature == spec.signature
+        )
+        return latest if same else None
 
     def _upload(self, path: Path, item: dict[str, Any], progress: Progress | None) -> None:
         url, method = item.get("url"), item.get("method")
@@ -469,12 +536,16 @@ class Client:
         types: list[str] | None = None,
         follow: bool = True,
         timeout: float | None = None,
+        last: int | None = None,
     ) -> Iterator[Event]:
         """Server-sent events, in order; with ``follow`` it waits for new ones (when ``timeout``
-        is given, it ends after that many seconds without any)."""
+        is given, it ends after that many seconds without any). Without ``after``, ``last``
+        starts with the newest ``last`` events that match ``types``."""
         params: dict[str, Any] = {"follow": follow}
         if after is not None:
             params["after"] = after
+        elif last is not None:
+            params["last"] = last
         if types:
             params["type"] = types
         try:
@@ -592,17 +663,35 @@ class Client:
         self.request("DELETE", f"/namespaces/{namespace}/deployments/{name}")
 
     def wait_deployment(
-        self, namespace: str, name: str, *, version: int | None = None, timeout: float = 120.0
+        self,
+        namespace: str,
+        name: str,
+        *,
+        version: int | None = None,
+        revision: int | None = None,
+        timeout: float = 120.0,
     ) -> DeploymentInfo:
-        """Wait until the deployment serves (``version`` when given) with a ready replica; raise
-        with the deployment's status when its latest revision failed or time ran out."""
+        """Wait until the deployment serves (``version`` when given; revision number
+        ``revision`` when given) with a ready replica; raise with the deployment's status when
+        the latest revision failed (``revision``: failed or was rejected), or time ran out."""
         deadline = time.monotonic() + timeout
         while True:
             info = self.get_deployment(namespace, name)
-            latest = info.revisions[-1] if info.revisions else None
-            if latest is not None and latest.state == "failed":
-                raise DeploymentFailed(f"{namespace}/{name}: {info.status}")
+            if revision is not None:
+                target = next((r for r in info.revisions if r.number == revision), None)
+                if target is None:
+                    raise DeploymentFailed(f"{namespace}/{name} has no revision {revision}")
+            else:
+                target = info.revisions[-1] if info.revisions else None
+            # a revision asked for may also have been rejected (a canary rolled back)
+            ended = ("failed", "rejected") if revision is not None else ("failed",)
+            if target is not None and target.state in ended:
+                raise DeploymentFailed(
+                    f"{namespace}/{name}: {status_line(info.status)}", status=info.status
+                )
             serving = [r for r in info.revisions if r.percent > 0]
+            if revision is not None:
+                serving = [r for r in serving if r.number == revision]
             if (
                 info.ready
                 and any(p.state == "ready" for r in serving for p in r.replicas)
@@ -611,7 +700,9 @@ class Client:
                 return info
             if time.monotonic() > deadline:
                 raise DeploymentFailed(
-                    f"{namespace}/{name} not serving after {timeout:.0f} s: {info.status}"
+                    f"{namespace}/{name} not serving after {timeout:.0f} s: "
+                    f"{status_line(info.status)}",
+                    status=info.status,
                 )
             time.sleep(0.1)
 

@@ -81,6 +81,14 @@ class DeploymentFailed(ModelyardError):
     code = "deployment_failed"
 
 
+class RunFailed(ModelyardError):
+    """A pipeline run that was waited for ended failed or cancelled: its reason says why."""
+
+    http_status = 409
+    exit_code = 9
+    code = "run_failed"
+
+
 class ConfigError(ModelyardError):
     exit_code = 2
     code = "config"
@@ -115,6 +123,7 @@ _BY_CODE: dict[str, type[ModelyardError]] = {
         StoreError,
         ServerUnreachable,
         DeploymentFailed,
+        RunFailed,
     )
 }
 

@@ -25,6 +25,7 @@ from pydantic_settings import (
 from modelyard.errors import ConfigError
 
 ENV_PREFIX = "MODELYARD_"
+URL_FILE = "url"  # in the home: the URL a running ``modelyard up`` serves its API on
 
 
 class Settings(BaseSettings):
@@ -103,6 +104,35 @@ class Settings(BaseSettings):
             return None
 
 
+def record_url(home: Path, url: str) -> None:
+    """Say in ``home`` where the API of ``modelyard up`` is, so that a client given the same home
+    (and no URL, host or port) finds it on any port. Written atomically."""
+    home.mkdir(parents=True, exist_ok=True)
+    temp = home / f".{URL_FILE}.{os.getpid()}.tmp"
+    with open(temp, "w") as handle:
+        handle.write(url + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, home / URL_FILE)
+
+
+def forget_url(home: Path, url: str) -> None:
+    """At a clean stop: remove the record, unless another ``up`` wrote its own since."""
+    path = home / URL_FILE
+    try:
+        if path.read_text().strip() == url:
+            path.unlink()
+    except OSError:
+        pass
+
+
+def recorded_url(home: Path) -> str | None:
+    try:
+        return (home / URL_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 @dataclass
 class LoadedSettings:
     settings: Settings
@@ -158,6 +188,12 @@ def load_settings(
         for key, value in values.items():
             merged[key] = value
             origins[key] = origin + (key.upper() if origin.startswith("env") else "")
+    if not {"url", "api_host", "api_port"} & merged.keys():
+        data = Path(merged.get("home", home)).expanduser().resolve()
+        recorded = recorded_url(data)
+        if recorded is not None:
+            merged["url"] = recorded
+            origins["url"] = f"file {data / URL_FILE} (written by modelyard up)"
     try:
         settings = Settings(**merged)
     except ValidationError as exc:

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 from modelyard.api.server import BackgroundServer
-from modelyard.errors import NotFound
-from tests.cli.conftest import Cli
+from modelyard.errors import Forbidden, InvalidInput, NotFound
+from tests.cli.conftest import TERMINAL_80, Cli
 
 
 def test_models_push_show_alias_pull_and_events(cli: Cli, tmp_path: Path) -> None:
     src = tmp_path / "model"
     src.mkdir()
-    (src / "weights.bin").write_bytes(b"\x00" * 5000)
+    (src / "model.joblib").write_bytes(b"\x00" * 5000)
     cli("namespaces", "create", "vision")
     out = cli(
         "models",
@@ -33,7 +33,7 @@ def test_models_push_show_alias_pull_and_events(cli: Cli, tmp_path: Path) -> Non
         "candidate",
     )
     assert "committed vision/clf@1" in out
-    cli("models", "push", str(src / "weights.bin"), "vision/clf")
+    cli("models", "push", str(src / "model.joblib"), "vision/clf")
     listing = json.loads(cli("models", "list", "vision", "--json"))
     assert listing[0]["latest_version"] == 2 and listing[0]["aliases"] == {"candidate": 1}
 
@@ -48,7 +48,7 @@ def test_models_push_show_alias_pull_and_events(cli: Cli, tmp_path: Path) -> Non
 
     dest = tmp_path / "out"
     cli("models", "pull", "vision/clf@production", "--dest", str(dest))
-    assert sorted(p.name for p in dest.iterdir()) == ["weights.bin"]
+    assert sorted(p.name for p in dest.iterdir()) == ["model.joblib"]
 
     tail = cli("events", "tail", "--type", "model.*")
     assert "model.version.committed" in tail and "model.alias.moved" in tail
@@ -76,7 +76,8 @@ def test_errors_are_one_line_with_an_exit_code(
     cli: Cli, server: BackgroundServer, tmp_path: Path
 ) -> None:
     result = cli.fail("models", "show", "nowhere/x@1")
-    assert isinstance(result.exception, NotFound)
+    assert result.exit_code == NotFound.exit_code
+    assert result.stderr.startswith("error: namespace 'nowhere' does not exist")
     env = {
         **os.environ,
         "MODELYARD_URL": server.url,
@@ -100,3 +101,116 @@ def test_errors_are_one_line_with_an_exit_code(
         timeout=60,
     )
     assert proc.returncode == 7 and "modelyard up" in proc.stderr
+
+
+def test_hints_point_the_right_way(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"\x01" * 3000)
+    cli("namespaces", "create", "team")
+    # on a terminal, so that a progress bar would show: the error comes alone, no bar first
+    typo = cli.run("models", "push", str(tmp_path / "model.bin"), "tema/clf", env=TERMINAL_80)
+    assert typo.exit_code == NotFound.exit_code
+    assert typo.stderr == "error: namespace 'tema' does not exist: did you mean 'team'?\n"
+    pushed = cli.run("models", "push", str(tmp_path / "model.bin"), "team/clf", env=TERMINAL_80)
+    assert pushed.exit_code == 0 and "push team/clf" in pushed.stderr  # the bar, once accepted
+    far = cli.fail("models", "list", "zzzz")
+    assert "create it with 'modelyard namespaces create zzzz'" in far.stderr
+    missing = cli.fail("models", "show", "team/clf@candidate")
+    assert missing.stderr == (
+        "error: model clf@candidate does not exist: list versions with "
+        "'modelyard models show team/clf'\n"
+    )
+    token = cli("keys", "create", "bot", "--role", "team=viewer").strip().splitlines()[-1]
+    refused = cli.fail("--api-key", token, "models", "list", "tema")
+    assert refused.exit_code == Forbidden.exit_code
+    assert refused.stderr.endswith("no viewer role in namespace 'tema': did you mean 'team'?\n")
+
+
+def test_models_show_prints_values_not_reprs(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    (tmp_path / "model.bin").write_bytes(b"\x01" * 10)
+    cli("namespaces", "create", "team")
+    cli("datasets", "push", str(tmp_path / "data.csv"), "team/rows")
+    cli(
+        "models",
+        "push",
+        str(tmp_path / "model.bin"),
+        "team/clf",
+        "--metric",
+        "acc=0.9",
+        "--param",
+        "depth=3",
+        "--tag",
+        "owner=ml",
+        "--input",
+        "dataset:team/rows@1",
+        "--run",
+        "abc123",
+    )
+    shown = cli("models", "show", "team/clf@1")
+    for line in (
+        "  metrics: acc=0.9",
+        "  params: depth=3",
+        "  tags: owner=ml",
+        "  lineage: run abc123; read dataset team/rows@1",
+    ):
+        assert line + "\n" in shown, shown
+    assert "{" not in shown and "'" not in shown and "by admin" in shown
+
+
+def test_pushing_the_same_files_again_pushes_nothing(cli: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "weights.bin").write_bytes(b"\x02" * 4000)
+    (src / "model.py").write_text("def predict(inputs):\n    return inputs\n")
+    cli("namespaces", "create", "team")
+    assert "committed team/clf@1" in cli("models", "push", str(src), "team/clf")
+    again = cli("models", "push", str(src), "team/clf", "--alias", "production")
+    assert again == (
+        "identical to team/clf@1 (same files and runtime): nothing pushed; alias production -> "
+        "version 1 (--force commits a new version anyway)\n"
+    )
+    listing = json.loads(cli("models", "list", "team", "--json"))
+    assert listing[0]["latest_version"] == 1 and listing[0]["aliases"] == {"production": 1}
+    events = cli("events", "tail", "--type", "model.version.*")
+    assert events.count("model.version.committed") == 1
+    # a change of runtime is a change; so is --force
+    assert "committed team/clf@2" in cli(
+        "models", "push", str(src), "team/clf", "--runtime", "python"
+    )
+    assert "committed team/clf@3" in cli(
+        "models", "push", str(src), "team/clf", "--runtime", "python", "--force"
+    )
+    (src / "weights.bin").write_bytes(b"\x03" * 4000)
+    assert "committed team/clf@4" in cli(
+        "models", "push", str(src), "team/clf", "--runtime", "python"
+    )
+    # datasets too
+    cli("datasets", "push", str(src), "team/rows")
+    assert "nothing pushed" in cli("datasets", "push", str(src), "team/rows")
+
+
+def test_push_refuses_what_could_never_serve(cli: Cli, tmp_path: Path) -> None:
+    cli("namespaces", "create", "team")
+    folder = tmp_path / "iris"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"\x01" * 10)
+    for runtime, message in [
+        ("sklaern", "error: unknown runtime 'sklaern': did you mean 'sklearn'? (installed here: "),
+        (
+            "sklearn",
+            "error: the sklearn runtime loads model.joblib or the one *.joblib or *.pkl file of "
+            "the version's top folder; the files pushed are weights.bin\n",
+        ),
+    ]:
+        refused = cli.fail("models", "push", str(folder), "team/iris", "--runtime", runtime)
+        assert refused.exit_code == InvalidInput.exit_code
+        assert refused.stderr.startswith(message), refused.stderr
+    (folder / "model.joblib").write_bytes(b"")
+    empty = cli.fail("models", "push", str(folder), "team/iris", "--runtime", "sklearn")
+    assert empty.stderr == (
+        "error: model.joblib is empty (0 bytes): the sklearn runtime cannot load it\n"
+    )
+    assert "models in team" in cli("models", "list", "team")  # nothing was created
+    assert json.loads(cli("models", "list", "team", "--json")) == []
+    pushed = cli("models", "push", str(folder), "team/iris", "--runtime", "custom", "--no-check")
+    assert "committed team/iris@1" in pushed

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from modelyard.errors import InvalidInput
-from tests.cli.conftest import Cli
+from modelyard.api.server import BackgroundServer
+from modelyard.errors import InvalidInput, NotFound, RunFailed
+from modelyard.store.schema import RunRow
+from tests.cli.conftest import TERMINAL_80, Cli, fits
 
 
 @pytest.fixture
@@ -51,10 +57,12 @@ def test_register_run_watch_and_read_logs(cli: Cli, tmp_path: Path) -> None:
     assert "total" in cli("runs", "logs", run_id, "-n", "team", "--step", "total")
 
 
-def test_failed_runs_can_be_retried(cli: Cli, tmp_path: Path) -> None:
+def test_a_failed_run_waited_for_exits_non_zero_and_is_retried_by_prefix(
+    cli: Cli, tmp_path: Path
+) -> None:
     ledger = tmp_path / "ledger"
     cli("pipelines", "register", "tests.pipelines.flows:retrying", "-n", "team")
-    cli(
+    failed = cli.fail(
         "pipelines",
         "run",
         "retrying",
@@ -66,13 +74,71 @@ def test_failed_runs_can_be_retried(cli: Cli, tmp_path: Path) -> None:
         "fail_times=3",
         "--wait",
     )
+    assert failed.exit_code == RunFailed.exit_code
     run = json.loads(cli("runs", "list", "-n", "team", "--json"))[0]
     assert run["state"] == "failed"
-    cli("runs", "retry", run["id"], "-n", "team")  # the 4th attempt succeeds
+    assert failed.stderr.startswith(
+        f"error: run {run['id']} of retrying failed: step flaky failed (logs: "
+    )
+    assert "flaky  3        failed" in failed.stdout  # the steps table came first
+    listed = cli("runs", "list", "-n", "team")
+    assert run["id"] in listed  # whole, not truncated
+    on_terminal = cli.run("runs", "list", "-n", "team", env=TERMINAL_80).stdout
+    assert run["id"] in on_terminal and fits(on_terminal), on_terminal
+    cli("runs", "retry", run["id"][:6], "-n", "team")  # a unique prefix; the 4th attempt succeeds
     from modelyard.client import Client
 
     client = Client()
     assert client.wait_run("team", run["id"], timeout=60).state == "succeeded"
+    assert cli("runs", "show", run["id"][:8], "-n", "team").startswith(f"run {run['id']} ")
+
+
+def test_logs_are_whole_a_closed_pipe_is_no_error_and_cached_runs_say_so(
+    cli: Cli, server: BackgroundServer, tmp_path: Path
+) -> None:
+    cli("pipelines", "register", "tests.cli.flows:noisy", "-n", "team")
+    cli("pipelines", "run", "noisy", "-n", "team", "--wait")
+    run_id = json.loads(cli("runs", "list", "-n", "team", "--json"))[0]["id"]
+    logs = cli.run("runs", "logs", run_id[:8], "-n", "team").stdout.splitlines()
+    assert logs[2] == "[chatty] line     1 " + "x" * 120  # one line, not wrapped at 80 columns
+    assert logs[-1] == "[chatty] line  1999 " + "x" * 120
+
+    # modelyard runs logs RUN -n team | head -1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelyard", "runs", "logs", run_id, "-n", "team"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after its lines
+    errors = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, errors  # as a process that SIGPIPE stopped
+    assert first.startswith(b"[chatty] ") and errors == ""
+
+    out = cli("pipelines", "run", "noisy", "-n", "team", "--wait")  # same inputs: all cached
+    assert "every step (1) came from the cache: nothing ran again" in out
+    cached = json.loads(cli("runs", "list", "-n", "team", "--json"))[0]["id"]
+    result = cli.run("runs", "logs", cached, "-n", "team")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "every step came from the cache, so none ran" in result.stderr
+
+    # a prefix of two runs is refused, naming them: a twin of the run whose id starts alike
+    twin = run_id[:6] + ("0" if run_id[6] != "0" else "1") * 26
+    with server.plane.db.write() as session:
+        row = session.get(RunRow, run_id)
+        columns = sa.inspect(RunRow).mapper.column_attrs
+        session.add(RunRow(**{**{c.key: getattr(row, c.key) for c in columns}, "id": twin}))
+    ambiguous = cli.fail("runs", "show", run_id[:6], "-n", "team")
+    assert ambiguous.exit_code == InvalidInput.exit_code
+    assert ambiguous.stderr.startswith(
+        f"error: run '{run_id[:6]}' is the start of several runs in 'team' ("
+    )
+    assert run_id in ambiguous.stderr and twin in ambiguous.stderr
+    assert cli("runs", "show", run_id[:7], "-n", "team").startswith(f"run {run_id} ")
+    unknown = "ffff" if not run_id.startswith("ffff") else "eeee"
+    assert cli.fail("runs", "show", unknown, "-n", "team").exit_code == NotFound.exit_code
 
 
 def test_schedules_from_the_cli(cli: Cli, tmp_path: Path) -> None:
@@ -108,5 +174,5 @@ def test_unknown_modules_and_targets_are_clear_errors(cli: Cli) -> None:
         ("tests.pipelines.flows", "MODULE:FUNCTION"),
     ]:
         result = cli.fail("pipelines", "register", target, "-n", "team")
-        assert isinstance(result.exception, InvalidInput)
-        assert message in str(result.exception)
+        assert result.exit_code == InvalidInput.exit_code
+        assert message in result.stderr

@@ -12,7 +12,7 @@ import yaml
 from modelyard.api.server import BackgroundServer
 from modelyard.client import Client
 from modelyard.errors import Forbidden, InvalidInput, NotFound
-from tests.cli.conftest import Cli
+from tests.cli.conftest import TERMINAL_80, Cli, fits
 from tests.delivery.test_slo import minute
 
 
@@ -29,10 +29,8 @@ def test_set_show_and_export_slos(
     assert "latency-250ms: 99 % of requests answered within 250 ms over 30 days" in out
     assert [o.name for o in admin.get_slos("team", "iris")] == ["availability", "latency-250ms"]
     refused = cli.fail("slos", "set", "team/iris", "--latency", "99:300")
-    assert isinstance(refused.exception, InvalidInput)
-    assert "give threshold_ms as one of 1, 2.5, 5, 10, 25, 50, 100, 250, 500" in (
-        refused.exception.message
-    )
+    assert refused.exit_code == InvalidInput.exit_code
+    assert "give threshold_ms as one of 1, 2.5, 5, 10, 25, 50, 100, 250, 500" in refused.stderr
     with pytest.raises(InvalidInput, match="strictly between 0 and 1"):
         admin.set_slos("team", "iris", [{"name": "a", "kind": "availability", "target": 1}])
     with pytest.raises(NotFound, match="team/ghost does not exist"):
@@ -49,12 +47,22 @@ def test_set_show_and_export_slos(
     plane.slos.evaluate()
     shown = cli("slos", "show", "team/iris")
     assert "page-1h" in shown and "ticket-3d" in shown and "20.00x" in shown
+    on_terminal = cli.run("slos", "show", "team/iris", env=TERMINAL_80).stdout
+    assert fits(on_terminal), on_terminal
+    row = next(line for line in on_terminal.splitlines() if line.startswith(" availability "))
+    assert row.split() == ["availability", "98", "%", "-1900.0", "%", *["20.00x"] * 5], row
     status = json.loads(cli("slos", "show", "team/iris", "--json"))
     first = status["objectives"][0]
     assert (first["requests"], first["bad"]) == (3000, 60)
     assert first["budget_remaining"] == pytest.approx(1 - 60 / 3)  # 3 may fail, 60 did
     assert {a["rule"] for a in first["alerts"]} == {"page-1h", "page-6h", "ticket-3d"}
     assert "firing" in cli("slos", "alerts", "team/iris")
+    for n in range(25):  # newer events of other types: --last counts only matching ones
+        admin.create_namespace(f"other-{n}")
+    tail = cli("events", "tail", "--type", "slo.*")
+    assert tail.count("slo.alert.firing") == 3, tail
+    assert "namespace" not in tail
+    assert cli("events", "tail", "--type", "slo.*", "--last", "1").count("slo.alert") == 1
 
     exported = cli("slos", "rules", "team/iris")
     assert exported == admin.slo_rules("team", "iris")

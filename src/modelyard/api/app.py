@@ -17,6 +17,9 @@ from modelyard.controlplane import ControlPlane
 
 PREFIX = "/api/v1"
 access_log = logging.getLogger("modelyard.access")
+# Internal traffic: the gateway's long poll for its routing table answers about once a second
+# while idle (86,400 lines a day). Logged at DEBUG when it succeeds.
+INTERNAL_PATHS = frozenset({f"{PREFIX}/gateway/sync"})
 
 
 def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
@@ -56,10 +59,12 @@ def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
 
 
 class AccessLog:
-    """One structured line per request: method, path, status, duration, key id."""
+    """One structured line per request: method, path, status, duration, key id (successful
+    internal requests, ``quiet`` paths, at DEBUG)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, quiet: frozenset[str] = INTERNAL_PATHS) -> None:
         self.app = app
+        self.quiet = quiet
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,7 +83,9 @@ class AccessLog:
             await self.app(scope, receive, record)
         finally:
             state = scope.get("state") or {}
-            access_log.info(
+            quiet = status < 400 and scope["path"] in self.quiet
+            access_log.log(
+                logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d %.1fms key=%s",
                 scope["method"],
                 scope["path"],

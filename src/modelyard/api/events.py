@@ -63,12 +63,23 @@ async def stream_events(
     ] = None,
     type: Annotated[list[str] | None, Query(description="Type patterns, e.g. model.*")] = None,
     follow: Annotated[bool, Query(description="Keep the stream open for new events")] = True,
+    last: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=100_000,
+            description="Without after / Last-Event-ID: start with the newest N events that "
+            "match the type filter",
+        ),
+    ] = None,
     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
 ) -> StreamingResponse:
     """Events of the namespaces this key may read, in order; resumable with Last-Event-ID."""
     visible = caller.visible_namespaces()
     types = type or []
     start = last_event_id if last_event_id is not None else after
+    if start is None and last is not None:
+        start = await run_in_threadpool(plane.events.before_last, last, types, visible)
     if start is None:
         start = await run_in_threadpool(plane.events.last_id)
     # The first read happens before the response starts, so its errors are plain error answers.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter
@@ -28,6 +29,10 @@ class KeyCreate(BaseModel):
     name: str = Field(description="1-63 lowercase letters, digits, '-'")
     roles: dict[str, Role] = Field(default_factory=dict, description="namespace -> role")
     admin: bool = False
+    expires_at: dt.datetime | None = Field(
+        default=None,
+        description="From then on the API and the gateway refuse the key (with a time zone)",
+    )
 
 
 class KeyCreated(BaseModel):
@@ -82,12 +87,15 @@ def list_keys(plane: Plane, caller: Caller) -> list[KeyInfo]:
 
 @router.post("/keys", status_code=201, tags=["keys"])
 def create_key(body: KeyCreate, plane: Plane, caller: Caller) -> KeyCreated:
-    info, token = plane.keys.create(body.name, body.roles, admin=body.admin, by=caller)
+    info, token = plane.keys.create(
+        body.name, body.roles, admin=body.admin, by=caller, expires_at=body.expires_at
+    )
     return KeyCreated(key=info, token=token)
 
 
 @router.delete("/keys/{key_id}", tags=["keys"])
 def revoke_key(key_id: str, plane: Plane, caller: Caller) -> KeyInfo:
+    """Revoke a key by its id, or by its name when one live key has that name."""
     return plane.keys.revoke(key_id, caller)
 
 

@@ -94,18 +94,19 @@ def list_runs(
 
 @router.get("/runs/{run_id}")
 def get_run(namespace: str, run_id: str, plane: Plane, caller: Caller) -> RunInfo:
-    """The run with every step attempt (state, reason, cache hits, outputs) and its history."""
+    """The run with every step attempt (state, reason, cache hits, outputs) and its history.
+    Every ``run_id`` here may be a unique prefix of the id (4 characters or more)."""
     caller.require(namespace, Role.VIEWER)
-    return plane.pipelines.get_run(namespace, run_id)
+    return plane.pipelines.get_run(namespace, plane.pipelines.resolve_run(namespace, run_id))
 
 
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(namespace: str, run_id: str, plane: Plane, caller: Caller) -> RunInfo:
     """SIGTERM to running steps, SIGKILL after the grace period; pending steps never start."""
     caller.require(namespace, Role.EDITOR)
-    run = plane.pipelines.get_run(namespace, run_id)
+    run = plane.pipelines.get_run(namespace, plane.pipelines.resolve_run(namespace, run_id))
     if run.state not in FINISHED:
-        plane.executor.cancel(run_id)
+        plane.executor.cancel(run.id)
     return run
 
 
@@ -113,6 +114,7 @@ def cancel_run(namespace: str, run_id: str, plane: Plane, caller: Caller) -> Run
 def retry_run(namespace: str, run_id: str, plane: Plane, caller: Caller) -> RunInfo:
     """Run the failed and cancelled steps of a finished run again; successful ones are kept."""
     caller.require(namespace, Role.EDITOR)
+    run_id = plane.pipelines.resolve_run(namespace, run_id)
     plane.pipelines.check_retryable(namespace, run_id)
     plane.executor.retry(run_id)
     return plane.pipelines.get_run(namespace, run_id)
@@ -134,7 +136,7 @@ async def run_logs(
     """Every step's output, each line prefixed with ``[step]``; ``follow`` streams until the
     run ends."""
     caller.require(namespace, Role.VIEWER)
-    await run_in_threadpool(plane.pipelines.get_run, namespace, run_id)
+    run_id = await run_in_threadpool(plane.pipelines.resolve_run, namespace, run_id)
     return StreamingResponse(
         _tail(plane, namespace, run_id, step, follow), media_type="text/plain; charset=utf-8"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
@@ -33,11 +34,28 @@ def _server(
     return uvicorn.Server(config)
 
 
-def serve(plane: ControlPlane, host: str, port: int, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn installs the handlers)."""
+def serve(
+    plane: ControlPlane,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    *,
+    listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn installs the handlers). ``listening`` is called with
+    the API's URL once the port accepts connections (they wait in its backlog until served)."""
     loopback = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     plane.api_url = f"http://{loopback}:{port}"
-    _server(plane, host, port, log_level=log_level).run()
+    server = _server(plane, host, port, log_level=log_level)
+    if listening is None:
+        server.run()
+        return
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(server.config.backlog)
+    listening(plane.api_url)
+    server.run(sockets=[sock])
 
 
 class BackgroundServer:

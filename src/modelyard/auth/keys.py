@@ -13,8 +13,10 @@ commits, so a revoked key gets 401 on its next request.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -57,9 +59,12 @@ class Principal:
         """Raise 403 unless allowed. The message is the same whether or not the namespace exists,
         so a key learns nothing about namespaces it has no role in."""
         if not self.can(namespace, needed):
+            # Suggested from the key's own namespaces only: it learns no other name.
+            close = difflib.get_close_matches(namespace, [*self.roles], n=1)
+            hint = f"did you mean {close[0]!r}?" if close and close[0] != namespace else None
             raise Forbidden(
                 f"key {self.key_id} has no {needed.value} role in namespace {namespace!r}: "
-                "ask an admin of that namespace for one"
+                + (hint or "ask an admin of that namespace for one")
             )
 
     def visible_namespaces(self) -> list[str] | None:
@@ -76,6 +81,7 @@ class KeyInfo(Record):
     roles: dict[str, Role]
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    expires_at: dt.datetime | None = None
 
 
 def _parse(token: str | None) -> tuple[str, str]:
@@ -101,6 +107,7 @@ class _Remembered:
     secret_hash: str
     principal: Principal
     expires: float
+    """Monotonic time it is forgotten: ``CACHE_SECONDS`` on, or the key's own expiry if sooner."""
 
 
 class KeyStore:
@@ -128,11 +135,12 @@ class KeyStore:
         *,
         admin: bool = False,
         by: Principal | None = None,
+        expires_at: dt.datetime | None = None,
     ) -> tuple[KeyInfo, str]:
         """Create a key; returns it and the token, which is shown only this once.
 
         A namespace admin may create keys for the namespaces it administers; only a global admin
-        may create global admin keys.
+        may create global admin keys. From ``expires_at`` on, the API and the gateway refuse it.
         """
         check_name(name, "key name")
         roles = dict(roles or {})
@@ -146,6 +154,14 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         now = self.events.clock()
+        if expires_at is not None:
+            if expires_at.tzinfo is None:
+                raise InvalidInput("give the expiry with a time zone (UTC: ...Z or +00:00)")
+            if expires_at <= now:
+                raise InvalidInput(
+                    f"the key would expire at {expires_at.isoformat()}, which has passed: "
+                    "give a time in the future"
+                )
         with self.db.write() as session:
             ids = self._namespace_ids(session, list(roles))
             session.add(
@@ -156,6 +172,7 @@ class KeyStore:
                     is_admin=admin,
                     created_by=by.key_id if by else None,
                     created_at=now,
+                    expires_at=expires_at,
                 )
             )
             session.flush()
@@ -166,11 +183,22 @@ class KeyStore:
                 session,
                 "key.created",
                 f"keys/{key_id}",
-                {"name": name, "admin": admin, "roles": {ns: r.value for ns, r in roles.items()}},
+                {
+                    "name": name,
+                    "admin": admin,
+                    "roles": {ns: r.value for ns, r in roles.items()},
+                    "expires_at": expires_at.isoformat() if expires_at else None,
+                },
                 actor=by.key_id if by else None,
             )
         info = KeyInfo(
-            id=key_id, name=name, admin=admin, roles=roles, created_at=now, revoked_at=None
+            id=key_id,
+            name=name,
+            admin=admin,
+            roles=roles,
+            created_at=now,
+            revoked_at=None,
+            expires_at=expires_at,
         )
         return info, f"{PREFIX}_{key_id}_{secret}"
 
@@ -188,6 +216,13 @@ class KeyStore:
                 raise Unauthenticated("unknown API key: check it, or ask an admin for a new one")
             if row.revoked_at is not None:
                 raise Unauthenticated(f"API key {key_id} was revoked: ask an admin for a new one")
+            wall = self.events.clock()
+            if row.expires_at is not None and wall >= row.expires_at:
+                raise Unauthenticated(
+                    f"API key {key_id} expired at {row.expires_at:%Y-%m-%d %H:%M:%S} UTC: "
+                    "ask an admin for a new one"
+                )
+            lifetime = (row.expires_at - wall).total_seconds() if row.expires_at else None
             roles = {
                 ns: Role(role)
                 for ns, role in session.execute(
@@ -198,7 +233,7 @@ class KeyStore:
             }
             principal = Principal(row.id, row.name, row.is_admin, roles)
             stored_hash = row.secret_hash
-        self._remember(key_id, stored_hash, principal, generation, now)
+        self._remember(key_id, stored_hash, principal, generation, now, lifetime)
         return _copy(principal)
 
     def recall(self, token: str | None) -> Principal | None:
@@ -231,21 +266,15 @@ class KeyStore:
             if not k.admin and k.roles and all(by.can(ns, Role.ADMIN) for ns in k.roles)
         ]
 
-    def revoke(self, key_id: str, by: Principal) -> KeyInfo:
+    def revoke(self, key: str, by: Principal) -> KeyInfo:
+        """Revoke a key given by its id or by its name, when one live key has that name."""
+        key_id = key
         try:
             with self.db.write() as session:
-                row = session.get(ApiKeyRow, key_id)
-                info = self._info(session, row) if row else None
-                allowed = info is not None and (
-                    by.admin
-                    or (
-                        not info.admin
-                        and info.roles
-                        and all(by.can(ns, Role.ADMIN) for ns in info.roles)
-                    )
-                )
-                if row is None or info is None or not allowed:
-                    raise NotFound(f"key {key_id!r} does not exist or is not yours to revoke")
+                row = session.get(ApiKeyRow, key) or self._by_name(session, key, by)
+                key_id = row.id if row else key
+                if row is None or not (by.admin or self._administers(session, row, by)):
+                    raise NotFound(f"key {key!r} does not exist or is not yours to revoke")
                 if row.revoked_at is not None:
                     raise Conflict(f"key {key_id} is already revoked")
                 row.revoked_at = self.events.clock()
@@ -256,12 +285,38 @@ class KeyStore:
             # with this key reads the database again.
             self._forget(key_id)
 
+    def _by_name(self, session: sa.orm.Session, name: str, by: Principal) -> ApiKeyRow | None:
+        """The one live key named ``name`` that ``by`` may see; None when there is none."""
+        rows = session.scalars(
+            sa.select(ApiKeyRow).where(ApiKeyRow.name == name, ApiKeyRow.revoked_at.is_(None))
+        ).all()
+        visible = [r for r in rows if by.admin or self._administers(session, r, by)]
+        if len(visible) > 1:
+            raise InvalidInput(
+                f"{len(visible)} keys are named {name!r} "
+                f"({', '.join(r.id for r in visible)}): give the id of the one to revoke"
+            )
+        return visible[0] if visible else None
+
+    def _administers(self, session: sa.orm.Session, row: ApiKeyRow, by: Principal) -> bool:
+        """A namespace admin manages the keys whose every role is in namespaces it admins."""
+        info = self._info(session, row)
+        return (
+            not info.admin and bool(info.roles) and all(by.can(ns, Role.ADMIN) for ns in info.roles)
+        )
+
     def data_plane_table(self) -> dict[str, dict[str, object]]:
         """Every live key as the gateway checks it without the database: id -> secret hash, admin
-        flag and roles by namespace name. Hashes of 256-bit secrets: no use to a reader."""
+        flag, roles by namespace name and expiry (Unix seconds, or None). Hashes of 256-bit
+        secrets: no use to a reader."""
         with self.db.read() as session:
             keys: dict[str, dict[str, object]] = {
-                row.id: {"hash": row.secret_hash, "admin": row.is_admin, "roles": {}}
+                row.id: {
+                    "hash": row.secret_hash,
+                    "admin": row.is_admin,
+                    "roles": {},
+                    "expires": row.expires_at.timestamp() if row.expires_at else None,
+                }
                 for row in session.scalars(
                     sa.select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))
                 )
@@ -282,10 +337,18 @@ class KeyStore:
             return int(session.scalar(sa.select(sa.func.count()).select_from(ApiKeyRow)) or 0)
 
     def _remember(
-        self, key_id: str, secret_hash: str, principal: Principal, generation: int, now: float
+        self,
+        key_id: str,
+        secret_hash: str,
+        principal: Principal,
+        generation: int,
+        now: float,
+        lifetime: float | None = None,
     ) -> None:
+        """Remember a key found valid; ``lifetime``: seconds until the key itself expires."""
         if self.cache_seconds <= 0:
             return
+        until = now + min(self.cache_seconds, lifetime if lifetime is not None else math.inf)
         with self._lock:
             if generation != self._generation:
                 return  # a key changed while this lookup read the database
@@ -293,7 +356,7 @@ class KeyStore:
                 self._remembered = {k: v for k, v in self._remembered.items() if v.expires > now}
                 if len(self._remembered) >= CACHE_ENTRIES:
                     self._remembered.clear()
-            self._remembered[key_id] = _Remembered(secret_hash, principal, now + self.cache_seconds)
+            self._remembered[key_id] = _Remembered(secret_hash, principal, until)
 
     def _forget(self, key_id: str) -> None:
         with self._lock:
@@ -329,4 +392,5 @@ class KeyStore:
             roles=roles,
             created_at=row.created_at,
             revoked_at=row.revoked_at,
+            expires_at=row.expires_at,
         )

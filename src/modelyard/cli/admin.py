@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli.state import console, errors, print_json, state, table
+from modelyard.cli.output import note, print_json, say, table
+from modelyard.cli.state import state
+from modelyard.settings import forget_url, record_url
 from modelyard.types import Role
 
 namespaces = typer.Typer(help="Namespaces: each team's isolated space.", no_args_is_help=True)
@@ -42,11 +45,12 @@ def up(
     plane = ControlPlane.build(settings)
     plane.orchestrator.launcher.warm()  # replicas fork from it: have its imports done by then
     if plane.ensure_admin_key():
-        console.print(
-            f"[bold]Created an admin API key[/] and wrote it to "
-            f"{settings.admin_key_path} (mode 0600). The CLI and SDK read it from there."
+        say(
+            ("Created an admin API key", "bold"),
+            f" and wrote it to {settings.admin_key_path} (mode 0600). "
+            "The CLI and SDK read it from there.",
         )
-    console.print(
+    say(
         f"modelyard control plane on http://{settings.api_host}:{settings.api_port} "
         f"(database {plane.db.engine.url.render_as_string(hide_password=True)}, "
         f"blobs {settings.blob_url})"
@@ -58,12 +62,21 @@ def up(
     # uvicorn shuts down on SIGTERM, then raises it again: end through the finally below, which
     # stops the gateway (the default action would kill this process first).
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    url = f"http://{host}:{settings.api_port}"
     try:
         gateway_env = plane.gateway_env()
-        console.print(f"modelyard gateway on {gateway.start(gateway_env)}")
+        say(f"modelyard gateway on {gateway.start(gateway_env)}")
         gateway.watch(gateway_env)
-        serve(plane, settings.api_host, settings.api_port)
+        # once it accepts: for clients given this home and no URL
+        serve(
+            plane,
+            settings.api_host,
+            settings.api_port,
+            listening=lambda _: record_url(settings.home, url),
+        )
     finally:
+        forget_url(settings.home, url)
         try:
             plane.close()
         finally:
@@ -80,16 +93,21 @@ def config(
 ) -> None:
     """Show the effective settings and where each value came from."""
     loaded = state(ctx).loaded()
-    values = loaded.settings.model_dump(mode="json")
+    settings = loaded.settings
+    values = settings.model_dump(mode="json")
+    origins = dict(loaded.origins)
     if values.get("api_key"):
+        values["api_key"] = "**********"  # never the key itself
+    elif settings.resolved_api_key():
         values["api_key"] = "**********"
+        origins["api_key"] = f"file {settings.admin_key_path}"
     if as_json:
-        print_json({k: {"value": v, "origin": loaded.origins[k]} for k, v in values.items()})
+        print_json({k: {"value": v, "origin": origins[k]} for k, v in values.items()})
         return
     table(
         f"settings (config file: {loaded.config_file or 'none'})",
         ["setting", "value", "origin"],
-        [(k, v, loaded.origins[k]) for k, v in values.items()],
+        [(k, v, origins[k]) for k, v in values.items()],
     )
 
 
@@ -115,29 +133,49 @@ def create_namespace(
 ) -> None:
     """Create a namespace (admin key)."""
     created = state(ctx).client().create_namespace(name, description)
-    console.print(f"created namespace [bold]{created.name}[/]")
+    say("created namespace ", (created.name, "bold"))
 
 
 @keys.command("list")
 def list_keys(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The keys your key may manage (every key, for an admin key)."""
     found = state(ctx).client().list_keys()
     if as_json:
         print_json([k.to_dict() for k in found])
         return
     table(
         "keys",
-        ["id", "name", "admin", "roles", "revoked"],
+        ["id", "name", "admin", "roles", "expires (UTC)", "revoked (UTC)"],
         [
             (
                 k.id,
                 k.name,
                 k.admin,
                 ", ".join(f"{ns}:{r.value}" for ns, r in k.roles.items()),
-                k.revoked_at,
+                f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "",
+                f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
             )
             for k in found
         ],
     )
+
+
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(text: str, now: dt.datetime) -> dt.datetime:
+    """``30d``, ``12h``, ``90m``, ``2w`` from ``now``; or an ISO date (00:00 UTC that day) or
+    date and time (UTC unless it says otherwise)."""
+    amount, unit = text[:-1], text[-1:]
+    if amount.isdigit() and unit in _UNITS:
+        return now + dt.timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"--expires {text!r}: write a duration (30d, 12h, 90m, 2w) or a date (2027-01-31)"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 @keys.command("create")
@@ -151,6 +189,13 @@ def create_key(
         ),
     ] = None,
     admin: Annotated[bool, typer.Option("--admin", help="A global admin key.")] = False,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            help="Refused from then on: a duration (30d, 12h, 90m, 2w) or a date (2027-01-31, "
+            "00:00 UTC) or date and time."
+        ),
+    ] = None,
 ) -> None:
     """Create a key. It is printed once: store it now."""
     roles: dict[str, Role | str] = {}
@@ -161,12 +206,18 @@ def create_key(
                 f"--role {item!r}: write NAMESPACE=viewer|editor|admin|invoker"
             )
         roles[namespace] = Role(value)
-    info, token = state(ctx).client().create_key(name, roles, admin=admin)
-    errors.print(f"created key {info.id}; it is shown only now:")
-    console.print(token, markup=False, highlight=False)
+    expires_at = parse_expiry(expires, dt.datetime.now(dt.UTC)) if expires else None
+    info, token = state(ctx).client().create_key(name, roles, admin=admin, expires_at=expires_at)
+    until = f", expires {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else ""
+    note(f"created key {info.name} ({info.id}{until}); it is shown only now:")
+    say(token)
 
 
 @keys.command("revoke")
-def revoke_key(ctx: typer.Context, key_id: str) -> None:
-    info = state(ctx).client().revoke_key(key_id)
-    console.print(f"revoked key {info.id} ({info.name})")
+def revoke_key(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="The key's id, or its name when no other has it.")],
+) -> None:
+    """Revoke a key: the API and the gateway refuse it from now on."""
+    info = state(ctx).client().revoke_key(key)
+    say(f"revoked key {info.name} ({info.id})")

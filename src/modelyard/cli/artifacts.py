@@ -2,42 +2,105 @@
 
 from __future__ import annotations
 
+import difflib
 import shutil
+from collections.abc import Sequence
+from fnmatch import fnmatch
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from modelyard.cli.state import (
-    console,
-    parse_pairs,
-    print_json,
-    state,
-    table,
-    transfer_progress,
-)
+from modelyard.cli.output import cell, print_json, say, table, transfer_progress
+from modelyard.cli.state import State, parse_pairs, state
 from modelyard.client import scan_files
+from modelyard.errors import InvalidInput
 from modelyard.registry.records import VersionInfo
 from modelyard.registry.versions import Lineage, LineageInput, VersionSpec
-from modelyard.types import ArtifactKind, ModelRef
+from modelyard.types import ArtifactKind, FileEntry, ModelRef
+
+# The file each built-in runtime loads (serving/runtimes/sklearn.py, onnx.py, python.py): the
+# preferred name, else the only file of the version's top folder matching the patterns.
+_MODEL_FILES = {
+    "sklearn": ("model.joblib", ("*.joblib", "*.pkl")),
+    "onnx": ("model.onnx", ("*.onnx",)),
+    "python": ("model.py", ()),
+}
 
 
-def _show_version(version: VersionInfo) -> None:
-    console.print(
-        f"[bold]{version.kind} {version.ref}[/]  committed {version.committed_at}  "
-        f"by {version.created_by or '-'}"
+def check_servable(runtime: str, entries: Sequence[FileEntry]) -> None:
+    """Refuse what could never serve: an unknown runtime (a typo), a built-in runtime's model
+    file missing, ambiguous or empty."""
+    from modelyard.serving.runtimes import runtime_names
+
+    names = runtime_names()
+    if runtime not in names:
+        close = difflib.get_close_matches(runtime, names, n=1)
+        raise InvalidInput(
+            f"unknown runtime {runtime!r}: "
+            + (f"did you mean {close[0]!r}? " if close else "")
+            + f"(installed here: {', '.join(names)}; --no-check pushes it anyway, for a "
+            "runtime installed only where it serves)"
+        )
+    if runtime not in _MODEL_FILES:
+        return
+    preferred, patterns = _MODEL_FILES[runtime]
+    top = {e.path: e for e in entries if "/" not in e.path}
+    chosen = top.get(preferred)
+    if chosen is None:
+        found = [e for path, e in top.items() if any(fnmatch(path, p) for p in patterns)]
+        if len(found) != 1:
+            wanted = preferred + (f" or the one {' or '.join(patterns)} file" if patterns else "")
+            pushed = ", ".join(sorted(e.path for e in entries)[:5]) + (
+                ", ..." if len(entries) > 5 else ""
+            )
+            raise InvalidInput(
+                f"the {runtime} runtime loads {wanted} of the version's top folder; "
+                + (
+                    f"there are {len(found)} ({', '.join(e.path for e in found)}): name the "
+                    f"one to serve {preferred}"
+                    if found
+                    else f"the files pushed are {pushed}"
+                )
+            )
+        chosen = found[0]
+    if chosen.size == 0:
+        raise InvalidInput(
+            f"{chosen.path} is empty (0 bytes): the {runtime} runtime cannot load it"
+        )
+
+
+def _lineage(lineage: dict[str, Any]) -> str:
+    parts = []
+    if lineage.get("run"):
+        step = f", step {lineage['step']}" if lineage.get("step") else ""
+        parts.append(f"run {lineage['run']}{step}")
+    inputs = [f"{i['kind']} {i['ref']}" for i in lineage.get("inputs", [])]
+    if inputs:
+        parts.append("read " + ", ".join(inputs))
+    return "; ".join(parts)
+
+
+def _show_version(version: VersionInfo, who: State) -> None:
+    say(
+        (f"{version.kind} {version.ref}", "bold"),
+        f"  committed {version.committed_at:%Y-%m-%d %H:%M:%S} UTC"
+        if version.committed_at
+        else f"  {version.state}",
+        f"  by {who.who(version.created_by)}",
     )
     for label, value in (
+        ("description", version.description),
         ("aliases", ", ".join(version.aliases)),
         ("runtime", version.runtime),
-        ("metrics", version.metrics),
-        ("params", version.params),
-        ("tags", version.tags),
-        ("lineage", version.lineage),
+        ("metrics", cell(version.metrics)),
+        ("params", cell(version.params)),
+        ("tags", cell(version.tags)),
+        ("lineage", _lineage(version.lineage)),
         ("content", version.manifest_digest),
     ):
         if value:
-            console.print(f"  {label}: {value}")
+            say(f"  {label}: {value}")
     table(
         "files",
         ["path", "size", "sha256"],
@@ -68,8 +131,21 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
         alias: Annotated[
             str | None, typer.Option(help="Point this alias at the new version.")
         ] = None,
+        force: Annotated[
+            bool,
+            typer.Option(
+                "--force", help="Commit a new version even when the latest holds the same files."
+            ),
+        ] = False,
+        no_check: Annotated[
+            bool,
+            typer.Option(
+                "--no-check", help="Skip the checks of the runtime's name and its model file."
+            ),
+        ] = False,
     ) -> None:
-        """Upload files, verify and commit them as the next version."""
+        """Upload files, verify and commit them as the next version (unless the latest version
+        holds the same files with the same runtime: then nothing is pushed)."""
         try:
             metrics = {k: float(v) for k, v in parse_pairs(metric or [], "--metric").items()}
         except ValueError as exc:
@@ -88,22 +164,39 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
             tags=parse_pairs(tag or [], "--tag"),
             lineage=Lineage(run=run, inputs=inputs),
         )
-        total = sum(entry.size for _, entry in scan_files(source))
-        with transfer_progress(f"push {ref}", total) as progress:
-            version = (
-                state(ctx)
-                .client()
-                .push(ref, source, spec, kind=kind, alias=alias, progress=progress)
+        target = ModelRef.parse(ref)
+        files = scan_files(source)
+        entries = [entry for _, entry in files]
+        if runtime is not None and not no_check:
+            check_servable(runtime, entries)
+        client = state(ctx).client()
+        same = None if force else client.identical_latest(target, entries, spec, kind=kind)
+        if same is not None:
+            if alias is not None:
+                client.set_alias(same.ref, alias, kind=kind)
+            say(
+                f"identical to {same.ref} (same files and runtime): nothing pushed"
+                + (f"; alias {alias} -> version {same.number}" if alias else "")
+                + " (--force commits a new version anyway)"
             )
-        console.print(
-            f"committed [bold]{version.ref}[/] ({len(version.files)} files, "
-            f"{version.size_bytes} bytes)" + (f", alias {alias}" if alias else "")
+            return
+        total = sum(entry.size for _, entry in files)
+        with transfer_progress(f"push {ref}", total) as progress:
+            version = client.push(
+                target, source, spec, kind=kind, alias=alias, progress=progress, files=files
+            )
+        say(
+            "committed ",
+            (version.ref, "bold"),
+            f" ({len(version.files)} files, {version.size_bytes} bytes)"
+            + (f", alias {alias}" if alias else ""),
         )
 
     @app.command("list")
     def list_(
         ctx: typer.Context, namespace: str, as_json: Annotated[bool, typer.Option("--json")] = False
     ) -> None:
+        """The namespace's names, with their latest version and aliases."""
         found = state(ctx).client().list_artifacts(namespace, kind=kind)
         if as_json:
             print_json([a.to_dict() for a in found])
@@ -128,10 +221,11 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
         ref: Annotated[str, typer.Argument(help="NS/NAME (all versions) or NS/NAME@REF")],
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
+        """Every version of NS/NAME, or one version's metadata and files (NS/NAME@REF)."""
         client = state(ctx).client()
         if "@" in ref:
             version = client.get_version(ref, kind=kind)
-            print_json(version.to_dict()) if as_json else _show_version(version)
+            print_json(version.to_dict()) if as_json else _show_version(version, state(ctx))
             return
         versions = client.list_versions(ref, kind=kind)
         if as_json:
@@ -139,9 +233,15 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
             return
         table(
             f"{kind} {ref}",
-            ["version", "aliases", "runtime", "size", "committed"],
+            ["version", "aliases", "runtime", "size", "committed (UTC)"],
             [
-                (v.number, ", ".join(v.aliases), v.runtime, v.size_bytes, v.committed_at)
+                (
+                    v.number,
+                    ", ".join(v.aliases),
+                    v.runtime,
+                    v.size_bytes,
+                    f"{v.committed_at:%Y-%m-%d %H:%M:%S}" if v.committed_at else v.state,
+                )
                 for v in versions
             ],
         )
@@ -168,7 +268,7 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
                 ignore=shutil.ignore_patterns(".modelyard-version.json"),
             )
             folder = dest
-        console.print(f"{version.ref} is in {folder}")
+        say(f"{version.ref} is in {folder}")
 
     @app.command("alias")
     def alias(
@@ -182,21 +282,22 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
         client = state(ctx).client()
         base = ref.split("@", 1)[0]
         if history:
+            who = state(ctx)
             table(
                 f"{base}@{name}",
-                ["at", "from", "to", "by"],
+                ["at (UTC)", "from", "to", "by"],
                 [
-                    (c.at, c.previous, c.version, c.actor)
+                    (f"{c.at:%Y-%m-%d %H:%M:%S}", c.previous, c.version, who.who(c.actor))
                     for c in client.alias_history(base, name, kind=kind)
                 ],
             )
             return
         if delete:
             change = client.delete_alias(base, name, kind=kind)
-            console.print(f"deleted alias {name} (was version {change.previous})")
+            say(f"deleted alias {name} (was version {change.previous})")
             return
         change = client.set_alias(ref, name, kind=kind)
-        console.print(
+        say(
             f"{base}@{name} -> version {change.version}"
             + (f" (was {change.previous})" if change.previous else "")
         )

@@ -7,8 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from modelyard.cli.state import console, print_json, state, table
+from modelyard.cli.output import print_json, say, table
+from modelyard.cli.state import State, state
+from modelyard.client import Client, status_line
 from modelyard.delivery.rollout import RolloutInfo
+from modelyard.errors import InvalidInput
 from modelyard.serving.deployments import DeploymentInfo
 from modelyard.types import ModelRef
 
@@ -22,6 +25,29 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def _split(target: str) -> tuple[str, str]:
     ref = ModelRef.parse(target)
     return ref.namespace, ref.name
+
+
+def _model(model: str, namespace: str) -> str:
+    """``--model``: NAME@REF of the deployment's namespace, or NS/NAME@REF with that namespace."""
+    body, at, ref = model.partition("@")
+    owner, slash, name = body.rpartition("/")
+    if not slash:
+        return model
+    if owner != namespace:
+        raise InvalidInput(
+            f"--model {model!r}: a deployment in {namespace!r} serves a model of {namespace!r}; "
+            f"write NAME@REF (or {namespace}/NAME@REF), and push the model to {namespace!r} "
+            "first if it lives elsewhere"
+        )
+    return f"{name}{at}{ref}"
+
+
+Wait = Annotated[
+    bool,
+    typer.Option(
+        "--wait", help="Wait until the change serves (a failed revision exits with code 8)."
+    ),
+]
 
 
 def _spec(
@@ -68,7 +94,9 @@ SpecJson = Annotated[str | None, typer.Option("--spec", help="More of the spec, 
 def create(
     ctx: typer.Context,
     target: Name,
-    model: Annotated[str, typer.Option(help="MODEL@alias|latest|N of the same namespace.")],
+    model: Annotated[
+        str, typer.Option(help="NAME@alias|latest|N, a model of the deployment's namespace.")
+    ],
     min_replicas: MinReplicas = None,
     max_replicas: MaxReplicas = None,
     target_concurrency: Target = None,
@@ -76,7 +104,7 @@ def create(
     batch_size: BatchSize = None,
     timeout: Timeout = None,
     spec: SpecJson = None,
-    wait: Annotated[bool, typer.Option(help="Wait until it serves.")] = False,
+    wait: Wait = False,
     as_json: AsJson = False,
 ) -> None:
     """Deploy a model as a Web API at /NAMESPACE/DEPLOYMENT/ on the gateway."""
@@ -84,11 +112,12 @@ def create(
     body = _spec(
         min_replicas, max_replicas, target_concurrency, scale_to_zero, batch_size, timeout, spec
     )
-    client = state(ctx).client()
-    info = client.create_deployment(namespace, name, model, **body)
+    who = state(ctx)
+    client = who.client()
+    info = client.create_deployment(namespace, name, _model(model, namespace), **body)
     if wait:
         info = client.wait_deployment(namespace, name)
-    _show(info, as_json)
+    _show(info, as_json, who)
 
 
 @app.command("list")
@@ -97,6 +126,7 @@ def list_deployments(
     namespace: Annotated[str, typer.Argument(help="The namespace.")],
     as_json: AsJson = False,
 ) -> None:
+    """The namespace's deployments, their model and what each is doing."""
     found = state(ctx).client().list_deployments(namespace)
     if as_json:
         print_json([d.model_dump(mode="json") for d in found])
@@ -110,7 +140,7 @@ def list_deployments(
                 d.model,
                 "yes" if d.ready else "no",
                 sum(len(r.replicas) for r in d.revisions),
-                d.status,
+                status_line(d.status),
             )
             for d in found
         ],
@@ -120,14 +150,17 @@ def list_deployments(
 @app.command("show")
 def show(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
     """Revisions, traffic, replicas and the autoscaler's last decision."""
-    _show(state(ctx).client().get_deployment(*_split(target)), as_json)
+    who = state(ctx)
+    _show(who.client().get_deployment(*_split(target)), as_json, who)
 
 
 @app.command("update")
 def update(
     ctx: typer.Context,
     target: Name,
-    model: Annotated[str | None, typer.Option(help="MODEL@alias|latest|N.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="NAME@alias|latest|N, a model of the deployment's namespace.")
+    ] = None,
     min_replicas: MinReplicas = None,
     max_replicas: MaxReplicas = None,
     target_concurrency: Target = None,
@@ -135,20 +168,32 @@ def update(
     batch_size: BatchSize = None,
     timeout: Timeout = None,
     spec: SpecJson = None,
+    wait: Wait = False,
     as_json: AsJson = False,
 ) -> None:
-    """Change the model or the spec: a new revision, which takes the traffic once ready."""
+    """Change the model or the spec: a new revision, which takes the traffic once ready (with
+    --wait: once it serves; under a canary strategy, from its first step)."""
     namespace, name = _split(target)
-    client = state(ctx).client()
+    who = state(ctx)
+    client = who.client()
     changes = _spec(
         min_replicas, max_replicas, target_concurrency, scale_to_zero, batch_size, timeout, spec
     )
+    before = client.get_deployment(namespace, name)
     if "autoscaling" in changes:  # a partial block keeps the other fields of the current one
-        current = client.get_deployment(namespace, name).spec.autoscaling.model_dump()
-        changes["autoscaling"] = {**current, **changes["autoscaling"]}
+        changes["autoscaling"] = {
+            **before.spec.autoscaling.model_dump(),
+            **changes["autoscaling"],
+        }
     if model is not None:
-        changes["model"] = model
-    _show(client.update_deployment(namespace, name, **changes), as_json)
+        changes["model"] = _model(model, namespace)
+    info = client.update_deployment(namespace, name, **changes)
+    if wait:
+        newest = info.revisions[-1].number if info.revisions else None
+        known = {r.number for r in before.revisions}
+        revision = newest if newest is not None and newest not in known else None
+        info = client.wait_deployment(namespace, name, revision=revision)
+    _show(info, as_json, who)
 
 
 @app.command("traffic")
@@ -167,6 +212,7 @@ def traffic(
         str | None,
         typer.Option(help="REVISION=PERCENT: copy that share of requests there to compare."),
     ] = None,
+    wait: Wait = False,
     as_json: AsJson = False,
 ) -> None:
     """Split traffic over ready revisions, e.g. ``1=90 2=10:candidate``."""
@@ -189,12 +235,13 @@ def traffic(
         if not (revision.isdigit() and percent.isdigit()):
             raise typer.BadParameter(f"--shadow {shadow!r}: write REVISION=PERCENT")
         copy = {"revision": int(revision), "percent": int(percent)}
-    info = (
-        state(ctx)
-        .client()
-        .set_traffic(*_split(target), targets, sticky_header=sticky_header, shadow=copy)
-    )
-    _show(info, as_json)
+    who = state(ctx)
+    client = who.client()
+    namespace, name = _split(target)
+    info = client.set_traffic(namespace, name, targets, sticky_header=sticky_header, shadow=copy)
+    if wait:
+        info = _wait_for_traffic(client, info)
+    _show(info, as_json, who)
 
 
 @app.command("strategy")
@@ -214,6 +261,7 @@ def strategy(
     latency_tolerance: Annotated[
         float, typer.Option(help="Median latency increase allowed (0.2 = 20%).")
     ] = 0.2,
+    wait: Wait = False,
     as_json: AsJson = False,
 ) -> None:
     """How new revisions take the traffic: at once, or in judged canary steps."""
@@ -232,7 +280,21 @@ def strategy(
             "latency_tolerance": latency_tolerance,
         },
     }
-    _show(state(ctx).client().set_strategy(*_split(target), **body), as_json)
+    who = state(ctx)
+    client = who.client()
+    info = client.set_strategy(*_split(target), **body)
+    if wait:
+        info = _wait_for_traffic(client, info)
+    _show(info, as_json, who)
+
+
+def _wait_for_traffic(client: Client, info: DeploymentInfo) -> DeploymentInfo:
+    """Until every revision with a share of the traffic has a ready replica; a revision that is
+    starting (a new one) is waited for too."""
+    wanted = [r.number for r in info.revisions if r.percent > 0 or r.state == "deploying"]
+    for number in wanted:
+        info = client.wait_deployment(info.namespace, info.name, revision=number)
+    return info if wanted else client.wait_deployment(info.namespace, info.name)
 
 
 @app.command("rollout")
@@ -244,12 +306,14 @@ def rollout(
 ) -> None:
     """Roll a ready revision out in canary steps (under the canary strategy, new revisions
     start theirs by themselves)."""
-    _show_rollout(state(ctx).client().start_rollout(*_split(target), revision), as_json)
+    who = state(ctx)
+    _show_rollout(who.client().start_rollout(*_split(target), revision), as_json, who)
 
 
 def _action(action: str, doc: str) -> None:
     def command(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
-        _show_rollout(state(ctx).client().rollout_action(*_split(target), action), as_json)
+        who = state(ctx)
+        _show_rollout(who.client().rollout_action(*_split(target), action), as_json, who)
 
     command.__doc__ = doc
     app.command(action)(command)
@@ -264,12 +328,15 @@ _action("resume", "Resume a paused rollout; the step's analysis starts afresh.")
 @app.command("rollouts")
 def rollouts(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
     """The deployment's rollouts, newest first, with the analysis of each step."""
-    found = state(ctx).client().rollouts(*_split(target))
+    who = state(ctx)
+    found = who.client().rollouts(*_split(target))
     if as_json:
         print_json([r.model_dump(mode="json") for r in found])
         return
+    if not found:
+        say(f"{target} has had no rollout")
     for item in found:
-        _show_rollout(item, False)
+        _show_rollout(item, False, who)
 
 
 @app.command("history")
@@ -280,47 +347,73 @@ def history(
     as_json: AsJson = False,
 ) -> None:
     """Who created, deployed, promoted, rolled back or changed traffic, and when."""
-    events = state(ctx).client().deployment_history(*_split(target), limit)
+    who = state(ctx)
+    events = who.client().deployment_history(*_split(target), limit)
     if as_json:
         print_json([e.model_dump(mode="json") for e in events])
         return
     table(
-        "history",
+        f"history of {target}",
         ["when (UTC)", "event", "by", "what"],
         [
-            (f"{e.created_at:%Y-%m-%d %H:%M:%S}", e.type, e.actor or "-", _summary(e.data))
+            (
+                f"{e.created_at:%Y-%m-%d %H:%M:%S}",
+                e.type,
+                who.who(e.actor),
+                who.named(_summary(e.data)),
+            )
             for e in events
         ],
+        keep=2,
     )
+
+
+_UNSHOWN = {"spec", "analysis", "rollout", "alert", "evidence"}  # long, or ids: see --json
 
 
 def _summary(data: dict[str, Any]) -> str:
-    shown = {k: v for k, v in data.items() if k not in ("spec", "analysis", "rollout")}
-    text = json.dumps(shown, separators=(",", ":"))
-    return text if len(text) <= 120 else text[:117] + "..."
+    """An event's data as short ``key=value`` pairs (``--json`` has all of it)."""
+    parts = []
+    for key, value in data.items():
+        if key in _UNSHOWN or value in (None, "", [], {}):
+            continue
+        if key == "slos" and isinstance(value, list):
+            value = ", ".join(str(o.get("name", "?")) for o in value if isinstance(o, dict))
+        elif isinstance(value, dict):
+            value = "(" + ", ".join(f"{k} {_number(v)}" for k, v in value.items()) + ")"
+        elif isinstance(value, list):
+            value = json.dumps(value)
+        parts.append(f"{key}={_number(value)}")
+    return status_line(", ".join(parts))
 
 
-def _show_rollout(info: RolloutInfo, as_json: bool) -> None:
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _show_rollout(info: RolloutInfo, as_json: bool, who: State) -> None:
     if as_json:
         print_json(info.model_dump(mode="json"))
         return
-    console.print(
-        f"[bold]rollout of revision {info.canary}[/] from {info.stable}: {info.state}, "
-        f"step {info.step + 1}/{len(info.steps) - 1} at {info.percent}% "
-        f"(steps {','.join(map(str, info.steps))}); started {info.started_at:%Y-%m-%d %H:%M:%S} "
-        f"by {info.started_by or '-'}"
+    # Every percent of ``steps`` is a step, the last (100) being the promotion: under way, the
+    # rollout is at step ``step``; promoted, at the last.
+    at = len(info.steps) if info.state == "promoted" else info.step + 1
+    say(
+        (f"rollout of revision {info.canary}", "bold"),
+        f" from {info.stable}: {info.state}, step {at}/{len(info.steps)} "
+        f"({info.steps[at - 1]}% of {','.join(map(str, info.steps))}), "
+        f"canary at {info.percent}% now; started {info.started_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"by {who.who(info.started_by)}",
     )
     if info.reason:
-        console.print(f"  {info.reason}")
+        say(f"  {who.named(info.reason)}")
     for analysis in info.analyses:
-        console.print(
+        say(
             f"  step {analysis['step'] + 1} ({analysis['percent']}%): {analysis['result']}: "
             + "; ".join(analysis["reasons"])
         )
     if info.last_verdict:
-        console.print(
-            f"  now: {info.last_verdict['result']}: " + "; ".join(info.last_verdict["reasons"])
-        )
+        say(f"  now: {info.last_verdict['result']}: " + "; ".join(info.last_verdict["reasons"]))
 
 
 @app.command("delete")
@@ -328,26 +421,29 @@ def delete(ctx: typer.Context, target: Name) -> None:
     """Delete the deployment; its replicas drain and stop."""
     namespace, name = _split(target)
     state(ctx).client().delete_deployment(namespace, name)
-    console.print(f"deleted deployment {namespace}/{name}")
+    say(f"deleted deployment {namespace}/{name}")
 
 
-def _show(info: DeploymentInfo, as_json: bool) -> None:
+def _show(info: DeploymentInfo, as_json: bool, who: State) -> None:
     if as_json:
         print_json(info.model_dump(mode="json"))
         return
-    console.print(f"[bold]{info.namespace}/{info.name}[/] -> {info.model}: {info.status}")
-    console.print(f"  path on the gateway: {info.path}/v2/models/{info.name}/infer")
+    say((f"{info.namespace}/{info.name}", "bold"), f" -> {info.model}: {status_line(info.status)}")
+    if status_line(info.status) != info.status:
+        say("  (the replicas' last log lines: --json, revisions[].reason)")
+    say(f"  path on the gateway: {info.path}/v2/models/{info.name}/infer")
+    say(f"  created {info.created_at:%Y-%m-%d %H:%M:%S} UTC by {who.who(info.created_by)}")
     rollout = info.rollout
     if rollout.strategy == "canary":
-        console.print(
+        say(
             f"  rollout: canary {','.join(map(str, rollout.steps))}%, steps of "
             f"{rollout.min_step_seconds:g}-{rollout.max_step_seconds:g} s, "
             f"{rollout.analysis.min_requests} requests each"
         )
     if info.sticky_header:
-        console.print(f"  sticky by header {info.sticky_header}")
+        say(f"  sticky by header {info.sticky_header}")
     if info.shadow:
-        console.print(f"  shadow: {info.shadow.percent}% copied to revision {info.shadow.revision}")
+        say(f"  shadow: {info.shadow.percent}% copied to revision {info.shadow.revision}")
     table(
         "revisions",
         ["revision", "version", "state", "traffic", "replicas", "autoscaler"],

@@ -2,21 +2,116 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from modelyard import __version__
 from modelyard.cli import admin, artifacts, deployments, events, pipelines, slos
-from modelyard.cli.state import State, errors
+from modelyard.cli.output import error
+from modelyard.cli.state import State
 from modelyard.errors import ModelyardError
+
+# What a process stopped by a closed pipe (``modelyard runs logs ... | head``) exits with.
+BROKEN_PIPE = 128 + 13
+
+
+class Root(TyperGroup):
+    """The command tree, whose ``main`` turns every error into one line on stderr and an exit
+    code (ModelyardError: its ``exit_code``; usage errors: 2). CliRunner calls this ``main``
+    too, so tests see what a user sees."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        code = self._run(args, prog_name, complete_var, windows_expand_args, **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(
+        self,
+        args: Sequence[str] | None,
+        prog_name: str | None,
+        complete_var: str | None,
+        windows_expand_args: bool,
+        **extra: Any,
+    ) -> int:
+        try:
+            result = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        except ModelyardError as exc:
+            error(exc.message)
+            return exc.exit_code
+        except typer.TyperException as exc:
+            # typer's own errors: usage errors and bad parameters, exit code 2. In typer 0.29
+            # (pinned) they come from its vendored click: not click.ClickException.
+            return _usage_error(exc)
+        except typer.Abort:
+            return 130
+        # typer.Exit(code) comes back as its code; commands themselves return None
+        return result if isinstance(result, int) else 0
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context, not public
+        # Here, before typer's own handler, which would exit 1 for a reader that went away.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(BROKEN_PIPE) from None
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    message = exc.format_message().strip()
+    if message:  # empty when typer printed the help itself (a group called without a command)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        error(f"{message}{hint}")
+    return exc.exit_code
+
+
+def _silence_stdout() -> None:
+    """After the reader went away, later writes (and the flush at exit) go nowhere instead of
+    raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (CliRunner): nothing to flush at exit
+        pass
+    finally:
+        os.close(devnull)
+
 
 app = typer.Typer(
     name="modelyard",
+    cls=Root,
     help="modelyard: an ML platform in one package.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"modelyard {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -26,6 +121,10 @@ def root(
     api_key: Annotated[str | None, typer.Option(help="API key (MODELYARD_API_KEY).")] = None,
     home: Annotated[Path | None, typer.Option(help="Data folder (MODELYARD_HOME).")] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (.toml or .yaml).")] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_version, help="Print the version."),
+    ] = False,
 ) -> None:
     ctx.obj = State(flags={"url": url, "api_key": api_key, "home": home}, config_file=config)
 
@@ -45,19 +144,4 @@ app.add_typer(slos.app, name="slos")
 
 
 def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except ModelyardError as exc:
-        errors.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
-        raise SystemExit(130) from None
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+    app()

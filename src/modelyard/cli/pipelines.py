@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from modelyard.cli.state import console, print_json, state, table
-from modelyard.errors import InvalidInput
+from modelyard.cli.output import note, print_json, say, table
+from modelyard.cli.state import State, state
+from modelyard.errors import InvalidInput, RunFailed
 from modelyard.pipelines.dsl import Pipeline
 from modelyard.pipelines.runs import RunInfo
 from modelyard.pipelines.schedules import ScheduleSpec
@@ -65,9 +66,10 @@ def register(
 ) -> None:
     """Compile a @pipeline and store its spec (same content, same version)."""
     info = state(ctx).client().register_pipeline(namespace, load_pipeline(target))
-    console.print(
-        f"registered pipeline [bold]{namespace}/{info.name}[/] spec {info.digest[:12]} "
-        f"({info.versions} version{'s' if info.versions > 1 else ''})"
+    say(
+        "registered pipeline ",
+        (f"{namespace}/{info.name}", "bold"),
+        f" spec {info.digest[:12]} ({info.versions} version{'s' if info.versions > 1 else ''})",
     )
 
 
@@ -77,14 +79,18 @@ def list_pipelines(
     namespace: Namespace,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
+    """The namespace's pipelines and their newest spec."""
     found = state(ctx).client().list_pipelines(namespace)
     if as_json:
         print_json([p.to_dict() for p in found])
         return
     table(
         f"pipelines in {namespace}",
-        ["name", "spec", "versions", "updated", "description"],
-        [(p.name, p.digest[:12], p.versions, p.updated_at, p.description) for p in found],
+        ["name", "spec", "versions", "updated (UTC)", "description"],
+        [
+            (p.name, p.digest[:12], p.versions, f"{p.updated_at:%Y-%m-%d %H:%M:%S}", p.description)
+            for p in found
+        ],
     )
 
 
@@ -95,11 +101,12 @@ def show(
     namespace: Namespace,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
+    """The newest spec's tasks: their steps, dependencies, fan-outs and conditions."""
     info, spec = state(ctx).client().get_pipeline(namespace, name)
     if as_json:
         print_json(spec.model_dump(mode="json"))
         return
-    console.print(f"[bold]{namespace}/{name}[/] spec {info.digest[:12]}: {spec.description}")
+    say((f"{namespace}/{name}", "bold"), f" spec {info.digest[:12]}: {spec.description}")
     table(
         "tasks",
         ["task", "step", "after", "fan-out", "condition"],
@@ -127,9 +134,11 @@ def run(
     """Start a run of the newest spec."""
     client = state(ctx).client()
     started = client.run_pipeline(namespace, name, parse_params(param or []))
-    console.print(f"run [bold]{started.id}[/] queued")
+    say("run ", (started.id, "bold"), " queued")
     if wait:
-        _show_run(client.wait_run(namespace, started.id))
+        finished = client.wait_run(namespace, started.id)
+        _show_run(finished, state(ctx))
+        _raise_unless_succeeded(finished)
 
 
 @pipelines.command("export")
@@ -146,15 +155,34 @@ def export(
         sys.stdout.write(text)
     else:
         output.write_text(text)
-        console.print(f"wrote {output}")
+        say(f"wrote {output}")
 
 
-def _show_run(run: RunInfo) -> None:
+def _raise_unless_succeeded(run: RunInfo) -> None:
+    if run.state != "succeeded":
+        raise RunFailed(
+            f"run {run.id} of {run.pipeline} {run.state}"
+            + (f": {run.reason}" if run.reason else "")
+            + f" (logs: 'modelyard runs logs {run.id[:12]} -n {run.namespace}')"
+        )
+
+
+def _cached(run: RunInfo) -> bool:
+    """Every step of the run reused an earlier result (nothing ran, so no logs)."""
+    return bool(run.steps) and all(s.state == "cached" for s in run.steps)
+
+
+def _show_run(run: RunInfo, who: State) -> None:
     colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(run.state, "blue")
-    console.print(
-        f"run [bold]{run.id}[/] of {run.pipeline} ({run.digest[:12]}): "
-        f"[{colour}]{run.state}[/]" + (f" — {run.reason}" if run.reason else "")
+    say(
+        "run ",
+        (run.id, "bold"),
+        f" of {run.pipeline} ({run.digest[:12]}): ",
+        (run.state, colour),
+        f" — {run.reason}" if run.reason else "",
     )
+    if _cached(run):
+        say(f"every step ({len(run.steps)}) came from the cache: nothing ran again")
     table(
         "steps",
         ["step", "attempt", "state", "reason"],
@@ -163,8 +191,12 @@ def _show_run(run: RunInfo) -> None:
     if run.history:
         table(
             "history",
-            ["at", "step", "what"],
-            [(h.at.isoformat(timespec="seconds"), h.node or "", h.message) for h in run.history],
+            ["at (UTC)", "step", "what"],
+            [
+                (f"{h.at:%Y-%m-%d %H:%M:%S}", h.node or "", who.named(h.message))
+                for h in run.history
+            ],
+            keep=0,
         )
 
 
@@ -175,17 +207,15 @@ def list_runs(
     pipeline: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
+    """The namespace's runs, newest first (ids whole: any unique prefix names a run)."""
     found = state(ctx).client().list_runs(namespace, pipeline)
     if as_json:
         print_json([r.to_dict() for r in found])
         return
     table(
         f"runs in {namespace}",
-        ["run", "pipeline", "state", "created", "reason"],
-        [
-            (r.id, r.pipeline, r.state, r.created_at.isoformat(timespec="seconds"), r.reason)
-            for r in found
-        ],
+        ["run", "pipeline", "state", "created (UTC)", "reason"],
+        [(r.id, r.pipeline, r.state, f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.reason) for r in found],
     )
 
 
@@ -196,8 +226,10 @@ def show_run(
     namespace: Namespace,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    found = state(ctx).client().get_run(namespace, run_id)
-    print_json(found.to_dict()) if as_json else _show_run(found)
+    """A run's steps, their attempts and its history; RUN may be a unique prefix of its id."""
+    who = state(ctx)
+    found = who.client().get_run(namespace, run_id)
+    print_json(found.to_dict()) if as_json else _show_run(found, who)
 
 
 @runs.command("logs")
@@ -208,21 +240,37 @@ def logs(
     step: Annotated[str | None, typer.Option(help="Only this step.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
 ) -> None:
-    """Every step's output, prefixed with [step]; -f follows until the run ends."""
-    for line in state(ctx).client().run_logs(namespace, run_id, step, follow):
-        console.print(line, markup=False, highlight=False)
+    """Every step's output, each line prefixed with its step's name; -f follows until the run
+    ends."""
+    client = state(ctx).client()
+    printed = False
+    for line in client.run_logs(namespace, run_id, step, follow):
+        sys.stdout.write(line + "\n")  # as it is: no markup, no wrapping, no width
+        printed = True
+    sys.stdout.flush()
+    if not printed:
+        run = client.get_run(namespace, run_id)
+        if _cached(run):
+            note(
+                f"run {run.id} has no logs: every step came from the cache, so none ran "
+                "(the logs are those of the runs that computed them)"
+            )
+        elif run.state in ("queued", "running") and not follow:
+            note(f"run {run.id} is {run.state} and has no output yet (-f follows it)")
 
 
 @runs.command("cancel")
 def cancel(ctx: typer.Context, run_id: str, namespace: Namespace) -> None:
-    state(ctx).client().cancel_run(namespace, run_id)
-    console.print(f"cancelling run {run_id}")
+    """Stop a run: its running steps get SIGTERM (SIGKILL after the grace period)."""
+    run = state(ctx).client().cancel_run(namespace, run_id)
+    say(f"cancelling run {run.id}")
 
 
 @runs.command("retry")
 def retry(ctx: typer.Context, run_id: str, namespace: Namespace) -> None:
-    state(ctx).client().retry_run(namespace, run_id)
-    console.print(f"retrying the failed steps of run {run_id}")
+    """Run a failed or cancelled run's failed steps again; its successful ones are kept."""
+    run = state(ctx).client().retry_run(namespace, run_id)
+    say(f"retrying the failed steps of run {run.id}")
 
 
 schedules = typer.Typer(
@@ -273,9 +321,10 @@ def create_schedule(
         }
     )
     info = state(ctx).client().create_schedule(namespace, spec)
-    console.print(
-        f"created schedule [bold]{info.name}[/] ({info.kind})"
-        + (f", next run {info.next_fire}" if info.next_fire else "")
+    say(
+        "created schedule ",
+        (info.name, "bold"),
+        f" ({info.kind})" + (f", next run {info.next_fire}" if info.next_fire else ""),
     )
 
 
@@ -285,6 +334,7 @@ def list_schedules(
     namespace: Namespace,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
+    """The namespace's schedules and triggers, with their next run."""
     found = state(ctx).client().list_schedules(namespace)
     if as_json:
         print_json([s.to_dict() for s in found])
@@ -310,17 +360,20 @@ def list_schedules(
 
 @schedules.command("pause")
 def pause(ctx: typer.Context, name: str, namespace: Namespace) -> None:
+    """Stop starting runs until resumed."""
     state(ctx).client().pause_schedule(namespace, name, True)
-    console.print(f"paused {name}")
+    say(f"paused {name}")
 
 
 @schedules.command("resume")
 def resume(ctx: typer.Context, name: str, namespace: Namespace) -> None:
+    """Start runs again (missed slots are not run, unless the schedule catches up)."""
     info = state(ctx).client().pause_schedule(namespace, name, False)
-    console.print(f"resumed {name}" + (f", next run {info.next_fire}" if info.next_fire else ""))
+    say(f"resumed {name}" + (f", next run {info.next_fire}" if info.next_fire else ""))
 
 
 @schedules.command("delete")
 def delete(ctx: typer.Context, name: str, namespace: Namespace) -> None:
+    """Delete a schedule; runs it started are kept."""
     state(ctx).client().delete_schedule(namespace, name)
-    console.print(f"deleted {name}")
+    say(f"deleted {name}")

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from modelyard.cli.state import console, print_json, state, table
+from modelyard.cli.output import print_json, say, table
+from modelyard.cli.state import state
 from modelyard.delivery.burnrate import DEFAULT_WINDOW_DAYS, WINDOWS
 from modelyard.delivery.slo import SloStatus
 from modelyard.types import ModelRef
@@ -88,9 +89,9 @@ def set_slos(
         print_json([o.model_dump(mode="json") for o in saved])
         return
     if not saved:
-        console.print(f"{target} has no SLOs now")
+        say(f"{target} has no SLOs now")
     for objective in saved:
-        console.print(f"{objective.name}: {objective.describe()}")
+        say(f"{objective.name}: {objective.describe()}")
 
 
 @app.command("show")
@@ -117,8 +118,18 @@ def alerts(
         return
     table(
         f"SLO alerts of {target}",
-        ["objective", "rule", "severity", "state", "fired", "resolved"],
-        [(a.objective, a.rule, a.severity, a.state, a.fired_at, a.resolved_at) for a in found],
+        ["objective", "rule", "severity", "state", "fired (UTC)", "resolved"],
+        [
+            (
+                a.objective,
+                a.rule,
+                a.severity,
+                a.state,
+                f"{a.fired_at:%Y-%m-%d %H:%M}",
+                f"{a.resolved_at:%Y-%m-%d %H:%M}" if a.resolved_at else "",
+            )
+            for a in found
+        ],
     )
 
 
@@ -135,20 +146,22 @@ def _rate(value: float | None) -> str:
 def _show(status: SloStatus) -> None:
     name = f"{status.namespace}/{status.deployment}"
     if not status.objectives:
-        console.print(
-            f"{name} has no SLOs: set some with 'modelyard slos set {name} --availability 99.9'"
-        )
+        say(f"{name} has no SLOs: set some with 'modelyard slos set {name} --availability 99.9'")
         return
+    for s in status.objectives:
+        say(
+            (s.objective.name, "bold"),
+            f": {s.objective.describe()}; {s.budget_consumed} bad of "
+            f"{s.budget_total:.1f} allowed so far",
+        )
     table(
-        f"SLOs of {name}",
-        ["objective", "target", "SLI", "budget left", "bad / allowed", *WINDOWS],
+        f"SLOs of {name}: error budget and burn rate per window",
+        ["objective", "SLI", "budget left", *WINDOWS],
         [
             (
                 s.objective.name,
-                s.objective.describe(),
                 "-" if s.sli is None else f"{s.sli * 100:.4g} %",
                 f"{s.budget_remaining * 100:.1f} %",
-                f"{s.budget_consumed} / {s.budget_total:.1f}",
                 *(_rate(s.burn_rates.get(w)) for w in WINDOWS),
             )
             for s in status.objectives
@@ -156,17 +169,17 @@ def _show(status: SloStatus) -> None:
     )
     firing = [a for s in status.objectives for a in s.alerts]
     if not firing:
-        console.print("no alert firing")
+        say("no alert firing")
         return
     table(
         "firing alerts",
-        ["objective", "rule", "severity", "since", "burn rates"],
+        ["objective", "rule", "severity", "since (UTC)", "burn rates"],
         [
             (
                 a.objective,
                 a.rule,
                 a.severity,
-                f"{a.fired_at:%Y-%m-%d %H:%M} UTC",
+                f"{a.fired_at:%Y-%m-%d %H:%M}",
                 ", ".join(f"{w} {_rate(v)}" for w, v in a.evidence.get("burn_rates", {}).items()),
             )
             for a in firing

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from modelyard.client import Client
+from modelyard.errors import ModelyardError
 from modelyard.settings import LoadedSettings, load_settings
 
-console = Console()
-errors = Console(stderr=True)
+_KEY_ID = re.compile(r"\b[0-9a-f]{12}\b")  # what KeyStore.create makes: secrets.token_hex(6)
 
 
 @dataclass
@@ -34,6 +23,7 @@ class State:
     config_file: Path | None = None
     _loaded: LoadedSettings | None = None
     _client: Client | None = None
+    _key_names: dict[str, str] | None = None
 
     def loaded(self, **more: Any) -> LoadedSettings:
         if more or self._loaded is None:
@@ -45,40 +35,30 @@ class State:
             self._client = Client(settings=self.loaded().settings)
         return self._client
 
+    def key_names(self) -> dict[str, str]:
+        """Key id -> name, of the keys this key may list (all, for an admin)."""
+        if self._key_names is None:
+            try:
+                self._key_names = {k.id: k.name for k in self.client().list_keys()}
+            except ModelyardError:  # a key that may list no keys still reads the rest
+                self._key_names = {}
+        return self._key_names
+
+    def who(self, key_id: str | None) -> str:
+        """A key's name for "by" columns; its id when this key may not list it."""
+        if not key_id:
+            return "-"
+        return self.key_names().get(key_id, key_id)
+
+    def named(self, text: str) -> str:
+        """Server-written text ("promoted by <key id>") with key names for the ids in it."""
+        return _KEY_ID.sub(lambda m: self.key_names().get(m[0], m[0]), text)
+
 
 def state(ctx: typer.Context) -> State:
     obj = ctx.find_root().obj
     assert isinstance(obj, State)
     return obj
-
-
-def print_json(value: Any) -> None:
-    console.print_json(json.dumps(value, default=str))
-
-
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    out = Table(title=title, title_justify="left")
-    for column in columns:
-        out.add_column(column)
-    for row in rows:
-        out.add_row(*("" if v is None else str(v) for v in row))
-    console.print(out)
-
-
-@contextmanager
-def transfer_progress(description: str, total: int) -> Iterator[Any]:
-    """A byte progress bar; yields the callback the SDK calls with (path, bytes)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=errors,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda _path, n: progress.advance(task, n)
 
 
 def parse_pairs(items: Sequence[str], what: str) -> dict[str, str]:

@@ -135,6 +135,35 @@ class EventLog:
         ]
         return kept, cursor, len(events) == limit
 
+    def before_last(
+        self,
+        count: int,
+        types: Sequence[str] = (),
+        namespaces: Sequence[str] | None = None,
+        page: int = 500,
+    ) -> int:
+        """The cursor from which a scan returns the newest ``count`` events matching the filters
+        (0 when fewer match): filters apply before counting, so ``last 20 of slo.*`` is 20 SLO
+        events however many others came after them. Reads backwards a page at a time."""
+        below: int | None = None
+        found = 0
+        with self.db.read() as session:
+            while True:
+                query = sa.select(EventRow.id, EventRow.type, EventRow.namespace)
+                if below is not None:
+                    query = query.where(EventRow.id < below)
+                rows = session.execute(query.order_by(EventRow.id.desc()).limit(page)).all()
+                for event_id, event_type, namespace in rows:
+                    if (not types or matches(event_type, types)) and (
+                        namespaces is None or namespace in namespaces
+                    ):
+                        found += 1
+                        if found == count:
+                            return int(event_id) - 1
+                if len(rows) < page:
+                    return 0
+                below = rows[-1][0]
+
     def history(self, namespace: str, subject: str, limit: int = 100) -> list[Event]:
         """The latest ``limit`` events about ``subject`` in ``namespace``, oldest first."""
         query = (

@@ -29,6 +29,8 @@ from modelyard.store.schema import (
 from modelyard.types import Record, check_name
 
 ACTIVE = ("queued", "running", "cancelling")
+MIN_PREFIX = 4
+_HEX = frozenset("0123456789abcdef")
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -328,6 +330,31 @@ class Pipelines:
                 query = query.where(RunRow.pipeline_version_id.in_(versions))
             rows = session.scalars(query.order_by(RunRow.created_at.desc()).limit(limit))
             return [self._run_info(session, row, namespace) for row in rows]
+
+    def resolve_run(self, namespace: str, text: str) -> str:
+        """A run's id from its id or a unique prefix of it (``MIN_PREFIX`` characters or more),
+        as git takes commit prefixes; a prefix of several runs is refused with their ids."""
+        with self.db.read() as session:
+            ns = namespace_row(session, namespace)
+            row = session.get(RunRow, text)
+            if row is not None and row.namespace_id == ns.id:
+                return text
+            if len(text) >= MIN_PREFIX and set(text) <= _HEX:
+                found = session.scalars(
+                    sa.select(RunRow.id)
+                    .where(RunRow.namespace_id == ns.id, RunRow.id.startswith(text))
+                    .order_by(RunRow.created_at.desc())
+                    .limit(4)
+                ).all()
+                if len(found) == 1:
+                    return found[0]
+                if found:
+                    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+                    raise InvalidInput(
+                        f"run {text!r} is the start of several runs in {namespace!r} "
+                        f"({shown}): give more of the id"
+                    )
+        raise NotFound(f"run {text!r} does not exist in {namespace!r}")
 
     def run_namespace(self, run_id: str) -> str:
         with self.db.read() as session:

@@ -8,6 +8,7 @@ back to the step-by-step ORM lookups, which say precisely what is missing.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,9 +103,17 @@ def namespace_row(session: Session, namespace: str) -> NamespaceRow:
     check_name(namespace, "namespace")
     row = session.scalar(sa.select(NamespaceRow).where(NamespaceRow.name == namespace))
     if row is None:
+        # Callers reach this only for a namespace their key may see (a key without a role gets
+        # 403 first), so naming the close ones tells nothing the caller may not know.
+        names = session.scalars(sa.select(NamespaceRow.name)).all()
+        close = difflib.get_close_matches(namespace, names, n=1)
         raise NotFound(
-            f"namespace {namespace!r} does not exist: create it with "
-            f"'modelyard namespaces create {namespace}'"
+            f"namespace {namespace!r} does not exist: "
+            + (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"create it with 'modelyard namespaces create {namespace}'"
+            )
         )
     return row
 
@@ -145,9 +154,11 @@ def version_row(session: Session, artifact: ArtifactRow, ref: str | int) -> Vers
             .where(AliasRow.artifact_id == artifact.id, AliasRow.name == ref)
         )
     if row is None:
+        namespace = session.get(NamespaceRow, artifact.namespace_id)
+        owner = namespace.name if namespace is not None else "NAMESPACE"
         raise NotFound(
             f"{label} does not exist: list versions with "
-            f"'modelyard {artifact.kind}s show NAMESPACE/{artifact.name}'"
+            f"'modelyard {artifact.kind}s show {owner}/{artifact.name}'"
         )
     return row
 

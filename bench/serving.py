@@ -18,7 +18,10 @@ The generator and the server share the 2 cores, so the table shows the CPU each 
 window (cores: CPU seconds / wall seconds; the server's is the sum over its whole process tree,
 split by process after the table), and what anything else on the machine used (other sessions'
 work). A reference row ``null`` drives a minimal asyncio HTTP server that answers a canned JSON:
-the generator's ceiling on this machine.
+the generator's ceiling on this machine. A reference row ``starlette`` drives a bare Starlette app
+under uvicorn (httptools, uvloop, no access log; this venv) that decodes the same OIP v2 body and
+calls the same ``predict``: the practical ceiling of a Python server for this model, which
+modelyard's gateway + replica are compared with.
 
 The targets, each started, measured and stopped before the next (every peer in its own venv,
 created under ``bench/.venvs/<peer>`` on first use, minutes, not timed):
@@ -44,14 +47,19 @@ each ships it: BentoML, Ray Serve and MLflow (uvicorn) log a line per request; m
 access log is off unless ``up --access-log``.
 
 modelyard's extra figures: the gateway's added latency (the same load straight to the replica's
-own URL, at concurrency 1 and ``--concurrency``); commit-to-serving (a retrained model whose
+own URL, with the replica token the gateway sends, at concurrency 1 and ``--concurrency``);
+commit-to-serving (a retrained model whose
 predictions differ is pushed; from the end of ``push()`` to the first gateway answer whose
 ``model_version`` is the new version, polled in a tight loop); the first answer from zero (a
-second deployment that scales to zero; once it reports no replica, one request through the
-gateway is timed).
+second deployment that scales to zero; once it has no replica by every account (the API lists
+none, no replica state file under the home's ``replicas/`` is its revision's, and every process
+that ever served it is gone from /proc), one request through the gateway is timed; then, at zero
+again, once more with the platform's launcher killed first, so that the replica waits for a fresh
+launcher and its imports: cold start with the launcher warm and cold).
 
-Goals: modelyard's throughput >= 1.5x the best peer's at an equal or lower p99; the gateway adds
-<= 1 ms at p50; commit-to-serving <= 3 s; first answer from zero <= 1.5 s.
+Goals: modelyard's throughput >= 1.5x the best peer's at an equal or lower p99, and >= 0.7x the
+bare Starlette app's; the gateway adds <= 1 ms at p50; commit-to-serving <= 3 s; first answer
+from zero, launcher warm, <= 1.5 s.
 
 Run it (about 6 minutes with the defaults on 2 cores, once the venvs exist; creating them takes
 a few minutes more, once)::
@@ -96,7 +104,7 @@ REQUIREMENTS = {
     "mlflow": ("mlflow==3.17.2", *SKLEARN),
 }
 DISTRIBUTION = {"bentoml": "bentoml", "ray": "ray", "mlflow": "mlflow", "sklearn": "scikit-learn"}
-FAMILIES = ("null", "modelyard", "bentoml", "ray", "mlflow")
+FAMILIES = ("null", "starlette", "modelyard", "bentoml", "ray", "mlflow")
 PEERS = ("bentoml", "ray", "mlflow")
 SAMPLE = [5.1, 3.5, 1.4, 0.2]
 NAMESPACE = "bench"
@@ -108,6 +116,7 @@ THROUGHPUT_GOAL = 1.5
 GATEWAY_P50_GOAL_MS = 1.0
 COMMIT_GOAL_S = 3.0
 FROM_ZERO_GOAL_S = 1.5
+CEILING_GOAL = 0.7
 T = TypeVar("T")
 
 TRAIN = """\
@@ -191,6 +200,39 @@ print("READY", flush=True)
 stop.wait()
 serve.shutdown()
 ray.shutdown()
+"""
+
+
+STARLETTE_APP = """\
+import sys
+
+import joblib
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+model = joblib.load(sys.argv[1])
+
+
+async def infer(request: Request) -> JSONResponse:
+    tensor = (await request.json())["inputs"][0]
+    rows = np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"])
+    predictions = model.predict(rows)
+    output = {"name": "predict", "datatype": "INT64", "shape": list(predictions.shape),
+              "data": predictions.tolist()}
+    return JSONResponse({"model_name": "iris", "outputs": [output]})
+
+
+async def health(request: Request) -> Response:
+    return Response(b"{}", media_type="application/json")
+
+
+routes = [Route("/v2/models/iris/infer", infer, methods=["POST"]), Route("/health", health)]
+uvicorn.run(Starlette(routes=routes), host="127.0.0.1", port=int(sys.argv[2]),
+            log_level="warning", access_log=False)
 """
 
 
@@ -633,6 +675,19 @@ def wait_until(
         time.sleep(0.05)
 
 
+def replica_token(api_port: int, auth: dict[str, str], deployment: str) -> str:
+    """The token a replica of ``deployment`` requires of its callers, from the routing table the
+    control plane hands its gateway (an admin key may read it): the straight runs call the
+    replica as the gateway does."""
+    body = json.dumps({"since": 0, "wait": 0})
+    status, answer = http_call(api_port, "POST", "/api/v1/gateway/sync", body, auth, 10.0)
+    if status != 200:
+        raise RuntimeError(f"gateway sync answered {status}: {answer[:200]!r}")
+    table = json.loads(answer)["table"]
+    token: str = table["deployments"][f"{NAMESPACE}/{deployment}"]["revisions"][0]["token"]
+    return token
+
+
 def http_ok(port: int, path: str) -> Callable[[], bool]:
     return lambda: http_call(port, "GET", path, timeout=2.0)[0] == 200
 
@@ -920,6 +975,21 @@ def start_mlflow(procs: Processes, work: Path, models: Models, workers: int) -> 
 PEER_STARTERS = {"bentoml": start_bentoml, "ray": start_ray, "mlflow": start_mlflow}
 
 
+def start_starlette(procs: Processes, work: Path, models: Models) -> Target:
+    """The practical ceiling: the same predict on the same OIP v2 body in a bare Starlette app
+    under uvicorn (httptools, uvloop, no access log), one process, in this venv."""
+    script = work / "starlette_app.py"
+    script.write_text(STARLETTE_APP)
+    port = free_port()
+    command = [sys.executable, str(script), str(models.first / "model.joblib"), str(port)]
+    started = procs.start("starlette", command, dict(os.environ), cwd=work)
+    wait_until("Starlette /health", http_ok(port, "/health"), START_TIMEOUT_S, started)
+    label = f"starlette {metadata.version('starlette')}"
+    settings = f"uvicorn {metadata.version('uvicorn')}, bare app"
+    path = "/v2/models/iris/infer"
+    return Target("starlette", label, settings, port, path, modelyard_infer_body(), started)
+
+
 def measure(
     procs: Processes,
     logs: Path,
@@ -961,8 +1031,10 @@ class ModelyardFigures:
     commit_s: float | None = None
     commit_polls: int = 0
     commit_detail: str = ""
-    zero_s: float | None = None
+    zero_s: float | None = None  # the launcher warm
     zero_detail: str = ""
+    zero_cold_s: float | None = None  # the launcher killed first
+    zero_cold_detail: str = ""
     failure: str = ""
 
 
@@ -1054,7 +1126,7 @@ def bench_modelyard(
                 "/v2/models/iris/infer",
                 modelyard_infer_body(),
                 platform_proc,
-                auth,
+                {"x-modelyard-replica-token": replica_token(api_port, auth, "iris")},
             )
             check_answer(direct)
             for concurrency in (args.concurrency, 1):
@@ -1067,7 +1139,7 @@ def bench_modelyard(
                     rps = row.result.rps if row.result else 0
                     print(f"  modelyard {row.settings}: {rps:.0f} req/s", flush=True)
             commit_to_serving(client, figures, gateway, models)
-            first_from_zero(client, figures, gateway_port, auth, platform_proc)
+            first_from_zero(client, figures, gateway_port, auth, platform_proc, home)
     except Exception as exc:
         figures.failure = f"{type(exc).__name__}: {exc}"
         print(f"  modelyard: FAILED: {figures.failure}\n{platform_proc.log_tail()}", flush=True)
@@ -1120,6 +1192,7 @@ def first_from_zero(
     gateway_port: int,
     auth: dict[str, str],
     platform_proc: Started,
+    home: Path,
 ) -> None:
     client.create_deployment(
         NAMESPACE,
@@ -1133,28 +1206,80 @@ def first_from_zero(
             "max_replicas": 1,
         },
     )
-    began = time.monotonic()
+    pids: set[int] = set()  # every replica iris0 had, from the API and the state files
 
     def served() -> bool:
         deployment = client.get_deployment(NAMESPACE, "iris0")
+        pids.update(replica.pid for replica in deployment_replicas(deployment) if replica.pid)
         return any(revision.state == "ready" for revision in deployment.revisions)
-
-    def at_zero() -> bool:
-        return not deployment_replicas(client.get_deployment(NAMESPACE, "iris0"))
 
     # its first revision starts with a replica (initial_replicas); once that served, wait until
     # the autoscaler has taken every replica away (grace, then the stable window)
     wait_until("deployment bench/iris0 ready", served, 120, platform_proc)
-    wait_until("deployment bench/iris0 at 0 replicas", at_zero, 120, platform_proc)
-    waited_s = time.monotonic() - began
+    revisions = {revision.id for revision in client.get_deployment(NAMESPACE, "iris0").revisions}
     path = f"/{NAMESPACE}/iris0/v2/models/iris0/infer"
-    began = time.monotonic()
-    status, body = http_call(gateway_port, "POST", path, modelyard_infer_body(), auth, timeout=60)
-    figures.zero_s = time.monotonic() - began
-    text = body[:200].decode(errors="replace")
-    figures.zero_detail = f"HTTP {status} {text}; reported 0 replicas after {waited_s:.1f} s"
-    if status != 200:
-        figures.zero_s = None
+    for launcher in ("warm", "cold"):
+        began = time.monotonic()
+        proof = prove_zero(client, home, revisions, pids, platform_proc)
+        waited_s = time.monotonic() - began
+        if launcher == "cold":
+            proof += "; " + kill_launcher(platform_proc)
+        began = time.monotonic()
+        status, body = http_call(
+            gateway_port, "POST", path, modelyard_infer_body(), auth, timeout=60
+        )
+        seconds = time.monotonic() - began if status == 200 else None
+        text = body[:200].decode(errors="replace")
+        detail = f"HTTP {status} {text}; at zero after {waited_s:.1f} s: {proof}"
+        if launcher == "warm":
+            figures.zero_s, figures.zero_detail = seconds, detail
+        else:
+            figures.zero_cold_s, figures.zero_cold_detail = seconds, detail
+
+
+def prove_zero(
+    client: Any, home: Path, revisions: set[str], pids: set[int], platform_proc: Started
+) -> str:
+    """Wait until iris0 has no replica by every account: the API lists none, no replica state
+    file under ``<home>/replicas`` belongs to its revisions, and every process that ever served it
+    is gone (not merely reported gone); what was checked."""
+    folder = home / "replicas"
+
+    def gone() -> bool:
+        deployment = client.get_deployment(NAMESPACE, "iris0")
+        listed = deployment_replicas(deployment)
+        pids.update(replica.pid for replica in listed if replica.pid)
+        registered = False
+        for state_file in folder.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(state_file.read_text())
+                if state.get("revision_id") in revisions:
+                    registered = True
+                    pids.add(int(state["pid"]))
+        return not listed and not registered and all(ident(pid) is None for pid in pids)
+
+    wait_until("deployment bench/iris0 at 0 replicas (API, state files, processes)", gone, 120)
+    if not pids:
+        raise RuntimeError("no pid of an iris0 replica was ever seen: nothing proves zero")
+    shown = ", ".join(str(pid) for pid in sorted(pids))
+    return f"API lists 0 replicas, no state file in replicas/, pid(s) {shown} gone"
+
+
+def kill_launcher(platform_proc: Started) -> str:
+    """SIGKILL the platform's launcher (the next replica then waits for a fresh one and its
+    imports); what was killed."""
+    root = platform_proc.process.pid
+    launchers = [
+        pid
+        for pid in children_map().get(root, [])
+        if process_label(pid) == "modelyard.launcher" and ident(pid) is not None
+    ]
+    if not launchers:
+        raise RuntimeError("no launcher process under the platform to kill")
+    idents = [found for pid in launchers if (found := ident(pid)) is not None]
+    signal_each(idents, signal.SIGKILL)
+    wait_until("the launcher gone", lambda: not any(alive(p) for p in idents), 10)
+    return f"launcher pid(s) {', '.join(str(pid) for pid in launchers)} killed first"
 
 
 # report ------------------------------------------------------------------------------------------
@@ -1217,8 +1342,19 @@ def print_table(rows: Sequence[Row]) -> None:
             print(f"  {row.target} {row.settings}: {split}")
 
 
-def print_goals(mine: Row | None, peers: Sequence[Row], figures: ModelyardFigures | None) -> None:
+def print_goals(
+    mine: Row | None,
+    peers: Sequence[Row],
+    figures: ModelyardFigures | None,
+    ceiling: Row | None = None,
+) -> None:
     print()
+    if mine and mine.result and ceiling and ceiling.result and ceiling.result.ok:
+        ratio = mine.result.rps / ceiling.result.rps
+        print(
+            f"modelyard through the gateway / bare Starlette ({ceiling.settings}): throughput "
+            f"{ratio:.2f}x   goal >= {CEILING_GOAL:.1f}x  {verdict(ratio >= CEILING_GOAL)}"
+        )
     measured = [row for row in peers if row.result and row.result.ok]
     if mine and mine.result and measured:
         best = max(measured, key=lambda row: row.result.rps if row.result else 0)
@@ -1257,8 +1393,15 @@ def print_goals(mine: Row | None, peers: Sequence[Row], figures: ModelyardFigure
         shown = f"{figures.zero_s:.3f} s" if figures.zero_s is not None else "no answer"
         passed = figures.zero_s is not None and figures.zero_s <= FROM_ZERO_GOAL_S
         print(
-            f"first answer from zero: {shown}   goal <= {FROM_ZERO_GOAL_S:.1f} s  "
+            f"first answer from zero, launcher warm: {shown}   goal <= {FROM_ZERO_GOAL_S:.1f} s  "
             f"{verdict(passed)}\n  {figures.zero_detail}"
+        )
+    if figures.zero_cold_s is not None or figures.zero_cold_detail:
+        cold = figures.zero_cold_s
+        print(
+            f"first answer from zero, launcher cold: "
+            f"{f'{cold:.3f} s' if cold is not None else 'no answer'}   (no goal: a fresh "
+            f"launcher imports the serving stack first)\n  {figures.zero_cold_detail}"
         )
 
 
@@ -1335,6 +1478,17 @@ def benchmark(args: argparse.Namespace) -> None:
                             lambda: start_null(procs, work),
                         )
                     )
+                elif family == "starlette":
+                    rows.append(
+                        measure(
+                            procs,
+                            logs,
+                            args,
+                            "starlette",
+                            "ref: bare Starlette",
+                            lambda: start_starlette(procs, work, models),
+                        )
+                    )
                 elif family == "modelyard":
                     figures = bench_modelyard(procs, work, logs, args, models)
                     rows.extend(figures.rows)
@@ -1372,7 +1526,8 @@ def benchmark(args: argparse.Namespace) -> None:
             (r for r in rows if r.settings == f"through the gateway, c={args.concurrency}"), None
         )
         peers = [row for row in rows if row.family in PEERS]
-        print_goals(mine, peers, figures)
+        ceiling = next((row for row in rows if row.family == "starlette"), None)
+        print_goals(mine, peers, figures, ceiling)
         if figures:
             for note in figures.notes:
                 print(f"note: modelyard: {note}")

@@ -7,9 +7,12 @@ import pytest
 from scipy import stats
 
 from modelyard.delivery.analysis import (
+    END_TO_END,
     FAIL,
     INCONCLUSIVE,
+    MIN_LATENCIES,
     PASS,
+    SERVICE,
     Analysis,
     Sample,
     judge,
@@ -93,3 +96,55 @@ def test_a_canary_failing_everything_fails_without_latencies() -> None:
     verdict = judge(stable, Sample(200, 200, []), Analysis())
     assert verdict.result == FAIL
     assert "error rate 100.00%" in verdict.reasons[0]
+
+
+def queued_and_served(
+    rng: np.random.Generator, n: int, service_ms: float, queued_ms: float
+) -> Sample:
+    """What a revision served: its replicas' service times, and end-to-end times at the gateway
+    that also hold ``queued_ms`` of queue in front of a replica."""
+    service = latencies(rng, n, service_ms)
+    return Sample(n, 0, [round(s + queued_ms, 1) for s in service], service)
+
+
+def test_a_3x_slower_canary_fails_on_service_time_though_stable_queues_more() -> None:
+    # The stable replica takes 90% of the traffic and queues (33 ms end to end for 4 ms of
+    # work); the canary takes 10%, does not queue, and looks faster end to end (13 ms).
+    rng = np.random.default_rng(8)
+    stable = queued_and_served(rng, 900, 4, 29)
+    canary = queued_and_served(rng, 100, 12, 1)
+    assert np.median(canary.latencies_ms) < np.median(stable.latencies_ms)
+    verdict = judge(stable, canary, Analysis())
+    assert verdict.result == FAIL, verdict.reasons
+    assert verdict.reasons[0].startswith("latency: canary median service time")
+    latency = verdict.evidence["latency"]
+    assert latency["measure"] == SERVICE
+    assert latency["ratio"] == pytest.approx(3, rel=0.2)
+    assert latency["end_to_end"]["canary_median_ms"] < latency["end_to_end"]["stable_median_ms"]
+
+
+def test_a_faster_canary_passes_though_it_queues_more() -> None:
+    # Half the latency; at 50% of the traffic its one replica queues more than stable's two.
+    rng = np.random.default_rng(9)
+    stable = queued_and_served(rng, 500, 4, 2)
+    canary = queued_and_served(rng, 500, 2, 20)
+    assert np.median(canary.latencies_ms) > 2 * np.median(stable.latencies_ms)
+    verdict = judge(stable, canary, Analysis())
+    assert verdict.result == PASS, verdict.reasons
+    assert verdict.evidence["latency"]["measure"] == SERVICE
+    assert verdict.evidence["latency"]["ratio"] == pytest.approx(0.5, rel=0.2)
+
+
+def test_without_service_times_on_one_side_both_are_judged_end_to_end() -> None:
+    # A canary whose replicas report nothing (a runtime's own route): end to end on both sides.
+    rng = np.random.default_rng(10)
+    stable = queued_and_served(rng, 1000, 10, 0)
+    canary = Sample(200, 0, latencies(rng, 200, 30))
+    verdict = judge(stable, canary, Analysis())
+    assert verdict.result == FAIL
+    assert verdict.evidence["latency"]["measure"] == END_TO_END
+    assert "end_to_end" not in verdict.evidence["latency"]
+    assert verdict.reasons[0].startswith("latency: canary median end-to-end time")
+    # A few reports are not enough to judge on: end to end again.
+    canary.service_ms = latencies(rng, MIN_LATENCIES - 1, 10)
+    assert judge(stable, canary, Analysis()).evidence["latency"]["measure"] == END_TO_END

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import stat
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,7 @@ import pytest
 
 from modelyard.registry.versions import VersionSpec
 from modelyard.serving.deployments import DeploymentInfo, ReplicaInfo
+from modelyard.serving.replica_headers import TOKEN_HEADER
 from modelyard.types import Role
 from tests.conftest import Serving, infer_body, iris_model, wait_for
 
@@ -148,6 +151,42 @@ def test_keeps_serving_while_the_control_plane_is_down(serving: Serving, tmp_pat
     serving.client = client
     wait_for(lambda: {r.pid for r in _ready(serving)} == replicas, 30, "the replicas adopted")
     assert serving.infer("iris", ROWS).status_code == 200
+    # it routes to them with the token they were started with, and they still answer no one else
+    (replica,) = _ready(serving)
+    assert (
+        httpx.post(f"{replica.url}/v2/models/iris/infer", json=infer_body(ROWS)).status_code == 401
+    )
+
+
+def test_replicas_answer_only_the_gateway(serving: Serving, tmp_path: Path) -> None:
+    deploy(serving, tmp_path)
+    (replica,) = _ready(serving)
+    url = f"{replica.url}/v2/models/iris/infer"
+    with sqlite3.connect(tmp_path / "serving.db") as db:
+        (token,) = db.execute("SELECT replica_token FROM revisions").fetchone()
+    header = TOKEN_HEADER.decode()
+    for headers in ({}, {header: token[::-1]}, {"authorization": f"Bearer {serving.token}"}):
+        refused = httpx.post(url, json=infer_body(ROWS), headers=headers)
+        assert refused.status_code == 401
+        assert set(refused.json()) == {"error"}
+        assert "through the gateway" in refused.json()["error"]
+    for probe in ("/v2/health/live", "/v2/health/ready"):  # the supervisor's, with no token
+        assert httpx.get(replica.url + probe).status_code == 200
+    answer = serving.infer("iris", ROWS)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == expected(tmp_path)
+    assert httpx.post(url, json=infer_body(ROWS), headers={header: token}).status_code == 200
+    # The token is in no answer of the API, no command line or environment, no log.
+    api = f"http://127.0.0.1:{serving.platform.port}/api/v1/namespaces/team/deployments/iris"
+    shown = httpx.get(api, headers={"Authorization": f"Bearer {serving.token}"})
+    assert shown.status_code == 200 and token not in shown.text
+    for name in ("cmdline", "environ"):
+        assert token.encode() not in Path(f"/proc/{replica.pid}/{name}").read_bytes()
+    for log in serving.platform.home.rglob("*.log"):
+        assert token not in log.read_text(errors="replace"), log
+    # The gateway keeps its last table (tokens included) where only this user can read it.
+    saved = serving.platform.home / "gateway"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o700
 
 
 def _ready(serving: Serving) -> list[ReplicaInfo]:

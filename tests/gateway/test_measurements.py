@@ -3,13 +3,23 @@ a shadow's answers: the pure parts, on known inputs."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
+import random
 from collections import Counter
 
+import pytest
+
+from modelyard.delivery.analysis import FAIL, PASS, Analysis, Verdict, judge
 from modelyard.gateway.app import same_answer
 from modelyard.gateway.metrics import BUCKETS, SAMPLES_PER_REPORT, Window
-from modelyard.gateway.routes import DeploymentRoute, RevisionRoute
-from modelyard.gateway.upstream import Response
+from modelyard.gateway.routes import DeploymentRoute, RevisionRoute, Table
+from modelyard.gateway.upstream import Endpoint, Response
+from modelyard.serving.measurements import Measurements
+from modelyard.serving.replica_headers import parse_service_ms, token_line
+
+START = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
 
 def route(*percents: int) -> DeploymentRoute:
@@ -86,3 +96,118 @@ def test_shadow_answers_compare_outputs_not_model_versions() -> None:
         answer(200, {"predictions": [1, 2]}), answer(200, {"predictions": [1, 2], "x": 1})
     )
     assert not same_answer(Response(200, [], b"a"), Response(200, [], b"b"))
+
+
+def test_shadow_answers_with_binary_outputs_compare_their_bytes() -> None:
+    def oip(version: str, data: bytes) -> Response:
+        document = json.dumps(
+            {
+                "model_name": "api",
+                "model_version": version,
+                "outputs": [
+                    {
+                        "name": "y",
+                        "shape": [1],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": 4},
+                    }
+                ],
+            }
+        ).encode()
+        headers = [(b"content-type", b"application/octet-stream")]
+        headers.append((b"inference-header-content-length", str(len(document)).encode()))
+        return Response(200, headers, document + data)
+
+    assert same_answer(oip("1", b"\x00\x00\x80\x3f"), oip("2", b"\x00\x00\x80\x3f"))
+    assert not same_answer(oip("1", b"\x00\x00\x80\x3f"), oip("2", b"\x00\x00\x00\x40"))
+
+
+def test_the_window_samples_the_service_times_replicas_report() -> None:
+    window = Window()
+    for i in range(SAMPLES_PER_REPORT * 2):
+        reported = i % 4 != 0  # a custom route of the runtime reports nothing
+        window.observe("dep", "rev", 200, 0.030, service_ms=4.0 if reported else None)
+    window.observe("dep", "rev", 500, 0.001, service_ms=1.0)  # failures are not timed
+    served = window.report()["revisions"]["rev"]
+    assert len(served["latencies_ms"]) == SAMPLES_PER_REPORT
+    assert len(served["service_ms"]) == SAMPLES_PER_REPORT
+    assert set(served["service_ms"]) == {4.0}
+    quiet = Window()
+    quiet.observe("dep", "rev", 200, 0.030)
+    assert quiet.report()["revisions"]["rev"]["service_ms"] == []
+
+
+def judged(stable: tuple[float, float], canary: tuple[float, float]) -> Verdict:
+    """Serve 900 requests on stable and 100 on the canary, each (end-to-end s, service ms), as
+    the gateway measures them; then judge what the control plane made of the report."""
+    window = Window()
+    rng = random.Random(11)
+    for revision, (seconds, ms), count in (("stable", stable, 900), ("canary", canary, 100)):
+        for _ in range(count):
+            jitter = rng.uniform(0.9, 1.1)
+            window.observe("dep", revision, 200, seconds * jitter, service_ms=ms * jitter)
+    measurements = Measurements(lambda: START)
+    measurements.add(json.loads(json.dumps(window.report())))  # as it travels
+    return judge(
+        measurements.served("stable", START), measurements.served("canary", START), Analysis()
+    )
+
+
+def test_a_3x_slower_canary_fails_though_the_queued_stable_is_slower_end_to_end() -> None:
+    verdict = judged(stable=(0.033, 4.0), canary=(0.013, 12.0))
+    assert verdict.result == FAIL, verdict.reasons
+    assert verdict.evidence["latency"]["measure"] == "service"
+    assert verdict.evidence["latency"]["ratio"] == pytest.approx(3, rel=0.1)
+
+
+def test_a_faster_canary_passes_whatever_its_queue() -> None:
+    assert judged(stable=(0.008, 4.0), canary=(0.030, 2.0)).result == PASS
+    assert judged(stable=(0.033, 4.0), canary=(0.003, 2.0)).result == PASS
+
+
+def test_the_token_goes_out_and_the_service_time_comes_back() -> None:
+    """Through a real socket, against a replica stand-in that records the request's head."""
+    heads: list[bytes] = []
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    answer += b"x-modelyard-service-ms: 4.125\r\ncontent-length: 2\r\n\r\n{}"
+
+    async def replica(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        await reader.readexactly(2)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async def main() -> Response:
+        server = await asyncio.start_server(replica, "127.0.0.1", 0)
+        async with server:
+            endpoint = Endpoint("127.0.0.1", server.sockets[0].getsockname()[1])
+            line = token_line("ab" * 32)
+            response = await endpoint.send("POST", "/v2/models/m/infer", [], b"{}", line)
+            endpoint.close()
+            return response
+
+    response = asyncio.run(main())
+    assert response.status == 200 and response.service == b"4.125"
+    assert parse_service_ms(response.service) == 4.125
+    assert b"\r\nx-modelyard-replica-token: " + b"ab" * 32 + b"\r\n" in heads[0]
+    for garbage in (None, b"", b"fast", b"-1", b"nan", b"inf"):
+        assert parse_service_ms(garbage) is None
+
+
+def test_the_routing_table_encodes_each_revisions_token_once() -> None:
+    def table(token: str | None) -> dict[str, object]:
+        revision = {"id": "r1", "name": "api-00001", "percent": 100, "tags": [], "endpoints": []}
+        if token is not None:
+            revision["token"] = token
+        deployment = {"status": "serving", "timeout_s": 60, "max_body_bytes": 1024}
+        return {"deployments": {"team/api": {**deployment, "revisions": [revision]}}}
+
+    token = "ab" * 32
+    parsed = Table.parse(table(token), {}).deployments["team/api"].revisions[0]
+    assert parsed.token_line == b"x-modelyard-replica-token: " + token.encode() + b"\r\n"
+    assert token not in repr(parsed)
+    # from a control plane that predates tokens: nothing is sent
+    assert Table.parse(table(None), {}).deployments["team/api"].revisions[0].token_line == b""
+    with pytest.raises(ValueError):  # no header can be smuggled in
+        Table.parse(table(token + "\r\nx-other: 1"), {})

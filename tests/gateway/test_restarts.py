@@ -120,3 +120,23 @@ def _ready_replicas(serving: Serving, deployment: str) -> int:
     except Exception:
         return 0
     return sum(p.state == "ready" for r in info.revisions for p in r.replicas)
+
+
+def test_requests_served_while_the_control_plane_is_down_count_in_the_slos(
+    serving: Serving, tmp_path: Path
+) -> None:
+    client = serving.client
+    client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
+    client.create_deployment("team", "iris", "iris@latest")
+    client.wait_deployment("team", "iris", timeout=60)
+    client.set_slos("team", "iris", [{"name": "up", "kind": "availability", "target": 0.99}])
+    serving.platform.kill()
+    for _ in range(25):
+        assert _call(serving, "iris", serving.token).status_code == 200
+    serving.client = serving.platform.start()
+
+    def counted() -> bool:
+        status = serving.client.slo_status("team", "iris")
+        return status.objectives[0].requests >= 25
+
+    wait_for(counted, 30, "the outage's requests in the SLO", 0.2)

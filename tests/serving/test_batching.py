@@ -229,3 +229,28 @@ def test_closing_an_unused_batcher() -> None:
 def test_bad_settings(size: int, wait: float) -> None:
     with pytest.raises(InvalidInput):
         Batcher(Model().predict_batch, max_batch_size=size, max_wait_s=wait)
+
+
+def test_the_time_reported_is_the_call_that_computed_a_request_not_its_wait() -> None:
+    model = Model()
+
+    async def main() -> tuple[float, float, float]:
+        batcher = Batcher(model.predict_batch, max_batch_size=8, max_wait_s=0.05)
+        model.gate.clear()
+        model.started.clear()
+        held = asyncio.create_task(batcher.submit_timed(request(0)))
+        assert await asyncio.to_thread(model.started.wait, DEADLINE_S)
+        began = time.perf_counter()
+        queued = asyncio.create_task(batcher.submit_timed(request(1)))
+        await wait_until(lambda: batcher.queued == 1, "a queued request")
+        await asyncio.sleep(0.2)  # the model is busy: the second request waits this long
+        model.gate.set()
+        (_, first), (result, second) = await asyncio.gather(held, queued)
+        waited = time.perf_counter() - began
+        np.testing.assert_array_equal(result["y"], request(1)["x"] * 2)
+        await batcher.close()
+        return first, second, waited
+
+    first, second, waited = asyncio.run(main())
+    assert first >= 0.2  # held at the gate inside the call
+    assert waited >= 0.2 and second < 0.1  # its own call was quick, whatever it waited for

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from modelyard.delivery.analysis import END_TO_END, FAIL, PASS, SERVICE, Analysis, judge
 from modelyard.serving.measurements import Measurements
 from tests.conftest import Clock
 
@@ -49,3 +50,56 @@ def test_minutes_add_up_and_come_back_when_a_write_failed() -> None:
     measurements.add(report(1, 0, 5.0))
     again = measurements.take_minutes()
     assert [(m.minute.minute, m.requests) for m in again] == [(0, 15), (1, 3)]
+
+
+def served(latencies: list[float], service: list[float] | None) -> dict[str, object]:
+    revision: dict[str, object] = {"requests": len(latencies), "errors": 0}
+    revision["latencies_ms"] = latencies
+    if service is not None:  # a gateway that predates service times sends none
+        revision["service_ms"] = service
+    return revision
+
+
+def test_the_judge_gets_the_service_times_beside_the_end_to_end_ones() -> None:
+    clock = Clock(START)
+    measurements = Measurements(clock)
+    # stable queues (33 ms end to end for 4 ms of work), the 3x slower canary does not (13 ms)
+    for _ in range(3):
+        measurements.add(
+            {
+                "revisions": {
+                    "stable": served([33.0, 34.0, 32.0] * 100, [4.0, 4.2, 3.9] * 100),
+                    "canary": served([13.0, 13.5, 12.5] * 12, [12.0, 12.3, 11.8] * 12),
+                    "faster": served([35.0, 36.0, 34.0] * 12, [2.0, 2.1, 1.9] * 12),
+                    "old": served([13.0, 13.5, 12.5] * 12, None),
+                }
+            }
+        )
+        clock.now += dt.timedelta(seconds=1)
+    stable = measurements.served("stable", START)
+    assert (len(stable.latencies_ms), len(stable.service_ms)) == (900, 900)
+    slower = judge(stable, measurements.served("canary", START), Analysis())
+    assert slower.result == FAIL, slower.reasons
+    assert slower.evidence["latency"]["measure"] == SERVICE
+    faster = judge(stable, measurements.served("faster", START), Analysis())
+    assert faster.result == PASS, faster.reasons
+    # Without service times on one side, end to end it is (and there the slower one passes).
+    old = judge(stable, measurements.served("old", START), Analysis())
+    assert old.evidence["latency"]["measure"] == END_TO_END
+    assert old.result == PASS
+
+
+def test_a_report_sent_again_counts_once_in_the_minute_it_was_measured() -> None:
+    """The gateway sends again what a control plane that was down never took: the SLOs see the
+    outage's traffic in its own minutes, and a report taken twice counts once."""
+    clock = Clock(START + dt.timedelta(minutes=5))
+    measurements = Measurements(clock)
+    late = {**report(7, 7, 5.0), "id": "gw-1", "at": START.timestamp()}
+    measurements.add(late)
+    measurements.add(late)
+    measurements.add({**report(3, 0, 5.0), "id": "gw-2"})
+    minutes = {m.minute: (m.requests, m.errors) for m in measurements.take_minutes()}
+    assert minutes == {
+        START.replace(second=0): (7, 7),
+        (START + dt.timedelta(minutes=5)).replace(second=0): (3, 0),
+    }

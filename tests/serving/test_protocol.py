@@ -1,4 +1,5 @@
-"""The OIP v2 and v1 JSON codecs: round trips per datatype, and every way a body can be wrong."""
+"""The OIP v2 and v1 codecs: round trips per datatype (JSON, and the binary tensor data extension
+checked against Triton's own client codec), and every way a body can be wrong."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+import tritonclient.http as triton
 
 from modelyard.errors import InvalidInput
+from modelyard.serving import binary
 from modelyard.serving.protocol import (
     DATATYPES,
     TensorSpec,
     decode_infer_request,
     decode_v1_request,
     encode_error,
+    encode_infer_answer,
     encode_infer_response,
     encode_v1_response,
     numpy_dtype,
@@ -388,3 +392,267 @@ def test_v1_response_is_the_first_output() -> None:
     assert orjson.loads(encode_v1_response(outputs)) == {"predictions": [[1.5, 2.0]]}
     labels = {"predict": np.array([["a"], [b"b"]], dtype=object)}
     assert orjson.loads(encode_v1_response(labels)) == {"predictions": [["a"], ["b"]]}
+
+
+# -- the binary tensor data extension ------------------------------------------------------------
+
+
+def triton_body(
+    arrays: dict[str, np.ndarray], *, binary_data: bool = True, **kwargs: Any
+) -> tuple[bytes, int | None]:
+    """A request body as Triton's HTTP client builds it (and its header length)."""
+    inputs = []
+    for name, array in arrays.items():
+        datatype = "BYTES" if array.dtype == object else oip_datatype(array.dtype)
+        tensor = triton.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=binary_data)
+        inputs.append(tensor)
+    body, length = triton.InferenceServerClient.generate_request_body(inputs, **kwargs)
+    return (body if isinstance(body, bytes) else body.encode()), length
+
+
+def binary_request(*tensors: tuple[dict[str, Any], bytes], **extra: Any) -> tuple[bytes, int]:
+    """A body with each tensor's JSON and, after the whole JSON document, its raw bytes."""
+    document = orjson.dumps({"inputs": [t for t, _ in tensors], **extra})
+    return document + b"".join(raw for _, raw in tensors), len(document)
+
+
+def binary_tensor(name: str, datatype: str, shape: list[int], raw: bytes) -> dict[str, Any]:
+    parameters = {"binary_data_size": len(raw)}
+    return {"name": name, "datatype": datatype, "shape": shape, "parameters": parameters}
+
+
+@pytest.mark.parametrize("datatype", sorted(SAMPLES))
+def test_binary_requests_from_triton_decode_every_datatype(datatype: str) -> None:
+    array = SAMPLES[datatype]
+    body, length = triton_body({"x": array})
+    assert length is not None and len(body) > length
+    request = decode_infer_request(body, [TensorSpec("x", datatype, (-1, 2))], length)
+    decoded = request.inputs["x"]
+    assert decoded.dtype == numpy_dtype(datatype)
+    assert decoded.flags.writeable  # a model may work on its input in place
+    np.testing.assert_array_equal(decoded, array)
+    if datatype == "BYTES":  # text arrives as str, as it does in JSON
+        assert [type(item) for item in decoded.flat] == [str] * 4
+    raw, length = triton_body({"x": array}, binary_data=False)
+    assert length is None
+    np.testing.assert_array_equal(decode_infer_request(raw, [], length).inputs["x"], decoded)
+
+
+@pytest.mark.parametrize("datatype", sorted(SAMPLES))
+def test_binary_outputs_read_back_by_triton_every_datatype(datatype: str) -> None:
+    array = SAMPLES[datatype]
+    body, length = triton_body({"x": np.zeros(1, np.float32)})  # asks for binary outputs
+    request = decode_infer_request(body, [], length)
+    answer, header_length = encode_infer_answer(request, "m", "1", {"y": array})
+    assert header_length is not None
+    document = orjson.loads(answer[:header_length])
+    (out,) = document["outputs"]
+    assert "data" not in out
+    assert out["parameters"] == {"binary_data_size": len(answer) - header_length}
+    result = triton.InferenceServerClient.parse_response_body(answer, header_length=header_length)
+    got = result.as_numpy("y")
+    if datatype == "BYTES":  # Triton's client hands BYTES back as bytes
+        got = np.vectorize(bytes.decode, otypes=[object])(got)
+    assert got.shape == array.shape
+    np.testing.assert_array_equal(got, array)
+
+
+def test_binary_layout_is_the_specs() -> None:
+    """Little-endian values, BOOL as one byte, BYTES as 4-byte length-prefixed elements."""
+    outputs = {
+        "i": np.array([1, -2], dtype=np.int32),
+        "b": np.array([True, False]),
+        "s": np.array(["ab", b"\xff"], dtype=object),
+        "h": np.array([1.0], dtype=np.float16),
+    }
+    request = decode_infer_request(body(tensor(), parameters={"binary_data_output": True}), [])
+    answer, length = encode_infer_answer(request, "m", None, outputs)
+    assert length is not None
+    assert answer[length:] == (
+        b"\x01\x00\x00\x00\xfe\xff\xff\xff"
+        + b"\x01\x00"
+        + b"\x02\x00\x00\x00ab\x01\x00\x00\x00\xff"
+        + b"\x00\x3c"
+    )
+
+
+def test_binary_bytes_that_are_not_text_stay_bytes() -> None:
+    raw = b"\x02\x00\x00\x00hi\x02\x00\x00\x00\xff\xd8"
+    request, length = binary_request((binary_tensor("x", "BYTES", [2], raw), raw))
+    decoded = decode_infer_request(request, [], length)
+    assert decoded.inputs["x"].tolist() == [b"hi", b"\xff\xd8"]
+
+
+def test_binary_and_json_inputs_mix_in_order() -> None:
+    a = np.array([1.5, 2.5], dtype=np.float32)
+    c = np.array([7, 8, 9], dtype=np.int64)
+    raw, length = binary_request(
+        (binary_tensor("a", "FP32", [2], a.tobytes()), a.tobytes()),
+        (tensor("b", "FP64", (2,), [0.25, 0.5]), b""),
+        (binary_tensor("c", "INT64", [3], c.tobytes()), c.tobytes()),
+    )
+    inputs = decode_infer_request(raw, [], length).inputs
+    assert list(inputs) == ["a", "b", "c"]
+    np.testing.assert_array_equal(inputs["a"], a)
+    np.testing.assert_array_equal(inputs["b"], [0.25, 0.5])
+    np.testing.assert_array_equal(inputs["c"], c)
+
+
+def test_outputs_go_binary_only_when_asked() -> None:
+    outputs = {"p": np.array([1, 2]), "q": np.array([0.5])}
+    plain = decode_infer_request(body(tensor()), [])
+    answer, length = encode_infer_answer(plain, "m", None, outputs)
+    assert length is None
+    assert answer == encode_infer_response("m", None, None, outputs, None)
+    # the request's binary_data_output, overridden by an output's own binary_data
+    mixed = decode_infer_request(
+        body(
+            tensor(),
+            parameters={"binary_data_output": True},
+            outputs=[{"name": "q", "parameters": {"binary_data": False}}, {"name": "p"}],
+        ),
+        [],
+    )
+    answer, length = encode_infer_answer(mixed, "m", None, outputs)
+    assert length is not None
+    q, p = orjson.loads(answer[:length])["outputs"]
+    assert q == {"name": "q", "datatype": "FP64", "shape": [1], "data": [0.5]}
+    assert p["parameters"] == {"binary_data_size": 16}
+    assert answer[length:] == np.array([1, 2], dtype="<i8").tobytes()
+
+
+def test_binary_sizes_that_do_not_add_up() -> None:
+    x = np.arange(4, dtype=np.float32).tobytes()
+    raw, length = binary_request((binary_tensor("x", "FP32", [4], x), x))
+    decode_infer_request(raw, [], length)  # fine as it is
+    rejects_binary(
+        raw + b"\x00\x00",
+        length,
+        f"the body has 18 bytes after the JSON document (Inference-Header-Content-Length {length})",
+        "binary_data_size add up to 16",
+    )
+    rejects_binary(raw[:-4], length, "binary_data_size 16 but only 12 bytes of binary data")
+    wrong_size = {**binary_tensor("x", "FP32", [4], x), "parameters": {"binary_data_size": 12}}
+    rejects_binary(
+        *binary_request((wrong_size, x[:12])),
+        "is FP32 of shape [4], which is 16 bytes of binary data, but its binary_data_size is 12",
+    )
+
+
+def rejects_binary(raw: bytes, length: int | None, *fragments: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        decode_infer_request(raw, [], length)
+    for fragment in fragments:
+        assert fragment in caught.value.message
+
+
+def test_header_length_must_be_within_the_body() -> None:
+    with pytest.raises(InvalidInput, match="is 500 but the body has only 40 bytes"):
+        binary.header_length(b"500", 40)
+    with pytest.raises(InvalidInput, match="Inference-Header-Content-Length is '-3'"):
+        binary.header_length(b"-3", 40)
+    assert binary.header_length(b"40", 40) == 40
+
+
+@pytest.mark.parametrize(
+    ("tensors", "fragments"),
+    [
+        (
+            [(binary_tensor("x", "BOOL", [2], b"\x01\x02"), b"\x01\x02")],
+            ("BOOL but its binary data holds bytes other than 0 and 1",),
+        ),
+        (
+            [(binary_tensor("x", "BYTES", [1], b"\x05\x00\x00\x00ab"), b"\x05\x00\x00\x00ab")],
+            ("BYTES element of 5 bytes",),
+        ),
+        (
+            [(binary_tensor("x", "BYTES", [2], b"\x01\x00\x00\x00a"), b"\x01\x00\x00\x00a")],
+            ("holds 2 BYTES element(s)",),
+        ),
+        (
+            [({**tensor(), "parameters": {"binary_data_size": 8}}, b"\x00" * 8)],
+            ("both 'data' and parameters.binary_data_size",),
+        ),
+        (
+            [
+                (
+                    binary_tensor("x", "FP32", [1], b"") | {"parameters": {"binary_data_size": -4}},
+                    b"",
+                )
+            ],
+            ("binary_data_size -4",),
+        ),
+    ],
+)
+def test_bad_binary_tensors(tensors: list[tuple[dict[str, Any], bytes]], fragments: Any) -> None:
+    rejects_binary(*binary_request(*tensors), *fragments)
+
+
+def test_binary_data_without_the_header() -> None:
+    x = np.zeros(2, dtype=np.float32).tobytes()
+    raw, _ = binary_request((binary_tensor("x", "FP32", [2], x), x))
+    rejects_binary(raw, None, "not valid JSON", "needs the Inference-Header-Content-Length header")
+    document, _ = binary_request((binary_tensor("x", "FP32", [2], x), b""))
+    rejects_binary(document, None, "no Inference-Header-Content-Length header")
+
+
+# -- lossless upcasts and one flat row -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "wanted"),
+    [("FP32", "FP64"), ("FP16", "FP32"), ("INT32", "INT64"), ("INT8", "FP16"), ("UINT8", "INT16")],
+)
+def test_lossless_upcasts_are_accepted(given: str, wanted: str) -> None:
+    values = np.array([1, 2.5 if given.startswith("FP") else 3], dtype=DATATYPES[given])
+    specs = [TensorSpec("x", wanted, (-1,))]
+    for raw, length in (
+        triton_body({"x": values}, binary_data=False),
+        triton_body({"x": values}),
+    ):
+        decoded = decode_infer_request(raw, specs, length).inputs["x"]
+        assert decoded.dtype == DATATYPES[wanted]
+        np.testing.assert_array_equal(decoded, values.astype(DATATYPES[wanted]))
+
+
+def test_fp32_values_upcast_as_the_fp32_the_client_meant() -> None:
+    specs = [TensorSpec("x", "FP64", (1,))]
+    decoded = decode_infer_request(body(tensor(datatype="FP32", shape=(1,), data=[0.1])), specs)
+    assert decoded.inputs["x"][0] == float(np.float32(0.1))
+
+
+@pytest.mark.parametrize(
+    ("given", "wanted"),
+    [("INT64", "FP64"), ("UINT64", "FP64"), ("INT32", "FP32"), ("BOOL", "INT8"), ("FP64", "FP32")],
+)
+def test_lossy_casts_are_refused(given: str, wanted: str) -> None:
+    data = [True, False] if given == "BOOL" else [1, 2]
+    specs = [TensorSpec("x", wanted, (2,))]
+    rejects(
+        body(tensor(datatype=given, shape=(2,), data=data)),
+        specs,
+        f"is {given} but the model takes {wanted}",
+    )
+
+
+def test_one_flat_row_for_a_batch_of_rows() -> None:
+    specs = [TensorSpec("x", "FP64", (-1, 4))]
+    decoded = decode_infer_request(
+        body(tensor(datatype="FP64", shape=(4,), data=[1, 2, 3, 4])), specs
+    )
+    assert decoded.inputs["x"].shape == (1, 4)
+    x = np.arange(4, dtype=np.float32).reshape(4)
+    raw, length = triton_body({"x": x})
+    assert decode_infer_request(raw, specs, length).inputs["x"].shape == (1, 4)
+    # ambiguous (rows of any length) or not one row: refused as before
+    rejects(
+        body(tensor(shape=(4,), data=[1, 2, 3, 4])),
+        [TensorSpec("x", "FP32", (-1, -1))],
+        "has shape [4] but the model takes [any, any]",
+    )
+    rejects(
+        body(tensor(shape=(8,), data=[0] * 8)),
+        [TensorSpec("x", "FP32", (-1, 4))],
+        "has shape [8] but the model takes [any, 4]",
+    )

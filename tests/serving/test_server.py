@@ -9,10 +9,12 @@ stop or break a server (load gating, load failure, graceful shutdown) start thei
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from modelyard.serving.server import EXIT_LOAD_FAILED
+from modelyard.serving.replica_headers import SERVICE_HEADER, TOKEN_ENV, TOKEN_HEADER
+from modelyard.serving.server import EXIT_LOAD_FAILED, SLOW_CALLS_TO_MOVE
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -33,6 +36,9 @@ pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 MAX_BODY_MB = 0.05  # the shared sklearn server's limit, so a 413 needs only a small body
+TOKEN = "0123456789abcdef-replica-token"
+AUTH = {TOKEN_HEADER.decode(): TOKEN}
+"""What the gateway sends every replica: these tests call replicas as the gateway does."""
 
 # Doubles its input; 13 anywhere makes predict raise, as a buggy model would.
 ECHO_MODEL = """
@@ -114,6 +120,7 @@ class ServerProcess:
         name: str,
         log_path: Path,
         extra: tuple[str, ...] = (),
+        token: str | None = TOKEN,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -139,6 +146,8 @@ class ServerProcess:
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+            | ({TOKEN_ENV: token} if token else {}),
         )
 
     @property
@@ -148,7 +157,7 @@ class ServerProcess:
     def status(self, path: str) -> int | None:
         """The status of ``GET path``, or None while nothing answers."""
         try:
-            return httpx.get(self.url + path, timeout=5).status_code
+            return httpx.get(self.url + path, timeout=5, headers=AUTH).status_code
         except httpx.TransportError:
             return None
 
@@ -289,8 +298,8 @@ def infer_body(
 def infer(server: ServerProcess, body: Any, path: str | None = None) -> httpx.Response:
     url = server.url + (path or f"/v2/models/{server.name}/infer")
     if isinstance(body, bytes):
-        return httpx.post(url, content=body, headers={"content-type": "application/json"})
-    return httpx.post(url, json=body)
+        return httpx.post(url, content=body, headers={**AUTH, "content-type": "application/json"})
+    return httpx.post(url, json=body, headers=AUTH)
 
 
 def output(response: httpx.Response, name: str) -> dict[str, Any]:
@@ -317,16 +326,16 @@ def assert_error(response: httpx.Response, status: int, *fragments: str) -> str:
 
 def test_server_is_live_and_ready(servers: dict[str, ServerProcess]) -> None:
     server = servers["iris"]
-    live = httpx.get(server.url + "/v2/health/live")
+    live = httpx.get(server.url + "/v2/health/live", headers=AUTH)
     assert live.status_code == 200
     assert live.json() == {"live": True}
-    ready = httpx.get(server.url + "/v2/health/ready")
+    ready = httpx.get(server.url + "/v2/health/ready", headers=AUTH)
     assert ready.status_code == 200
     assert ready.json() == {"ready": True}
 
 
 def test_server_metadata(servers: dict[str, ServerProcess]) -> None:
-    response = httpx.get(servers["iris"].url + "/v2")
+    response = httpx.get(servers["iris"].url + "/v2", headers=AUTH)
     assert response.status_code == 200
     metadata = response.json()
     assert metadata["name"] == "modelyard"
@@ -344,20 +353,20 @@ def test_model_metadata_and_readiness(servers: dict[str, ServerProcess]) -> None
         "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1]}],
     }
     for path in ("/v2/models/iris", "/v2/models/iris/versions/1"):
-        response = httpx.get(url + path)
+        response = httpx.get(url + path, headers=AUTH)
         assert response.status_code == 200, path
         assert response.json() == expected
     for path in ("/v2/models/iris/ready", "/v2/models/iris/versions/1/ready"):
-        response = httpx.get(url + path)
+        response = httpx.get(url + path, headers=AUTH)
         assert response.status_code == 200, path
         assert response.json() == {"name": "iris", "ready": True}
-    v1 = httpx.get(url + "/v1/models/iris")
+    v1 = httpx.get(url + "/v1/models/iris", headers=AUTH)
     assert v1.status_code == 200
     assert v1.json() == {"name": "iris", "ready": True}
 
 
 def test_onnx_metadata_comes_from_the_graph(servers: dict[str, ServerProcess]) -> None:
-    metadata = httpx.get(servers["iris-onnx"].url + "/v2/models/iris-onnx").json()
+    metadata = httpx.get(servers["iris-onnx"].url + "/v2/models/iris-onnx", headers=AUTH).json()
     assert metadata["platform"] == "onnxruntime"
     assert metadata["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
     assert metadata["outputs"] == [
@@ -369,7 +378,97 @@ def test_onnx_metadata_comes_from_the_graph(servers: dict[str, ServerProcess]) -
 def test_unknown_version_is_404(servers: dict[str, ServerProcess]) -> None:
     url = servers["iris"].url
     for path in ("/v2/models/iris/versions/2", "/v2/models/iris/versions/2/ready"):
-        assert_error(httpx.get(url + path), 404, "no version 2")
+        assert_error(httpx.get(url + path, headers=AUTH), 404, "no version 2")
+
+
+# -- only the gateway ----------------------------------------------------------------------------
+
+
+def test_a_request_that_did_not_come_through_the_gateway_is_401(
+    servers: dict[str, ServerProcess],
+) -> None:
+    server = servers["echo"]
+    url = server.url
+    body = infer_body(np.array([[1, 2]]), "INT64", name="x")
+    wrong = {TOKEN_HEADER.decode(): TOKEN[:-1] + "X"}
+    for headers in ({}, wrong, {TOKEN_HEADER.decode(): ""}, {"authorization": f"Bearer {TOKEN}"}):
+        refused = httpx.post(url + "/v2/models/echo/infer", json=body, headers=headers)
+        assert_error(refused, 401, "through the gateway")
+        for path in ("/v2", "/v2/models/echo", "/v2/models/echo/ready", "/v1/models/echo"):
+            assert_error(httpx.get(url + path, headers=headers), 401, "through the gateway")
+        v1 = httpx.post(url + "/v1/models/echo:predict", json={"instances": [[1]]}, headers=headers)
+        assert_error(v1, 401)
+    # The probes a supervisor or a kubelet sends need no token.
+    assert httpx.get(url + "/v2/health/live").json() == {"live": True}
+    assert httpx.get(url + "/v2/health/ready").json() == {"ready": True}
+    # As the gateway sends it: answered.
+    assert output(infer(server, body), "doubled")["data"] == [2, 4]
+
+
+def test_a_server_without_a_token_does_not_start(tmp_path: Path) -> None:
+    folder = tmp_path / "open"
+    folder.mkdir()
+    (folder / "model.py").write_text(ECHO_MODEL)
+    server = ServerProcess(folder, "python", "open", tmp_path / "open.log", token=None)
+    try:
+        code = server.process.wait(START_TIMEOUT_S)
+    finally:
+        server.stop()
+    assert code == 2, server.log
+    assert TOKEN_ENV in server.log
+
+
+def service_ms(response: httpx.Response) -> float:
+    assert response.status_code == 200, response.text
+    return float(response.headers[SERVICE_HEADER.decode()])
+
+
+def test_inference_answers_report_the_service_time_and_nothing_else_does(
+    servers: dict[str, ServerProcess],
+) -> None:
+    server = servers["echo"]
+    body = infer_body(np.array([[1, 2]]), "INT64", name="x")
+    assert 0 <= service_ms(infer(server, body)) < 1000
+    v1 = httpx.post(
+        servers["iris"].url + "/v1/models/iris:predict",
+        json={"instances": [[5.1, 3.5, 1.4, 0.2]]},
+        headers=AUTH,
+    )
+    assert 0 <= service_ms(v1) < 1000
+    metadata = httpx.get(server.url + "/v2/models/echo", headers=AUTH)
+    failed = infer(server, infer_body(np.array([[13]]), "INT64", name="x"))
+    invalid = infer(server, b"{")
+    for response in (metadata, failed, invalid):
+        assert SERVICE_HEADER.decode() not in response.headers
+
+
+def test_the_service_time_leaves_out_the_queue_for_the_model(
+    start: StartServer, servers: dict[str, ServerProcess]
+) -> None:
+    # 0.2 s per call on the one worker thread: four calls at once queue behind each other.
+    server = start(SLOW_MODEL.replace("0.5", "0.2"), "queued")
+    (server.log_path.parent / "queued" / "started").mkdir()
+    server.wait_ready()
+    url = server.url + "/v2/models/queued/infer"
+
+    async def timed(client: httpx.AsyncClient, i: int) -> tuple[float, float]:
+        began = time.perf_counter()
+        response = await client.post(url, json=infer_body(np.array([[float(i)]]), name="x"))
+        return time.perf_counter() - began, service_ms(response)
+
+    async def fire() -> list[tuple[float, float]]:
+        async with httpx.AsyncClient(timeout=30, headers=AUTH) as client:
+            for _ in range(SLOW_CALLS_TO_MOVE):  # these move the model to the worker thread
+                await timed(client, 0)
+            return await asyncio.gather(*(timed(client, i) for i in range(4)))
+
+    answers = asyncio.run(fire())
+    assert max(seconds for seconds, _ in answers) > 0.55  # the last one queued for 3 calls
+    assert all(195 <= spent < 400 for _, spent in answers), answers  # each reports its 0.2 s
+    # Batched: each request reports the batch call that computed it (the probe sleeps 50 ms).
+    rows = [infer_body(np.array([[100 + i]]), "INT64", name="x") for i in range(8)]
+    batched = asyncio.run(_infer_all(servers["probe"].url + "/v2/models/probe/infer", rows))
+    assert all(50 <= service_ms(response) < 1000 for response in batched)
 
 
 # -- inference -----------------------------------------------------------------------------------
@@ -478,13 +577,19 @@ def test_v1_predict(
 ) -> None:
     x = iris[0][::7]
     response = httpx.post(
-        servers["iris"].url + "/v1/models/iris:predict", json={"instances": x.tolist()}
+        servers["iris"].url + "/v1/models/iris:predict",
+        json={"instances": x.tolist()},
+        headers=AUTH,
     )
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": classifier.predict(x).tolist()}
-    bad = httpx.post(servers["iris"].url + "/v1/models/iris:predict", json={"rows": []})
+    bad = httpx.post(
+        servers["iris"].url + "/v1/models/iris:predict", json={"rows": []}, headers=AUTH
+    )
     assert_error(bad, 400, "instances")
-    unknown = httpx.post(servers["iris"].url + "/v1/models/nope:predict", json={"instances": []})
+    unknown = httpx.post(
+        servers["iris"].url + "/v1/models/nope:predict", json={"instances": []}, headers=AUTH
+    )
     assert_error(unknown, 404, "'nope'")
 
 
@@ -514,7 +619,8 @@ def test_wrong_datatype_is_400(
     servers: dict[str, ServerProcess], iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
     x = iris[0][:2]
-    assert_error(infer(servers["iris"], infer_body(x, "FP32")), 400, "FP32", "FP64")
+    # INT64 is not exact as FP64 (a lossless upcast like FP32 for FP64 is taken: test_protocol)
+    assert_error(infer(servers["iris"], infer_body(x, "INT64")), 400, "INT64", "FP64")
     assert_error(infer(servers["iris-onnx"], infer_body(x, name="X")), 400, "FP64", "FP32")
     strings = infer_body(x)
     strings["inputs"][0]["data"][0] = "five"
@@ -536,18 +642,18 @@ def test_unknown_model_is_404(
 ) -> None:
     url = servers["iris"].url
     body = infer_body(iris[0][:1])
-    assert_error(httpx.post(url + "/v2/models/nope/infer", json=body), 404, "'nope'")
+    assert_error(httpx.post(url + "/v2/models/nope/infer", json=body, headers=AUTH), 404, "'nope'")
     for path in ("/v2/models/nope", "/v2/models/nope/ready", "/v1/models/nope"):
-        assert_error(httpx.get(url + path), 404, "'nope'")
+        assert_error(httpx.get(url + path, headers=AUTH), 404, "'nope'")
 
 
 def test_unknown_path_is_404(servers: dict[str, ServerProcess]) -> None:
     url = servers["iris"].url
-    for path in ("/", "/v3", "/v2/health", "/v2/models/iris/explain"):
-        assert_error(httpx.get(url + path), 404)
-    assert_error(httpx.post(url + "/v2/health/live", json={}), 404)
-    assert_error(httpx.post(url + "/v2/models/iris/explain", json={}), 404)
-    assert_error(httpx.put(url + "/v2/models/iris/infer", json={}), 405)
+    for path in ("/v3", "/v2/health", "/v2/models/iris/explain"):
+        assert_error(httpx.get(url + path, headers=AUTH), 404)
+    assert_error(httpx.post(url + "/v2/health/live", json={}, headers=AUTH), 404)
+    assert_error(httpx.post(url + "/v2/models/iris/explain", json={}, headers=AUTH), 404)
+    assert_error(httpx.put(url + "/v2/models/iris/infer", json={}, headers=AUTH), 405)
 
 
 def test_oversized_body_is_413_and_the_server_goes_on(
@@ -561,7 +667,7 @@ def test_oversized_body_is_413_and_the_server_goes_on(
         x = np.tile(iris[0], (rows // len(iris[0]) + 1, 1))[:rows]
         body = orjson.dumps(infer_body(x))
         assert len(body) > MAX_BODY_MB * 1024 * 1024 * (factor - 1)
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=AUTH) as client:
             headers = {"content-type": "application/json"}
             assert_error(client.post(url, content=body, headers=headers), 413, "request body over")
             # The same keep-alive client goes on working.
@@ -589,7 +695,7 @@ def test_a_predict_that_raises_is_500_with_an_error_id_in_the_log(
 
 async def _infer_all(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(bodies))
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=AUTH) as client:
         return await asyncio.gather(*(client.post(url, json=body) for body in bodies))
 
 
@@ -702,10 +808,11 @@ def test_a_runtime_plug_in_serves_its_own_routes(tmp_path: Path) -> None:
     server = ServerProcess(folder, runtime, "echo", tmp_path / "echo.log")
     try:
         server.wait_ready()
-        answer = httpx.post(f"{server.url}/greet?loud=1", json={"name": "ada"})
+        answer = httpx.post(f"{server.url}/greet?loud=1", json={"name": "ada"}, headers=AUTH)
+        assert httpx.post(f"{server.url}/greet", json={"name": "ada"}).status_code == 401
         assert answer.status_code == 200
         assert answer.json() == {"text": "hello, ada", "q": {"loud": "1"}}
-        refused = httpx.post(f"{server.url}/greet", content=b"ada")
+        refused = httpx.post(f"{server.url}/greet", content=b"ada", headers=AUTH)
         assert refused.status_code == 400 and refused.json() == {"error": "send JSON"}
         body = infer_body(np.array([[1.5]]), name="x")
         assert output(infer(server, body), "doubled")["data"] == [3.0]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,47 @@ def test_an_unreachable_database_is_a_store_error_naming_it() -> None:
     db = Database("postgresql+psycopg://nobody@127.0.0.1:1/nothing?connect_timeout=2")
     with pytest.raises(StoreError, match=re.escape("127.0.0.1:1")):
         db.migrate()
+
+
+def test_revisions_made_before_replica_tokens_get_one_each(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from modelyard.store.db import MIGRATIONS
+
+    path = tmp_path / "m.db"
+    db = Database(f"sqlite:///{path}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with db.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0004")
+        # Two revisions of one deployment as 0004 stored them.
+        with contextlib.closing(sqlite3.connect(path)) as raw, raw:
+            now = "2026-01-01 00:00:00"
+            raw.execute("INSERT INTO namespaces VALUES (1, 'team', '', ?)", (now,))
+            raw.execute("INSERT INTO artifacts VALUES (1, 1, 'model', 'm', '', ?)", (now,))
+            raw.execute(
+                "INSERT INTO versions VALUES ('v', 1, 1, 'committed', '', 'python', '{}', '{}', "
+                "'{}', '[]', '{}', NULL, 0, NULL, ?, ?, ?)",
+                (now, now, now),
+            )
+            raw.execute(
+                "INSERT INTO deployments (id, namespace_id, name, model, spec, traffic, "
+                "created_at, updated_at) VALUES ('d', 1, 'api', 'm@latest', '{}', '[]', ?, ?)",
+                (now, now),
+            )
+            raw.executemany(
+                "INSERT INTO revisions (id, deployment_id, number, version_id, version_number, "
+                "spec, state, created_at) VALUES (?, 'd', ?, 'v', 1, '{}', 'ready', ?)",
+                [("r1", 1, now), ("r2", 2, now)],
+            )
+        db.migrate()
+        with db.read() as session:
+            tokens = session.execute(sa.text("SELECT replica_token FROM revisions")).scalars()
+            found = list(tokens)
+        assert len(found) == 2 and len(set(found)) == 2
+        assert all(re.fullmatch("[0-9a-f]{64}", token) for token in found)
+    finally:
+        db.dispose()

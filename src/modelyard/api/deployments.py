@@ -158,6 +158,8 @@ class SyncRequest(BaseModel):
     demand: list[str] = Field(default_factory=list)
     wait: float = Field(1.0, ge=0, le=5)
     traffic: dict[str, Any] = Field(default_factory=dict)
+    backlog: list[dict[str, Any]] = Field(default_factory=list, max_length=3600)
+    """Reports an earlier poll could not deliver (the control plane was down)."""
 
 
 @gateway_router.post("/sync")
@@ -173,5 +175,6 @@ async def sync(body: SyncRequest, plane: Plane, caller: Caller) -> dict[str, Any
         body.wait,
         body.traffic,
         body.epoch,
+        body.backlog,
     )
     return {"version": version, "epoch": plane.serving.epoch, "table": table}

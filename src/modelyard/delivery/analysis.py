@@ -5,6 +5,13 @@ Kayenta's judge does: latency with a one-sided Mann-Whitney U test (no assumptio
 latency distributions, which are skewed and heavy-tailed) plus an effect size, so that a tiny but
 significant slowdown on many requests does not fail a step; error rate with a threshold on the
 difference of the two rates. Too few requests on either side is ``inconclusive``, never a pass.
+
+Latency is the replicas' own service time when both revisions reported it (enough of it): what a
+replica spends on a request, without the queue in front of it. The gateway's end-to-end time holds
+that queue, which depends on how much traffic a revision's replicas take: a stable revision taking
+90% of the traffic on one replica queues, a canary taking 10% does not, and a slower canary then
+looks faster. A revision whose replicas report nothing (a runtime's own routes, replicas older
+than the report) is judged on end-to-end time, both sides alike; the evidence says which.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+SERVICE, END_TO_END = "service", "end_to_end"
 MIN_LATENCIES = 20
 
 
@@ -42,7 +50,10 @@ class Sample:
     requests: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
-    """Of successful requests: a fast error must not make a failing canary look fast."""
+    """Of successful requests, at the gateway: a fast error must not make a failing canary look
+    fast."""
+    service_ms: list[float] = field(default_factory=list)
+    """Of successful requests whose replica reported its service time."""
 
     @property
     def error_rate(self) -> float:
@@ -114,7 +125,8 @@ def judge(stable: Sample, canary: Sample, analysis: Analysis) -> Verdict:
             f"error rate {canary.error_rate:.2%} vs {stable.error_rate:.2%} on stable: "
             f"+{increase:.2%} is over the allowed +{analysis.max_error_rate_increase:.2%}"
         )
-    timed = min(len(canary.latencies_ms), len(stable.latencies_ms))
+    measure, stable_ms, canary_ms = _timings(stable, canary)
+    timed = min(len(canary_ms), len(stable_ms))
     if timed < MIN_LATENCIES:
         if failed:
             return Verdict(FAIL, reasons, evidence)
@@ -123,23 +135,31 @@ def judge(stable: Sample, canary: Sample, analysis: Analysis) -> Verdict:
             [f"{timed} successful requests timed on one side: latency needs {MIN_LATENCIES}"],
             evidence,
         )
-    _, p_value = mann_whitney_greater(canary.latencies_ms, stable.latencies_ms)
-    stable_median = float(np.median(stable.latencies_ms))
-    canary_median = float(np.median(canary.latencies_ms))
+    _, p_value = mann_whitney_greater(canary_ms, stable_ms)
+    stable_median = float(np.median(stable_ms))
+    canary_median = float(np.median(canary_ms))
     ratio = canary_median / stable_median if stable_median > 0 else math.inf
     evidence["latency"] = {
+        "measure": measure,
         "stable_median_ms": stable_median,
         "canary_median_ms": canary_median,
         "ratio": ratio,
         "p_value": p_value,
         "alpha": analysis.alpha,
         "tolerance": analysis.latency_tolerance,
-        "samples": {"stable": len(stable.latencies_ms), "canary": len(canary.latencies_ms)},
+        "samples": {"stable": len(stable_ms), "canary": len(canary_ms)},
     }
+    if measure == SERVICE and stable.latencies_ms and canary.latencies_ms:
+        # Not judged, shown: how much of the end-to-end difference is the replicas' queues.
+        evidence["latency"]["end_to_end"] = {
+            "stable_median_ms": float(np.median(stable.latencies_ms)),
+            "canary_median_ms": float(np.median(canary.latencies_ms)),
+        }
     if p_value < analysis.alpha and ratio > 1 + analysis.latency_tolerance:
         failed = True
+        what = "service time" if measure == SERVICE else "end-to-end time"
         reasons.append(
-            f"latency: canary median {canary_median:.1f} ms vs {stable_median:.1f} ms "
+            f"latency: canary median {what} {canary_median:.1f} ms vs {stable_median:.1f} ms "
             f"({ratio:.2f}x, allowed {1 + analysis.latency_tolerance:.2f}x), "
             f"Mann-Whitney p={p_value:.2g} < {analysis.alpha}"
         )
@@ -149,7 +169,15 @@ def judge(stable: Sample, canary: Sample, analysis: Analysis) -> Verdict:
         PASS,
         [
             f"error rate +{increase:.2%} (allowed +{analysis.max_error_rate_increase:.2%}), "
-            f"latency {ratio:.2f}x (p={p_value:.2g})"
+            f"latency {ratio:.2f}x (p={p_value:.2g}, {measure.replace('_', '-')} time)"
         ],
         evidence,
     )
+
+
+def _timings(stable: Sample, canary: Sample) -> tuple[str, list[float], list[float]]:
+    """What latency compares: service times when both sides reported enough of them (a sample
+    of the requests that reported is still a fair sample of the version), else end-to-end."""
+    if min(len(stable.service_ms), len(canary.service_ms)) >= MIN_LATENCIES:
+        return SERVICE, stable.service_ms, canary.service_ms
+    return END_TO_END, stable.latencies_ms, canary.latencies_ms

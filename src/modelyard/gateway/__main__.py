@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib.util
+import gc
 import logging
 import os
 import socket
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from modelyard.gateway.app import Gateway
 from modelyard.gateway.routes import Routes, Sync
+from modelyard.serving import http
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     state_file = None
     if args.state_dir is not None:
         args.state_dir.mkdir(parents=True, exist_ok=True)
+        # The saved table holds the replicas' tokens: only this user may read it.
+        args.state_dir.chmod(0o700)
         state_file = args.state_dir / "routes.json"
     run(args.control_plane, os.environ.get("MODELYARD_API_KEY"), sock, state_file)
 
@@ -41,33 +43,20 @@ def main(argv: list[str] | None = None) -> None:
 def run(
     control_plane: str, api_key: str | None, sock: socket.socket, state_file: Path | None
 ) -> None:
-    import uvicorn
-
     async def serve() -> None:
         routes = Routes(state_file)
         gateway = Gateway(routes)
         sync = Sync(routes, gateway.concurrency, gateway.window, control_plane, api_key)
-        config = uvicorn.Config(
-            gateway,
-            log_level="warning",
-            access_log=False,
-            http="httptools",
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-            timeout_keep_alive=75,
-        )
         sync.start()
+        # Everything imported and built so far lives as long as the process: out of the
+        # collector's sight, a full collection does not stall every request in flight.
+        gc.freeze()
         try:
-            await uvicorn.Server(config).serve(sockets=[sock])
+            await http.serve(gateway, sock, grace_s=10)
         finally:
             await sync.stop()
 
-    if importlib.util.find_spec("uvloop") is not None:
-        import uvloop
-
-        uvloop.run(serve())
-    else:
-        asyncio.run(serve())
+    http.run(serve())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 For each inference it authenticates the key (invoker role or higher on the namespace), picks a
 revision (by tag header, else by traffic percent) and, within it, the ready replica with the
-fewest outstanding requests, forwards the request, retries once on another replica when the
+fewest outstanding requests, forwards the request with the revision's replica token (replicas
+answer nobody else: `modelyard.serving.replica_headers`), retries once on another replica when the
 connection failed, enforces the deployment's body size and time limits, and records metrics, the
 autoscaler's concurrency and an access log line. A request for a revision with no ready replica
 (scaled to zero, or its replicas restarting) waits here, in a bounded queue, until one is ready.
@@ -10,7 +11,10 @@ autoscaler's concurrency and an access log line. A request for a revision with n
 Paths: ``/{namespace}/{deployment}/v2/...`` and ``/v1/...`` (and any other path of the
 deployment's runtime, like an image search's ``/search``); and the bare OIP paths
 ``/v2/models/{deployment}/...`` with the namespace in ``X-Modelyard-Namespace``, so unmodified
-OIP clients need only a URL and headers. ``/metrics`` is Prometheus exposition.
+OIP clients need only a URL and headers; the server-level OIP routes (``/v2``, ``/v2/health/*``)
+answer for the gateway itself, with or without that header. Bodies pass through as they are
+(binary tensor data too, with its ``Inference-Header-Content-Length``). ``/metrics`` is Prometheus
+exposition.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from modelyard import __version__
 from modelyard.gateway.metrics import Concurrency, Metrics, Window
 from modelyard.gateway.routes import DeploymentRoute, RevisionRoute, Routes
-from modelyard.gateway.upstream import ConnectFailed, Endpoint, Response
+from modelyard.gateway.upstream import ConnectFailed, Endpoint, Response, UpstreamTimeout
+from modelyard.serving.replica_headers import parse_service_ms
 
 access_log = logging.getLogger("modelyard.gateway.access")
 log = logging.getLogger(__name__)
@@ -34,10 +40,20 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_WAITING = 1000
+EXTENSIONS = ["binary_tensor_data"]
 EJECT_SECONDS = 5.0
 NAMESPACE_HEADER = b"x-modelyard-namespace"
 TAG_HEADER = b"x-modelyard-tag"
-FORWARDED = (b"content-type", b"accept", b"x-request-id", b"traceparent")
+BINARY_HEADER = b"inference-header-content-length"
+"""OIP's binary tensor data extension: where the JSON ends in a body with tensors after it."""
+FORWARDED = (b"content-type", b"accept", b"x-request-id", b"traceparent", BINARY_HEADER)
+PASSED_BACK = (BINARY_HEADER,)
+"""Headers of a replica's answer that go back to the client, besides its content type."""
+# The gateway answers these itself, with or without a namespace header: an OIP client asks its
+# server's health and metadata of the URL it was given, which is the gateway's.
+SERVER_PATHS = frozenset(
+    {"/", "/v2", "/v2/health/live", "/v2/health/ready", "/healthz", "/metrics"}
+)
 
 
 class _Reject(Exception):
@@ -69,7 +85,7 @@ class Gateway:
         path: str = scope["path"]
         target = self._target(path, scope)
         if target is None:
-            await self._local(path, send)
+            await self._local(scope["method"], path, send)
             return
         namespace, deployment, upstream_path = target
         if not self.routes.current:
@@ -77,13 +93,18 @@ class Gateway:
         route: DeploymentRoute | None = None
         revision: RevisionRoute | None = None
         status, key_id = 500, "-"
+        service: bytes | None = None
         try:
             route, headers, key_id = self._admit(scope, namespace, deployment)
             body = await _read_body(receive, route.max_body_bytes)
-            request = (scope["method"], upstream_path, body, scope["query_string"])
+            # A HEAD goes on as a GET (uvicorn drops the body here): the parser of the replica's
+            # answer would wait for the body that a HEAD's answer announces but never sends.
+            method = "GET" if scope["method"] == "HEAD" else scope["method"]
+            request = (method, upstream_path, body, scope["query_string"])
             revision, response = await self._forward(route, headers, *request)
-            status = response.status
-            await _respond(send, status, response.body, _content_type(response), revision.name)
+            status, service = response.status, response.service
+            content_type, passed = _content_type(response)
+            await _respond(send, status, response.body, content_type, revision.name, passed)
             shadow = route.shadow
             if shadow is not None and random.random() * 100 < shadow.percent:
                 task = asyncio.create_task(self._shadow(route, shadow, headers, request, response))
@@ -96,27 +117,32 @@ class Gateway:
         revision_name = revision.name if revision is not None else "-"
         self.metrics.observe((namespace, deployment, revision_name), status, elapsed)
         if route is not None:
-            self.window.observe(route.id, revision.id if revision else None, status, elapsed)
-        access_log.info(
-            '{"ns":"%s","deployment":"%s","revision":"%s","method":"%s","path":"%s","status":%d,'
-            '"ms":%.2f,"key":"%s"}',
-            namespace,
-            deployment,
-            revision_name,
-            scope["method"],
-            path,
-            status,
-            elapsed * 1000,
-            key_id,
-        )
+            revision_id = revision.id if revision else None
+            service_ms = parse_service_ms(service)
+            self.window.observe(route.id, revision_id, status, elapsed, service_ms=service_ms)
+        if access_log.isEnabledFor(logging.INFO):  # off by default: no arguments built
+            access_log.info(
+                '{"ns":"%s","deployment":"%s","revision":"%s","method":"%s","path":"%s",'
+                '"status":%d,"ms":%.2f,"key":"%s"}',
+                namespace,
+                deployment,
+                revision_name,
+                scope["method"],
+                path,
+                status,
+                elapsed * 1000,
+                key_id,
+            )
 
     # request handling ---------------------------------------------------------------------------
     @staticmethod
     def _target(path: str, scope: Scope) -> tuple[str, str, str] | None:
         """(namespace, deployment, path at the replica) of a deployment's path, else None.
 
-        The bare OIP paths come first: a namespace named ``v1`` or ``v2`` is reached only
-        through them."""
+        The gateway's own paths come first, then the bare OIP paths: a namespace named ``v1``
+        or ``v2`` is reached only through them."""
+        if path in SERVER_PATHS:
+            return None
         if path.startswith("/v2/models/") or path.startswith("/v1/models/"):
             model = path[len("/v2/models/") :].split("/", 1)[0].split(":", 1)[0]
             namespace = next((v.decode() for k, v in scope["headers"] if k == NAMESPACE_HEADER), "")
@@ -199,9 +225,13 @@ class Gateway:
                 tried.add(id(endpoint))
                 endpoint.outstanding += 1
                 try:
-                    return await _within(
-                        endpoint.send(method, path, forwarded, body), deadline, route
+                    return await endpoint.send(
+                        method, path, forwarded, body, revision.token_line, deadline
                     )
+                except UpstreamTimeout:
+                    raise _Reject(
+                        504, f"no answer within {route.timeout_s} s (the deployment's timeout_s)"
+                    ) from None
                 except ConnectFailed as exc:
                     self._ejected[id(endpoint)] = time.monotonic() + EJECT_SECONDS
                     if attempt == 1:
@@ -294,10 +324,11 @@ class Gateway:
         forwarded = [(k, v) for k, v in headers.items() if k in FORWARDED]
         started = time.perf_counter()
         labels = (route.namespace, route.name, shadow.name)
+        service: bytes | None = None
         try:
             deadline = time.monotonic() + route.timeout_s
             answer = await self._send(route, shadow, forwarded, method, path, body, deadline)
-            status, same = answer.status, same_answer(primary, answer)
+            status, same, service = answer.status, same_answer(primary, answer), answer.service
         except _Reject as reject:
             status, same = reject.status, False
         except Exception:  # a shadow must never take the gateway down
@@ -306,28 +337,40 @@ class Gateway:
         result = "error" if status >= 500 else "match" if same else "mismatch"
         self.metrics.shadow[(*labels, result)] += 1
         elapsed = time.perf_counter() - started
-        self.window.observe("", shadow.id, status, elapsed, mismatch=result == "mismatch")
+        self.window.observe(
+            "",
+            shadow.id,
+            status,
+            elapsed,
+            mismatch=result == "mismatch",
+            service_ms=parse_service_ms(service),
+        )
 
-    async def _local(self, path: str, send: Send) -> None:
-        if path == "/metrics":
+    async def _local(self, method: str, path: str, send: Send) -> None:
+        """The gateway's own routes: metrics, its health, and the OIP server routes, which
+        answer for the gateway (ready: it holds a routing table it may serve from)."""
+        if path in SERVER_PATHS and method not in ("GET", "HEAD"):
+            message = f"method {method} is not allowed on {path}: use GET"
+            await _respond(send, 405, json.dumps({"error": message}).encode())
+        elif path == "/metrics":
             await _respond(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
-        elif path in ("/v2/health/live", "/v2/health/ready", "/healthz"):
+        elif path == "/healthz":
             body = {"live": True, "ready": True, "table_version": self.routes.table.version}
             await _respond(send, 200, json.dumps(body).encode())
+        elif path == "/v2/health/live":
+            await _respond(send, 200, b'{"live": true}')
+        elif path == "/v2/health/ready":
+            ready = self.routes.current and self.routes.table.version > 0
+            body = {"ready": ready, "table_version": self.routes.table.version}
+            await _respond(send, 200 if ready else 503, json.dumps(body).encode())
+        elif path == "/v2":
+            metadata = {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
+            await _respond(send, 200, json.dumps(metadata).encode())
+        elif path == "/":
+            await _respond(send, 200, b'{"status": "alive"}')  # KServe's v1 liveness
         else:
             message = f"no route {path}: call /{{namespace}}/{{deployment}}/v2/models/..."
             await _respond(send, 404, json.dumps({"error": message}).encode())
-
-
-async def _within(call: Awaitable[Response], deadline: float, route: DeploymentRoute) -> Response:
-    try:
-        # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its own.
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-            return await call
-    except TimeoutError:
-        raise _Reject(
-            504, f"no answer within {route.timeout_s} s (the deployment's timeout_s)"
-        ) from None
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -347,13 +390,17 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 def same_answer(primary: Response, shadow: Response, rel: float = 1e-6) -> bool:
     """Whether two revisions answered alike: same status and, for JSON, the same outputs
     (``outputs`` of OIP v2, ``predictions`` of v1, else the whole document) with numbers equal up
-    to ``rel``; fields that name the model version differ between revisions by design."""
+    to ``rel``; fields that name the model version differ between revisions by design. Outputs
+    sent as binary tensor data are compared byte for byte."""
     if primary.status != shadow.status:
         return False
     if primary.body == shadow.body:
         return True
+    (a_json, a_data), (b_json, b_data) = _split(primary), _split(shadow)
+    if a_data != b_data:
+        return False
     try:
-        a, b = json.loads(primary.body), json.loads(shadow.body)
+        a, b = json.loads(a_json), json.loads(b_json)
     except ValueError:
         return False
     for field in ("outputs", "predictions"):
@@ -363,6 +410,14 @@ def same_answer(primary: Response, shadow: Response, rel: float = 1e-6) -> bool:
                 a, b = _tensors(a), _tensors(b)
             break
     return _close(a, b, rel)
+
+
+def _split(response: Response) -> tuple[bytes, bytes]:
+    """An answer's JSON document and the binary tensor data after it, if any."""
+    for name, value in response.headers:
+        if name.lower() == BINARY_HEADER and value.isdigit():
+            return response.body[: int(value)], response.body[int(value) :]
+    return response.body, b""
 
 
 def _tensors(outputs: Any) -> Any:
@@ -390,11 +445,17 @@ def _too_large(limit: int) -> str:
     )
 
 
-def _content_type(response: Response) -> bytes:
+def _content_type(response: Response) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The answer's content type, and its headers that go back to the client (PASSED_BACK)."""
+    content_type = b"application/json"
+    passed = []
     for name, value in response.headers:
-        if name.lower() == b"content-type":
-            return value
-    return b"application/json"
+        lower = name.lower()
+        if lower == b"content-type":
+            content_type = value
+        elif lower in PASSED_BACK:
+            passed.append((lower, value))
+    return content_type, passed
 
 
 async def _respond(
@@ -403,10 +464,13 @@ async def _respond(
     body: bytes,
     content_type: bytes = b"application/json",
     revision: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if revision is not None:
         headers.append((b"x-modelyard-revision", revision.encode()))
+    if extra:
+        headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

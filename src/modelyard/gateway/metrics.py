@@ -163,15 +163,19 @@ class _Served:
     mismatches: int = 0
     timed: int = 0
     latencies_ms: list[float] | None = None
+    reported: int = 0
+    service_ms: list[float] | None = None
 
 
 class Window:
     """What the control plane judges rollouts and SLOs on, since the last report.
 
     Per revision: requests, 5xx errors, a uniform sample of the successful requests' latencies
-    (reservoir sampling keeps the report small under any load) and, for a shadow revision,
-    answers that differed from the primary's. Per deployment: requests, errors and requests per
-    latency bucket.
+    (reservoir sampling keeps the report small under any load), a uniform sample of the service
+    times the replicas reported for them (their own time on the request, without the queue in
+    front of them: what the canary judge compares) and, for a shadow revision, answers that
+    differed from the primary's. Per deployment: requests, errors and requests per latency
+    bucket.
     """
 
     def __init__(self) -> None:
@@ -186,6 +190,7 @@ class Window:
         seconds: float,
         *,
         mismatch: bool = False,
+        service_ms: float | None = None,
     ) -> None:
         error = status >= 500
         if deployment_id:
@@ -199,21 +204,18 @@ class Window:
             return
         served = self.revisions.get(revision_id)
         if served is None:
-            served = self.revisions[revision_id] = _Served(latencies_ms=[])
+            served = self.revisions[revision_id] = _Served(latencies_ms=[], service_ms=[])
         served.requests += 1
         served.errors += error
         served.mismatches += mismatch
-        sample = served.latencies_ms
-        assert sample is not None
         if error:  # the judge compares the latency of answers, not of failures
             return
         served.timed += 1
-        if len(sample) < SAMPLES_PER_REPORT:
-            sample.append(round(seconds * 1000, 3))
-        else:
-            slot = random.randrange(served.timed)
-            if slot < SAMPLES_PER_REPORT:
-                sample[slot] = round(seconds * 1000, 3)
+        assert served.latencies_ms is not None and served.service_ms is not None
+        _keep(served.latencies_ms, served.timed, round(seconds * 1000, 3))
+        if service_ms is not None:
+            served.reported += 1
+            _keep(served.service_ms, served.reported, service_ms)
 
     def report(self) -> dict[str, Any]:
         report = {
@@ -223,6 +225,7 @@ class Window:
                     "errors": s.errors,
                     "mismatches": s.mismatches,
                     "latencies_ms": s.latencies_ms,
+                    "service_ms": s.service_ms,
                 }
                 for revision_id, s in self.revisions.items()
             },
@@ -233,3 +236,13 @@ class Window:
         }
         self.revisions, self.deployments = {}, {}
         return report
+
+
+def _keep(sample: list[float], seen: int, value: float) -> None:
+    """Reservoir sampling: after ``seen`` values, ``sample`` is a uniform choice of them."""
+    if len(sample) < SAMPLES_PER_REPORT:
+        sample.append(value)
+    else:
+        slot = random.randrange(seen)
+        if slot < SAMPLES_PER_REPORT:
+            sample[slot] = value

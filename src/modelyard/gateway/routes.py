@@ -20,6 +20,9 @@ import hmac
 import json
 import logging
 import os
+import time
+import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,13 @@ import httpx
 
 from modelyard.gateway.metrics import Concurrency, Window
 from modelyard.gateway.upstream import Endpoint
+from modelyard.serving.replica_headers import token_line
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 TRUST_SAVED_SECONDS = 10.0
+UNSENT_REPORTS = 3600
+"""An hour of the control plane being down, at one report a second."""
 
 
 @dataclass
@@ -43,6 +49,9 @@ class RevisionRoute:
     endpoints: list[Endpoint]
     credit: int = 0
     """Smooth weighted round robin's running credit (see `DeploymentRoute.pick`)."""
+    token_line: bytes = field(default=b"", repr=False)
+    """The header line with the revision's replica token, sent with every request forwarded to
+    it (encoded once per table); empty from a control plane that predates replica tokens."""
 
 
 @dataclass
@@ -96,6 +105,9 @@ class Key:
     secret_hash: str
     admin: bool
     roles: dict[str, str]
+    expires: float | None = None
+    """Unix time from which the key is refused (None: never); a table may hold a key that
+    expired since it was sent."""
 
 
 @dataclass
@@ -123,6 +135,7 @@ class Table:
                         endpoints.get(url) or endpoints.setdefault(url, Endpoint.parse(url))
                         for url in r["endpoints"]
                     ],
+                    token_line=token_line(r["token"]) if r.get("token") else b"",
                 )
 
             sticky = item.get("sticky_header")
@@ -139,7 +152,12 @@ class Table:
                 shadow=revision(item["shadow"]) if item.get("shadow") else None,
             )
         keys = {
-            key_id: Key(k["hash"], bool(k["admin"]), dict(k["roles"]))
+            key_id: Key(
+                k["hash"],
+                bool(k["admin"]),
+                dict(k["roles"]),
+                float(k["expires"]) if k.get("expires") is not None else None,
+            )
             for key_id, k in data.get("keys", {}).items()
         }
         return cls(int(data.get("version", 0)), str(data.get("epoch", "")), deployments, keys)
@@ -155,6 +173,8 @@ class Table:
             key.secret_hash, hashlib.sha256(secret.encode()).hexdigest()
         ):
             return 401, "unknown or revoked API key"
+        if key.expires is not None and time.time() >= key.expires:
+            return 401, f"API key {key_id} expired: ask an admin for a new one"
         if not key.admin and namespace not in key.roles:
             # Same answer whether or not the namespace exists: a key learns nothing about others.
             return 403, (
@@ -252,6 +272,12 @@ class Sync:
         )
         self.connected = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Per-deployment counts the control plane did not take (it was down) go again with the
+        # next poll, each with its id (the control plane drops one it already took) and the
+        # time it was measured, so that an outage of the control plane is still in the SLOs.
+        self._unsent: deque[dict[str, Any]] = deque(maxlen=UNSENT_REPORTS)
+        self._instance = uuid.uuid4().hex[:12]
+        self._reports = 0
 
     def start(self) -> None:
         self._tasks = [
@@ -303,11 +329,15 @@ class Sync:
     async def _poll_loop(self) -> None:
         while True:
             revisions = [r.id for d in self.routes.table.deployments.values() for r in d.revisions]
+            traffic = self.window.report()
+            self._reports += 1
+            traffic["id"], traffic["at"] = f"{self._instance}-{self._reports}", time.time()
             body = {
                 "since": self.routes.table.version,
                 "epoch": self.routes.table.epoch,
                 "stats": self.concurrency.report(revisions),
-                "traffic": self.window.report(),
+                "traffic": traffic,
+                "backlog": list(self._unsent),
                 "demand": [],
                 # Until the table held is confirmed, ask without waiting for a change.
                 "wait": POLL_SECONDS if self.routes.current else 0,
@@ -315,8 +345,11 @@ class Sync:
             try:
                 await self._post(body)
             except (httpx.HTTPError, ValueError, KeyError):
+                if traffic["deployments"]:  # the SLOs' counts; samples for a judge go stale
+                    self._unsent.append({k: traffic[k] for k in ("id", "at", "deployments")})
                 await asyncio.sleep(POLL_SECONDS if self.routes.current else 0.1)
                 continue
+            self._unsent.clear()
             if not self.routes.current:
                 await asyncio.sleep(0.02)  # its first reconciliation has not published yet
 

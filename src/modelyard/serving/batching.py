@@ -22,16 +22,28 @@ get the error.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from modelyard.errors import InvalidInput, ModelyardError
 
 PredictBatch = Callable[[list[dict[str, np.ndarray]]], list[dict[str, np.ndarray]]]
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def timed(function: Callable[[A], R], argument: A) -> tuple[R, float]:
+    """``function(argument)`` and the seconds it ran: run in a worker thread, the time excludes
+    the wait for the thread."""
+    started = time.perf_counter()
+    result = function(argument)
+    return result, time.perf_counter() - started
 
 
 @dataclass
@@ -40,6 +52,8 @@ class _Pending:
     rows: int
     arrived: float
     future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
+    seconds: float = 0.0
+    """How long the ``predict_batch`` call that computed it ran."""
 
 
 class Batcher:
@@ -72,6 +86,13 @@ class Batcher:
 
     async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The outputs for these inputs, computed in a batch with whatever else is queued."""
+        return (await self.submit_timed(inputs))[0]
+
+    async def submit_timed(
+        self, inputs: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """`submit`, and the seconds the ``predict_batch`` call that computed the outputs ran
+        (the whole call: its rows were computed together; the wait in the queue is not in it)."""
         if self._closing:
             raise ModelyardError("the batcher is closed: the server is shutting down")
         loop = asyncio.get_running_loop()
@@ -81,7 +102,8 @@ class Batcher:
         if self._task is None:
             self._task = loop.create_task(self._run(), name="modelyard-batcher")
         self._wakeup.set()
-        return await pending.future
+        outputs = await pending.future
+        return outputs, pending.seconds
 
     async def close(self) -> None:
         """Predict everything already queued, then stop the worker thread."""
@@ -139,8 +161,8 @@ class Batcher:
 
     async def _predict(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         try:
-            results = await loop.run_in_executor(
-                self._executor, self.predict_batch, [p.inputs for p in batch]
+            results, seconds = await loop.run_in_executor(
+                self._executor, timed, self.predict_batch, [p.inputs for p in batch]
             )
             if len(results) != len(batch):
                 raise ModelyardError(
@@ -162,6 +184,7 @@ class Batcher:
             return
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
+                pending.seconds = seconds
                 pending.future.set_result(result)
 
 

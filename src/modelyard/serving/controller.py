@@ -207,6 +207,8 @@ class ServingController:
                 for r in self.orchestrator.replicas(route.revision.id)
                 if r.state == REPLICA_READY
             ],
+            # The gateway sends it to the replicas, which answer nobody else.
+            "token": route.revision.token,
         }
 
     def sync(
@@ -217,15 +219,17 @@ class ServingController:
         wait: float,
         traffic: dict[str, Any] | None = None,
         epoch: str = "",
+        backlog: list[dict[str, Any]] | None = None,
     ) -> tuple[int, dict[str, Any] | None]:
         """The gateway's long poll: record its measurements, then return the table once its
-        version is newer than ``since`` of ``epoch`` (or ``None`` after ``wait`` seconds). A
+        version is newer than ``since`` of ``epoch`` (or ``None`` after ``wait`` seconds);
+        ``backlog`` holds the reports an earlier poll could not deliver. A
         ``since`` of another epoch counts as none: the whole table, once the first
         reconciliation published it (an empty table before that would drop every route)."""
         if epoch != self.epoch:
             since = 0
-        if traffic:
-            self.measurements.add(traffic)
+        for report in [*(backlog or ()), *([traffic] if traffic else [])]:
+            self.measurements.add(report)
         for revision_id, (concurrency, requests) in stats.items():
             kpa = self._kpas.get(revision_id)
             if kpa is not None:

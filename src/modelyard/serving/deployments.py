@@ -13,6 +13,7 @@ moment it is ready, and a revision that never gets ready never gets any.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import uuid
@@ -29,6 +30,7 @@ from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.log import EventLog
 from modelyard.registry._lookup import artifact_row, namespace_row, version_row
 from modelyard.serving.autoscaler import Autoscaling
+from modelyard.serving.replica_headers import new_token
 from modelyard.store.schema import (
     DeploymentRow,
     NamespaceRow,
@@ -246,6 +248,9 @@ class Revision:
     model: str  # namespace/name@number
     spec: DeploymentSpec
     state: str
+    token: str = dataclasses.field(default="", repr=False)
+    """The secret its replicas require of every caller (see `modelyard.serving.replica_headers`);
+    out of ``repr`` so that no log line shows it."""
 
 
 @dataclass(frozen=True)
@@ -505,6 +510,7 @@ class Deployments:
             state=DEPLOYING,
             created_by=actor,
             created_at=self.events.clock(),
+            replica_token=new_token(),
         )
         session.add(revision)
         self.events.append(
@@ -731,6 +737,7 @@ def _revision(row: RevisionRow, namespace: str, deployment: DeploymentRow, model
         model=f"{namespace}/{model}@{row.version_number}",
         spec=DeploymentSpec.model_validate(row.spec),
         state=row.state,
+        token=row.replica_token,
     )
 
 

@@ -14,7 +14,10 @@ SIGTERM, finishes what it has in flight, and exits; SIGKILL after its grace peri
 
 Replicas run in their own session with their own log file and a state file under
 ``<home>/replicas``: a control plane that crashes leaves them serving, and the next one adopts
-the live ones when it starts.
+the live ones when it starts. Each replica gets its revision's token in its environment and
+answers only requests that carry it (`modelyard.serving.replica_headers`); the token is stored
+with the revision, not in the state file, so the control plane that adopts a replica routes to
+it with the token it was started with.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import httpx
 from modelyard.launcher import Handle, Launcher
 from modelyard.serving.deployments import ReplicaInfo, Revision
 from modelyard.serving.orchestrator import READY, STARTING, TERMINATING
+from modelyard.serving.replica_headers import TOKEN_ENV
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.05
@@ -48,7 +52,6 @@ STABLE_SECONDS = 60.0
 PRELOAD = [
     "modelyard.serving.server",
     "modelyard.client",
-    "uvicorn",
     "?uvloop",
     "?httptools",
     "?joblib",
@@ -343,10 +346,14 @@ class LocalOrchestrator:
                 str(spec.batching.max_wait_ms),
             ]
         log_path = self.folder / f"{replica_id}.log"
+        # The token goes in the environment, last so that no spec.env can replace it: the
+        # launcher gets it on its stdin, the replica reads it at start and takes it out of
+        # its environment (model code runs in that process and may start others).
+        env = {**self.env_for(revision), **spec.env, TOKEN_ENV: revision.token}
         handle = self.launcher.start(
             "modelyard.serving.server:run_forked",
             command,
-            {**self.env_for(revision), **spec.env},
+            env,
             str(log_path),
             listen="127.0.0.1",
         )

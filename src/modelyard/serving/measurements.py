@@ -3,14 +3,17 @@
 The gateway reports, about once a second, what it served since its last report (see
 `modelyard.gateway.metrics.Window`). Two readers:
 
-- the rollout judge asks what a revision served since a step began (requests, errors and a sample
-  of latencies): the reports of the last ``KEEP_SECONDS`` stay in memory, which is enough for a
-  step and needs no database write per report;
+- the rollout judge asks what a revision served since a step began (requests, errors, a sample
+  of latencies at the gateway and one of the service times its replicas reported): the reports
+  of the last ``KEEP_SECONDS`` stay in memory, which is enough for a step and needs no database
+  write per report;
 - the SLOs want per-deployment counts per minute, durably: reports are summed per minute here and
   handed over in batches (`take_minutes`) to be written.
 
-Reports are not acknowledged to the gateway: a report lost with a control plane restart loses a
-second of measurements, never a request.
+A report the gateway could not deliver (the control plane was down) is sent again with its
+per-deployment counts, its id and the time it was measured, so an outage of the control plane
+still counts in the SLOs; the samples of a report taken by a process that died before it judged
+them are lost, which costs a rollout step's evidence, never a request.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from modelyard.delivery.analysis import Sample
 from modelyard.delivery.burnrate import TrafficMinute
 
 KEEP_SECONDS = 3600.0
+TAKEN_IDS = 8192
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class _Report:
     errors: int
     mismatches: int
     latencies_ms: list[float]
+    service_ms: list[float]
 
 
 class Measurements:
@@ -43,15 +48,32 @@ class Measurements:
         self._reports: dict[str, deque[_Report]] = {}
         self._minutes: dict[tuple[str, dt.datetime], TrafficMinute] = {}
         self._lock = threading.Lock()
+        self._taken: dict[str, None] = {}
+        """Ids of the latest reports, oldest first."""
         self.started = clock()
         """Reports before this moment were lost with the previous control plane process."""
 
     def add(self, traffic: dict[str, Any]) -> None:
-        """Take one report of the gateway (malformed parts are ignored: it is only measurement)."""
+        """Take one report of the gateway (malformed parts are ignored: it is only measurement).
+
+        A report sent again (the gateway did not hear that this process took it) is dropped by
+        its ``id``; one measured while the control plane was down counts in the minute of its
+        ``at``, not of its arrival."""
         now = self.clock()
-        minute = now.replace(second=0, microsecond=0)
+        report_id = traffic.get("id")
+        at = traffic.get("at")
+        measured = now
+        if isinstance(at, int | float) and 0 < now.timestamp() - at < KEEP_SECONDS * 24:
+            measured = dt.datetime.fromtimestamp(at, now.tzinfo)
+        minute = measured.replace(second=0, microsecond=0)
         horizon = now - dt.timedelta(seconds=KEEP_SECONDS)
         with self._lock:
+            if isinstance(report_id, str):
+                if report_id in self._taken:
+                    return
+                self._taken[report_id] = None
+                while len(self._taken) > TAKEN_IDS:
+                    del self._taken[next(iter(self._taken))]
             for revision_id, served in traffic.get("revisions", {}).items():
                 if not isinstance(served, dict) or not served.get("requests"):
                     continue
@@ -63,6 +85,8 @@ class Measurements:
                         int(served.get("errors", 0)),
                         int(served.get("mismatches", 0)),
                         [float(v) for v in served.get("latencies_ms", [])],
+                        # absent from a gateway that predates service times
+                        [float(v) for v in served.get("service_ms") or []],
                     )
                 )
                 while reports and reports[0].at < horizon:
@@ -81,8 +105,8 @@ class Measurements:
                 )
 
     def served(self, revision_id: str, since: dt.datetime) -> Sample:
-        """What ``revision_id`` served since ``since`` (latencies: the reports' samples, each
-        report's sample uniform over its requests)."""
+        """What ``revision_id`` served since ``since`` (latencies and service times: the
+        reports' samples, each report's sample uniform over its requests)."""
         sample = Sample()
         with self._lock:
             for report in self._reports.get(revision_id, ()):
@@ -90,6 +114,7 @@ class Measurements:
                     sample.requests += report.requests
                     sample.errors += report.errors
                     sample.latencies_ms.extend(report.latencies_ms)
+                    sample.service_ms.extend(report.service_ms)
         return sample
 
     def mismatches(self, revision_id: str, since: dt.datetime) -> tuple[int, int]:

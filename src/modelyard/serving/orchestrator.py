@@ -22,7 +22,9 @@ class Orchestrator(Protocol):
     """Called (from any thread) whenever a replica's state changed: routes must be rebuilt."""
 
     def scale(self, revision: Revision, replicas: int) -> None:
-        """Converge ``revision`` on ``replicas`` replicas (0 drains and stops them all)."""
+        """Converge ``revision`` on ``replicas`` replicas (0 drains and stops them all). Each
+        replica gets ``revision.token`` in its environment as ``MODELYARD_REPLICA_TOKEN`` (on
+        Kubernetes from a Secret), never on its command line: it answers no one else."""
 
     def stop_revision(self, revision_id: str) -> None:
         """Drain and stop the replicas of a revision that no longer exists."""

@@ -1,22 +1,28 @@
-"""KServe's Open Inference Protocol (v2) and the v1 ``:predict`` protocol, as JSON codecs.
+"""KServe's Open Inference Protocol (v2) and the v1 ``:predict`` protocol: the body codecs.
 
 This is the hot path of the model server, so values are checked with numpy on whole arrays: orjson
 parses the body, ``np.asarray`` turns each ``data`` list into one array, and the datatype checks
 (kind, integer bounds, float overflow) run vectorised. Only BYTES tensors are checked element by
 element, because numpy silently turns numbers into strings when they are mixed with strings.
+
+Tensors may also travel as raw bytes after the JSON document (the binary tensor data extension,
+`modelyard.serving.binary`), in requests and, when the request asks, in responses. A request may
+send a lossless widening of a model's datatype (FP32 for FP64, INT32 for INT64), and one row of a
+model that takes ``[-1, 4]`` as a flat ``[4]``, as KServe's servers accept them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
 from modelyard.errors import InvalidInput, ModelyardError
+from modelyard.serving import binary
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -39,6 +45,18 @@ _KNOWN = ", ".join(DATATYPES)
 # it is whole and below this, so accepting "1.0" never silently changes a value.
 _EXACT_FLOAT_INT = 2.0**53
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# Shared by the requests without binary data: its `take` raises before it changes anything.
+_NO_BINARY_DATA = binary.Tail(memoryview(b""), None)
+# The datatypes a request may send for a model's: numpy's safe casts, less those from BOOL (true
+# is not a number here) and from 64-bit integers to FP64 (not exact beyond 2**53).
+_UPCASTS = frozenset(
+    (given, wanted)
+    for given, given_dtype in DATATYPES.items()
+    for wanted, wanted_dtype in DATATYPES.items()
+    if given not in (wanted, "BOOL", "BYTES", "INT64", "UINT64")
+    and wanted != "BYTES"
+    and np.can_cast(given_dtype, wanted_dtype, "safe")
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,14 @@ class InferRequest:
     inputs: dict[str, np.ndarray]
     outputs: list[str] | None
     parameters: dict[str, Any]
+    binary_outputs: dict[str, bool] = field(default_factory=dict)
+    """Per requested output, its ``binary_data`` parameter, where it has one."""
+
+    def binary(self, output: str) -> bool:
+        """Whether ``output`` goes back as binary data: its own ``binary_data`` parameter, else
+        the request's ``binary_data_output``."""
+        wanted = self.binary_outputs.get(output)
+        return self.parameters.get("binary_data_output") is True if wanted is None else wanted
 
 
 def numpy_dtype(datatype: str) -> np.dtype[Any]:
@@ -106,12 +132,23 @@ def oip_datatype(dtype: np.dtype[Any]) -> str:
     raise ModelyardError(f"numpy dtype {dtype} has no Open Inference Protocol datatype")
 
 
-def decode_infer_request(body: bytes, inputs: Sequence[TensorSpec]) -> InferRequest:
+def decode_infer_request(
+    body: bytes, inputs: Sequence[TensorSpec], header_length: int | None = None
+) -> InferRequest:
     """Decode and validate an OIP ``/infer`` body against the model's input specs.
 
-    With no specs (a model that describes itself at predict time) any input is accepted.
+    ``header_length`` (the ``Inference-Header-Content-Length`` header, see `binary.header_length`)
+    says the JSON document is that long and binary tensor data follows it. With no specs (a model
+    that describes itself at predict time) any input is accepted.
     """
-    request = _load_object(body, '{"inputs": [{"name": ..., "shape": ..., "datatype": ..., ...}]}')
+    if header_length is None:
+        document, data = body, _NO_BINARY_DATA
+    else:
+        document = body[:header_length]
+        data = binary.Tail(memoryview(body)[header_length:], header_length)
+    request = _load_object(
+        document, '{"inputs": [{"name": ..., "shape": ..., "datatype": ..., ...}]}'
+    )
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput(f"'id' must be a string, got {_show(request_id)}")
@@ -127,21 +164,18 @@ def decode_infer_request(body: bytes, inputs: Sequence[TensorSpec]) -> InferRequ
     specs = {spec.name: spec for spec in inputs}
     arrays: dict[str, np.ndarray] = {}
     for tensor in tensors:
-        name, array = _decode_tensor(tensor, specs)
+        name, array = _decode_tensor(tensor, specs, data)
         if name in arrays:
             raise InvalidInput(f"input {name!r} is given twice: send each input once")
         arrays[name] = array
+    data.finish()
     missing = [name for name in specs if name not in arrays]
     if missing:
         raise InvalidInput(
             f"missing input(s) {', '.join(map(repr, missing))}: the model takes {_describe(inputs)}"
         )
-    return InferRequest(
-        id=request_id,
-        inputs=arrays,
-        outputs=_requested_outputs(request.get("outputs")),
-        parameters=parameters,
-    )
+    outputs, binary_outputs = _requested_outputs(request.get("outputs"))
+    return InferRequest(request_id, arrays, outputs, parameters, binary_outputs)
 
 
 def encode_infer_response(
@@ -152,30 +186,17 @@ def encode_infer_response(
     requested: list[str] | None,
 ) -> bytes:
     """Encode model outputs as an OIP response; ``requested`` picks (and orders) the outputs."""
-    names = list(outputs) if requested is None else requested
-    tensors = []
-    for name in names:
-        array = outputs.get(name)
-        if array is None:
-            raise InvalidInput(
-                f"the model has no output {name!r}: ask for one of "
-                f"{', '.join(map(repr, outputs)) or '(none)'} or leave 'outputs' out"
-            )
-        tensors.append(
-            {
-                "name": name,
-                "datatype": oip_datatype(array.dtype),
-                "shape": list(array.shape),
-                "data": _json_ready(array.reshape(-1)),
-            }
-        )
-    response: dict[str, Any] = {"model_name": model}
-    if version is not None:
-        response["model_version"] = version
-    if request_id is not None:
-        response["id"] = request_id
-    response["outputs"] = tensors
-    return orjson.dumps(response, option=_DUMPS_OPTIONS)
+    return _encode_response(model, version, request_id, outputs, requested, None)[0]
+
+
+def encode_infer_answer(
+    request: InferRequest, model: str, version: str | None, outputs: Mapping[str, np.ndarray]
+) -> tuple[bytes, int | None]:
+    """The response to ``request``, with the outputs it asked for as binary data after the JSON
+    document; the JSON document's length when there are such outputs (the response's
+    ``Inference-Header-Content-Length``), else None."""
+    wants_binary = request.binary if request.binary_outputs or request.parameters else None
+    return _encode_response(model, version, request.id, outputs, request.outputs, wants_binary)
 
 
 def decode_v1_request(body: bytes, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
@@ -238,26 +259,41 @@ def _load_object(body: bytes, example: str) -> dict[str, Any]:
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        hint = (
+            "; binary tensor data after the JSON needs the Inference-Header-Content-Length "
+            "header, the JSON document's length in bytes"
+            if b"binary_data_size" in body
+            else ""
+        )
         raise InvalidInput(
-            f"the body is not valid JSON ({exc}): send an object like {example}"
+            f"the body is not valid JSON ({exc}): send an object like {example}{hint}"
         ) from None
     if not isinstance(request, dict):
         raise InvalidInput(f"the body must be a JSON object like {example}, got {_show(request)}")
     return request
 
 
-def _decode_tensor(tensor: Any, specs: Mapping[str, TensorSpec]) -> tuple[str, np.ndarray]:
+def _decode_tensor(
+    tensor: Any, specs: Mapping[str, TensorSpec], binary_data: binary.Tail
+) -> tuple[str, np.ndarray]:
     if not isinstance(tensor, dict):
         raise InvalidInput(f"each input must be an object, got {_show(tensor)}")
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"an input has no 'name' (a non-empty string): {_show(tensor)}")
     what = f"input {name!r}"
-    for field in ("shape", "datatype", "data"):
-        if field not in tensor:
+    parameters = tensor.get("parameters")
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    for field_name in ("shape", "datatype", "data"):
+        if field_name not in tensor and (field_name != "data" or size is None):
             raise InvalidInput(
-                f"{what} has no {field!r}: each input needs 'name', 'shape', 'datatype' and 'data'"
+                f"{what} has no {field_name!r}: each input needs 'name', 'shape', 'datatype' and "
+                "'data' (or parameters.binary_data_size, with binary tensor data)"
             )
+    if size is not None and "data" in tensor:
+        raise InvalidInput(
+            f"{what} has both 'data' and parameters.binary_data_size: send its values one way"
+        )
     shape = tensor["shape"]
     if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
         raise InvalidInput(
@@ -269,11 +305,22 @@ def _decode_tensor(tensor: Any, specs: Mapping[str, TensorSpec]) -> tuple[str, n
     spec = specs.get(name)
     if specs and spec is None:
         raise InvalidInput(f"the model has no input {name!r}: it takes {_describe(specs.values())}")
+    fitted = shape
     if spec is not None:
-        if datatype != spec.datatype:
+        if datatype != spec.datatype and (datatype, spec.datatype) not in _UPCASTS:
             raise InvalidInput(f"{what} is {datatype} but the model takes {spec.datatype}")
-        _check_shape(spec, tuple(shape))
-    data = tensor["data"]
+        fitted = _fit_shape(spec, shape)
+    if size is not None:
+        raw = binary_data.take(size, what)
+        array = binary.decode(raw, DATATYPES[datatype], datatype, shape, what)
+    else:
+        array = _from_json(tensor["data"], datatype, shape, what)
+    if spec is not None and datatype != spec.datatype:
+        array = array.astype(DATATYPES[spec.datatype])
+    return name, array.reshape(fitted)
+
+
+def _from_json(data: Any, datatype: str, shape: list[int], what: str) -> np.ndarray:
     try:
         array = np.asarray(data, dtype=object) if datatype == "BYTES" else np.asarray(data)
     except ValueError:
@@ -288,7 +335,7 @@ def _decode_tensor(tensor: Any, specs: Mapping[str, TensorSpec]) -> tuple[str, n
             f"{what} has {array.size} value(s) in 'data' but shape {shape} holds {expected}: "
             "send exactly as many values as the shape says, row-major"
         )
-    return name, array.reshape(shape)
+    return array.reshape(shape)
 
 
 def _typed(array: np.ndarray, data: Any, datatype: str, what: str) -> np.ndarray:
@@ -375,23 +422,40 @@ def _strings(array: np.ndarray, what: str) -> np.ndarray:
 
 
 def _check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
-    if len(shape) != len(spec.shape) or any(
-        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-    ):
+    if not _fits(spec.shape, shape):
         wanted = "[" + ", ".join("any" if n == -1 else str(n) for n in spec.shape) + "]"
         raise InvalidInput(
             f"input {spec.name!r} has shape {list(shape)} but the model takes {wanted}"
         )
 
 
-def _requested_outputs(outputs: Any) -> list[str] | None:
+def _fits(wanted: tuple[int, ...], shape: Sequence[int]) -> bool:
+    return len(shape) == len(wanted) and all(
+        want in (-1, got) for want, got in zip(wanted, shape, strict=True)
+    )
+
+
+def _fit_shape(spec: TensorSpec, shape: list[int]) -> list[int]:
+    """The shape the model gets: ``shape``, or one row of it when the model takes a batch of
+    rows of a fixed shape and ``shape`` is that row's (``[4]`` for ``[-1, 4]``)."""
+    if not _fits(spec.shape, shape):
+        rest = spec.shape[1:]
+        if spec.shape[:1] == (-1,) and -1 not in rest and tuple(shape) == rest:
+            return [1, *shape]
+        _check_shape(spec, tuple(shape))
+    return shape
+
+
+def _requested_outputs(outputs: Any) -> tuple[list[str] | None, dict[str, bool]]:
+    """The names of the requested outputs, and their ``binary_data`` parameters."""
     if outputs is None:
-        return None
+        return None, {}
     if not isinstance(outputs, list):
         raise InvalidInput(
             f'\'outputs\' must be a list like [{{"name": "predict"}}], got {_show(outputs)}'
         )
     names = []
+    binary_outputs: dict[str, bool] = {}
     for item in outputs:
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str) or not name:
@@ -399,7 +463,15 @@ def _requested_outputs(outputs: Any) -> list[str] | None:
                 f'each requested output must be {{"name": "..."}}, got {_show(item)}'
             )
         names.append(name)
-    return names
+        parameters = item.get("parameters")
+        wanted = parameters.get("binary_data") if isinstance(parameters, dict) else None
+        if wanted is not None:
+            if not isinstance(wanted, bool):
+                raise InvalidInput(
+                    f"output {name!r} has binary_data {_show(wanted)}: send true or false"
+                )
+            binary_outputs[name] = wanted
+    return names, binary_outputs
 
 
 def _offender(array: np.ndarray) -> str:
@@ -424,6 +496,45 @@ def _numeric(text: str) -> bool:
 
 
 # -- encoding helpers ----------------------------------------------------------------------------
+
+
+def _encode_response(
+    model: str,
+    version: str | None,
+    request_id: str | None,
+    outputs: Mapping[str, np.ndarray],
+    requested: list[str] | None,
+    wants_binary: Callable[[str], bool] | None,
+) -> tuple[bytes, int | None]:
+    names = list(outputs) if requested is None else requested
+    tensors = []
+    tail: list[bytes] = []
+    for name in names:
+        array = outputs.get(name)
+        if array is None:
+            raise InvalidInput(
+                f"the model has no output {name!r}: ask for one of "
+                f"{', '.join(map(repr, outputs)) or '(none)'} or leave 'outputs' out"
+            )
+        datatype = oip_datatype(array.dtype)
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if wants_binary is not None and wants_binary(name):
+            raw = binary.encode(array, datatype)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        else:
+            tensor["data"] = _json_ready(array.reshape(-1))
+        tensors.append(tensor)
+    response: dict[str, Any] = {"model_name": model}
+    if version is not None:
+        response["model_version"] = version
+    if request_id is not None:
+        response["id"] = request_id
+    response["outputs"] = tensors
+    document = orjson.dumps(response, option=_DUMPS_OPTIONS)
+    if not tail:
+        return document, None
+    return b"".join([document, *tail]), len(document)
 
 
 def _json_ready(flat: np.ndarray) -> Any:

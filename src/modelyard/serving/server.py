@@ -6,6 +6,18 @@ loads the runtime the version names, and only then reports ready. SIGTERM stops 
 the requests in flight finish, then exits. A ``predict`` that raises answers 500 with an error id
 that is also in the log; the server keeps serving.
 
+Only the gateway may call it (`modelyard.serving.replica_headers`): it starts only with a token in
+``MODELYARD_REPLICA_TOKEN`` (which it takes out of its environment), and every request but the
+health probes must carry that token in ``x-modelyard-replica-token``, else 401.
+
+Each inference answer (OIP v2 infer, v1 predict) reports in ``x-modelyard-service-ms`` what this
+process spent on the request: from its body fully received to its answer encoded (decoding,
+predict, encoding, which run without yielding to other requests), less the time its predict waited
+for the worker thread or for a batch to form (with batching, predict's part is the whole batch's
+call). Not in it: the wait before the server reads the request (the kernel's queue, an event loop
+busy with other requests), receiving the body and sending the answer. It is wall-clock time, so
+CPU contention (other processes, the worker thread holding the GIL) stretches it.
+
 It is a bare ASGI application rather than a framework route table: this is the hot path, and every
 microsecond here is a microsecond of every inference.
 """
@@ -14,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import hmac
 import logging
 import os
 import socket
@@ -24,6 +38,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,18 +47,52 @@ import numpy as np
 import orjson
 
 from modelyard import __version__
-from modelyard.errors import InvalidInput, ModelyardError, NotFound, PayloadTooLarge
-from modelyard.serving import protocol
-from modelyard.serving.batching import Batcher
+from modelyard.errors import (
+    InvalidInput,
+    ModelyardError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+)
+from modelyard.serving import binary, http, protocol
+from modelyard.serving.batching import Batcher, timed
+from modelyard.serving.replica_headers import (
+    NOT_FROM_GATEWAY,
+    OPEN_PATHS,
+    SERVICE_HEADER,
+    TOKEN_ENV,
+    TOKEN_HEADER,
+    service_value,
+)
 from modelyard.serving.runtimes import HttpRequest, Runtime, load_runtime
 
 log = logging.getLogger("modelyard.serving.server")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-JSON = [(b"content-type", b"application/json")]
+Headers = list[tuple[bytes, bytes]]
+JSON: Headers = [(b"content-type", b"application/json")]
+EXTENSIONS = ["binary_tensor_data"]
 EXIT_LOAD_FAILED = 3
 INLINE_PREDICT_SECONDS = 0.005
+SLOW_CALLS_TO_MOVE = 3
+"""Consecutive predicts over ``INLINE_PREDICT_SECONDS`` that move the model to the worker thread:
+one is no sign (a first call's lazy set-up, the process preempted by another)."""
+
+
+class _Service:
+    """What this process spent on one request (the module's docstring says what counts)."""
+
+    __slots__ = ("began", "excluded", "predicted")
+
+    def __init__(self) -> None:
+        self.began = 0.0  # when its body was in
+        self.excluded = 0.0  # predict's wait for the worker thread or a batch
+        self.predicted = False
+
+
+_service: ContextVar[_Service | None] = ContextVar("modelyard_service", default=None)
+"""The request being handled: each ASGI request runs in a task of its own, with its own value."""
 
 
 class ModelServer:
@@ -56,7 +105,10 @@ class ModelServer:
         *,
         max_body_bytes: int = 16 * 1024 * 1024,
         batching: tuple[int, float] | None = None,
+        token: str | None = None,
     ) -> None:
+        """``token``: what every caller but a health probe must send; None answers anyone
+        (a server in a test of its own)."""
         self.name = name
         self.version = version
         self.max_body_bytes = max_body_bytes
@@ -64,8 +116,10 @@ class ModelServer:
         self.runtime: Runtime | None = None
         self.batcher: Batcher | None = None
         self._slow = False
+        self._slow_calls = 0
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="predict")
         self.load_error: str | None = None
+        self._token = token.encode() if token else None
 
     def load(self, runtime: Runtime, path: Path, signature: Mapping[str, Any]) -> None:
         runtime.load(path, signature)
@@ -91,8 +145,13 @@ class ModelServer:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        service = _Service()
+        _service.set(service)
+        content = JSON
         try:
-            status, body = await self._route(method, path, receive, scope)
+            if self._token is not None and path not in OPEN_PATHS:
+                _check_token(scope, self._token)
+            status, body, content = await self._route(method, path, receive, scope)
         except PayloadTooLarge as exc:
             status, body = 413, protocol.encode_error(exc.message)
         except InvalidInput as exc:
@@ -106,7 +165,10 @@ class ModelServer:
             body = protocol.encode_error(
                 f"prediction failed (error id {error_id}): {type(exc).__name__}: {exc}"
             )
-        headers = [*JSON, (b"content-length", str(len(body)).encode())]
+        headers = [*content, (b"content-length", str(len(body)).encode())]
+        if service.predicted and service.began:
+            spent = time.perf_counter() - service.began - service.excluded
+            headers.append((SERVICE_HEADER, service_value(spent)))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -122,7 +184,8 @@ class ModelServer:
 
     async def _route(
         self, method: str, path: str, receive: Receive, scope: Scope
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, Headers]:
+        """The answer's status, body and headers (content type and length aside)."""
         handler = self.runtime.routes().get(path) if self.runtime is not None else None
         if handler is not None:
             request = HttpRequest(
@@ -134,7 +197,8 @@ class ModelServer:
                 query=dict(parse_qsl(scope.get("query_string", b"").decode())),
             )
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._worker, handler, request)
+            status, answer = await loop.run_in_executor(self._worker, handler, request)
+            return status, answer, JSON
         if method == "POST":
             if path.startswith("/v2/models/") and path.endswith("/infer"):
                 model = path[len("/v2/models/") : -len("/infer")]
@@ -142,14 +206,15 @@ class ModelServer:
                 self._check_model(model)
                 if versioned:
                     self._check_version(model, version)
-                return 200, await self._infer(await self._body(receive))
+                return await self._infer(await self._body(receive), scope)
             if path.startswith("/v1/models/") and path.endswith(":predict"):
                 self._check_model(path[len("/v1/models/") : -len(":predict")])
-                return 200, await self._predict_v1(await self._body(receive))
-            return 404, protocol.encode_error(f"no route POST {path}: see the OIP v2 paths")
+                return 200, await self._predict_v1(await self._body(receive)), JSON
+            no_route = f"no route POST {path}: see the OIP v2 paths"
+            return 404, protocol.encode_error(no_route), JSON
         if method in ("GET", "HEAD"):
-            return self._get(path)
-        return 405, protocol.encode_error(f"method {method} is not allowed on {path}")
+            return (*self._get(path), JSON)
+        return 405, protocol.encode_error(f"method {method} is not allowed on {path}"), JSON
 
     def _get(self, path: str) -> tuple[int, bytes]:
         if path == "/v2/health/live":
@@ -158,8 +223,10 @@ class ModelServer:
             return (200 if self.ready else 503), orjson.dumps({"ready": self.ready})
         if path == "/v2":
             return 200, orjson.dumps(
-                {"name": "modelyard", "version": __version__, "extensions": []}
+                {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
             )
+        if path == "/":
+            return 200, orjson.dumps({"status": "alive"})  # KServe's v1 liveness
         if path.startswith("/v2/models/"):
             rest = path[len("/v2/models/") :]
             model, _, tail = rest.partition("/")
@@ -175,7 +242,9 @@ class ModelServer:
                 return self._metadata()
         if path.startswith("/v1/models/"):
             self._check_model(path[len("/v1/models/") :])
-            return 200, orjson.dumps({"name": self.name, "ready": self.ready})
+            return (200 if self.ready else 503), orjson.dumps(
+                {"name": self.name, "ready": self.ready}
+            )
         return 404, protocol.encode_error(f"no route GET {path}")
 
     def _metadata(self) -> tuple[int, bytes]:
@@ -218,32 +287,54 @@ class ModelServer:
                 )
             chunks.append(chunk)
             if not message.get("more_body", False):
+                service = _service.get()
+                if service is not None:
+                    service.began = time.perf_counter()
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         runtime = self._runtime()
-        if self.batcher is not None:
-            return await self.batcher.submit(inputs)
-        if self._slow:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._worker, runtime.predict, inputs)
+        service = _service.get()
+        if self.batcher is not None or self._slow:
+            submitted = time.perf_counter()
+            if self.batcher is not None:
+                outputs, ran = await self.batcher.submit_timed(inputs)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs, ran = await loop.run_in_executor(
+                    self._worker, timed, runtime.predict, inputs
+                )
+            if service is not None:
+                # Waiting for the worker (or a batch) is a queue, not this request's work.
+                service.excluded += time.perf_counter() - submitted - ran
+                service.predicted = True
+            return outputs
         started = time.perf_counter()
         try:
-            return runtime.predict(inputs)
+            outputs = runtime.predict(inputs)
         finally:
             # A fast model runs right on the event loop (a thread hop costs more than it does);
             # one that takes longer moves to the worker thread for good, so that health checks
             # and other requests are not held up behind it.
-            if time.perf_counter() - started > INLINE_PREDICT_SECONDS:
-                self._slow = True
+            if time.perf_counter() - started <= INLINE_PREDICT_SECONDS:
+                self._slow_calls = 0
+            else:
+                self._slow_calls += 1
+                self._slow = self._slow_calls >= SLOW_CALLS_TO_MOVE
+        if service is not None:
+            service.predicted = True
+        return outputs
 
-    async def _infer(self, body: bytes) -> bytes:
+    async def _infer(self, body: bytes, scope: Scope) -> tuple[int, bytes, Headers]:
         runtime = self._runtime()
-        request = protocol.decode_infer_request(body, runtime.inputs)
+        header = next((v for k, v in scope["headers"] if k == binary.HEADER), None)
+        length = None if header is None else binary.header_length(header, len(body))
+        request = protocol.decode_infer_request(body, runtime.inputs, length)
         outputs = await self._predict(request.inputs)
-        return protocol.encode_infer_response(
-            self.name, self.version, request.id, outputs, request.outputs
-        )
+        answer, length = protocol.encode_infer_answer(request, self.name, self.version, outputs)
+        if length is None:
+            return 200, answer, JSON
+        return 200, answer, [(b"content-type", binary.CONTENT_TYPE), binary.header(length)]
 
     async def _predict_v1(self, body: bytes) -> bytes:
         runtime = self._runtime()
@@ -254,6 +345,16 @@ class ModelServer:
 class _NotReady(ModelyardError):
     http_status = 503
     code = "unavailable"
+
+
+def _check_token(scope: Scope, token: bytes) -> None:
+    """Raise 401 unless the request carries ``token`` (compared in constant time)."""
+    for name, value in scope["headers"]:
+        if name == TOKEN_HEADER:
+            if hmac.compare_digest(value, token):
+                return
+            break
+    raise Unauthenticated(NOT_FROM_GATEWAY)
 
 
 # the replica process ---------------------------------------------------------------------------
@@ -286,6 +387,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--grace-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
+    # Out of the environment at once: model code runs in this process and may start others.
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        parser.error(
+            f"{TOKEN_ENV} is not set: a replica answers only callers that send it in "
+            f"{TOKEN_HEADER.decode()} (its gateway); for a server of your own, set any secret"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.fd is not None:
@@ -298,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
         version,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         batching=(args.max_batch_size, args.max_wait_ms / 1000) if args.max_batch_size else None,
+        token=token,
     )
 
     def init() -> None:
@@ -311,6 +420,9 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 path, runtime, signature = pull_model(args.model)
             app.load(load_runtime(runtime), path, signature)
+            # What exists now lives as long as the process: out of the collector's sight, a
+            # full collection no longer walks the model and its libraries (a 100 ms stall).
+            gc.freeze()
             log.info("model %s (%s) loaded from %s: ready", args.name, runtime, path)
         except BaseException:
             # The orchestrator reads this traceback from the log to say why the revision failed.
@@ -348,25 +460,7 @@ def run_forked(argv: list[str], env: dict[str, str], log_path: str, fd: int) -> 
 
 
 def serve(app: ModelServer, sock: socket.socket, grace_seconds: float) -> None:
-    import uvicorn
-
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop" if _has("uvloop") else "asyncio",
-        http="httptools" if _has("httptools") else "h11",
-        lifespan="on",
-        timeout_graceful_shutdown=int(grace_seconds),
-        timeout_keep_alive=75,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+    http.run(http.serve(app, sock, grace_s=grace_seconds))
 
 
 if __name__ == "__main__":

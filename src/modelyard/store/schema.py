@@ -69,6 +69,8 @@ class ApiKeyRow(Base):
     created_by: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime | None]
+    """Refused by the API and the gateway from then on (0006)."""
 
 
 class KeyRoleRow(Base):
@@ -336,6 +338,8 @@ class RevisionRow(Base):
     created_at: Mapped[dt.datetime]
     ready_at: Mapped[dt.datetime | None]
     retired_at: Mapped[dt.datetime | None]
+    replica_token: Mapped[str] = mapped_column(String(64))
+    """The secret its replicas require of every caller, which only the gateway gets (0005)."""
 
 
 class TrafficMinuteRow(Base):

@@ -13,6 +13,19 @@ from tests.conftest import Serving, iris_model, wait_for
 
 pytestmark = pytest.mark.slow
 ROWS = [[5.9, 3.0, 4.2, 1.5]]
+# 20 ms a call, whatever the machine: six closed-loop client threads keep about six requests in
+# flight. With a sub-millisecond model the client threads' own Python (one GIL) is the bottleneck
+# and the data plane sees less than one request in flight, which asks for no second replica.
+SLOW_MODEL = """
+import time
+
+import numpy as np
+
+
+def predict(inputs):
+    time.sleep(0.02)
+    return {"predict": np.zeros(len(next(iter(inputs.values()))), dtype=np.int64)}
+"""
 
 
 def ready_replicas(serving: Serving) -> int:
@@ -44,7 +57,10 @@ def test_a_request_at_zero_waits_for_a_replica(serving: Serving, tmp_path: Path)
 
 
 def test_scales_up_under_load_and_back_down(serving: Serving, tmp_path: Path) -> None:
-    serving.client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "model.py").write_text(SLOW_MODEL)
+    serving.client.push("team/iris", folder, VersionSpec(runtime="python"))
     scaling = {
         "min_replicas": 1,
         "max_replicas": 3,

@@ -32,6 +32,8 @@ from modelyard import __version__
 from modelyard.gateway.metrics import Concurrency, Metrics, Window
 from modelyard.gateway.routes import DeploymentRoute, RevisionRoute, Routes
 from modelyard.gateway.upstream import ConnectFailed, Endpoint, Response, UpstreamTimeout
+from modelyard.realtime.ingest import RealtimeRoutes
+from modelyard.realtime.ingest import owns as realtime_path
 from modelyard.serving.replica_headers import parse_service_ms
 
 access_log = logging.getLogger("modelyard.gateway.access")
@@ -75,6 +77,7 @@ class Gateway:
         self.max_waiting = max_waiting
         self.waiting: defaultdict[str, int] = defaultdict(int)
         self._ejected: dict[int, float] = {}
+        self.realtime = RealtimeRoutes(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,6 +86,9 @@ class Gateway:
             return
         started = time.perf_counter()
         path: str = scope["path"]
+        if realtime_path(path):  # /{namespace}/streams/... and /{namespace}/predictions/...
+            await self.realtime(scope, receive, send)
+            return
         target = self._target(path, scope)
         if target is None:
             await self._local(scope["method"], path, send)
@@ -353,7 +359,8 @@ class Gateway:
             message = f"method {method} is not allowed on {path}: use GET"
             await _respond(send, 405, json.dumps({"error": message}).encode())
         elif path == "/metrics":
-            await _respond(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+            exposition = self.metrics.render() + self.realtime.render_metrics()
+            await _respond(send, 200, exposition, b"text/plain; version=0.0.4")
         elif path == "/healthz":
             body = {"live": True, "ready": True, "table_version": self.routes.table.version}
             await _respond(send, 200, json.dumps(body).encode())
@@ -378,6 +385,9 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            # nginx's 499: the client left before its body was whole; nothing is forwarded
+            raise _Reject(499, "the client closed the connection before sending the whole body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

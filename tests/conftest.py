@@ -178,7 +178,8 @@ class Platform:
 
     def data_plane_pids(self) -> list[int]:
         """The gateway (found by its command line, which names this home) and the replicas."""
-        pids = [int(json.loads(s.read_text())["pid"]) for s in self.home.glob("replicas/*.json")]
+        states = [*self.home.glob("replicas/*.json"), *self.home.glob("realtime/workers/*.json")]
+        pids = [int(json.loads(s.read_text())["pid"]) for s in states]
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             with contextlib.suppress(OSError):
                 if str(self.home).encode() in cmdline.read_bytes():

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -30,6 +30,7 @@ from modelyard.delivery.rollout import RolloutInfo
 from modelyard.delivery.slo import AlertInfo, SloStatus
 from modelyard.errors import (
     DeploymentFailed,
+    IntegrityError,
     InvalidInput,
     NotFound,
     ServerUnreachable,
@@ -52,7 +53,11 @@ from modelyard.registry.records import (
 from modelyard.registry.versions import VersionSpec
 from modelyard.serving.deployments import DeploymentInfo
 from modelyard.settings import Settings, load_settings
+from modelyard.sql.source import ImportResult, SqlSource
 from modelyard.types import ArtifactKind, FileEntry, ModelRef, Role, check_name
+
+if TYPE_CHECKING:
+    from modelyard.realtime.sdk import RealtimeClient, Stream
 
 CHUNK = 4 * 1024 * 1024
 Progress = Callable[[str, int], None]
@@ -117,9 +122,14 @@ class Client:
         settings: Settings | None = None,
         timeout: float = 60.0,
         cache_dir: Path | None = None,
+        gateway_url: str | None = None,
     ) -> None:
         settings = settings or load_settings().settings
+        self.settings = settings
         self.url = (url or settings.url).rstrip("/")
+        host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "::") else settings.gateway_host
+        self.gateway_url = gateway_url or f"http://{host}:{settings.gateway_port}"
+        """Where events and prediction reads go (``realtime``)."""
         self.api_key = api_key or settings.resolved_api_key()
         self.cache_dir = cache_dir or settings.cache_dir or settings.home / "cache"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -152,10 +162,23 @@ class Client:
             return None
         return response.json()
 
+    @functools.cached_property
+    def realtime(self) -> RealtimeClient:
+        """Streams, realtime deployments, events and predictions (`modelyard.realtime.sdk`)."""
+        from modelyard.realtime.sdk import RealtimeClient
+
+        return RealtimeClient(self)
+
+    def stream(self, namespace: str, name: str) -> Stream:
+        """Send events to a stream: ``client.stream("shop", "clicks").send({...})``."""
+        return self.realtime.stream(namespace, name)
+
     def close(self) -> None:
         self.http.close()
         if "_plain" in self.__dict__:  # made only if it was used
             self._plain.close()
+        if "realtime" in self.__dict__:
+            self.realtime.close()
 
     def __enter__(self) -> Client:
         return self
@@ -224,10 +247,12 @@ class Client:
         kind: ArtifactKind = "model",
         alias: str | None = None,
         progress: Progress | None = None,
-        files: Sequence[tuple[Path, FileEntry]] | None = None,
+        files: Sequence[tuple[Path | None, FileEntry]] | None = None,
     ) -> VersionInfo:
         """Publish a file or a folder as the next version of ``namespace/name``; ``files`` is
-        ``scan_files(source)`` when the caller made it already (it hashes every byte)."""
+        ``scan_files(source)`` when the caller made it already (it hashes every byte). A file
+        given without a local path must be content the blob store holds already (a file of an
+        earlier version): it is referenced by its digest, never uploaded."""
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         files = scan_files(Path(source)) if files is None else files
         base = self._base(kind, target.namespace, target.name)
@@ -241,12 +266,20 @@ class Client:
             "POST", f"{base}/drafts/{draft.id}/uploads", json={"files": [vars(e) for e in entries]}
         )
         local = {entry.path: path for path, entry in files}
+        sizes = {entry.path: entry.size for entry in entries}
         for item in plan:
+            path = local[item["path"]]
             if item["present"]:
                 if progress:
-                    progress(item["path"], os.path.getsize(local[item["path"]]))
+                    progress(item["path"], sizes[item["path"]])
                 continue
-            self._upload(local[item["path"]], item, progress)
+            if path is None:
+                raise IntegrityError(
+                    f"{item['path']} is referenced by its digest, but the blob store does not "
+                    "hold it: push the file itself",
+                    path=item["path"],
+                )
+            self._upload(path, item, progress)
         version = VersionInfo.model_validate(
             self.request(
                 "POST",
@@ -282,6 +315,36 @@ class Client:
             and latest.signature == spec.signature
         )
         return latest if same else None
+
+    def import_sql(
+        self,
+        ref: str | ModelRef,
+        source: SqlSource,
+        *,
+        force: bool = False,
+        allow_empty: bool = False,
+        backfill: tuple[Any, Any] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportResult:
+        """Run ``source`` (a query on a connection of this client's settings) in one read-only
+        snapshot and commit its result as the next version of the dataset ``ref``, in Parquet
+        parts. Nothing is committed when the content equals the latest version's (unless
+        ``force``), when the query returns no rows (unless ``allow_empty``), or when an
+        incremental source has no new rows. ``backfill=(start, end)`` imports that range of an
+        incremental source again. Needs the ``[sql]`` extra (pyarrow)."""
+        from modelyard.sql.snapshot import ClientRegistry, import_sql
+
+        target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        return import_sql(
+            ClientRegistry(self),
+            self.settings.connections,
+            target,
+            source,
+            force=force,
+            allow_empty=allow_empty,
+            backfill=backfill,
+            progress=progress,
+        )
 
     def _upload(self, path: Path, item: dict[str, Any], progress: Progress | None) -> None:
         url, method = item.get("url"), item.get("method")

@@ -24,6 +24,9 @@ from modelyard.events.webhooks import Backoff, Webhooks
 from modelyard.pipelines.executor import Executor
 from modelyard.pipelines.runs import Pipelines
 from modelyard.pipelines.schedules import Schedules
+from modelyard.realtime.backends import RealtimeStores
+from modelyard.realtime.catalog import Catalog
+from modelyard.realtime.supervisor import WorkerSupervisor
 from modelyard.registry.aliases import Aliases
 from modelyard.registry.gc import collect_garbage
 from modelyard.registry.namespaces import Namespaces
@@ -65,6 +68,10 @@ class ControlPlane:
     orchestrator: LocalOrchestrator
     slos: Slos
     slo_controller: SloController
+    catalog: Catalog
+    """Streams and realtime deployments."""
+    realtime_stores: RealtimeStores
+    realtime_workers: WorkerSupervisor
     api_url: str | None = None
     """Where replicas reach the API to pull their model; set by whoever serves the API."""
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -99,6 +106,19 @@ class ControlPlane:
         orchestrator = LocalOrchestrator(settings.home)
         measurements = Measurements(events.clock)
         rollouts = Rollouts(deployments, measurements)
+        serving = ServingController(deployments, keys, orchestrator, events, measurements)
+        catalog = Catalog(events)
+        stores = RealtimeStores(
+            settings.realtime_events_url,
+            settings.realtime_queue_url,
+            settings.realtime_predictions_url,
+        )
+        serving.realtime_table = lambda: {
+            **catalog.data_plane_table(),
+            "stores": stores.urls,
+            "max_lag": settings.realtime_max_lag,
+            "max_lag_seconds": settings.realtime_max_lag_seconds,
+        }
         return cls(
             settings=settings,
             db=db,
@@ -113,13 +133,16 @@ class ControlPlane:
             executor=executor,
             schedules=schedules,
             deployments=deployments,
-            serving=ServingController(deployments, keys, orchestrator, events, measurements),
+            serving=serving,
             delivery=PushDeploys(events, deployments),
             rollouts=rollouts,
             rollout_controller=RolloutController(rollouts, slos.record),
             orchestrator=orchestrator,
             slos=slos,
             slo_controller=SloController(slos),
+            catalog=catalog,
+            realtime_stores=stores,
+            realtime_workers=WorkerSupervisor(catalog, settings.home),
         )
 
     def ensure_admin_key(self) -> str | None:
@@ -151,6 +174,31 @@ class ControlPlane:
             "MODELYARD_CACHE_DIR": str(self.settings.cache_dir or self.settings.home / "cache"),
         }
 
+    def realtime_env(self, namespace: str) -> dict[str, str]:
+        """What a realtime worker needs: the stores, and what a replica needs to pull models."""
+        settings = self.settings
+        return {
+            "MODELYARD_URL": self.api_url or settings.url,
+            "MODELYARD_API_KEY": self._stored_key("replicas", {namespace: Role.VIEWER}),
+            "MODELYARD_CACHE_DIR": str(settings.cache_dir or settings.home / "cache"),
+            "MODELYARD_REALTIME_EVENTS_URL": settings.realtime_events_url,
+            "MODELYARD_REALTIME_QUEUE_URL": settings.realtime_queue_url,
+            "MODELYARD_REALTIME_PREDICTIONS_URL": settings.realtime_predictions_url,
+        }
+
+    def step_env(self, namespace: str) -> dict[str, str]:
+        """What a step of modelyard's own (``sql_import``) needs: the API, a key that may edit
+        only the run's namespace, the download cache, and the named SQL connections (which hold
+        no secrets; each password stays in the variable or file its connection names)."""
+        from modelyard.sql.connections import connections_env
+
+        return {
+            "MODELYARD_URL": self.api_url or self.settings.url,
+            "MODELYARD_API_KEY": self._stored_key("steps", {namespace: Role.EDITOR}),
+            "MODELYARD_CACHE_DIR": str(self.settings.cache_dir or self.settings.home / "cache"),
+            **connections_env(self.settings.connections),
+        }
+
     def _stored_key(
         self, name: str, roles: dict[str, Role] | None = None, *, admin: bool = False
     ) -> str:
@@ -178,14 +226,18 @@ class ControlPlane:
         self.schedules.start()
         self.slo_controller.start()
         self.orchestrator.env_for = self.replica_env
+        self.executor.env_for = self.step_env
         self.serving.start()
         self.delivery.start()
         self.rollout_controller.start()
+        self.realtime_workers.env_for = self.realtime_env
+        self.realtime_workers.start()
         self._gc = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
         self._gc.start()
 
     def stop_controllers(self) -> None:
         self._stop.set()
+        self.realtime_workers.stop()
         self.rollout_controller.stop()
         self.delivery.stop()
         self.serving.stop()
@@ -212,6 +264,7 @@ class ControlPlane:
     def close(self) -> None:
         self.stop_controllers()
         self.webhooks.client.close()
+        self.realtime_stores.close()
         self.db.dispose()
 
 

@@ -89,6 +89,14 @@ class RunFailed(ModelyardError):
     code = "run_failed"
 
 
+class Overloaded(ModelyardError):
+    """Beyond a configured limit (a realtime deployment's lag): retry after ``retry_after_s``."""
+
+    http_status = 429
+    exit_code = 7
+    code = "overloaded"
+
+
 class ConfigError(ModelyardError):
     exit_code = 2
     code = "config"
@@ -108,6 +116,14 @@ class ServerUnreachable(ModelyardError):
     code = "unreachable"
 
 
+class TimedOut(ModelyardError):
+    """Work stopped because it ran past its time limit (a warehouse query, say)."""
+
+    http_status = 504
+    exit_code = 10
+    code = "timed_out"
+
+
 _BY_CODE: dict[str, type[ModelyardError]] = {
     cls.code: cls
     for cls in (
@@ -122,8 +138,10 @@ _BY_CODE: dict[str, type[ModelyardError]] = {
         ConfigError,
         StoreError,
         ServerUnreachable,
+        TimedOut,
         DeploymentFailed,
         RunFailed,
+        Overloaded,
     )
 }
 

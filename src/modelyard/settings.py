@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from modelyard.errors import ConfigError
+from modelyard.sql.connections import Connection
 
 ENV_PREFIX = "MODELYARD_"
 URL_FILE = "url"  # in the home: the URL a running ``modelyard up`` serves its API on
@@ -45,6 +46,11 @@ class Settings(BaseSettings):
         description='fsspec storage options as JSON, e.g. {"endpoint_url": ...} for S3',
     )
     cache_dir: Path | None = Field(default=None, description="Where pulled versions are kept.")
+    connections: dict[str, Connection] = Field(
+        default_factory=dict,
+        description="Named SQL connections: url (no password), password_env or password_file, "
+        "options, engine",
+    )
     api_host: str = Field(default="127.0.0.1", description="Address the control plane binds.")
     api_port: int = Field(default=8700, ge=0, le=65535, description="Port of the control plane.")
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
@@ -60,6 +66,22 @@ class Settings(BaseSettings):
     )
     step_grace_seconds: float = Field(
         default=5.0, ge=0, description="After SIGTERM, a cancelled step gets this long."
+    )
+    realtime_events_url: str = Field(
+        default="",
+        description="Raw event log: sqlite:///PATH (default: under home) or postgresql://",
+    )
+    realtime_queue_url: str = Field(
+        default="", description="Queue of triggers: sqlite:///PATH (default) or nats://HOST:PORT"
+    )
+    realtime_predictions_url: str = Field(
+        default="", description="Prediction store: sqlite:///PATH (default) or redis://HOST:PORT"
+    )
+    realtime_max_lag: int = Field(
+        default=100_000, ge=1, description="Events pending per deployment before ingest gets 429."
+    )
+    realtime_max_lag_seconds: float = Field(
+        default=0.0, ge=0, description="Age of the oldest pending event before 429 (0: off)."
     )
 
     @classmethod
@@ -81,6 +103,10 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'modelyard.db'}"
         if not self.blob_url:
             self.blob_url = (self.home / "blobs").as_uri()
+        for name in ("events", "queue", "predictions"):
+            if not getattr(self, f"realtime_{name}_url"):
+                path = self.home / "realtime" / f"{name}.db"
+                setattr(self, f"realtime_{name}_url", f"sqlite:///{path}")
         if self.cache_dir is None:
             self.cache_dir = self.home / "cache"
         self.cache_dir = self.cache_dir.expanduser()
@@ -203,7 +229,8 @@ def load_settings(
         raise ConfigError(f"invalid settings: {problems}") from exc
     for name in Settings.model_fields:
         origins.setdefault(name, "default")
-    for derived in ("database_url", "blob_url", "cache_dir", "url"):
+    derived_urls = ("realtime_events_url", "realtime_queue_url", "realtime_predictions_url")
+    for derived in ("database_url", "blob_url", "cache_dir", "url", *derived_urls):
         if origins[derived] == "default":
             origins[derived] = "default (from home)" if derived != "url" else "default (from api)"
     return LoadedSettings(settings, origins, path)

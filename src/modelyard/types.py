@@ -101,10 +101,12 @@ class Role(enum.StrEnum):
     """What a key may do in one namespace.
 
     ``viewer`` < ``editor`` < ``admin`` each include the one before; ``invoker`` may only call
-    inference endpoints through the gateway. Every role but invoker may also invoke.
+    inference endpoints (and read predictions) through the gateway; ``producer`` may also send
+    events to the namespace's streams, as may ``editor`` and ``admin``. Every role may invoke.
     """
 
     INVOKER = "invoker"
+    PRODUCER = "producer"
     VIEWER = "viewer"
     EDITOR = "editor"
     ADMIN = "admin"
@@ -112,7 +114,9 @@ class Role(enum.StrEnum):
     def allows(self, needed: Role) -> bool:
         if needed is Role.INVOKER:
             return True
-        if self is Role.INVOKER:
+        if needed is Role.PRODUCER:
+            return self in (Role.PRODUCER, Role.EDITOR, Role.ADMIN)
+        if self in (Role.INVOKER, Role.PRODUCER):
             return False
         order = (Role.VIEWER, Role.EDITOR, Role.ADMIN)
         return order.index(self) >= order.index(needed)

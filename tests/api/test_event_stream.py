@@ -44,3 +44,21 @@ def test_the_stream_pushes_new_events_and_resumes_after_an_id(
         "/events", params={"follow": False}, headers={"Last-Event-ID": str(seen[0].id)}
     )
     assert f"id: {seen[1].id}" in resumed.text and f"id: {seen[0].id}\n" not in resumed.text
+
+
+def test_follow_false_without_a_start_ends_after_the_whole_backlog(
+    admin: Client, tmp_path: Path
+) -> None:
+    """``GET /api/v1/events?follow=false``: every event the key can read, then the end."""
+    admin.create_namespace("team")
+    (tmp_path / "m.bin").write_bytes(b"m")
+    admin.push("team/m", tmp_path / "m.bin")
+    answer = admin.http.get("/events", params={"follow": "false"})
+    assert answer.status_code == 200
+    types = [
+        line[len("event: ") :] for line in answer.text.splitlines() if line.startswith("event: ")
+    ]
+    assert types[-2:] == ["namespace.created", "model.version.committed"], types
+    # with type and last, it is the newest N of those types, as before
+    answer = admin.http.get("/events", params={"follow": "false", "type": "namespace.*", "last": 1})
+    assert answer.text.count("event: ") == 1 and "event: namespace.created" in answer.text

@@ -166,7 +166,8 @@ def test_pushing_the_same_files_again_pushes_nothing(cli: Cli, tmp_path: Path) -
     assert "committed team/clf@1" in cli("models", "push", str(src), "team/clf")
     again = cli("models", "push", str(src), "team/clf", "--alias", "production")
     assert again == (
-        "identical to team/clf@1 (same files and runtime): nothing pushed; alias production -> "
+        "identical to team/clf@1 (same files, runtime and signature): nothing pushed; alias "
+        "production -> "
         "version 1 (--force commits a new version anyway)\n"
     )
     listing = json.loads(cli("models", "list", "team", "--json"))
@@ -214,3 +215,67 @@ def test_push_refuses_what_could_never_serve(cli: Cli, tmp_path: Path) -> None:
     assert json.loads(cli("models", "list", "team", "--json")) == []
     pushed = cli("models", "push", str(folder), "team/iris", "--runtime", "custom", "--no-check")
     assert "committed team/iris@1" in pushed
+
+
+def test_push_with_a_sample_stores_the_signature(cli: Cli, tmp_path: Path) -> None:
+    """``models push ./iris team/iris --runtime sklearn --sample request.json``: the KServe iris
+    request (FP32, one flat row) run through the runtime here; the version says what it takes."""
+    from tests.conftest import iris_model
+
+    folder = iris_model(tmp_path / "iris")
+    request = tmp_path / "request.json"
+    request.write_text(
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": [4],
+                        "datatype": "FP32",
+                        "data": [6.8, 2.8, 4.8, 1.4],
+                    }
+                ]
+            }
+        )
+    )
+    cli("namespaces", "create", "team")
+    args = ("models", "push", str(folder), "team/iris", "--runtime", "sklearn")
+    out = cli(*args, "--sample", str(request))
+    assert out.startswith(
+        "signature: takes input-0 FP64 [-1, 4]\n"
+        "  answers predict INT64 [-1]; predict_proba FP64 [-1, 3] (when asked)\n"
+        "committed team/iris@1"
+    ), out
+    version = json.loads(cli("models", "show", "team/iris@1", "--json"))
+    assert version["signature"] == {
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}],
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+        ],
+        "default_outputs": ["predict"],
+    }
+    shown = cli("models", "show", "team/iris@1")
+    assert "  takes: input-0 FP64 [-1, 4]\n" in shown, shown
+    assert "(same files, runtime and signature): nothing pushed" in cli(
+        *args, "--sample", str(request)
+    )
+    # the same input as rows (v1 instances) or as a .npy array gives the same signature
+    import numpy as np
+
+    rows = tmp_path / "rows.json"
+    rows.write_text("[[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2]]")
+    array = tmp_path / "rows.npy"
+    np.save(array, np.array([[6.8, 2.8, 4.8, 1.4]], dtype=np.float32))
+    for other in (rows, array):
+        assert "nothing pushed" in cli(*args, "--sample", str(other)), other
+    # a sample the model refuses is refused before anything is pushed, with the replica's reason
+    bad = tmp_path / "bad.json"
+    bad.write_text("[[1.0, 2.0]]")
+    refused = cli.fail(*args, "--sample", str(bad))
+    assert refused.exit_code == InvalidInput.exit_code
+    assert refused.stderr == (
+        "error: input 'input-0' has shape [1, 2] but the model takes [any, 4]\n"
+    ), refused.stderr
+    no_runtime = cli.fail("models", "push", str(folder), "team/iris", "--sample", str(request))
+    assert "--sample needs --runtime" in no_runtime.stderr

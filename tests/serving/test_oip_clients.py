@@ -190,7 +190,10 @@ def test_triton_health_and_metadata(at: dict[str, Target]) -> None:
             assert metadata["name"] == "iris"
             assert metadata["versions"] == ["1"]
             assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
-            assert metadata["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [-1]}]
+            assert metadata["outputs"] == [
+                {"name": "predict", "datatype": "INT64", "shape": [-1]},
+                {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+            ]
         with pytest.raises(InferenceServerException) as caught:
             client.get_model_metadata("nope", headers=headers)
         assert caught.value.status() == "404"
@@ -284,6 +287,20 @@ def test_triton_iris_with_upcasts_and_one_flat_row(
         assert predict(rows32) == [int(v) for v in classifier.predict(rows32.astype(np.float64))]
         # one row as a flat [4], the natural request for a model that takes [-1, 4]
         assert predict(ROWS[1]) == expected[1:2]
+
+
+@pytest.mark.parametrize("binary_data", [False, True], ids=["json", "binary"])
+def test_triton_asks_the_iris_classifier_for_predict_proba(
+    at: dict[str, Target], binary_data: bool, classifier: Any
+) -> None:
+    iris = at["iris"]
+    with triton.InferenceServerClient(iris.hostport) as client:
+        inputs = triton_inputs({"input-0": ROWS.astype(np.float32)}, binary_data)
+        proba = triton.InferRequestedOutput("predict_proba", binary_data=binary_data)
+        result = client.infer("iris", inputs, outputs=[proba], headers=iris.send())
+        assert [o["name"] for o in result.get_response()["outputs"]] == ["predict_proba"]
+        want = classifier.predict_proba(ROWS.astype(np.float32).astype(np.float64))
+        np.testing.assert_allclose(result.as_numpy("predict_proba"), want)
 
 
 def test_triton_errors_carry_our_messages(at: dict[str, Target]) -> None:

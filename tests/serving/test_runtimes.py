@@ -109,12 +109,47 @@ def test_sklearn_infers_specs_and_predicts_like_the_model(
     assert isinstance(runtime, SklearnRuntime)
     runtime.load(sklearn_dir, {})
     assert runtime.inputs == [TensorSpec("input-0", "FP64", (-1, 4))]
-    assert runtime.outputs == [TensorSpec("predict", "INT64", (-1,))]
+    assert runtime.outputs == [
+        TensorSpec("predict", "INT64", (-1,)),
+        TensorSpec("predict_proba", "FP64", (-1, 3)),
+    ]
+    assert runtime.default_outputs == ["predict"]
     assert runtime.platform == "sklearn"
     assert runtime.batchable
     out = runtime.predict({"input-0": x})
     assert list(out) == ["predict"]
     np.testing.assert_array_equal(out["predict"], classifier.predict(x))
+
+
+def test_sklearn_classifier_answers_predict_proba_on_request(
+    sklearn_dir: Path, classifier: LogisticRegression, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = iris[0][:5]
+    runtime = SklearnRuntime()
+    runtime.load(sklearn_dir, {})
+    out = runtime.predict_outputs({"input-0": x}, ["predict_proba"])
+    assert list(out) == ["predict_proba"]
+    np.testing.assert_allclose(out["predict_proba"], classifier.predict_proba(x))
+    both = runtime.predict_outputs({"input-0": x}, ["predict", "predict_proba"])
+    assert list(both) == ["predict", "predict_proba"]
+    with pytest.raises(InvalidInput, match=r"no output 'transform'.*'predict' or 'predict_proba'"):
+        runtime.predict_outputs({"input-0": x}, ["transform"])
+
+
+def test_sklearn_signature_default_outputs(
+    sklearn_dir: Path, classifier: LogisticRegression, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = iris[0][:5]
+    outputs = [
+        {"name": "predict", "datatype": "INT64", "shape": [-1]},
+        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+    ]
+    runtime = SklearnRuntime()
+    runtime.load(sklearn_dir, {"outputs": outputs, "default_outputs": ["predict_proba"]})
+    assert runtime.default_outputs == ["predict_proba"]
+    assert list(runtime.predict({"input-0": x})) == ["predict_proba"]
+    with pytest.raises(InvalidInput, match=r"default_outputs name 'label'"):
+        SklearnRuntime().load(sklearn_dir, {"outputs": outputs, "default_outputs": ["label"]})
 
 
 def test_sklearn_signature_adds_probabilities(
@@ -131,6 +166,7 @@ def test_sklearn_signature_adds_probabilities(
     runtime = SklearnRuntime()
     runtime.load(sklearn_dir, signature)
     assert [spec.name for spec in runtime.inputs] == ["features"]
+    assert runtime.default_outputs is None  # a signature's outputs are all answered by default
     out = runtime.predict({"features": x[:5]})
     np.testing.assert_allclose(out["predict_proba"], classifier.predict_proba(x[:5]))
     np.testing.assert_array_equal(out["predict"], classifier.predict(x[:5]))
@@ -164,6 +200,7 @@ def test_sklearn_regressor_and_a_pickle_file(
     runtime.load(tmp_path, {})
     assert runtime.inputs == [TensorSpec("input-0", "FP64", (-1, 3))]
     assert runtime.outputs == [TensorSpec("predict", "FP64", (-1,))]
+    assert runtime.default_outputs is None
     np.testing.assert_allclose(
         runtime.predict({"input-0": x[:, :3]})["predict"], model.predict(x[:, :3])
     )

@@ -350,7 +350,10 @@ def test_model_metadata_and_readiness(servers: dict[str, ServerProcess]) -> None
         "versions": ["1"],
         "platform": "sklearn",
         "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}],
-        "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1]}],
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+        ],
     }
     for path in ("/v2/models/iris", "/v2/models/iris/versions/1"):
         response = httpx.get(url + path, headers=AUTH)
@@ -547,6 +550,38 @@ def test_infer_fp32_on_onnx_with_requested_outputs(
 
     body = infer_body(x, "FP32", name="X", outputs=[{"name": "logits"}])
     assert_error(infer(server, body), 400, "no output 'logits'")
+
+
+@pytest.mark.parametrize("server", ["iris", "iris-batched"])
+def test_a_classifier_answers_predict_proba_when_a_request_names_it(
+    servers: dict[str, ServerProcess],
+    server: str,
+    iris: tuple[np.ndarray, np.ndarray],
+    classifier: LogisticRegression,
+) -> None:
+    """The KServe iris request asking for probabilities; a request naming no outputs still gets
+    ``predict`` alone (`test_infer_fp64_batch_matches_the_model`)."""
+    x = iris[0][::30]
+    body = {
+        "inputs": [
+            {"name": "input-0", "shape": [len(x), 4], "datatype": "FP32", "data": x.tolist()}
+        ],
+        "outputs": [{"name": "predict_proba"}],
+    }
+    response = infer(servers[server], body)
+    (tensor,) = response.json()["outputs"]
+    assert tensor["name"] == "predict_proba"
+    assert (tensor["datatype"], tensor["shape"]) == ("FP64", [5, 3])
+    want = classifier.predict_proba(x.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(np.reshape(tensor["data"], (5, 3)), want)
+
+    body["outputs"] = [{"name": "predict"}, {"name": "predict_proba"}]
+    both = infer(servers[server], body).json()["outputs"]
+    assert [tensor["name"] for tensor in both] == ["predict", "predict_proba"]
+    assert both[0]["data"] == classifier.predict(x).tolist()
+
+    body["outputs"] = [{"name": "decision_function"}]
+    assert_error(infer(servers[server], body), 400, "no output 'decision_function'")
 
 
 def test_infer_int64_on_a_python_model(servers: dict[str, ServerProcess]) -> None:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard import __version__
-from modelyard.api import artifacts, deployments, events, namespaces, pipelines, slos
+from modelyard.api import artifacts, deployments, events, namespaces, pipelines, realtime, slos
 from modelyard.api.errors import BodyLimit, install_error_handlers
 from modelyard.controlplane import ControlPlane
 
@@ -52,6 +52,8 @@ def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
     app.include_router(deployments.router, prefix=PREFIX)
     app.include_router(deployments.gateway_router, prefix=PREFIX)
     app.include_router(slos.router, prefix=PREFIX)
+    app.include_router(realtime.streams, prefix=PREFIX)
+    app.include_router(realtime.realtime, prefix=PREFIX)
 
     app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_mb * 1024 * 1024)
     app.add_middleware(AccessLog)

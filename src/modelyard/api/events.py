@@ -59,7 +59,12 @@ async def stream_events(
     plane: Plane,
     caller: Caller,
     after: Annotated[
-        int | None, Query(ge=0, le=MAX_ID, description="Start after this id (default: now)")
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_ID,
+            description="Start after this id (default: now; with follow=false, the beginning)",
+        ),
     ] = None,
     type: Annotated[list[str] | None, Query(description="Type patterns, e.g. model.*")] = None,
     follow: Annotated[bool, Query(description="Keep the stream open for new events")] = True,
@@ -80,6 +85,10 @@ async def stream_events(
     start = last_event_id if last_event_id is not None else after
     if start is None and last is not None:
         start = await run_in_threadpool(plane.events.before_last, last, types, visible)
+    if start is None and not follow:
+        # Nothing to wait for and no start given: the backlog is the whole log (a stream that
+        # began now and did not follow would end empty, always).
+        start = 0
     if start is None:
         start = await run_in_threadpool(plane.events.last_id)
     # The first read happens before the response starts, so its errors are plain error answers.

@@ -185,7 +185,7 @@ def create_key(
     role: Annotated[
         list[str] | None,
         typer.Option(
-            help="NAMESPACE=ROLE, ROLE one of viewer, editor, admin, invoker; repeatable."
+            help="NAMESPACE=ROLE, ROLE one of viewer, editor, admin, invoker, producer; repeatable."
         ),
     ] = None,
     admin: Annotated[bool, typer.Option("--admin", help="A global admin key.")] = False,
@@ -203,7 +203,7 @@ def create_key(
         namespace, sep, value = item.partition("=")
         if not sep or value not in {r.value for r in Role}:
             raise typer.BadParameter(
-                f"--role {item!r}: write NAMESPACE=viewer|editor|admin|invoker"
+                f"--role {item!r}: write NAMESPACE=viewer|editor|admin|invoker|producer"
             )
         roles[namespace] = Role(value)
     expires_at = parse_expiry(expires, dt.datetime.now(dt.UTC)) if expires else None

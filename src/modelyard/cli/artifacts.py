@@ -81,6 +81,21 @@ def _lineage(lineage: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _tensors(signature: dict[str, Any], key: str) -> str:
+    """A signature's inputs or outputs in one line: ``input-0 FP64 [-1, 4]``; outputs that a
+    request gets only by naming them say so."""
+    defaults = signature.get("default_outputs")
+    parts = []
+    for spec in signature.get(key) or []:
+        if not isinstance(spec, dict):
+            continue
+        text = f"{spec.get('name')} {spec.get('datatype')} {spec.get('shape')}"
+        if key == "outputs" and isinstance(defaults, list) and spec.get("name") not in defaults:
+            text += " (when asked)"
+        parts.append(text)
+    return "; ".join(parts) or "(none)"
+
+
 def _show_version(version: VersionInfo, who: State) -> None:
     say(
         (f"{version.kind} {version.ref}", "bold"),
@@ -93,6 +108,8 @@ def _show_version(version: VersionInfo, who: State) -> None:
         ("description", version.description),
         ("aliases", ", ".join(version.aliases)),
         ("runtime", version.runtime),
+        ("takes", _tensors(version.signature, "inputs") if version.signature else ""),
+        ("answers", _tensors(version.signature, "outputs") if version.signature else ""),
         ("metrics", cell(version.metrics)),
         ("params", cell(version.params)),
         ("tags", cell(version.tags)),
@@ -143,6 +160,13 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
                 "--no-check", help="Skip the checks of the runtime's name and its model file."
             ),
         ] = False,
+        sample: Annotated[
+            Path | None,
+            typer.Option(
+                help="An input (.json request body or rows, .npy, .npz) run through the runtime "
+                "here: the version's signature records its inputs and outputs.",
+            ),
+        ] = None,
     ) -> None:
         """Upload files, verify and commit them as the next version (unless the latest version
         holds the same files with the same runtime: then nothing is pushed)."""
@@ -169,13 +193,21 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
         entries = [entry for _, entry in files]
         if runtime is not None and not no_check:
             check_servable(runtime, entries)
+        if sample is not None:
+            if runtime is None:
+                raise typer.BadParameter("--sample needs --runtime: the runtime runs the sample")
+            from modelyard.serving.signatures import infer_signature
+
+            spec.signature = infer_signature(source, runtime, sample)
+            say(f"signature: takes {_tensors(spec.signature, 'inputs')}")
+            say(f"  answers {_tensors(spec.signature, 'outputs')}")
         client = state(ctx).client()
         same = None if force else client.identical_latest(target, entries, spec, kind=kind)
         if same is not None:
             if alias is not None:
                 client.set_alias(same.ref, alias, kind=kind)
             say(
-                f"identical to {same.ref} (same files and runtime): nothing pushed"
+                f"identical to {same.ref} (same files, runtime and signature): nothing pushed"
                 + (f"; alias {alias} -> version {same.number}" if alias else "")
                 + " (--force commits a new version anyway)"
             )

@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelyard import __version__
-from modelyard.cli import admin, artifacts, deployments, events, pipelines, slos
+from modelyard.cli import admin, artifacts, deployments, events, pipelines, realtime, slos, sql
 from modelyard.cli.output import error
 from modelyard.cli.state import State
 from modelyard.errors import ModelyardError
@@ -134,13 +134,17 @@ app.command()(admin.config)
 app.add_typer(admin.namespaces, name="namespaces")
 app.add_typer(admin.keys, name="keys")
 app.add_typer(artifacts.artifact_app("model"), name="models")
-app.add_typer(artifacts.artifact_app("dataset"), name="datasets")
+datasets = artifacts.artifact_app("dataset")
+datasets.command("import-sql")(sql.import_sql)
+app.add_typer(datasets, name="datasets")
 app.add_typer(events.app, name="events")
 app.add_typer(pipelines.pipelines, name="pipelines")
 app.add_typer(pipelines.runs, name="runs")
 app.add_typer(pipelines.schedules, name="schedules")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(slos.app, name="slos")
+app.add_typer(realtime.streams, name="streams")
+app.add_typer(realtime.realtime, name="realtime")
 
 
 def main() -> None:

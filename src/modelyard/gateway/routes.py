@@ -32,6 +32,7 @@ import httpx
 from modelyard.gateway.metrics import Concurrency, Window
 from modelyard.gateway.upstream import Endpoint
 from modelyard.serving.replica_headers import token_line
+from modelyard.types import Role
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -116,6 +117,8 @@ class Table:
     epoch: str = ""
     deployments: dict[str, DeploymentRoute] = field(default_factory=dict)
     keys: dict[str, Key] = field(default_factory=dict)
+    realtime: dict[str, Any] = field(default_factory=dict)
+    """Streams, realtime deployments and where their stores are (`modelyard.realtime.ingest`)."""
 
     @classmethod
     def parse(cls, data: dict[str, Any], endpoints: dict[str, Endpoint]) -> Table:
@@ -160,10 +163,14 @@ class Table:
             )
             for key_id, k in data.get("keys", {}).items()
         }
-        return cls(int(data.get("version", 0)), str(data.get("epoch", "")), deployments, keys)
+        version, epoch = int(data.get("version", 0)), str(data.get("epoch", ""))
+        return cls(version, epoch, deployments, keys, dict(data.get("realtime") or {}))
 
-    def authorize(self, token: str | None, namespace: str) -> tuple[int, str] | None:
-        """None when ``token`` may invoke deployments of ``namespace``; else (status, message)."""
+    def authorize(
+        self, token: str | None, namespace: str, needed: Role = Role.INVOKER
+    ) -> tuple[int, str] | None:
+        """None when ``token`` has the ``needed`` role in ``namespace`` (every role may invoke);
+        else (status, message)."""
         if not token:
             return 401, "no API key: send 'Authorization: Bearer <key>'"
         prefix, _, rest = token.partition("_")
@@ -181,6 +188,13 @@ class Table:
                 f"key {key_id} has no invoker role in namespace {namespace!r}: "
                 "ask an admin of that namespace for one"
             )
+        if needed is not Role.INVOKER and not key.admin:
+            role = Role(key.roles[namespace])
+            if not role.allows(needed):
+                return 403, (
+                    f"key {key_id} has no {needed.value} role in namespace {namespace!r} (it is "
+                    f"{role.value}): ask an admin of that namespace for one"
+                )
         return None
 
 

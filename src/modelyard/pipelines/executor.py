@@ -18,6 +18,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,10 @@ class Executor:
         self._ended = False
         self._launcher = Launcher(["modelyard.pipelines.dsl", "modelyard.pipelines.runner"])
         self._thread: threading.Thread | None = None
+        # What a step of modelyard's own (``module:function``, e.g. sql_import) needs beyond its
+        # task: the API and a key for the run's namespace. Set by the control plane; user steps
+        # never get it (their log is readable by every viewer of the namespace).
+        self.env_for: Callable[[str], dict[str, str]] | None = None
 
     # control from other threads -------------------------------------------------------------------
     def start(self) -> None:
@@ -456,6 +461,8 @@ class Executor:
         if use_cache and self._cache_hit(run, node, key, step.cache_ttl_seconds):
             return
         self._start_row(run, node, key)
+        if ":" in step.function and self.env_for is not None:
+            env = {**self.env_for(run.namespace), **env}
         try:
             task_file = self._prepare(run, node, workdir, params, inputs, imports)
             proc = self._spawn(run, node, workdir, task_file, env, step.resources.memory_mb)

@@ -10,6 +10,7 @@ the result.
 
 from __future__ import annotations
 
+import importlib
 import json
 import linecache
 import os
@@ -46,8 +47,13 @@ def load_module(name: str, source: str, code_root: str | None) -> types.ModuleTy
 
 
 def run(task: dict[str, Any]) -> dict[str, Any]:
-    module = load_module(task["module"], task["module_source"], task.get("code_root"))
-    step = getattr(module, task["function"])
+    if ":" in task["function"]:
+        # A step of modelyard's own (``sql_import``): its code is the installed package's.
+        module_name, _, function = task["function"].partition(":")
+        step = getattr(importlib.import_module(module_name), function)
+    else:
+        module = load_module(task["module"], task["module_source"], task.get("code_root"))
+        step = getattr(module, task["function"])
     func = getattr(step, "func", step)
     kwargs: dict[str, Any] = dict(task["params"])
     outputs: dict[str, Artifact] = {}

@@ -79,6 +79,8 @@ class ServingController:
         self._version = 0
         self.epoch = uuid.uuid4().hex[:16]
         self._changed = threading.Condition()
+        self.realtime_table: Callable[[], dict[str, Any]] = dict
+        """Streams and realtime deployments for the gateway (`modelyard.realtime.catalog`)."""
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -189,6 +191,7 @@ class ServingController:
                 for plan in plans
             },
             "keys": self.keys.data_plane_table(),
+            "realtime": self.realtime_table(),
         }
         with self._changed:
             if table != self._table:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from modelyard.delivery.analysis import Analysis
 from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.log import EventLog
+from modelyard.realtime.streams import check_not_reserved
 from modelyard.registry._lookup import artifact_row, namespace_row, version_row
 from modelyard.serving.autoscaler import Autoscaling
 from modelyard.serving.replica_headers import new_token
@@ -319,6 +320,7 @@ class Deployments:
         rollout: RolloutStrategy | None = None,
     ) -> DeploymentInfo:
         check_name(name, "deployment name")
+        check_not_reserved(name)
         now = self.events.clock()
         with self.db.write() as session:
             ns = namespace_row(session, namespace)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import hmac
 import logging
@@ -292,18 +293,26 @@ class ModelServer:
                     service.began = time.perf_counter()
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def _predict(
+        self, inputs: dict[str, np.ndarray], names: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The runtime's answer; ``names``: the outputs the request asked for, if it did."""
         runtime = self._runtime()
         service = _service.get()
-        if self.batcher is not None or self._slow:
+        predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = runtime.predict
+        batcher = self.batcher
+        if names is not None and _beyond(runtime.default_outputs, names):
+            # Outputs computed only on request (a classifier's predict_proba) skip the batcher:
+            # one batched call answers one set of outputs.
+            predict = functools.partial(runtime.predict_outputs, names=names)
+            batcher = None
+        if batcher is not None or self._slow:
             submitted = time.perf_counter()
-            if self.batcher is not None:
-                outputs, ran = await self.batcher.submit_timed(inputs)
+            if batcher is not None:
+                outputs, ran = await batcher.submit_timed(inputs)
             else:
                 loop = asyncio.get_running_loop()
-                outputs, ran = await loop.run_in_executor(
-                    self._worker, timed, runtime.predict, inputs
-                )
+                outputs, ran = await loop.run_in_executor(self._worker, timed, predict, inputs)
             if service is not None:
                 # Waiting for the worker (or a batch) is a queue, not this request's work.
                 service.excluded += time.perf_counter() - submitted - ran
@@ -311,7 +320,7 @@ class ModelServer:
             return outputs
         started = time.perf_counter()
         try:
-            outputs = runtime.predict(inputs)
+            outputs = predict(inputs)
         finally:
             # A fast model runs right on the event loop (a thread hop costs more than it does);
             # one that takes longer moves to the worker thread for good, so that health checks
@@ -330,7 +339,7 @@ class ModelServer:
         header = next((v for k, v in scope["headers"] if k == binary.HEADER), None)
         length = None if header is None else binary.header_length(header, len(body))
         request = protocol.decode_infer_request(body, runtime.inputs, length)
-        outputs = await self._predict(request.inputs)
+        outputs = await self._predict(request.inputs, request.outputs)
         answer, length = protocol.encode_infer_answer(request, self.name, self.version, outputs)
         if length is None:
             return 200, answer, JSON
@@ -345,6 +354,11 @@ class ModelServer:
 class _NotReady(ModelyardError):
     http_status = 503
     code = "unavailable"
+
+
+def _beyond(defaults: list[str] | None, names: list[str]) -> bool:
+    """Whether a request for ``names`` asks for more than ``predict`` answers (its defaults)."""
+    return defaults is not None and not set(names).issubset(defaults)
 
 
 def _check_token(scope: Scope, token: bytes) -> None:

@@ -386,3 +386,30 @@ class RolloutRow(Base):
     started_by: Mapped[str | None] = mapped_column(String(32))
     started_at: Mapped[dt.datetime]
     finished_at: Mapped[dt.datetime | None]
+
+
+class StreamRow(Base):
+    """A realtime stream: the fields of its events; the events live in the realtime event store."""
+
+    __tablename__ = "realtime_streams"
+    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]]
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+
+
+class RealtimeDeploymentRow(Base):
+    """A realtime deployment: a stream, a trigger rule, an inference function and a model."""
+
+    __tablename__ = "realtime_deployments"
+    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]]
+    created_by: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]

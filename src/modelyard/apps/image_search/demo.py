@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelyard.client import Client
+from modelyard.client import Client, scan_files
 from modelyard.errors import Conflict
 from modelyard.pipelines.schedules import ScheduleSpec
 
@@ -79,10 +80,18 @@ def run_demo(home: Path, args: argparse.Namespace) -> None:
         (folder / "broken-truncated.png").write_bytes(emoji[0].path.read_bytes()[:200])
         (folder / "broken-not-an-image.jpg").write_bytes(b"this is no image")
         add_broken_items(folder)
-        version = client.push(f"{NAMESPACE}/{DATASET}", folder, kind="dataset")
+        files = scan_files(folder)
+        target = f"{NAMESPACE}/{DATASET}"
+        # A re-run builds the same bytes: keep the version there is, as `datasets push` does.
+        version = client.identical_latest(target, [e for _, e in files], kind="dataset")
+        pushed = version is None
+        if version is None:
+            version = client.push(target, folder, kind="dataset", files=files)
     console.print(
         f"dataset [bold]{version.ref}[/]: {len(emoji)} emoji, {len(photos)} photos "
         f"and 2 broken files ({version.size_bytes / 1e6:.1f} MB)"
+        + ("" if pushed else ", unchanged since the last run: nothing pushed"),
+        soft_wrap=True,
     )
 
     params = {
@@ -110,9 +119,11 @@ def run_demo(home: Path, args: argparse.Namespace) -> None:
             NAMESPACE, DEPLOYMENT, version=latest.number, timeout=300
         )
     console.print(f"deployment [bold]{NAMESPACE}/{DEPLOYMENT}[/]: {deployment.status}")
-    query(gateway, key, emoji, queries)
+    example = home / "query.jpg"
+    query(gateway, key, emoji, queries, example)
 
     search = f"{gateway}/{NAMESPACE}/{DEPLOYMENT}/search"
+    # soft_wrap: lines as long as they are, so a command copied from the terminal still works.
     console.print(
         f"\n[bold]Search API[/]  POST {search}?k=10  (multipart field 'image', JSON "
         '{"image": base64} or {"id": "emoji-1f600"})\n'
@@ -120,11 +131,13 @@ def run_demo(home: Path, args: argparse.Namespace) -> None:
         "/infer  (BYTES input 'image' -> FP32 'embedding')\n"
         f"[bold]Control plane[/] {api}/api/v1/docs   [bold]metrics[/] {gateway}/metrics\n"
         f"[bold]Key[/]         {home / 'admin.key'}  (Authorization: Bearer <key>)\n"
-        f'  curl -H "Authorization: Bearer $(cat {home / "admin.key"})" '
-        f"-F image=@photo.jpg '{search}?k=5'\n"
+        f'  curl -H "Authorization: Bearer $(cat {quote(str(home / "admin.key"))})" '
+        f"-F image=@{quote(str(example))} '{search}?k=5'\n"
+        f"  ({example.name}: an augmented copy of a catalog photo; any JPEG or PNG will do)\n"
         f"New dataset versions are indexed hourly; every commit of {NAMESPACE}/{MODEL} is "
         "deployed by itself.\n"
-        f"[dim]{ATTRIBUTION}[/]"
+        f"[dim]{ATTRIBUTION}[/]",
+        soft_wrap=True,
     )
 
 
@@ -162,12 +175,26 @@ def follow_run(client: Client, run_id: str) -> None:
             time.sleep(0.5)
     if run.state != "succeeded":
         raise SystemExit(f"the pipeline run {run_id} {run.state}: {run.reason}")
-    for line in client.run_logs(NAMESPACE, run_id):
-        if line.startswith("skipped") or "recall@10" in line:
-            console.print(f"  {line}")
+    cached = [step.node for step in run.steps if step.state == "cached"]
+    if cached:
+        console.print(
+            f"  {', '.join(cached)}: from the cache (same catalog, same code): nothing was "
+            "embedded, skipped or tuned again",
+            soft_wrap=True,
+        )
+    # Each line comes as "[step] text", step by step: the catalog's skipped files, then recall.
+    lines = [line.partition("] ")[2] for line in client.run_logs(NAMESPACE, run_id)]
+    for text in [t for t in lines if t.startswith("skipped")] + [
+        t for t in lines if "recall@10" in t
+    ]:
+        console.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)
 
 
-def query(gateway: str, key: str, emoji: list[Any], queries: list[tuple[Path, str]]) -> None:
+def query(
+    gateway: str, key: str, emoji: list[Any], queries: list[tuple[Path, str]], example: Path
+) -> None:
+    """Search with augmented copies of catalog items; the first photo's copy is kept as
+    ``example``, the query image of the curl the demo prints."""
     from PIL import Image
 
     from modelyard.apps.image_search.catalog import augment
@@ -183,6 +210,8 @@ def query(gateway: str, key: str, emoji: list[Any], queries: list[tuple[Path, st
             image = augment(Image.open(path), rng)
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=85)
+            if (path, expected) == queries[0]:
+                example.write_bytes(buffer.getvalue())
             answer = http.post(
                 f"{gateway}/{NAMESPACE}/{DEPLOYMENT}/search",
                 params={"k": 5},

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from modelyard.errors import ConfigError, InvalidInput, PayloadTooLarge
 
@@ -200,6 +200,12 @@ def decode_image(
             f"image is too large to decode ({exc}); the limit is {max_pixels} pixels",
             limit=max_pixels,
         ) from exc
+    except UnidentifiedImageError:
+        # Pillow's own message names the BytesIO object it was given, which tells nobody anything.
+        raise InvalidInput(
+            "not an image: no JPEG, PNG, WebP, GIF, BMP or TIFF decoder recognises the data "
+            f"(it begins {data[:24]!r})"
+        ) from None
     except Exception as exc:  # Pillow's format plug-ins raise many types on malformed input.
         raise InvalidInput(
             "not an image (send JPEG, PNG, WebP, GIF, BMP or TIFF bytes): "

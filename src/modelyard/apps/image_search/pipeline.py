@@ -144,8 +144,9 @@ def build_index(
     metrics.log_metric("index_build_seconds", seconds)
     metrics.log_metric("items", float(built.size))
     tried = ", ".join(f"{value}: {recall:.3f}" for value, recall in tuning.tried)
+    params = f" {built.params}" if built.params else ""
     print(
-        f"{built.kind} index of {built.size} vectors {built.params}: recall@10 "
+        f"{built.kind} index of {built.size} vectors{params}: recall@10 "
         f"{tuning.recall:.3f}, target {recall_target} "
         + ("reached" if tuning.reached else "NOT reached at the knob's limit")
         + (f" ({tuning.knob} tried {tried})" if tried else ""),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -62,7 +62,23 @@ class Runtime(ABC):
 
     @abstractmethod
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs by name for validated inputs by name."""
+        """Outputs by name for validated inputs by name: the `default_outputs`, where the runtime
+        has some, else all it answers."""
+
+    def predict_outputs(
+        self, inputs: dict[str, np.ndarray], names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The outputs ``names`` (a request's ``outputs`` list), for a request that asks for more
+        than `default_outputs`. The default is ``predict``'s answer, from which the server picks
+        ``names``; a runtime that computes some outputs only on request overrides it and raises
+        `InvalidInput` for a name it does not answer."""
+        return self.predict(inputs)
+
+    @property
+    def default_outputs(self) -> list[str] | None:
+        """The outputs ``predict`` answers, where it answers fewer than `outputs` lists (the
+        others only when a request names them); None: all of them."""
+        return None
 
     def predict_batch(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """One ``predict`` over the requests stacked on axis 0, split back by their row counts.
@@ -173,3 +189,26 @@ def signature_specs(signature: Mapping[str, Any], key: str) -> list[TensorSpec]:
     if not isinstance(items, list):
         raise InvalidInput(f"the signature's {key!r} must be a list of tensor specs")
     return [TensorSpec.from_dict(item) for item in items]
+
+
+def signature_default_outputs(
+    signature: Mapping[str, Any], outputs: Sequence[TensorSpec]
+) -> list[str] | None:
+    """The signature's ``default_outputs``: the names, among ``outputs``, that a request naming
+    no outputs gets (None when the signature does not say)."""
+    names = signature.get("default_outputs")
+    if names is None:
+        return None
+    known = [spec.name for spec in outputs]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise InvalidInput(
+            "the signature's 'default_outputs' must be a non-empty list of output names, "
+            f"e.g. {known[:1]}"
+        )
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvalidInput(
+            f"the signature's default_outputs name {', '.join(map(repr, unknown))}, which its "
+            f"outputs do not list ({', '.join(map(repr, known)) or 'none'})"
+        )
+    return list(names)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import InvalidInput
-from modelyard.serving.protocol import TensorSpec, oip_datatype
 from modelyard.serving.runtimes import Runtime, signature_specs
+from modelyard.serving.signatures import describe
 
 
 class PythonRuntime(Runtime):
@@ -70,7 +70,7 @@ class PythonRuntime(Runtime):
         if not self._outputs:
             # Without a signature the first answer describes the outputs for model metadata.
             self._outputs = [
-                _describe(name, array, self.batchable) for name, array in outputs.items()
+                describe(name, array, self.batchable) for name, array in outputs.items()
             ]
         return outputs
 
@@ -92,11 +92,3 @@ def _import(file: Path) -> ModuleType:
         del sys.modules[name]
         raise InvalidInput(f"{file} failed to import: {exc!r}") from exc
     return module
-
-
-def _describe(name: str, array: np.ndarray, batchable: bool) -> TensorSpec:
-    datatype = oip_datatype(array.dtype)
-    shape = tuple(array.shape)
-    if batchable and shape:
-        shape = (-1, *shape[1:])
-    return TensorSpec(name, datatype, shape)

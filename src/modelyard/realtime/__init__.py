@@ -1,0 +1,14 @@
+"""Realtime inference: user events in, stored predictions out, with the user's history.
+
+The loop, one module per concept::
+
+    product --events--> gateway ingest (`ingest`) --> raw event log per entity (`eventstore`)
+      --> trigger rules (`rules`) --> queue of triggers (`queue`) --> realtime workers (`worker`:
+      a Python function reading the entity's `history` and a model of the repository)
+      --> prediction store (`predictions`) <-- reads through the gateway
+
+Streams and realtime deployments are control-plane objects (`catalog`); the raw log, the queue and
+the prediction store are plug-ins (`backends`) chosen by URL in the settings: SQLite files under
+the home by default, PostgreSQL, NATS JetStream and Redis at scale. `replay` runs a deployment's
+function over a past window of the log, each trigger seeing the history it saw online.
+"""

@@ -1,0 +1,111 @@
+"""Backends of the realtime loop, chosen by URL scheme: the raw log, the queue, predictions.
+
+Built-ins: ``sqlite`` for all three (the embedded default, files under the home), ``postgresql``
+for the raw log, ``nats`` (JetStream) for the queue, ``redis`` for predictions. A package adds
+another scheme with an entry point in ``modelyard.realtime.event_stores``,
+``modelyard.realtime.queues`` or ``modelyard.realtime.prediction_stores`` naming a class whose
+constructor takes the URL. Each module imports its client library in the constructor, so choosing
+a backend costs nothing until it is opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from modelyard.errors import ConfigError
+from modelyard.realtime.eventstore import EventStore
+from modelyard.realtime.predictions import PredictionStore
+from modelyard.realtime.queue import TriggerQueue
+
+_BUILTINS = {
+    "event_stores": {
+        "sqlite": "modelyard.realtime.backends.sqlite:SqliteEventStore",
+        "postgresql": "modelyard.realtime.backends.postgres:PostgresEventStore",
+    },
+    "queues": {
+        "sqlite": "modelyard.realtime.backends.sqlite:SqliteTriggerQueue",
+        "nats": "modelyard.realtime.backends.nats:NatsTriggerQueue",
+    },
+    "prediction_stores": {
+        "sqlite": "modelyard.realtime.backends.sqlite:SqlitePredictionStore",
+        "redis": "modelyard.realtime.backends.redis:RedisPredictionStore",
+    },
+}
+
+
+def open_event_store(url: str) -> EventStore:
+    return cast(EventStore, _open("event_stores", url))
+
+
+def open_trigger_queue(url: str) -> TriggerQueue:
+    return cast(TriggerQueue, _open("queues", url))
+
+
+def open_prediction_store(url: str) -> PredictionStore:
+    return cast(PredictionStore, _open("prediction_stores", url))
+
+
+def schemes(family: str) -> list[str]:
+    """Built-in schemes of ``family``, then those installed packages add, sorted."""
+    group = f"modelyard.realtime.{family}"
+    added = {entry.name for entry in entry_points(group=group)} - set(_BUILTINS[family])
+    return [*sorted(_BUILTINS[family]), *sorted(added)]
+
+
+def _open(family: str, url: str) -> Any:
+    scheme = urlsplit(url).scheme.partition("+")[0]
+    target = _BUILTINS[family].get(scheme)
+    if target is None:
+        for entry in entry_points(group=f"modelyard.realtime.{family}"):
+            if entry.name == scheme:
+                target = entry.value
+                break
+    what = family.replace("_", " ").rstrip("s")
+    if target is None:
+        raise ConfigError(
+            f"no realtime {what} for {url!r}: use a URL starting with one of "
+            f"{', '.join(s + '://' for s in schemes(family))}"
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"realtime {what} {scheme!r} cannot be loaded ({exc})") from exc
+    return cls(url)
+
+
+class RealtimeStores:
+    """The three stores of one installation, opened on first use (the control plane's handle for
+    deleting an entity's events, dead letters and a deleted deployment's state)."""
+
+    def __init__(self, events_url: str, queue_url: str, predictions_url: str) -> None:
+        self.urls = {"events": events_url, "queue": queue_url, "predictions": predictions_url}
+        self._events: EventStore | None = None
+        self._queue: TriggerQueue | None = None
+        self._predictions: PredictionStore | None = None
+
+    @property
+    def events(self) -> EventStore:
+        if self._events is None:
+            self._events = open_event_store(self.urls["events"])
+        return self._events
+
+    @property
+    def queue(self) -> TriggerQueue:
+        if self._queue is None:
+            self._queue = open_trigger_queue(self.urls["queue"])
+        return self._queue
+
+    @property
+    def predictions(self) -> PredictionStore:
+        if self._predictions is None:
+            self._predictions = open_prediction_store(self.urls["predictions"])
+        return self._predictions
+
+    def close(self) -> None:
+        for store in (self._events, self._queue, self._predictions):
+            if store is not None:
+                store.close()

@@ -1,0 +1,310 @@
+"""Streams and realtime deployments as control-plane objects (metadata database, audit events).
+
+The events themselves never pass through here: the gateway writes them to the event store
+directly, and learns the streams from its routing table (`data_plane_table`).
+
+A realtime deployment is a stream, a trigger rule, an inference function ``module:function(
+history, model) -> value`` and an optional model reference (alias, ``latest`` or a number,
+resolved by the worker and pinned per prediction). Changing the spec restarts its worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
+
+from modelyard.errors import Conflict, NotFound
+from modelyard.events.log import EventLog
+from modelyard.realtime.durations import seconds
+from modelyard.realtime.rules import TriggerRule, check_target
+from modelyard.realtime.streams import StreamInfo, StreamSpec
+from modelyard.registry._lookup import namespace_row
+from modelyard.store.schema import NamespaceRow, RealtimeDeploymentRow, StreamRow
+from modelyard.types import ModelRef, Record, check_alias, check_name
+
+
+class RealtimeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stream: str = Field(description="A stream of the deployment's namespace")
+    function: str = Field(description="module:function(history, model) -> value")
+    model: str | None = Field(None, description="A model of the namespace: name@alias|latest|N")
+    rule: TriggerRule = Field(default_factory=TriggerRule)
+    concurrency: int = Field(4, ge=1, le=256, description="Entities processed at once")
+    max_attempts: int = Field(3, ge=1, le=100, description="Failures before a dead letter")
+    timeout_s: float = Field(10.0, gt=0, le=3600, description="An attempt slower fails")
+    ttl: str = Field("7d", description="How long a prediction is kept")
+    history_limit: int = Field(1000, ge=1, le=100_000, description="Events a history holds")
+    env: dict[str, str] = Field(default_factory=dict, description="The worker's environment")
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, value: str) -> str:
+        return check_name(value, "stream")
+
+    @field_validator("function")
+    @classmethod
+    def _function(cls, value: str) -> str:
+        return check_target(value, "function")
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str) -> str:
+        seconds(value, "ttl")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name, _, ref = value.partition("@")
+        check_name(name, "model name")
+        ref = ref or "latest"
+        if not (ref == "latest" or ref.isdigit()):
+            check_alias(ref)
+        return f"{name}@{ref}"
+
+    def model_ref(self, namespace: str) -> ModelRef | None:
+        return ModelRef.parse(self.model, namespace) if self.model else None
+
+
+class RealtimeInfo(Record):
+    namespace: str
+    name: str
+    spec: RealtimeSpec
+    created_by: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status: str = ""
+    """The worker's state, filled in by the control plane (running, restarting, ...)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Catalog:
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
+        self.db = events.db
+
+    # streams ------------------------------------------------------------------------------------
+    def create_stream(
+        self, namespace: str, name: str, spec: StreamSpec, actor: str | None = None
+    ) -> StreamInfo:
+        check_name(name, "stream name")
+        with self.db.write() as session:
+            ns = namespace_row(session, namespace)
+            if self._stream(session, ns.id, name) is not None:
+                raise Conflict(f"stream {namespace}/{name} exists: delete it first to change it")
+            row = StreamRow(
+                id=uuid.uuid4().hex,
+                namespace_id=ns.id,
+                name=name,
+                spec=spec.model_dump(mode="json"),
+                created_by=actor,
+                created_at=self.events.clock(),
+            )
+            session.add(row)
+            self.events.append(
+                session,
+                "stream.created",
+                f"{namespace}/{name}",
+                {"spec": row.spec},
+                namespace=namespace,
+                actor=actor,
+            )
+            return _stream_info(namespace, row)
+
+    def get_stream(self, namespace: str, name: str) -> StreamInfo:
+        with self.db.read() as session:
+            return _stream_info(namespace, self._stream_row(session, namespace, name))
+
+    def list_streams(self, namespace: str) -> list[StreamInfo]:
+        with self.db.read() as session:
+            ns = namespace_row(session, namespace)
+            rows = session.scalars(
+                sa.select(StreamRow).where(StreamRow.namespace_id == ns.id).order_by(StreamRow.name)
+            )
+            return [_stream_info(namespace, row) for row in rows]
+
+    def delete_stream(self, namespace: str, name: str, actor: str | None = None) -> None:
+        with self.db.write() as session:
+            row = self._stream_row(session, namespace, name)
+            users = [
+                r.name
+                for r in session.scalars(
+                    sa.select(RealtimeDeploymentRow).where(
+                        RealtimeDeploymentRow.namespace_id == row.namespace_id
+                    )
+                )
+                if r.spec.get("stream") == name
+            ]
+            if users:
+                raise Conflict(
+                    f"stream {namespace}/{name} feeds realtime deployments {', '.join(users)}: "
+                    "delete them first"
+                )
+            session.delete(row)
+            self.events.append(
+                session, "stream.deleted", f"{namespace}/{name}", namespace=namespace, actor=actor
+            )
+
+    def _stream_row(self, session: Session, namespace: str, name: str) -> StreamRow:
+        ns = namespace_row(session, namespace)
+        row = self._stream(session, ns.id, name)
+        if row is None:
+            raise NotFound(
+                f"stream {namespace}/{name} does not exist: create it with "
+                f"'modelyard streams create {namespace}/{name}'"
+            )
+        return row
+
+    @staticmethod
+    def _stream(session: Session, namespace_id: int, name: str) -> StreamRow | None:
+        return session.scalar(
+            sa.select(StreamRow).where(
+                StreamRow.namespace_id == namespace_id, StreamRow.name == name
+            )
+        )
+
+    # realtime deployments -----------------------------------------------------------------------
+    def create(
+        self, namespace: str, name: str, spec: RealtimeSpec, actor: str | None = None
+    ) -> RealtimeInfo:
+        check_name(name, "realtime deployment name")
+        now = self.events.clock()
+        with self.db.write() as session:
+            ns = namespace_row(session, namespace)
+            self._stream_row(session, namespace, spec.stream)
+            if self._deployment(session, ns.id, name) is not None:
+                raise Conflict(
+                    f"realtime deployment {namespace}/{name} exists: change it with "
+                    f"'modelyard realtime update {namespace}/{name}'"
+                )
+            row = RealtimeDeploymentRow(
+                id=uuid.uuid4().hex,
+                namespace_id=ns.id,
+                name=name,
+                spec=spec.model_dump(mode="json"),
+                created_by=actor,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            self.events.append(
+                session,
+                "realtime.created",
+                f"{namespace}/{name}",
+                {"spec": row.spec},
+                namespace=namespace,
+                actor=actor,
+            )
+            return _info(namespace, row)
+
+    def update(
+        self, namespace: str, name: str, changes: dict[str, Any], actor: str | None = None
+    ) -> RealtimeInfo:
+        with self.db.write() as session:
+            row = self._row(session, namespace, name)
+            spec = RealtimeSpec.model_validate({**row.spec, **changes})
+            self._stream_row(session, namespace, spec.stream)
+            row.spec, row.updated_at = spec.model_dump(mode="json"), self.events.clock()
+            self.events.append(
+                session,
+                "realtime.updated",
+                f"{namespace}/{name}",
+                {"changes": sorted(changes)},
+                namespace=namespace,
+                actor=actor,
+            )
+            return _info(namespace, row)
+
+    def get(self, namespace: str, name: str) -> RealtimeInfo:
+        with self.db.read() as session:
+            return _info(namespace, self._row(session, namespace, name))
+
+    def list_deployments(self, namespace: str | None = None) -> list[RealtimeInfo]:
+        """One namespace's realtime deployments, or every namespace's (None)."""
+        with self.db.read() as session:
+            query = sa.select(NamespaceRow.name, RealtimeDeploymentRow).join(
+                NamespaceRow, NamespaceRow.id == RealtimeDeploymentRow.namespace_id
+            )
+            if namespace is not None:
+                query = query.where(NamespaceRow.id == namespace_row(session, namespace).id)
+            rows = session.execute(query.order_by(NamespaceRow.name, RealtimeDeploymentRow.name))
+            return [_info(ns, row) for ns, row in rows]
+
+    def delete(self, namespace: str, name: str, actor: str | None = None) -> None:
+        with self.db.write() as session:
+            session.delete(self._row(session, namespace, name))
+            self.events.append(
+                session, "realtime.deleted", f"{namespace}/{name}", namespace=namespace, actor=actor
+            )
+
+    def _row(self, session: Session, namespace: str, name: str) -> RealtimeDeploymentRow:
+        ns = namespace_row(session, namespace)
+        row = self._deployment(session, ns.id, name)
+        if row is None:
+            raise NotFound(
+                f"realtime deployment {namespace}/{name} does not exist: create it with "
+                f"'modelyard realtime create {namespace}/{name} --stream S --function M:F'"
+            )
+        return row
+
+    @staticmethod
+    def _deployment(session: Session, namespace_id: int, name: str) -> RealtimeDeploymentRow | None:
+        return session.scalar(
+            sa.select(RealtimeDeploymentRow).where(
+                RealtimeDeploymentRow.namespace_id == namespace_id,
+                RealtimeDeploymentRow.name == name,
+            )
+        )
+
+    # the gateway's part -------------------------------------------------------------------------
+    def data_plane_table(self) -> dict[str, Any]:
+        """Streams (their specs) and realtime deployments (their streams) by ``namespace/name``:
+        what the gateway needs to ingest, answer reads and apply backpressure."""
+        with self.db.read() as session:
+            streams = session.execute(
+                sa.select(NamespaceRow.name, StreamRow.name, StreamRow.spec).join(
+                    NamespaceRow, NamespaceRow.id == StreamRow.namespace_id
+                )
+            )
+            deployments = session.execute(
+                sa.select(
+                    NamespaceRow.name, RealtimeDeploymentRow.name, RealtimeDeploymentRow.spec
+                ).join(NamespaceRow, NamespaceRow.id == RealtimeDeploymentRow.namespace_id)
+            )
+            return {
+                "streams": {f"{ns}/{name}": spec for ns, name, spec in streams},
+                "deployments": {
+                    f"{ns}/{name}": {"stream": spec["stream"]} for ns, name, spec in deployments
+                },
+            }
+
+
+def _stream_info(namespace: str, row: StreamRow) -> StreamInfo:
+    return StreamInfo(
+        namespace=namespace,
+        name=row.name,
+        spec=StreamSpec.model_validate(row.spec),
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
+
+
+def _info(namespace: str, row: RealtimeDeploymentRow) -> RealtimeInfo:
+    return RealtimeInfo(
+        namespace=namespace,
+        name=row.name,
+        spec=RealtimeSpec.model_validate(row.spec),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

@@ -1,0 +1,200 @@
+"""The SDK's realtime part: streams and realtime deployments through the API, events and
+predictions through the gateway. ``client.realtime`` and ``client.stream(ns, name)``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+
+from modelyard.errors import Overloaded, ServerUnreachable, error_from_body
+from modelyard.realtime.catalog import RealtimeInfo
+from modelyard.realtime.predictions import Prediction
+from modelyard.realtime.queue import DeadLetter
+from modelyard.realtime.streams import StreamInfo
+from modelyard.types import check_name
+
+if TYPE_CHECKING:
+    from modelyard.client import Client
+
+BATCH = 1000
+
+
+class Stream:
+    """Sends events to one stream through the gateway; an answer means they are durable."""
+
+    def __init__(self, http: httpx.Client, namespace: str, name: str, retry_s: float = 30.0):
+        self.http = http
+        self.path = f"/{check_name(namespace, 'namespace')}/streams/{check_name(name)}/events"
+        self.retry_s = retry_s
+        """How long to keep retrying a 429 (backpressure) before raising `Overloaded`."""
+
+    def send(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """One event; returns ``{"accepted", "stored", "duplicates"}``."""
+        return self._post(orjson.dumps(event), b"application/json")
+
+    def send_many(self, events: Iterable[Mapping[str, Any]], batch: int = BATCH) -> dict[str, Any]:
+        """Events in batches of ``batch`` (NDJSON); each batch is stored whole or not at all,
+        and a failing batch raises with the batches before it stored. Totals of the answers."""
+        totals: dict[str, Any] = {"accepted": 0, "stored": 0, "duplicates": []}
+        chunk: list[bytes] = []
+        for event in events:
+            chunk.append(orjson.dumps(event))
+            if len(chunk) >= batch:
+                _add(totals, self._post(b"\n".join(chunk) + b"\n", b"application/x-ndjson"))
+                chunk = []
+        if chunk:
+            _add(totals, self._post(b"\n".join(chunk) + b"\n", b"application/x-ndjson"))
+        return totals
+
+    def _post(self, body: bytes, content_type: bytes) -> dict[str, Any]:
+        deadline = time.monotonic() + self.retry_s
+        while True:
+            try:
+                answer = self.http.post(
+                    self.path, content=body, headers={"content-type": content_type.decode()}
+                )
+            except httpx.TransportError as exc:
+                raise ServerUnreachable(f"cannot reach the gateway ({exc})") from exc
+            if answer.status_code == 429 and time.monotonic() < deadline:
+                time.sleep(min(float(answer.headers.get("retry-after", "1")), 5.0))
+                continue
+            if not answer.is_success:
+                raise error_from_body(answer.status_code, _json(answer))
+            result: dict[str, Any] = answer.json()
+            return result
+
+
+def _add(totals: dict[str, Any], answer: dict[str, Any]) -> None:
+    totals["accepted"] += answer["accepted"]
+    totals["stored"] += answer["stored"]
+    totals["duplicates"] += answer["duplicates"]
+
+
+def _json(answer: httpx.Response) -> Any:
+    try:
+        return answer.json()
+    except ValueError:
+        return None
+
+
+class RealtimeClient:
+    def __init__(self, client: Client, gateway: str | None = None) -> None:
+        self.client = client
+        self.gateway = (gateway or client.gateway_url).rstrip("/")
+        headers = {"Authorization": f"Bearer {client.api_key}"} if client.api_key else {}
+        self.http = httpx.Client(base_url=self.gateway, headers=headers, timeout=60)
+
+    def stream(self, namespace: str, name: str) -> Stream:
+        return Stream(self.http, namespace, name)
+
+    # streams ------------------------------------------------------------------------------------
+    def create_stream(self, namespace: str, name: str, **spec: Any) -> StreamInfo:
+        body = self.client.request("POST", _streams(namespace), json={"name": name, **spec})
+        return StreamInfo.model_validate(body)
+
+    def list_streams(self, namespace: str) -> list[StreamInfo]:
+        return [
+            StreamInfo.model_validate(s) for s in self.client.request("GET", _streams(namespace))
+        ]
+
+    def get_stream(self, namespace: str, name: str) -> StreamInfo:
+        body = self.client.request("GET", f"{_streams(namespace)}/{check_name(name)}")
+        return StreamInfo.model_validate(body)
+
+    def delete_stream(self, namespace: str, name: str) -> None:
+        self.client.request("DELETE", f"{_streams(namespace)}/{check_name(name)}")
+
+    def delete_entity(self, namespace: str, stream: str, entity: str) -> int:
+        """Remove every event of ``entity`` from the stream's log; returns how many."""
+        path = f"{_streams(namespace)}/{check_name(stream)}/entities/{entity}/events"
+        return int(self.client.request("DELETE", path)["deleted"])
+
+    def entity_events(
+        self, namespace: str, stream: str, entity: str, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """An entity's events in log order (through the gateway)."""
+        path = f"/{namespace}/streams/{stream}/entities/{entity}/events"
+        events: list[dict[str, Any]] = self._get(path, {"limit": limit})["events"]
+        return events
+
+    # realtime deployments -----------------------------------------------------------------------
+    def create(self, namespace: str, name: str, **spec: Any) -> RealtimeInfo:
+        body = self.client.request("POST", _realtime(namespace), json={"name": name, **spec})
+        return RealtimeInfo.model_validate(body)
+
+    def list_deployments(self, namespace: str) -> list[RealtimeInfo]:
+        return [
+            RealtimeInfo.model_validate(r) for r in self.client.request("GET", _realtime(namespace))
+        ]
+
+    def get(self, namespace: str, name: str) -> RealtimeInfo:
+        body = self.client.request("GET", f"{_realtime(namespace)}/{check_name(name)}")
+        return RealtimeInfo.model_validate(body)
+
+    def update(self, namespace: str, name: str, **changes: Any) -> RealtimeInfo:
+        body = self.client.request(
+            "PATCH", f"{_realtime(namespace)}/{check_name(name)}", json=changes
+        )
+        return RealtimeInfo.model_validate(body)
+
+    def delete(self, namespace: str, name: str) -> None:
+        self.client.request("DELETE", f"{_realtime(namespace)}/{check_name(name)}")
+
+    def lag(self, namespace: str, name: str) -> dict[str, float]:
+        result: dict[str, float] = self.client.request("GET", f"{_realtime(namespace)}/{name}/lag")
+        return result
+
+    def dead_letters(self, namespace: str, name: str) -> list[DeadLetter]:
+        items = self.client.request("GET", f"{_realtime(namespace)}/{name}/dead-letters")
+        return [DeadLetter.model_validate(d) for d in items]
+
+    def retry_dead_letters(self, namespace: str, name: str) -> int:
+        path = f"{_realtime(namespace)}/{name}/dead-letters/retry"
+        return int(self.client.request("POST", path)["retried"])
+
+    # predictions (through the gateway) ----------------------------------------------------------
+    def prediction(self, namespace: str, deployment: str, entity: str) -> Prediction:
+        return Prediction.model_validate(
+            self._get(f"/{namespace}/predictions/{deployment}/{entity}")
+        )
+
+    def predictions(
+        self, namespace: str, deployment: str, entities: list[str]
+    ) -> dict[str, Prediction]:
+        body = self._get(f"/{namespace}/predictions/{deployment}", {"entity": entities})
+        return {e: Prediction.model_validate(p) for e, p in body["predictions"].items()}
+
+    def prediction_history(
+        self, namespace: str, deployment: str, entity: str, limit: int = 100
+    ) -> list[Prediction]:
+        path = f"/{namespace}/predictions/{deployment}/{entity}/history"
+        body = self._get(path, {"limit": limit})
+        return [Prediction.model_validate(p) for p in body["predictions"]]
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            answer = self.http.get(path, params=params)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"cannot reach the gateway at {self.gateway} ({exc})") from exc
+        if not answer.is_success:
+            raise error_from_body(answer.status_code, _json(answer))
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _streams(namespace: str) -> str:
+    return f"/namespaces/{check_name(namespace, 'namespace')}/streams"
+
+
+def _realtime(namespace: str) -> str:
+    return f"/namespaces/{check_name(namespace, 'namespace')}/realtime"
+
+
+__all__ = ["Overloaded", "RealtimeClient", "Stream"]

@@ -1,0 +1,79 @@
+"""What both PostgreSQL engines share: the connection string, the transaction, the types.
+
+Poolers: the transaction is opened by the engine and every statement of an import runs in it, so
+pgbouncer in transaction mode keeps them on one server connection; prepared statements are
+unnamed or off (psycopg's ``prepare_threshold=None``), which pgbouncer's transaction mode needs.
+Every statement starts with pgpool-II's ``/*NO QUERY CACHE*/`` hint, so an import never reads
+a cached result of an older one.
+
+Redshift speaks the same protocol and is read the same way (``redshift://`` URLs); it knows only
+the serializable isolation level, which is what its transaction asks for. For large results,
+Redshift's ``UNLOAD ('query') TO 's3://bucket/prefix/' IAM_ROLE '...' FORMAT PARQUET`` into the
+blob store's bucket is the fast path (the cluster writes the parts in parallel); it needs a
+Redshift cluster and its IAM role, so it is documented here and not built.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from modelyard.errors import InvalidInput
+from modelyard.sql.connections import Target
+
+NO_QUERY_CACHE = "/*NO QUERY CACHE*/ "
+SCHEMES = ("postgresql", "postgres", "redshift")
+
+
+def libpq_url(target: Target, *, with_password: bool) -> str:
+    """A libpq URL: the configured one with its scheme made ``postgresql`` and the connection's
+    options as parameters (and the password, when ``with_password``)."""
+    url = target.url_with_password() if with_password else target.url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update({k: _option(v) for k, v in target.options.items()})
+    query.setdefault("application_name", "modelyard-import")
+    if parts.scheme.split("+", 1)[0] == "redshift":
+        query.setdefault("port", str(parts.port or 5439))
+    return urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
+
+
+def _option(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def begin_statement(target: Target) -> str:
+    """The first statement of the import's transaction."""
+    level = "SERIALIZABLE" if target.scheme == "redshift" else "REPEATABLE READ"
+    return f"SET TRANSACTION ISOLATION LEVEL {level}, READ ONLY"
+
+
+def timeout_statement(seconds: float) -> str:
+    return f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}"
+
+
+def decimal_type(precision: int, scale: int) -> pa.DataType:
+    return (pa.decimal128 if precision <= 38 else pa.decimal256)(precision, scale)
+
+
+def numeric_from_typmod(typmod: int) -> pa.DataType:
+    """``numeric(p, s)`` as a decimal; a numeric without precision as its exact text."""
+    if typmod < 4:
+        return pa.string()
+    precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+    return decimal_type(precision, scale)
+
+
+def to_decimal(column: str, text: pa.Array, type: pa.DataType) -> pa.Array:
+    """Exact text of numerics (what PostgreSQL sends) as decimals of the column's scale."""
+    try:
+        return pc.cast(text, type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(
+            f"column {column!r} ({type}) holds a value a decimal cannot hold ({exc}): "
+            f"NaN or infinity? cast it in the query (e.g. {column}::float8)"
+        ) from None

@@ -1,0 +1,32 @@
+"""Inference functions the tests deploy (imported by workers by ``module:function``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelyard.realtime.history import History
+
+
+def score(history: History, model: Any) -> dict[str, Any]:
+    """What the history held (its bound is checked from this) and the model's answer."""
+    trigger = history.trigger
+    assert trigger is not None
+    answer = None
+    if model is not None:
+        rows = [[float(history.count("view")), float(len(history)), 1.0, 0.5]]
+        answer = model.native.predict_proba(rows)[0].tolist()
+    return {
+        "seqs": [e.seq for e in history],
+        "n": trigger.data.get("n"),
+        "views": history.count("view"),
+        "model": answer,
+    }
+
+
+def flaky(history: History, model: Any) -> int:
+    """Fails for entity ``bad``: other entities must not wait for it."""
+    trigger = history.trigger
+    assert trigger is not None
+    if trigger.entity == "bad":
+        raise RuntimeError(f"cannot score {trigger.event_id}")
+    return len(history)

@@ -1,0 +1,259 @@
+"""The realtime loop on a real platform (`modelyard up`: control plane, gateway, a worker
+process): ingest through the gateway, predictions read through it, bad input, roles, isolation
+between namespaces, and kill -9 of the gateway and of a worker in the middle of a stream
+(counted: lost 0, duplicated 0, out of order 0)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelyard.errors import InvalidInput
+from modelyard.types import Role
+from tests.conftest import Serving, wait_for
+
+pytestmark = pytest.mark.slow
+ENTITIES = [f"u{i}" for i in range(8)]
+
+
+def setup(serving: Serving, **extra: object) -> None:
+    serving.client.gateway_url = serving.gateway
+    rt = serving.client.realtime
+    rt.create_stream("team", "clicks", fields={"price": "number"})
+    rt.create(
+        "team",
+        "scorer",
+        stream="clicks",
+        function="tests.realtime.functions:score",
+        rule={"types": ["cart"]},
+        **extra,
+    )
+    # the gateway learns the stream with its next routing table
+    wait_for(lambda: _post(serving, [_event(-1, "warmup")]).status_code == 200, 30, "the stream")
+
+
+def _event(i: int, entity: str, type: str = "cart") -> dict[str, object]:
+    return {"event_id": f"e{i}", "user_id": entity, "type": type, "n": i}
+
+
+def _post(serving: Serving, body: object, token: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return serving.http.post("/team/streams/clicks/events", json=body, headers=headers)
+
+
+class Sender:
+    """Sends events one request each from a thread, resending on a connection error (the same
+    id: the log keeps one); records what the gateway acknowledged."""
+
+    def __init__(self, serving: Serving, count: int) -> None:
+        self.serving, self.count = serving, count
+        self.acked: list[str] = []
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.serving.gateway, timeout=10) as http:
+            headers = {"Authorization": f"Bearer {self.serving.token}"}
+            for i in range(self.count):
+                event = _event(i, ENTITIES[i % len(ENTITIES)], "cart" if i % 2 else "view")
+                while True:
+                    try:
+                        answer = http.post(
+                            "/team/streams/clicks/events", json=event, headers=headers
+                        )
+                    except httpx.TransportError:
+                        continue
+                    if answer.status_code == 200:
+                        self.acked.append(str(event["event_id"]))
+                        break
+
+
+def check_no_loss(serving: Serving, acked: list[str]) -> None:
+    """Every acknowledged event is in the log once; every trigger has one prediction; each
+    entity's predictions were written in log order."""
+    rt = serving.client.realtime
+    logged: list[dict[str, object]] = []
+    for entity in ENTITIES:
+        logged += rt.entity_events("team", "clicks", entity, limit=10_000)
+    ids = Counter(str(e["event_id"]) for e in logged)
+    lost = [i for i in acked if i not in ids]
+    duplicated = [i for i, n in ids.items() if n > 1]
+    triggers = {str(e["event_id"]) for e in logged if e["type"] == "cart"}
+
+    def predicted() -> set[str]:
+        return {
+            p.event_id
+            for entity in ENTITIES
+            for p in rt.prediction_history("team", "scorer", entity, limit=10_000)
+        }
+
+    wait_for(lambda: triggers <= predicted(), 60, "a prediction for every trigger", 0.1)
+    out_of_order = 0
+    made = 0
+    for entity in ENTITIES:
+        history = rt.prediction_history("team", "scorer", entity, limit=10_000)
+        made += len(history)
+        by_write = sorted(history, key=lambda p: p.written_at)
+        out_of_order += sum(a.seq > b.seq for a, b in itertools.pairwise(by_write))
+    assert (len(lost), len(duplicated), made - len(triggers), out_of_order) == (0, 0, 0, 0)
+
+
+def test_events_in_predictions_out(serving: Serving) -> None:
+    setup(serving)
+    rt = serving.client.realtime
+    stream = serving.client.stream("team", "clicks")
+    assert stream.send(_event(1, "u1", "view"))["stored"] == 1
+    answer = stream.send_many([_event(i, "u1", "cart") for i in (1, 2, 3)], batch=2)
+    assert (answer["accepted"], answer["stored"], answer["duplicates"]) == (3, 2, ["e1"])
+    wait_for(lambda: _latest(serving, "u1") == 3, 30, "the prediction of e3")
+    p = rt.prediction("team", "scorer", "u1")
+    assert p.event_id == "e3" and p.value["n"] == 3 and p.model is None
+    assert set(rt.predictions("team", "scorer", ["u1", "nobody"])) == {"u1"}
+    events = rt.entity_events("team", "clicks", "u1")
+    assert [e["event_id"] for e in events] == ["e1", "e2", "e3"]
+    assert p.value["seqs"] == [e["seq"] for e in events]  # its history, up to the trigger
+    # a bad event refuses the whole batch, naming it
+    bad = _post(serving, [_event(10, "u2"), {"event_id": "e11", "user_id": "u2", "price": "x"}])
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"] == {"index": 1, "field": "price"}
+    assert "nothing of this request was stored" in bad.json()["error"]["message"]
+    assert rt.entity_events("team", "clicks", "u2") == []
+    with pytest.raises(InvalidInput, match="event 0: no entity key"):
+        stream.send({"event_id": "x"})
+    assert serving.http.post("/team/streams/nope/events", json=_event(1, "u")).status_code == 404
+    assert serving.http.post("/team/streams/clicks/events", content=b"{").status_code == 422
+    metrics = httpx.get(f"{serving.gateway}/metrics").text
+    assert 'modelyard_realtime_lag_events{namespace="team",deployment="scorer"}' in metrics
+    # forgetting an entity
+    assert rt.delete_entity("team", "clicks", "u1") == 3
+    assert rt.entity_events("team", "clicks", "u1") == []
+
+
+def _latest(serving: Serving, entity: str) -> int | None:
+    answer = serving.http.get(f"/team/predictions/scorer/{entity}")
+    return answer.json()["value"]["n"] if answer.status_code == 200 else None
+
+
+def test_roles_reserved_names_and_isolation(serving: Serving) -> None:
+    setup(serving)
+    read = "/team/predictions/scorer/u1"
+    client = serving.client
+    client.create_namespace("other")
+    _, invoker = client.create_key("reader", {"team": Role.INVOKER})
+    _, producer = client.create_key("producer", {"team": Role.PRODUCER})
+    _, outsider = client.create_key("outsider", {"other": Role.ADMIN})
+    # new keys reach the gateway with its next routing table
+    ping = serving.http.get("/other/predictions/scorer/u1", headers={"Authorization": "Bearer x"})
+    assert ping.status_code == 401
+    for key in (invoker, producer, outsider):
+        auth = {"Authorization": f"Bearer {key}"}
+        wait_for(
+            lambda auth=auth: serving.http.get(read, headers=auth).status_code != 401,
+            10,
+            "the new keys at the gateway",
+        )
+    assert _post(serving, _event(1, "u1"), invoker).status_code == 403
+    assert _post(serving, _event(1, "u1"), producer).status_code == 200
+    assert _post(serving, _event(2, "u1"), outsider).status_code == 403
+    assert _post(serving, _event(2, "u1"), "my_nope_nope").status_code == 401
+    wait_for(lambda: _latest(serving, "u1") == 1, 30, "the prediction")
+    assert serving.http.get(read, headers={"Authorization": f"Bearer {invoker}"}).status_code == 200
+    assert (
+        serving.http.get(read, headers={"Authorization": f"Bearer {outsider}"}).status_code == 403
+    )
+    # the same names in another namespace are other objects
+    client.realtime.create_stream("other", "clicks")
+    assert client.realtime.list_streams("other")[0].namespace == "other"
+    other = httpx.get(
+        f"{serving.gateway}/other/predictions/scorer/u1",
+        headers={"Authorization": f"Bearer {outsider}"},
+    )
+    assert other.status_code == 404
+    for name in ("streams", "predictions"):
+        with pytest.raises(InvalidInput, match="reserved"):
+            client.create_deployment("team", name, "iris@latest")
+
+
+def test_kill_9_of_the_gateway_mid_stream(serving: Serving) -> None:
+    setup(serving)
+    sender = Sender(serving, 400)
+    sender.thread.start()
+    wait_for(lambda: len(sender.acked) > 100, 60, "a hundred events acknowledged")
+    old = serving.platform.gateway_pid()
+    os.kill(old, signal.SIGKILL)
+    sender.thread.join(120)
+    assert len(sender.acked) == 400
+    check_no_loss(serving, sender.acked)
+
+
+def test_kill_9_of_a_worker_mid_stream(serving: Serving) -> None:
+    setup(serving)
+    state = serving.platform.home / "realtime" / "workers" / "team--scorer.json"
+    wait_for(state.exists, 30, "the worker")
+    sender = Sender(serving, 400)
+    sender.thread.start()
+    for _ in range(2):
+        wait_for(lambda: _latest_n(serving) > 0, 60, "predictions")
+        killed = json.loads(state.read_text())["pid"]
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda k=killed: _restarted(state, k), 30, "a new worker")
+    sender.thread.join(120)
+    check_no_loss(serving, sender.acked)
+
+
+def _latest_n(serving: Serving) -> int:
+    return sum(_latest(serving, e) is not None for e in ENTITIES)
+
+
+def _restarted(state: Path, old: int) -> bool:
+    try:
+        return int(json.loads(state.read_text())["pid"]) != old
+    except (OSError, ValueError):
+        return False
+
+
+def test_replay_with_the_model_gives_the_online_predictions(
+    serving: Serving, tmp_path: Path
+) -> None:
+    from modelyard.realtime.backends import open_event_store
+    from modelyard.realtime.models import load_model
+    from modelyard.realtime.replay import replay_to_dataset
+    from modelyard.registry.versions import VersionSpec
+    from tests.conftest import iris_model
+
+    client = serving.client
+    client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
+    setup(serving, model="iris@latest")
+    sent = [_event(i, ENTITIES[i % 3], "cart" if i % 2 else "view") for i in range(30)]
+    client.stream("team", "clicks").send_many(sent)
+    triggers = {str(e["event_id"]) for e in sent if e["type"] == "cart"}
+
+    def online() -> dict[str, object]:
+        return {
+            p.event_id: (p.model, p.value)
+            for entity in ENTITIES[:3]
+            for p in client.realtime.prediction_history("team", "scorer", entity)
+        }
+
+    wait_for(lambda: triggers <= set(online()), 60, "the online predictions", 0.1)
+    made = online()
+    assert {model for model, _ in made.values()} == {"team/iris@1"}
+    events = open_event_store(f"sqlite:///{serving.platform.home / 'realtime' / 'events.db'}")
+    model = load_model(client, "team/iris@1")
+    version = replay_to_dataset(client, events, "team", "scorer", 0, 2e9, "scores", model)
+    assert version.params["rows"] == len(triggers) + 1  # and setup's warm-up event
+    folder = client.pull("team/scores@latest", kind="dataset")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(folder / "predictions.parquet").to_pylist()
+    replayed = {r["event_id"]: (r["model"], json.loads(r["value"])) for r in table}
+    assert {k: v for k, v in replayed.items() if k in triggers} == {
+        k: v for k, v in made.items() if k in triggers
+    }

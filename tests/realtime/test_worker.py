@@ -1,0 +1,102 @@
+"""A worker with real stores, in this process: routing, per-entity order, history bounds,
+dead letters that do not stop other entities, and replay giving what serving gave."""
+
+from __future__ import annotations
+
+from modelyard.realtime.catalog import RealtimeSpec
+from modelyard.realtime.eventstore import EventStore
+from modelyard.realtime.predictions import PredictionStore
+from modelyard.realtime.queue import TriggerQueue
+from modelyard.realtime.replay import replay, write_rows
+from modelyard.realtime.rules import TriggerRule
+from modelyard.realtime.streams import NewEvent
+from modelyard.realtime.worker import Worker
+
+D = "team/scorer"
+S = "team/clicks"
+
+
+def spec(function: str = "tests.realtime.functions:score", **rule: object) -> RealtimeSpec:
+    return RealtimeSpec(
+        stream="clicks",
+        function=function,
+        rule=TriggerRule.model_validate(rule or {"types": ["cart"]}),
+        max_attempts=2,
+    )
+
+
+def drain(worker: Worker) -> None:
+    while worker.route_once() or worker.work_once():
+        pass
+
+
+def events(n: int, entities: tuple[str, ...] = ("u1", "u2")) -> list[NewEvent]:
+    return [
+        NewEvent(
+            f"e{i}", entities[i % len(entities)], "cart" if i % 3 == 0 else "view", i, {"n": i}
+        )
+        for i in range(n)
+    ]
+
+
+def test_each_trigger_one_prediction_with_its_bounded_history(
+    event_store: EventStore, queue: TriggerQueue, prediction_store: PredictionStore
+) -> None:
+    worker = Worker(D, spec(), event_store, queue, prediction_store, None)
+    event_store.append(S, events(30), 1.0)
+    drain(worker)
+    event_store.append(S, events(60)[30:], 2.0)  # more after the first drain
+    drain(worker)
+    log = event_store.read(S, 0, 1000)
+    triggers = [e for e in log if e.type == "cart"]
+    assert prediction_store.count(D) == len(triggers) == 20
+    for entity in ("u1", "u2"):
+        made = prediction_store.history(D, entity, 100, now=0.0)
+        expected = [e for e in triggers if e.entity == entity]
+        assert [p.event_id for p in reversed(made)] == [e.event_id for e in expected]
+        for p in made:  # every event of the entity up to the trigger, none later
+            assert p.value["seqs"] == [e.seq for e in log if e.entity == entity and e.seq <= p.seq]
+    assert queue.pending(D) == (0, None)
+
+
+def test_a_failing_entity_goes_to_dead_letters_and_others_go_on(
+    event_store: EventStore, queue: TriggerQueue, prediction_store: PredictionStore
+) -> None:
+    worker = Worker(
+        D, spec("tests.realtime.functions:flaky"), event_store, queue, prediction_store, None
+    )
+    event_store.append(S, events(12, ("bad", "good")), 1.0)
+    drain(worker)
+    dead = queue.dead_letters(D)
+    assert [d.entity for d in dead] == ["bad", "bad"]
+    assert all("RuntimeError: cannot score" in d.error for d in dead)
+    assert len(prediction_store.history(D, "good", 100, now=0.0)) == 2
+    assert queue.retry(D) == 2
+    drain(worker)
+    assert len(queue.dead_letters(D)) == 2  # still failing: back among the dead letters
+
+
+def test_replay_gives_the_online_predictions(
+    event_store: EventStore,
+    queue: TriggerQueue,
+    prediction_store: PredictionStore,
+    tmp_path: object,
+) -> None:
+    rule = {"types": ["cart"], "debounce": "4s"}
+    worker = Worker(D, spec(**rule), event_store, queue, prediction_store, None)
+    event_store.append(S, events(40, ("u1", "u2", "u3")), 1.0)
+    drain(worker)
+    online = {
+        p.event_id: p.value
+        for entity in ("u1", "u2", "u3")
+        for p in prediction_store.history(D, entity, 100, now=0.0)
+    }
+    replayed = {
+        r["event_id"]: r["value"] for r in replay(event_store, "team", spec(**rule), 0, 1e9, None)
+    }
+    assert replayed == online and len(online) > 3
+    window = list(replay(event_store, "team", spec(**rule), 10, 25, None))
+    assert window and all(10 <= r["event_time"] < 25 for r in window)
+    assert {r["event_id"] for r in window} <= set(online)
+    path = write_rows(window, tmp_path / "out")  # type: ignore[operator]
+    assert path.exists()

@@ -10,7 +10,6 @@ the result.
 
 from __future__ import annotations
 
-import importlib
 import json
 import linecache
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.pipelines.artifacts import ARTIFACT_TYPES, Artifact
+from modelyard.plugins import import_target
 
 SCRIPT_MODULE = "__modelyard_pipeline__"
 
@@ -49,8 +49,7 @@ def load_module(name: str, source: str, code_root: str | None) -> types.ModuleTy
 def run(task: dict[str, Any]) -> dict[str, Any]:
     if ":" in task["function"]:
         # A step of modelyard's own (``sql_import``): its code is the installed package's.
-        module_name, _, function = task["function"].partition(":")
-        step = getattr(importlib.import_module(module_name), function)
+        step = import_target(task["function"], "the step")
     else:
         module = load_module(task["module"], task["module_source"], task.get("code_root"))
         step = getattr(module, task["function"])

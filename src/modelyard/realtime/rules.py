@@ -10,7 +10,6 @@ events as the router did online.
 
 from __future__ import annotations
 
-import importlib
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -18,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelyard.errors import InvalidInput
+from modelyard.plugins import import_target
 from modelyard.realtime.durations import seconds
 from modelyard.realtime.streams import RawEvent
 
@@ -83,14 +83,9 @@ def check_target(target: str, what: str) -> str:
 def load_callable(target: str, what: str = "function") -> Callable[..., Any]:
     """Import ``module:function``; the message says what went wrong, and how to fix it."""
     check_target(target, what)
-    module_name, _, attr = target.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise InvalidInput(
-            f"cannot load the {what} {target!r} ({exc}): install its module or put it on "
-            "PYTHONPATH (the deployment's env)"
-        ) from exc
+    found = import_target(
+        target, f"the {what}", hint="install its module or put it on PYTHONPATH (the env)"
+    )
     if not callable(found):
         raise InvalidInput(f"the {what} {target!r} is not callable")
     return found  # type: ignore[no-any-return]

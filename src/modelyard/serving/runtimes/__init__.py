@@ -8,17 +8,16 @@ package, or choosing a runtime, costs nothing.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from modelyard.errors import InvalidInput
+from modelyard.plugins import Family
 from modelyard.serving.protocol import TensorSpec
 
 ENTRY_POINT_GROUP = "modelyard.runtimes"
@@ -121,40 +120,17 @@ class Runtime(ABC):
         return self._outputs
 
 
+RUNTIMES: Family[Runtime] = Family("runtime", ENTRY_POINT_GROUP, Runtime, _BUILTINS)
+
+
 def load_runtime(name: str) -> Runtime:
     """A new, unloaded runtime: a built-in, an entry point, or ``package.module:ClassName``."""
-    target = _BUILTINS.get(name)
-    if target is None:
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            if entry.name == name:
-                target = entry.value
-                break
-    if target is None and ":" in name:
-        target = name
-    if target is None:
-        raise InvalidInput(
-            f"unknown runtime {name!r}: use one of {', '.join(runtime_names())}, "
-            "or 'package.module:ClassName'"
-        )
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise InvalidInput(
-            f"runtime {name!r} cannot be loaded from {target!r} ({exc}): "
-            "check the module is installed and the class name is right"
-        ) from exc
-    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
-        raise InvalidInput(
-            f"runtime {name!r} ({target}) is not a subclass of modelyard.serving.runtimes.Runtime"
-        )
-    return cls()
+    return RUNTIMES.load(name)()
 
 
 def runtime_names() -> list[str]:
     """Built-in runtime names, then those that installed packages add, sorted."""
-    added = sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)} - set(_BUILTINS))
-    return [*sorted(_BUILTINS), *added]
+    return RUNTIMES.names()
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int | None:

@@ -160,6 +160,13 @@ def to_kfp_yaml(
 ) -> str:
     """The pipeline as KFP v2 pipeline IR YAML; ``packages`` are pip-installed before each step."""
     validate(spec)
+    builtin = sorted(name for name, step in spec.steps.items() if ":" in step.function)
+    if builtin:
+        # sql_import and the like call back into the control plane, which KFP does not run.
+        raise InvalidInput(
+            f"step {builtin[0]!r} is one of modelyard's own (sql_import) and runs only on "
+            "modelyard's executor: a KFP export cannot hold it"
+        )
     exporter = _Exporter(spec, image, list(packages))
     document = exporter.build()
     return exporter.header(document) + yaml.dump(document, sort_keys=True)

@@ -13,59 +13,28 @@ SQLAlchemy.
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
-
-from modelyard.errors import InvalidInput
+from modelyard.plugins import Family
 from modelyard.sql.connections import Target
 from modelyard.sql.engines.base import Batches, Engine, Session
 
-__all__ = ["Batches", "Engine", "Session", "choose_engine", "engine_names", "load_engine"]
+__all__ = ["ENGINES", "Batches", "Engine", "Session", "choose_engine", "load_engine"]
 
-ENTRY_POINT_GROUP = "modelyard.sql_engines"
-_BUILTINS = {
-    "adbc": "modelyard.sql.engines.postgres_adbc:AdbcPostgres",
-    "psycopg": "modelyard.sql.engines.postgres_cursor:CursorPostgres",
-    "sqlalchemy": "modelyard.sql.engines.generic:SqlAlchemyEngine",
-    "sqlite": "modelyard.sql.engines.sqlite:SqliteEngine",
-}
+ENGINES: Family[Engine] = Family(
+    "SQL engine",
+    "modelyard.sql_engines",
+    Engine,
+    {
+        "adbc": "modelyard.sql.engines.postgres_adbc:AdbcPostgres",
+        "psycopg": "modelyard.sql.engines.postgres_cursor:CursorPostgres",
+        "sqlalchemy": "modelyard.sql.engines.generic:SqlAlchemyEngine",
+        "sqlite": "modelyard.sql.engines.sqlite:SqliteEngine",
+    },
+)
 
 
 def load_engine(name: str) -> Engine:
     """An engine: a built-in, an entry point, or ``package.module:ClassName``."""
-    target = _BUILTINS.get(name)
-    if target is None:
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            if entry.name == name:
-                target = entry.value
-                break
-    if target is None and ":" in name:
-        target = name
-    if target is None:
-        raise InvalidInput(
-            f"unknown SQL engine {name!r}: use one of {', '.join(engine_names())}, "
-            "or 'package.module:ClassName'"
-        )
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise InvalidInput(
-            f"SQL engine {name!r} cannot be loaded from {target!r} ({exc}): "
-            "check the module is installed and the class name is right"
-        ) from exc
-    if not (isinstance(cls, type) and issubclass(cls, Engine)):
-        raise InvalidInput(
-            f"SQL engine {name!r} ({target}) is not a subclass of modelyard.sql.engines.Engine"
-        )
-    engine: Engine = cls()
-    return engine
-
-
-def engine_names() -> list[str]:
-    """Built-in engine names, then those that installed packages add, sorted."""
-    added = sorted({e.name for e in entry_points(group=ENTRY_POINT_GROUP)} - set(_BUILTINS))
-    return [*sorted(_BUILTINS), *added]
+    return ENGINES.load(name)()
 
 
 def choose_engine(target: Target, override: str | None = None) -> Engine:

@@ -1,4 +1,4 @@
-"""PostgreSQL through psycopg: a server-side cursor fetched into Arrow batches.
+"""PostgreSQL through psycopg: a server-side cursor (DECLARE, then FETCH) into Arrow batches.
 
 The path when ADBC is not installed (and the one for Redshift). The server keeps the result and
 hands over ``batch_rows`` rows a fetch, so memory stays bounded; each batch goes through Python
@@ -119,10 +119,15 @@ class _CursorSession(Session):
         batch_rows: int,
         types: Mapping[str, pa.DataType] | None = None,
     ) -> Batches:
-        text, args = bind(NO_QUERY_CACHE + query, params, "pyformat")
+        text, args = bind(query, params, "pyformat")
         self._cursors += 1
-        cursor = self.conn.cursor(name=f"modelyard_import_{self._cursors}")
-        self._execute(cursor, text, args or None)
+        # DECLARE and FETCH as plain statements, not psycopg's named cursor: that one asks for
+        # the portal's description, which pgpool-II cannot answer for a DECLAREd cursor.
+        name = f"modelyard_import_{self._cursors}"
+        fetch = f"{NO_QUERY_CACHE}FETCH FORWARD {int(batch_rows)} FROM {name}"
+        cursor = self.conn.cursor()
+        self._execute(cursor, f"{NO_QUERY_CACHE}DECLARE {name} NO SCROLL CURSOR FOR {text}", args)
+        self._execute(cursor, fetch, None)
         fields: list[pa.Field] = []
         converts: list[Convert] = []
         for column in cursor.description:
@@ -133,18 +138,16 @@ class _CursorSession(Session):
 
         def batches() -> Iterator[pa.RecordBatch]:
             while True:
-                try:
-                    rows = cursor.fetchmany(batch_rows)
-                except self._error as exc:
-                    raise map_error(exc, self.target, "querying", exc.sqlstate) from None
+                rows = cursor.fetchall()
                 if not rows:
-                    cursor.close()
+                    self._execute(cursor, f"CLOSE {name}", None)
                     return
                 columns = list(zip(*rows, strict=True))
                 yield pa.RecordBatch.from_arrays(
                     [convert(values) for convert, values in zip(converts, columns, strict=True)],
                     schema=schema,
                 )
+                self._execute(cursor, fetch, None)
 
         return Batches(schema, batches())
 

@@ -1,0 +1,74 @@
+"""``modelyard datasets import-sql``: connections from the environment, one line per outcome."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Cli
+
+
+@pytest.fixture
+def warehouse(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "warehouse.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT, at TIMESTAMP)")
+        conn.executemany(
+            "INSERT INTO events VALUES (?, ?, ?)",
+            [(i, "click" if i % 2 else "view", f"2026-03-28 10:{i:02d}:00") for i in range(1, 41)],
+        )
+    monkeypatch.setenv("MODELYARD_CONNECTIONS", json.dumps({"lite": {"url": f"sqlite:///{path}"}}))
+    cli("namespaces", "create", "team")
+    return path
+
+
+def test_import_a_query_file_with_parameters(cli: Cli, warehouse: Path, tmp_path: Path) -> None:
+    query = tmp_path / "clicks.sql"
+    query.write_text("SELECT * FROM events WHERE kind = :kind AND id > :after ORDER BY id\n")
+    args = ["datasets", "import-sql", "team/clicks", "--connection", "lite"]
+    args += ["--query-file", str(query), "--param", "kind=click", "--param", "after=10"]
+    out = cli(*args)
+    assert out.startswith("committed team/clicks@1: 15 rows read, 15 rows in 1 files [sqlite, ")
+    assert "identical to team/clicks@1" in cli(*args)
+    shown = json.loads(cli("datasets", "show", "team/clicks@1", "--json"))
+    assert shown["params"] == {"kind": "click", "after": "10"}
+    assert shown["tags"]["sql.query"] == query.read_text()
+
+    with sqlite3.connect(warehouse) as conn:
+        conn.execute("INSERT INTO events VALUES (41, 'click', '2026-03-28 11:00:00')")
+    incremental = ["datasets", "import-sql", "team/all", "--connection", "lite"]
+    incremental += ["--query", "SELECT * FROM events", "--watermark", "id", "--window", "25"]
+    incremental += ["--start", "1"]
+    result = json.loads(cli(*incremental, "--json"))
+    assert result["windows"] == ["[1, 26)", "[26, 42)"] and result["rows"] == 41
+    assert "no new rows since 42" in cli(*incremental)
+    assert "identical to team/all@1" in cli(*incremental, "--backfill", "26..42")
+    with sqlite3.connect(warehouse) as conn:
+        conn.execute("UPDATE events SET kind = 'fixed' WHERE id = 30")
+    out = cli(*incremental, "--backfill", "26..42")
+    assert out.startswith("committed team/all@2: 16 rows read, 41 rows in 2 files")
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--query", "SELECT * FROM nowhere"], 2, "no such table: nowhere"),
+        (["--query", "SELECT * FROM events WHERE id < 0"], 2, "the query returned no rows"),
+        (["--query", "SELECT * FROM events WHERE id = :id"], 2, "parameter :id, which was not"),
+        (["--query", "SELECT 1 AS x", "--connection", "nope"], 2, "no connection named 'nope'"),
+        (["--query", "SELECT 1 AS x", "--lag", "soon", "--watermark", "x"], 2, "--lag 'soon'"),
+        (["--query", "SELECT 1 AS x", "--backfill", "1..2"], 2, "need --watermark COLUMN"),
+    ],
+)
+def test_bad_input_is_one_line_and_commits_nothing(
+    cli: Cli, warehouse: Path, extra: list[str], code: int, message: str
+) -> None:
+    args = ["datasets", "import-sql", "team/bad"]
+    if "--connection" not in extra:
+        args += ["--connection", "lite"]
+    failed = cli.fail(*args, *extra)
+    assert failed.exit_code == code and message in failed.output, failed.output
+    assert "team/bad" not in cli("datasets", "list", "team")

@@ -12,6 +12,7 @@ from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.predictions import Prediction, PredictionStore
 from modelyard.realtime.queue import Trigger, TriggerQueue
 from modelyard.realtime.streams import NewEvent
+from tests.conftest import wait_for
 
 S = "team/clicks"
 
@@ -103,8 +104,26 @@ def test_one_entity_at_a_time_in_log_order_and_entities_in_parallel(queue: Trigg
     queue.ack(first[0])
     assert [(t.entity, t.seq) for t in queue.claim(D, 10, 60.0, now=1.0)] == [("a", 3)]
     assert queue.pending(D)[0] == 3
-    # a lease that ends (its worker died) hands the trigger out again
-    assert [t.seq for t in queue.claim(D, 10, 60.0, now=100.0)] == [2, 3, 4]
+    # a worker that starts again gets every trigger the dead one held
+    queue.release(D)
+    assert [t.seq for t in queue.claim(D, 10, 60.0, now=2.0)] == [2, 3, 4]
+
+
+def test_a_lease_that_ends_hands_the_trigger_out_again(queue: TriggerQueue) -> None:
+    """A worker that died (or hangs) holding a trigger: it goes out again after the lease, on
+    the real clock (JetStream's ack wait)."""
+    queue.enqueue(D, [trig(1, "a"), trig(2, "a")], cursor=2)
+    (held,) = queue.claim(D, 10, 1.0, now=time.time())
+    again: list[Trigger] = []
+
+    def handed_out_again() -> bool:
+        again.extend(queue.claim(D, 10, 1.0, now=time.time()))
+        return bool(again)
+
+    wait_for(handed_out_again, 10, "the trigger after its lease", 0.05)
+    assert [t.seq for t in again] == [1] and held.seq == 1
+    queue.ack(again[0])
+    assert [t.seq for t in queue.claim(D, 10, 1.0, now=time.time())] == [2]
 
 
 def test_dead_letters_step_aside_and_can_be_retried(queue: TriggerQueue) -> None:

@@ -19,6 +19,7 @@ import pytest
 from modelyard.errors import InvalidInput
 from modelyard.types import Role
 from tests.conftest import Serving, wait_for
+from tests.realtime.conftest import events_url_of
 
 pytestmark = pytest.mark.slow
 ENTITIES = [f"u{i}" for i in range(8)]
@@ -245,7 +246,7 @@ def test_replay_with_the_model_gives_the_online_predictions(
     wait_for(lambda: triggers <= set(online()), 60, "the online predictions", 0.1)
     made = online()
     assert {model for model, _ in made.values()} == {"team/iris@1"}
-    events = open_event_store(f"sqlite:///{serving.platform.home / 'realtime' / 'events.db'}")
+    events = open_event_store(events_url_of(serving))
     model = load_model(client, "team/iris@1")
     version = replay_to_dataset(client, events, "team", "scorer", 0, 2e9, "scores", model)
     assert version.params["rows"] == len(triggers) + 1  # and setup's warm-up event

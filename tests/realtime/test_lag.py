@@ -24,9 +24,10 @@ def test_backpressure_decisions() -> None:
 
 @pytest.mark.slow
 def test_ingest_answers_429_beyond_the_lag_and_recovers(
-    platforms: list[Platform], tmp_path: Path
+    platforms: list[Platform], tmp_path: Path, realtime_env: dict[str, str]
 ) -> None:
     platform = Platform(tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    platform.env.update(realtime_env)
     platform.env["MODELYARD_REALTIME_MAX_LAG"] = "20"
     platforms.append(platform)
     client = platform.start()

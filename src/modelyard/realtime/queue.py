@@ -8,8 +8,9 @@ deployment starts. Workers get exactly-once *effects* because a prediction is ke
 
 ``modelyard.realtime.backends`` opens one by URL: ``sqlite:///PATH`` (embedded: the router's
 cursor moves in the same transaction as its triggers are enqueued) or ``nats://HOST:PORT``
-(JetStream: entities hashed onto partitions, each consumed in order; enqueue deduplicated by the
-trigger event's id).
+(JetStream: a subject per deployment and entity, a durable consumer per deployment whose client
+hands out one trigger per entity at a time, the ack wait as the lease; enqueue deduplicated by
+deployment and ``seq``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,414 @@
+"""The queue of triggers on NATS JetStream: the bus when the platform outgrows one machine.
+
+Layout (``P`` is the URL's ``?prefix=``, default ``modelyard``):
+
+- stream ``P_triggers``, work-queue retention on file storage, subjects
+  ``P.triggers.{namespace}.{deployment}.{entity}``: a trigger is a message, removed once acked.
+  Enqueue publishes with ``Nats-Msg-Id: {deployment}:{seq}``, so a repeat within the stream's
+  duplicate window is stored once; a repeat after it runs again, which the prediction store's
+  one-prediction-per-(deployment, trigger, model version) rule turns into no new effect.
+- one durable pull consumer per deployment, filtered on its subjects, explicit acks with
+  ``ack_wait`` = the lease: a trigger not acked in time (its worker died or hangs) is delivered
+  again. ``release`` (a worker starting) recreates the consumer, so every unacked trigger goes out
+  again at once instead of after the ack wait.
+- stream ``P_dead`` (``P.dead.{namespace}.{deployment}.{entity}``): dead letters with their
+  traceback; ``retry`` publishes them as triggers again and purges them.
+- key-value bucket ``P_cursors``: the router's cursor per deployment, moved after its triggers
+  were acknowledged by the server (a crash in between re-publishes them: deduplicated).
+
+Per-entity order: JetStream hands a pull consumer messages in stream order but several at once, so
+this class keeps the fetched triggers in memory per entity and hands out only the oldest of an
+entity that has none out; a failed trigger is nak'ed and its entity waits for its redelivery.
+That holds within the one worker process of a deployment, which is the supervisor's rule.
+A trigger's attempts are the consumer's deliveries of it (``num_delivered`` - 1): failures and
+ended leases count towards ``max_attempts`` and the dead letters; a worker's restart recreates
+the consumer, which counts again from one.
+
+How durable an acknowledged enqueue is depends on the server: JetStream's file store survives a
+kill -9 of the server; set ``sync_interval: always`` (NATS 2.10+) for a power cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import re
+import threading
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import orjson
+
+from modelyard.errors import ConfigError, StoreError
+from modelyard.realtime.queue import DeadLetter, Trigger
+
+T = TypeVar("T")
+DUPLICATE_WINDOW_S = 600.0
+FETCH_S = 0.05
+"""How long one fetch waits on the server for triggers; the worker polls again when idle."""
+BUFFER = 4096
+"""Triggers fetched and held per deployment before fetching more: an entity with a backlog
+larger than this holds up the others until it is worked down (a hot user)."""
+_PLAIN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def token(value: str) -> str:
+    """A name as one subject token: as it is when it is plain, else ``~`` and base64url (NATS
+    gives ``.``, ``*``, ``>`` and spaces a meaning; ``~`` never starts a plain token)."""
+    if _PLAIN.fullmatch(value):
+        return value
+    return "~" + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+class NatsTriggerQueue:
+    def __init__(self, url: str) -> None:
+        try:
+            import nats  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                "the NATS trigger queue needs nats-py: pip install 'modelyard[realtime]'"
+            ) from exc
+        parts = urlsplit(url)
+        self.prefix = parse_qs(parts.query).get("prefix", ["modelyard"])[0]
+        if not _PLAIN.fullmatch(self.prefix):
+            raise ConfigError(f"the NATS queue's prefix {self.prefix!r} is not [A-Za-z0-9_-]+")
+        self.server = urlunsplit(parts._replace(query=""))
+        self.triggers_stream = f"{self.prefix}_triggers"
+        self.dead_stream = f"{self.prefix}_dead"
+        self._lock = threading.Lock()
+        self._fetching = threading.Lock()
+        self._held: dict[str, dict[str, dict[int, Trigger]]] = {}
+        """Per deployment and entity: fetched triggers not handed out yet, by seq."""
+        self._out: dict[str, dict[str, tuple[int, float]]] = {}
+        """Per deployment and entity with a trigger out: its seq and the end of its lease (the
+        seq negated and no end when it was nak'ed and its redelivery is awaited)."""
+        self._subs: dict[str, Any] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="nats", daemon=True)
+        self._thread.start()
+        try:
+            self._run(self._connect())
+        except BaseException:
+            self.close()
+            raise
+
+    # plumbing -----------------------------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout as exc:
+            if future.done():  # the coroutine's own timeout
+                raise StoreError(f"the NATS trigger queue at {self.server} timed out") from exc
+            future.cancel()
+            raise StoreError(f"the NATS trigger queue at {self.server} did not answer") from exc
+        except (OSError, ConnectionError) as exc:
+            raise StoreError(f"the NATS trigger queue at {self.server} failed: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("nats"):
+                raise StoreError(
+                    f"the NATS trigger queue at {self.server} failed: {exc!r}"
+                ) from exc
+            raise
+
+    async def _connect(self) -> None:
+        import nats
+        from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+        self.nc = await nats.connect(
+            self.server, connect_timeout=5, max_reconnect_attempts=-1, allow_reconnect=True
+        )
+        self.js = self.nc.jetstream()
+        for name, subjects, retention in (
+            (self.triggers_stream, f"{self.prefix}.triggers.>", RetentionPolicy.WORK_QUEUE),
+            (self.dead_stream, f"{self.prefix}.dead.>", RetentionPolicy.LIMITS),
+        ):
+            config = StreamConfig(
+                name=name,
+                subjects=[subjects],
+                retention=retention,
+                storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW_S,
+            )
+            await self.js.add_stream(config)  # the same config again is a no-op
+        self.kv = await self.js.create_key_value(bucket=f"{self.prefix}_cursors", history=1)
+
+    def _subject(self, kind: str, deployment: str, entity: str = "") -> str:
+        namespace, _, name = deployment.partition("/")
+        base = f"{self.prefix}.{kind}.{token(namespace)}.{token(name)}"
+        return f"{base}.{token(entity)}" if entity else f"{base}.>"
+
+    @staticmethod
+    def _durable(deployment: str) -> str:
+        readable = re.sub(r"[^A-Za-z0-9_-]", "_", deployment)[:64]
+        return f"{readable}-{hashlib.sha256(deployment.encode()).hexdigest()[:10]}"
+
+    @staticmethod
+    def _cursor_key(deployment: str) -> str:
+        return deployment.encode().hex()
+
+    # the protocol -------------------------------------------------------------------------------
+    def cursor(self, deployment: str) -> int:
+        return self._run(self._cursor(deployment))
+
+    async def _cursor(self, deployment: str) -> int:
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await self.kv.get(self._cursor_key(deployment))
+        except KeyNotFoundError:
+            return 0
+        return int(entry.value or b"0")
+
+    def enqueue(self, deployment: str, triggers: Sequence[Trigger], cursor: int) -> None:
+        self._run(self._enqueue(deployment, triggers, cursor))
+
+    async def _enqueue(self, deployment: str, triggers: Sequence[Trigger], cursor: int) -> None:
+        # Published in order on one connection: the stream keeps each entity's triggers in log
+        # order. The cursor moves only once the server stored every one of them.
+        acks = [
+            await self.js.publish_async(
+                self._subject("triggers", deployment, t.entity),
+                _payload(t),
+                headers={"Nats-Msg-Id": f"{deployment}:{t.seq}"},
+            )
+            for t in triggers
+        ]
+        await asyncio.gather(*acks)
+        if cursor > await self._cursor(deployment):
+            await self.kv.put(self._cursor_key(deployment), str(cursor).encode())
+
+    def claim(self, deployment: str, limit: int, lease_s: float, now: float) -> list[Trigger]:
+        with self._lock:
+            held = sum(len(h) for h in self._held.get(deployment, {}).values())
+        if held < BUFFER and self._fetching.acquire(blocking=False):
+            try:
+                fetched = self._run(self._fetch(deployment, BUFFER - held, lease_s))
+            finally:
+                self._fetching.release()
+            with self._lock:
+                entities = self._held.setdefault(deployment, {})
+                for trigger in fetched:
+                    # a redelivery of a held trigger replaces it: its new handle is the live one
+                    entities.setdefault(trigger.entity, {})[trigger.seq] = trigger
+        claimed: list[Trigger] = []
+        with self._lock:
+            out = self._out.setdefault(deployment, {})
+            entities = self._held.get(deployment, {})
+            heads = [(min(seqs), entity) for entity, seqs in entities.items() if seqs]
+            for seq, entity in sorted(heads):
+                if len(claimed) >= limit:
+                    break
+                if entity in out:
+                    marker, until = out[entity]
+                    # only the one out may go again: nak'ed, or its lease over, and delivered
+                    # again by the server (never the entity's next while it is unacked)
+                    if not (marker == -seq or (marker == seq and now >= until)):
+                        continue
+                trigger = entities[entity].pop(seq)
+                if not entities[entity]:
+                    del entities[entity]
+                out[entity] = (seq, now + lease_s)
+                claimed.append(trigger)
+        return claimed
+
+    async def _fetch(self, deployment: str, batch: int, lease_s: float) -> list[Trigger]:
+        sub = self._subs.get(deployment)
+        if sub is None:
+            sub = self._subs[deployment] = await self._subscribe(deployment, lease_s)
+        try:
+            messages = await sub.fetch(batch, timeout=FETCH_S)
+        except TimeoutError:  # nats-py's and asyncio's: no trigger came within FETCH_S
+            return []
+        found = []
+        for message in messages:
+            data = orjson.loads(message.data)
+            attempts = message.metadata.num_delivered - 1
+            found.append(_trigger(deployment, data, attempts, message.reply))
+        return found
+
+    async def _subscribe(self, deployment: str, lease_s: float) -> Any:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(
+            durable_name=self._durable(deployment),
+            filter_subject=self._subject("triggers", deployment),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=lease_s,
+            max_ack_pending=20_000,
+        )
+        await self.js.add_consumer(self.triggers_stream, config)
+        return await self.js.pull_subscribe_bind(
+            durable=self._durable(deployment), stream=self.triggers_stream
+        )
+
+    def ack(self, trigger: Trigger) -> None:
+        self._run(self._reply(trigger.handle, b"+ACK", sync=True))
+        with self._lock:
+            out = self._out.get(trigger.deployment, {})
+            if out.get(trigger.entity, (0, 0.0))[0] == trigger.seq:
+                del out[trigger.entity]
+            stale = self._held.get(trigger.deployment, {}).get(trigger.entity, {})
+            repeat = stale.pop(trigger.seq, None)  # delivered again while it was out
+        if repeat is not None:
+            self._run(self._reply(repeat.handle, b"+ACK", sync=False))
+
+    async def _reply(self, subject: str, body: bytes, sync: bool) -> None:
+        if sync:  # the server confirms the ack: the trigger is gone before we move on
+            await self.nc.request(subject, body, timeout=5)
+        else:
+            await self.nc.publish(subject, body)
+
+    def fail(self, trigger: Trigger, error: str, max_attempts: int, now: float) -> bool:
+        attempts = trigger.attempts + 1
+        dead = attempts >= max_attempts
+        if dead:
+            letter = {**_fields(trigger), "attempts": attempts, "error": error, "failed_at": now}
+            subject = self._subject("dead", trigger.deployment, trigger.entity)
+            self._run(self.js.publish(subject, orjson.dumps(letter)))
+            self._run(self._reply(trigger.handle, b"+ACK", sync=True))
+        else:
+            self._run(self._reply(trigger.handle, b"-NAK", sync=False))
+        with self._lock:
+            out = self._out.get(trigger.deployment, {})
+            if dead:
+                out.pop(trigger.entity, None)
+            else:
+                out[trigger.entity] = (-trigger.seq, float("inf"))  # until delivered again
+        return dead
+
+    def release(self, deployment: str) -> None:
+        self._run(self._release(deployment))
+        with self._lock:
+            self._held.pop(deployment, None)
+            self._out.pop(deployment, None)
+
+    async def _release(self, deployment: str) -> None:
+        from nats.js.errors import NotFoundError
+
+        sub = self._subs.pop(deployment, None)
+        if sub is not None:
+            await sub.unsubscribe()
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(self.triggers_stream, self._durable(deployment))
+
+    def pending(self, deployment: str) -> tuple[int, float | None]:
+        return self._run(self._pending(deployment))
+
+    async def _pending(self, deployment: str) -> tuple[int, float | None]:
+        from nats.js.errors import NotFoundError
+
+        subjects = self._subject("triggers", deployment)
+        try:
+            info = await self.js.consumer_info(self.triggers_stream, self._durable(deployment))
+            count = info.num_pending + info.num_ack_pending
+        except NotFoundError:
+            stream = await self.js.stream_info(self.triggers_stream, subjects_filter=subjects)
+            count = sum((stream.state.subjects or {}).values())
+        if not count:
+            return 0, None
+        try:
+            first = await self.js.get_msg(self.triggers_stream, seq=1, subject=subjects, next=True)
+        except NotFoundError:
+            return 0, None
+        return count, float(orjson.loads(first.data or b"{}").get("enqueued_at", 0.0))
+
+    def dead_letters(self, deployment: str, limit: int = 100) -> list[DeadLetter]:
+        letters = self._run(self._dead(deployment, limit))
+        return [
+            DeadLetter.model_validate(
+                {k: v for k, v in data.items() if k in DeadLetter.model_fields}
+            )
+            for data in letters
+        ]
+
+    async def _dead(self, deployment: str, limit: int) -> list[dict[str, Any]]:
+        from nats.js.errors import NotFoundError
+
+        subjects, seq = self._subject("dead", deployment), 1
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            try:
+                message = await self.js.get_msg(
+                    self.dead_stream, seq=seq, subject=subjects, next=True
+                )
+            except NotFoundError:
+                break
+            found.append(orjson.loads(message.data or b"{}"))
+            seq = (message.seq or seq) + 1
+        return found
+
+    def retry(self, deployment: str) -> int:
+        return self._run(self._retry(deployment), timeout=300)
+
+    async def _retry(self, deployment: str) -> int:
+        letters = await self._dead(deployment, 2**31)
+        acks = [
+            await self.js.publish_async(
+                self._subject("triggers", deployment, data["entity"]),
+                orjson.dumps({**data, "attempts": 0}),
+                headers={"Nats-Msg-Id": f"{deployment}:{data['seq']}:retry:{data['failed_at']}"},
+            )
+            for data in letters
+        ]
+        await asyncio.gather(*acks)
+        await self.js.purge_stream(self.dead_stream, subject=self._subject("dead", deployment))
+        return len(letters)
+
+    def drop(self, deployment: str) -> None:
+        self.release(deployment)
+        self._run(self._drop(deployment))
+
+    async def _drop(self, deployment: str) -> None:
+        from nats.js.errors import KeyNotFoundError
+
+        await self.js.purge_stream(
+            self.triggers_stream, subject=self._subject("triggers", deployment)
+        )
+        await self.js.purge_stream(self.dead_stream, subject=self._subject("dead", deployment))
+        with contextlib.suppress(KeyNotFoundError):
+            await self.kv.purge(self._cursor_key(deployment))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        nc = getattr(self, "nc", None)
+        if nc is not None:
+            with contextlib.suppress(StoreError):
+                self._run(nc.close(), timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def _fields(trigger: Trigger) -> dict[str, Any]:
+    return {
+        "deployment": trigger.deployment,
+        "entity": trigger.entity,
+        "seq": trigger.seq,
+        "event_id": trigger.event_id,
+        "event_time": trigger.event_time,
+        "enqueued_at": trigger.enqueued_at,
+    }
+
+
+def _payload(trigger: Trigger) -> bytes:
+    return orjson.dumps(_fields(trigger))
+
+
+def _trigger(deployment: str, data: dict[str, Any], attempts: int, handle: str) -> Trigger:
+    return Trigger(
+        deployment,
+        str(data["entity"]),
+        int(data["seq"]),
+        str(data["event_id"]),
+        float(data["event_time"]),
+        float(data["enqueued_at"]),
+        attempts,
+        handle,
+    )

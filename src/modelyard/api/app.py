@@ -14,6 +14,7 @@ from modelyard import __version__
 from modelyard.api import artifacts, deployments, events, namespaces, pipelines, realtime, slos
 from modelyard.api.errors import BodyLimit, install_error_handlers
 from modelyard.controlplane import ControlPlane
+from modelyard.ui import mount as mount_dashboard
 
 PREFIX = "/api/v1"
 access_log = logging.getLogger("modelyard.access")
@@ -54,6 +55,7 @@ def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
     app.include_router(slos.router, prefix=PREFIX)
     app.include_router(realtime.streams, prefix=PREFIX)
     app.include_router(realtime.realtime, prefix=PREFIX)
+    mount_dashboard(app)  # /ui: its session cookie is read there only, never by the API
 
     app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_mb * 1024 * 1024)
     app.add_middleware(AccessLog)

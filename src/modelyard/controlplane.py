@@ -33,8 +33,8 @@ from modelyard.registry.namespaces import Namespaces
 from modelyard.registry.versions import Versions
 from modelyard.serving.controller import ServingController
 from modelyard.serving.deployments import Deployments, Revision
-from modelyard.serving.local import LocalOrchestrator
 from modelyard.serving.measurements import Measurements
+from modelyard.serving.orchestrator import Orchestrator, load_orchestrator
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore, open_blob_store
 from modelyard.store.db import Database
@@ -65,7 +65,7 @@ class ControlPlane:
     delivery: PushDeploys
     rollouts: Rollouts
     rollout_controller: RolloutController
-    orchestrator: LocalOrchestrator
+    orchestrator: Orchestrator
     slos: Slos
     slo_controller: SloController
     catalog: Catalog
@@ -103,7 +103,7 @@ class ControlPlane:
         keys = KeyStore(events)
         deployments = Deployments(events)
         slos = Slos(events, deployments)
-        orchestrator = LocalOrchestrator(settings.home)
+        orchestrator = load_orchestrator(settings.orchestrator, settings)
         measurements = Measurements(events.clock)
         rollouts = Rollouts(deployments, measurements)
         serving = ServingController(deployments, keys, orchestrator, events, measurements)

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from modelyard.errors import ConfigError
+from modelyard.kube.config import KubernetesSettings
 from modelyard.sql.connections import Connection
 
 ENV_PREFIX = "MODELYARD_"
@@ -46,6 +47,14 @@ class Settings(BaseSettings):
         description='fsspec storage options as JSON, e.g. {"endpoint_url": ...} for S3',
     )
     cache_dir: Path | None = Field(default=None, description="Where pulled versions are kept.")
+    orchestrator: str = Field(
+        default="local",
+        description="Where replicas run: local, kubernetes, or package.module:ClassName",
+    )
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings,
+        description="With orchestrator=kubernetes: the cluster, namespaces and image",
+    )
     connections: dict[str, Connection] = Field(
         default_factory=dict,
         description="Named SQL connections: url (no password), password_env or password_file, "

@@ -43,7 +43,7 @@ def up(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # replica health checks, twice a second
     plane = ControlPlane.build(settings)
-    plane.orchestrator.launcher.warm()  # replicas fork from it: have its imports done by then
+    plane.orchestrator.warm()
     if plane.ensure_admin_key():
         say(
             ("Created an admin API key", "bold"),

@@ -62,6 +62,17 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu: float | None = Field(None, gt=0, le=256)
     memory_mb: int | None = Field(None, ge=16)
+    gpu: int | None = Field(None, ge=1, le=64, description="GPUs (nvidia.com/gpu) per replica")
+
+
+class Toleration(BaseModel):
+    """A Kubernetes toleration: replicas may run on nodes with a matching taint."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
 class DeploymentSpec(BaseModel):
@@ -73,6 +84,12 @@ class DeploymentSpec(BaseModel):
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Gateway's limit per request")
     max_body_mb: float = Field(16.0, gt=0, le=1024, description="Largest request body (413)")
     env: dict[str, str] = Field(default_factory=dict, description="Environment of each replica")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Kubernetes: node labels a replica's node must have"
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Kubernetes: taints a replica's node may have"
+    )
 
     @field_validator("model")
     @classmethod
@@ -99,6 +116,8 @@ class SpecPatch(BaseModel):
     timeout_s: float | None = None
     max_body_mb: float | None = None
     env: dict[str, str] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
 
 
 class TrafficTarget(BaseModel):
@@ -499,7 +518,11 @@ class Deployments:
             .limit(1)
         )
         snapshot = spec.model_dump(mode="json")
-        if latest is not None and latest.version_id == version.id and latest.spec == snapshot:
+        # Compared as validated again: a spec stored before a field was added has no key for it.
+        same_spec = latest is not None and (
+            DeploymentSpec.model_validate(latest.spec).model_dump(mode="json") == snapshot
+        )
+        if latest is not None and latest.version_id == version.id and same_spec:
             return None
         number = (latest.number if latest else 0) + 1
         revision = RevisionRow(

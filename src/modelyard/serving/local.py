@@ -34,13 +34,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from modelyard.launcher import Handle, Launcher
 from modelyard.serving.deployments import ReplicaInfo, Revision
 from modelyard.serving.orchestrator import READY, STARTING, TERMINATING
-from modelyard.serving.replica_headers import TOKEN_ENV
+from modelyard.serving.replica_command import SERVER_MODULE, replica_environment, server_args
+
+if TYPE_CHECKING:
+    from modelyard.settings import Settings
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.05
@@ -132,6 +136,13 @@ class LocalOrchestrator:
     def __post_init__(self) -> None:
         self.on_change: Callable[[], None] = lambda: None
         self.launcher = Launcher(PRELOAD)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalOrchestrator:
+        return cls(settings.home)
+
+    def warm(self) -> None:
+        self.launcher.warm()  # replicas fork from it: have its imports done before the first
 
     @property
     def folder(self) -> Path:
@@ -329,30 +340,14 @@ class LocalOrchestrator:
     # processes ----------------------------------------------------------------------------------
     def _launch(self, revision: Revision) -> None:
         replica_id = f"{revision.name}-{uuid.uuid4().hex[:6]}"
-        spec = revision.spec
-        command = [
-            "--model",
-            revision.model,
-            "--name",
-            revision.deployment,
-            "--max-body-mb",
-            str(spec.max_body_mb),
-        ]
-        if spec.batching is not None:
-            command += [
-                "--max-batch-size",
-                str(spec.batching.max_batch_size),
-                "--max-wait-ms",
-                str(spec.batching.max_wait_ms),
-            ]
         log_path = self.folder / f"{replica_id}.log"
-        # The token goes in the environment, last so that no spec.env can replace it: the
-        # launcher gets it on its stdin, the replica reads it at start and takes it out of
-        # its environment (model code runs in that process and may start others).
-        env = {**self.env_for(revision), **spec.env, TOKEN_ENV: revision.token}
+        # The token goes in the environment: the launcher gets it on its stdin, the replica
+        # reads it at start and takes it out of its environment (model code runs in that process
+        # and may start others).
+        env = replica_environment(revision, self.env_for(revision))
         handle = self.launcher.start(
-            "modelyard.serving.server:run_forked",
-            command,
+            f"{SERVER_MODULE}:run_forked",
+            server_args(revision),
             env,
             str(log_path),
             listen="127.0.0.1",

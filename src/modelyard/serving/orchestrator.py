@@ -3,23 +3,44 @@
 The controller says how many replicas each revision should have (``scale``); the orchestrator
 converges on that by itself (starting, health-checking, restarting with backoff, draining) and
 reports what runs (``replicas``) and, when a revision cannot start at all, why (``failure``).
-``modelyard.serving.local`` runs replicas as local processes; a Kubernetes implementation renders
-the same calls to Deployments.
+``modelyard.serving.local`` runs replicas as local processes, ``modelyard.kube`` renders the same
+calls to Kubernetes Deployments. ``load_orchestrator`` picks one by the ``orchestrator`` setting:
+a built-in name, an entry point of the ``modelyard.orchestrators`` group, or
+``package.module:ClassName``; the class is built with ``from_settings(settings)``.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Protocol
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Protocol
 
+from modelyard.errors import ConfigError
 from modelyard.serving.deployments import ReplicaInfo, Revision
 
+if TYPE_CHECKING:
+    from modelyard.settings import Settings
+
 STARTING, READY, TERMINATING = "starting", "ready", "terminating"
+ENTRY_POINT_GROUP = "modelyard.orchestrators"
+_BUILTINS = {
+    "kubernetes": "modelyard.kube.orchestrator:KubeOrchestrator",
+    "local": "modelyard.serving.local:LocalOrchestrator",
+}
 
 
 class Orchestrator(Protocol):
     on_change: Callable[[], None]
     """Called (from any thread) whenever a replica's state changed: routes must be rebuilt."""
+    env_for: Callable[[Revision], dict[str, str]]
+    """A revision's replica environment from the control plane (how to reach the repository, a
+    key); set before ``start``. Secret values in it (`replica_command.SECRET_ENV`) must reach a
+    replica only through its environment, never a command line or a manifest."""
+
+    def warm(self) -> None:
+        """Prepare what the first replica would otherwise wait for (a launcher's imports, a
+        connection to the cluster); may do nothing."""
 
     def scale(self, revision: Revision, replicas: int) -> None:
         """Converge ``revision`` on ``replicas`` replicas (0 drains and stops them all). Each
@@ -41,4 +62,43 @@ class Orchestrator(Protocol):
     def start(self) -> None: ...
 
     def stop(self, *, keep_replicas: bool = False) -> None:
-        """Stop supervising; drain and stop every replica unless ``keep_replicas``."""
+        """Stop supervising; drain and stop every replica unless ``keep_replicas``, or unless
+        replicas belong to something that outlives the control plane (Kubernetes pods)."""
+
+
+def load_orchestrator(name: str, settings: Settings) -> Orchestrator:
+    """The orchestrator ``name`` names, built from ``settings`` (nothing starts yet)."""
+    target = _BUILTINS.get(name)
+    if target is None:
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            if entry.name == name:
+                target = entry.value
+                break
+    if target is None and ":" in name:
+        target = name
+    if target is None:
+        raise ConfigError(
+            f"unknown orchestrator {name!r}: use one of {', '.join(orchestrator_names())}, "
+            "or 'package.module:ClassName'"
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"orchestrator {name!r} cannot be loaded from {target!r} ({exc}): "
+            "check the module is installed and the class name is right"
+        ) from exc
+    if not callable(getattr(cls, "from_settings", None)):
+        raise ConfigError(
+            f"orchestrator {name!r} ({target}) has no from_settings(settings) classmethod: "
+            "an orchestrator implements modelyard.serving.orchestrator.Orchestrator"
+        )
+    orchestrator: Orchestrator = cls.from_settings(settings)
+    return orchestrator
+
+
+def orchestrator_names() -> list[str]:
+    """Built-in orchestrator names, then those that installed packages add, sorted."""
+    added = sorted({e.name for e in entry_points(group=ENTRY_POINT_GROUP)} - set(_BUILTINS))
+    return [*sorted(_BUILTINS), *added]

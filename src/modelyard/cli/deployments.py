@@ -379,12 +379,33 @@ def _summary(data: dict[str, Any]) -> str:
             continue
         if key == "slos" and isinstance(value, list):
             value = ", ".join(str(o.get("name", "?")) for o in value if isinstance(o, dict))
+        elif key == "traffic" and isinstance(value, dict):
+            value = _traffic(value)
         elif isinstance(value, dict):
             value = "(" + ", ".join(f"{k} {_number(v)}" for k, v in value.items()) + ")"
         elif isinstance(value, list):
             value = json.dumps(value)
         parts.append(f"{key}={_number(value)}")
     return status_line(", ".join(parts))
+
+
+def _traffic(traffic: dict[str, Any]) -> str:
+    """A traffic split as the CLI takes it: ``r1=90 r2=10 (tag canary on r2)``, "latest" for a
+    target without a revision, then the sticky header and the shadow."""
+    shares, extras = [], []
+    for target in traffic.get("targets") or []:
+        if not isinstance(target, dict):
+            continue
+        name = f"r{target['revision']}" if target.get("revision") else "latest"
+        shares.append(f"{name}={target.get('percent', 0)}")
+        if target.get("tag"):
+            extras.append(f"tag {target['tag']} on {name}")
+    if traffic.get("sticky_header"):
+        extras.append(f"sticky on {traffic['sticky_header']}")
+    shadow = traffic.get("shadow")
+    if isinstance(shadow, dict):
+        extras.append(f"shadow r{shadow.get('revision')} {shadow.get('percent')}%")
+    return " ".join(shares) + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _number(value: Any) -> str:

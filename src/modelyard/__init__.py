@@ -22,7 +22,10 @@ __all__ = [
     "Role",
     "Settings",
     "Unauthenticated",
+    "VersionSpec",
     "__version__",
+    "pipeline",
+    "step",
 ]
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
         NotFound,
         Unauthenticated,
     )
+    from modelyard.pipelines.dsl import pipeline, step
+    from modelyard.registry.versions import VersionSpec
     from modelyard.settings import Settings
     from modelyard.types import FileEntry, ModelRef, Role
 
@@ -45,6 +50,9 @@ _LAZY = {
     "FileEntry": "modelyard.types",
     "ModelRef": "modelyard.types",
     "Role": "modelyard.types",
+    "VersionSpec": "modelyard.registry.versions",
+    "pipeline": "modelyard.pipelines.dsl",
+    "step": "modelyard.pipelines.dsl",
     **{
         name: "modelyard.errors"
         for name in (

@@ -176,3 +176,27 @@ def test_unknown_modules_and_targets_are_clear_errors(cli: Cli) -> None:
         result = cli.fail("pipelines", "register", target, "-n", "team")
         assert result.exit_code == InvalidInput.exit_code
         assert message in result.stderr
+
+
+def test_a_module_that_fails_as_it_imports_is_one_line(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's pipeline file with a mistake in it: one line saying where, not a traceback; and
+    the public names the README uses import from ``modelyard.pipelines``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "good_flows.py").write_text(
+        "from modelyard.pipelines import pipeline, step\n\n"
+        "@step\ndef hello() -> int:\n    return 1\n\n"
+        "@pipeline(name='hello')\ndef hello_flow() -> None:\n    hello()\n"
+    )
+    (tmp_path / "broken_flows.py").write_text("import good_flows\nfrom nowhere_ok import x\n")
+    (tmp_path / "raising_flows.py").write_text("x = 1\nraise ValueError('oops [here]')\n")
+    assert "registered pipeline team/hello" in cli(
+        "pipelines", "register", "good_flows:hello_flow", "-n", "team"
+    )
+    raised = cli.fail("pipelines", "register", "raising_flows:nothing", "-n", "team")
+    assert raised.exit_code == InvalidInput.exit_code
+    assert raised.stderr.count("\n") == 1, raised.stderr
+    assert "raising_flows.py:2: ValueError: oops [here]" in raised.stderr, raised.stderr
+    missing = cli.fail("pipelines", "register", "broken_flows:nothing", "-n", "team")
+    assert "cannot import 'broken_flows'" in missing.stderr and "nowhere_ok" in missing.stderr

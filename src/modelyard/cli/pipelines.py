@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,12 @@ def load_pipeline(target: str) -> Pipeline:
         raise InvalidInput(
             f"cannot import {module_name!r}: {exc}. Run from the folder that "
             "holds it, or install it"
+        ) from exc
+    except Exception as exc:  # the user's module failed as it ran: say where, in one line
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise InvalidInput(
+            f"importing {module_name!r} failed at {where.filename}:{where.lineno}: "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     found = getattr(module, attr, None)
     if not isinstance(found, Pipeline):

@@ -11,12 +11,11 @@ a built-in name, an entry point of the ``modelyard.orchestrators`` group, or
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol
 
 from modelyard.errors import ConfigError
+from modelyard.plugins import Family
 from modelyard.serving.deployments import ReplicaInfo, Revision
 
 if TYPE_CHECKING:
@@ -66,39 +65,24 @@ class Orchestrator(Protocol):
         replicas belong to something that outlives the control plane (Kubernetes pods)."""
 
 
+ORCHESTRATORS: Family[object] = Family(
+    "orchestrator", ENTRY_POINT_GROUP, object, _BUILTINS, error=ConfigError
+)
+
+
 def load_orchestrator(name: str, settings: Settings) -> Orchestrator:
     """The orchestrator ``name`` names, built from ``settings`` (nothing starts yet)."""
-    target = _BUILTINS.get(name)
-    if target is None:
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            if entry.name == name:
-                target = entry.value
-                break
-    if target is None and ":" in name:
-        target = name
-    if target is None:
-        raise ConfigError(
-            f"unknown orchestrator {name!r}: use one of {', '.join(orchestrator_names())}, "
-            "or 'package.module:ClassName'"
-        )
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"orchestrator {name!r} cannot be loaded from {target!r} ({exc}): "
-            "check the module is installed and the class name is right"
-        ) from exc
+    cls = ORCHESTRATORS.load(name)
     if not callable(getattr(cls, "from_settings", None)):
         raise ConfigError(
-            f"orchestrator {name!r} ({target}) has no from_settings(settings) classmethod: "
-            "an orchestrator implements modelyard.serving.orchestrator.Orchestrator"
+            f"orchestrator {name!r} ({ORCHESTRATORS.target(name)}) has no "
+            "from_settings(settings) classmethod: an orchestrator implements "
+            "modelyard.serving.orchestrator.Orchestrator"
         )
-    orchestrator: Orchestrator = cls.from_settings(settings)
+    orchestrator: Orchestrator = cls.from_settings(settings)  # type: ignore[attr-defined]
     return orchestrator
 
 
 def orchestrator_names() -> list[str]:
     """Built-in orchestrator names, then those that installed packages add, sorted."""
-    added = sorted({e.name for e in entry_points(group=ENTRY_POINT_GROUP)} - set(_BUILTINS))
-    return [*sorted(_BUILTINS), *added]
+    return ORCHESTRATORS.names()

@@ -10,12 +10,11 @@ a backend costs nothing until it is opened.
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 from modelyard.errors import ConfigError
+from modelyard.plugins import Family
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.predictions import PredictionStore
 from modelyard.realtime.queue import TriggerQueue
@@ -48,33 +47,32 @@ def open_prediction_store(url: str) -> PredictionStore:
     return cast(PredictionStore, _open("prediction_stores", url))
 
 
+_FAMILIES: dict[str, Family[object]] = {
+    family: Family(
+        f"realtime {family.replace('_', ' ').rstrip('s')}",
+        f"modelyard.realtime.{family}",
+        object,
+        builtins,
+        error=ConfigError,
+    )
+    for family, builtins in _BUILTINS.items()
+}
+
+
 def schemes(family: str) -> list[str]:
     """Built-in schemes of ``family``, then those installed packages add, sorted."""
-    group = f"modelyard.realtime.{family}"
-    added = {entry.name for entry in entry_points(group=group)} - set(_BUILTINS[family])
-    return [*sorted(_BUILTINS[family]), *sorted(added)]
+    return _FAMILIES[family].names()
 
 
 def _open(family: str, url: str) -> Any:
     scheme = urlsplit(url).scheme.partition("+")[0]
-    target = _BUILTINS[family].get(scheme)
-    if target is None:
-        for entry in entry_points(group=f"modelyard.realtime.{family}"):
-            if entry.name == scheme:
-                target = entry.value
-                break
-    what = family.replace("_", " ").rstrip("s")
-    if target is None:
+    plugins = _FAMILIES[family]
+    if plugins.target(scheme) is None or ":" in scheme:
         raise ConfigError(
-            f"no realtime {what} for {url!r}: use a URL starting with one of "
+            f"no {plugins.what} for {url!r}: use a URL starting with one of "
             f"{', '.join(s + '://' for s in schemes(family))}"
         )
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"realtime {what} {scheme!r} cannot be loaded ({exc})") from exc
-    return cls(url)
+    return plugins.load(scheme)(url)  # type: ignore[call-arg]
 
 
 class RealtimeStores:

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from shlex import quote
@@ -51,10 +52,21 @@ def main(argv: list[str] | None = None) -> None:
         run_demo(home, args)
         if not args.once:
             console.print("\n[bold]Serving until Ctrl-C.[/]")
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            wait_for_signal(signal.SIGINT, signal.SIGTERM)
     finally:
         platform.terminate()
         platform.wait(60)
+
+
+def wait_for_signal(*signals: signal.Signals) -> None:
+    """Return once one of ``signals`` arrives. Not ``signal.sigwait``: it waits only for signals
+    blocked in every thread, and a signal the interpreter's own handler took instead (any thread
+    started before could receive it) left it waiting for good: the demo hung on Ctrl-C."""
+    arrived = threading.Event()
+    for number in signals:
+        signal.signal(number, lambda *_: arrived.set())
+    while not arrived.wait(0.5):  # the timeout lets the main thread run the handlers
+        pass
 
 
 def run_demo(home: Path, args: argparse.Namespace) -> None:

@@ -92,7 +92,10 @@ def test_a_connection_the_replica_closed_is_replaced() -> None:
             await endpoint.send("GET", "/", [], b"")
             for conn in list(server.connections):
                 conn.close()  # as a replica's keep-alive timeout does
-            await asyncio.sleep(0.05)
+            deadline = time.monotonic() + 5
+            while endpoint.idle and endpoint.idle[0].keep_alive:  # the close has arrived
+                assert time.monotonic() < deadline, "the gateway never saw the close"
+                await asyncio.sleep(0.005)
             answer = await endpoint.send("GET", "/", [], b"")
         assert answer.status == 200
         assert len(set(app.ports)) == 2

@@ -151,8 +151,6 @@ def test_roles_reserved_names_and_isolation(serving: Serving) -> None:
     _, producer = client.create_key("producer", {"team": Role.PRODUCER})
     _, outsider = client.create_key("outsider", {"other": Role.ADMIN})
     # new keys reach the gateway with its next routing table
-    ping = serving.http.get("/other/predictions/scorer/u1", headers={"Authorization": "Bearer x"})
-    assert ping.status_code == 401
     for key in (invoker, producer, outsider):
         auth = {"Authorization": f"Bearer {key}"}
         wait_for(

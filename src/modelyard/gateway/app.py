@@ -14,7 +14,10 @@ deployment's runtime, like an image search's ``/search``); and the bare OIP path
 OIP clients need only a URL and headers; the server-level OIP routes (``/v2``, ``/v2/health/*``)
 answer for the gateway itself, with or without that header. Bodies pass through as they are
 (binary tensor data too, with its ``Inference-Header-Content-Length``). ``/metrics`` is Prometheus
-exposition.
+exposition. ``/{namespace}/streams/...`` and ``/{namespace}/predictions/...`` are realtime ingest
+and prediction reads (`modelyard.realtime.ingest`; those deployment names are reserved). Until
+the control plane has confirmed its routing table, a starting gateway holds requests
+(`modelyard.gateway.routes`).
 """
 
 from __future__ import annotations

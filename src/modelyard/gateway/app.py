@@ -106,8 +106,8 @@ class Gateway:
         try:
             route, headers, key_id = self._admit(scope, namespace, deployment)
             body = await _read_body(receive, route.max_body_bytes)
-            # A HEAD goes on as a GET (uvicorn drops the body here): the parser of the replica's
-            # answer would wait for the body that a HEAD's answer announces but never sends.
+            # A HEAD goes on as a GET (serving.http drops the body here): the parser of the
+            # replica's answer would wait for the body a HEAD's answer announces but never sends.
             method = "GET" if scope["method"] == "HEAD" else scope["method"]
             request = (method, upstream_path, body, scope["query_string"])
             revision, response = await self._forward(route, headers, *request)

@@ -19,19 +19,11 @@ from modelyard.registry.records import VersionInfo
 from modelyard.registry.versions import Lineage, LineageInput, VersionSpec
 from modelyard.types import ArtifactKind, FileEntry, ModelRef
 
-# The file each built-in runtime loads (serving/runtimes/sklearn.py, onnx.py, python.py): the
-# preferred name, else the only file of the version's top folder matching the patterns.
-_MODEL_FILES = {
-    "sklearn": ("model.joblib", ("*.joblib", "*.pkl")),
-    "onnx": ("model.onnx", ("*.onnx",)),
-    "python": ("model.py", ()),
-}
-
 
 def check_servable(runtime: str, entries: Sequence[FileEntry]) -> None:
     """Refuse what could never serve: an unknown runtime (a typo), a built-in runtime's model
     file missing, ambiguous or empty."""
-    from modelyard.serving.runtimes import runtime_names
+    from modelyard.serving.runtimes import RUNTIMES, runtime_names
 
     names = runtime_names()
     if runtime not in names:
@@ -42,9 +34,13 @@ def check_servable(runtime: str, entries: Sequence[FileEntry]) -> None:
             + f"(installed here: {', '.join(names)}; --no-check pushes it anyway, for a "
             "runtime installed only where it serves)"
         )
-    if runtime not in _MODEL_FILES:
+    try:
+        model_file = RUNTIMES.load(runtime).model_file
+    except InvalidInput:  # installed but not loadable here: the replica will say why
         return
-    preferred, patterns = _MODEL_FILES[runtime]
+    if model_file is None:
+        return
+    preferred, patterns = model_file
     top = {e.path: e for e in entries if "/" not in e.path}
     chosen = top.get(preferred)
     if chosen is None:

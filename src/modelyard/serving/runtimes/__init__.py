@@ -47,6 +47,9 @@ class Runtime(ABC):
 
     name: ClassVar[str]
     platform: ClassVar[str]
+    model_file: ClassVar[tuple[str, tuple[str, ...]] | None] = None
+    """The file ``load`` reads from the version's top folder: a preferred name, else the only
+    file matching the patterns (`pick_file`); a push checks it is there. None: not one file."""
     # Rows are independent, so requests may be stacked on axis 0. An instance attribute rather
     # than a ClassVar: the python runtime learns it from the model's own module at load time.
     batchable: bool = True

@@ -32,6 +32,7 @@ ELEMENT_TYPES = {
 class OnnxRuntime(Runtime):
     name = "onnx"
     platform = "onnxruntime"
+    model_file = ("model.onnx", ("*.onnx",))
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,7 +50,7 @@ class OnnxRuntime(Runtime):
             raise ConfigError(
                 "the onnx runtime needs onnxruntime: pip install 'modelyard[onnx]'"
             ) from exc
-        file = pick_file(path, "model.onnx", ("*.onnx",))
+        file = pick_file(path, *self.model_file)
         options = onnxruntime.SessionOptions()
         # A replica is one process; the orchestrator scales out with more processes, so threads
         # inside one would only compete with its neighbours for the same cores.

@@ -27,6 +27,7 @@ from modelyard.serving.signatures import describe
 class PythonRuntime(Runtime):
     name = "python"
     platform = "python"
+    model_file = ("model.py", ())
 
     def __init__(self) -> None:
         super().__init__()

@@ -30,6 +30,7 @@ METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function",
 class SklearnRuntime(Runtime):
     name = "sklearn"
     platform = "sklearn"
+    model_file = ("model.joblib", ("*.joblib", "*.pkl"))
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,7 +47,7 @@ class SklearnRuntime(Runtime):
                 "the sklearn runtime needs scikit-learn and joblib: "
                 "pip install 'modelyard[sklearn]'"
             ) from exc
-        file = pick_file(path, "model.joblib", ("*.joblib", "*.pkl"))
+        file = pick_file(path, *self.model_file)
         try:
             self.model = joblib.load(file)
         except Exception as exc:

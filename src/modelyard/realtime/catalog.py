@@ -23,7 +23,7 @@ from modelyard.events.log import EventLog
 from modelyard.realtime.durations import seconds
 from modelyard.realtime.rules import TriggerRule, check_target
 from modelyard.realtime.streams import StreamInfo, StreamSpec
-from modelyard.registry._lookup import namespace_row
+from modelyard.registry._lookup import named_row, namespace_row
 from modelyard.store.schema import NamespaceRow, RealtimeDeploymentRow, StreamRow
 from modelyard.types import ModelRef, Record, check_alias, check_name
 
@@ -100,7 +100,7 @@ class Catalog:
         check_name(name, "stream name")
         with self.db.write() as session:
             ns = namespace_row(session, namespace)
-            if self._stream(session, ns.id, name) is not None:
+            if named_row(session, StreamRow, ns.id, name) is not None:
                 raise Conflict(f"stream {namespace}/{name} exists: delete it first to change it")
             row = StreamRow(
                 id=uuid.uuid4().hex,
@@ -157,21 +157,13 @@ class Catalog:
 
     def _stream_row(self, session: Session, namespace: str, name: str) -> StreamRow:
         ns = namespace_row(session, namespace)
-        row = self._stream(session, ns.id, name)
+        row = named_row(session, StreamRow, ns.id, name)
         if row is None:
             raise NotFound(
                 f"stream {namespace}/{name} does not exist: create it with "
                 f"'modelyard streams create {namespace}/{name}'"
             )
         return row
-
-    @staticmethod
-    def _stream(session: Session, namespace_id: int, name: str) -> StreamRow | None:
-        return session.scalar(
-            sa.select(StreamRow).where(
-                StreamRow.namespace_id == namespace_id, StreamRow.name == name
-            )
-        )
 
     # realtime deployments -----------------------------------------------------------------------
     def create(
@@ -182,7 +174,7 @@ class Catalog:
         with self.db.write() as session:
             ns = namespace_row(session, namespace)
             self._stream_row(session, namespace, spec.stream)
-            if self._deployment(session, ns.id, name) is not None:
+            if named_row(session, RealtimeDeploymentRow, ns.id, name) is not None:
                 raise Conflict(
                     f"realtime deployment {namespace}/{name} exists: change it with "
                     f"'modelyard realtime update {namespace}/{name}'"
@@ -249,22 +241,13 @@ class Catalog:
 
     def _row(self, session: Session, namespace: str, name: str) -> RealtimeDeploymentRow:
         ns = namespace_row(session, namespace)
-        row = self._deployment(session, ns.id, name)
+        row = named_row(session, RealtimeDeploymentRow, ns.id, name)
         if row is None:
             raise NotFound(
                 f"realtime deployment {namespace}/{name} does not exist: create it with "
                 f"'modelyard realtime create {namespace}/{name} --stream S --function M:F'"
             )
         return row
-
-    @staticmethod
-    def _deployment(session: Session, namespace_id: int, name: str) -> RealtimeDeploymentRow | None:
-        return session.scalar(
-            sa.select(RealtimeDeploymentRow).where(
-                RealtimeDeploymentRow.namespace_id == namespace_id,
-                RealtimeDeploymentRow.name == name,
-            )
-        )
 
     # the gateway's part -------------------------------------------------------------------------
     def data_plane_table(self) -> dict[str, Any]:

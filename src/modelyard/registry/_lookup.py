@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -97,6 +97,18 @@ _ALL_FILES = (
 _ALL_ALIASES = sa.select(_aliases.version_id, _aliases.name).where(
     _aliases.artifact_id == sa.bindparam("artifact_id")
 )
+
+
+T = TypeVar("T")
+
+
+def named_row(session: Session, table: type[T], namespace_id: int, name: str) -> T | None:
+    """The row of ``table`` (a deployment, a stream, ...) named ``name`` in a namespace."""
+    columns: Any = table  # every such table has namespace_id and name columns
+    found: T | None = session.scalar(
+        sa.select(columns).where(columns.namespace_id == namespace_id, columns.name == name)
+    )
+    return found
 
 
 def namespace_row(session: Session, namespace: str) -> NamespaceRow:

@@ -29,7 +29,7 @@ from modelyard.delivery.analysis import Analysis
 from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.log import EventLog
 from modelyard.realtime.streams import check_not_reserved
-from modelyard.registry._lookup import artifact_row, namespace_row, version_row
+from modelyard.registry._lookup import artifact_row, named_row, namespace_row, version_row
 from modelyard.serving.autoscaler import Autoscaling
 from modelyard.serving.replica_headers import new_token
 from modelyard.store.schema import (
@@ -343,7 +343,7 @@ class Deployments:
         now = self.events.clock()
         with self.db.write() as session:
             ns = namespace_row(session, namespace)
-            if self._find(session, ns.id, name) is not None:
+            if named_row(session, DeploymentRow, ns.id, name) is not None:
                 raise Conflict(
                     f"deployment {namespace}/{name} exists: change it with "
                     f"'modelyard deployments update {namespace}/{name}'"
@@ -646,14 +646,6 @@ class Deployments:
         return result
 
     # plumbing -----------------------------------------------------------------------------------
-    @staticmethod
-    def _find(session: Session, namespace_id: int, name: str) -> DeploymentRow | None:
-        return session.scalar(
-            sa.select(DeploymentRow).where(
-                DeploymentRow.namespace_id == namespace_id, DeploymentRow.name == name
-            )
-        )
-
     def row(
         self, session: Session, namespace: str, name: str, *, lock: bool = False
     ) -> DeploymentRow:

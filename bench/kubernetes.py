@@ -21,7 +21,6 @@ admission): read them as the floor, and the call counts as the result.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -31,12 +30,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _harness import argument_parser  # noqa: E402
 from tests.kube.fake_apiserver import FakeApiServer  # noqa: E402
 
 from modelyard.kube.api import KubeApi  # noqa: E402
 from modelyard.kube.config import Cluster, KubernetesSettings  # noqa: E402
 from modelyard.kube.orchestrator import KubeOrchestrator  # noqa: E402
 from modelyard.serving.deployments import DeploymentSpec, Revision  # noqa: E402
+from modelyard.testing import wait_for  # noqa: E402
 
 NAMESPACE = "ml-team"
 
@@ -56,14 +57,6 @@ def revision(i: int) -> Revision:
     )
 
 
-def wait(condition: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError("the fake API server did not converge")
-        time.sleep(0.01)
-
-
 def orchestrator_figures(deployments: int, seconds: float, tick_ms: float) -> None:
     server = FakeApiServer(namespaces=(NAMESPACE,)).start()
     settings = KubernetesSettings(namespaces={"team": NAMESPACE}, image="img:1")
@@ -77,7 +70,12 @@ def orchestrator_figures(deployments: int, seconds: float, tick_ms: float) -> No
             orch.scale(rev, 1)
         rollout_s = time.perf_counter() - started
         rollout_calls = len(server.requests) - before
-        wait(lambda: all(len(orch.replicas(r.id)) == 1 for r in revisions))
+        wait_for(
+            lambda: all(len(orch.replicas(r.id)) == 1 for r in revisions),
+            60,
+            "one replica each",
+            0.01,
+        )
 
         before, ticks, started = len(server.requests), 0, time.monotonic()
         while time.monotonic() - started < seconds:
@@ -94,7 +92,12 @@ def orchestrator_figures(deployments: int, seconds: float, tick_ms: float) -> No
             orch.scale(rev, 2)
         scale_s = time.perf_counter() - started
         scale_calls = len(server.requests) - before
-        wait(lambda: all(len(orch.replicas(r.id)) == 2 for r in revisions))
+        wait_for(
+            lambda: all(len(orch.replicas(r.id)) == 2 for r in revisions),
+            60,
+            "two replicas each",
+            0.01,
+        )
     finally:
         orch.stop()
         server.stop()
@@ -146,14 +149,24 @@ def commit_figures(commits: int) -> None:
                 client.create_namespace("team")
                 client.push("team/echo", model, VersionSpec(runtime="python"))
                 client.create_deployment("team", "echo", "echo@latest")
-                wait(lambda: server.get("deployments", NAMESPACE, "echo-r1") is not None)
+                wait_for(
+                    lambda: server.get("deployments", NAMESPACE, "echo-r1") is not None,
+                    60,
+                    "echo-r1",
+                    0.01,
+                )
                 for n in range(2, commits + 2):
                     (model / "model.py").write_text(
                         f"# v{n}\ndef predict(inputs):\n    return inputs\n"
                     )
                     client.push("team/echo", model, VersionSpec(runtime="python"))
                     committed = time.perf_counter()
-                    wait(lambda n=n: server.get("deployments", NAMESPACE, f"echo-r{n}") is not None)
+                    wait_for(
+                        lambda n=n: server.get("deployments", NAMESPACE, f"echo-r{n}") is not None,
+                        60,
+                        f"echo-r{n}",
+                        0.01,
+                    )
                     times.append(time.perf_counter() - committed)
         finally:
             plane.close()
@@ -165,7 +178,7 @@ def commit_figures(commits: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--deployments", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--tick-ms", type=float, default=50.0)

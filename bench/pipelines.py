@@ -73,15 +73,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _harness import VENVS, argument_parser, ensure_venv, goal, load_average, ms
+
 from modelyard.controlplane import ControlPlane
-from modelyard.pipelines.runs import FINISHED, RunInfo
+from modelyard.pipelines.records import RunInfo
+from modelyard.pipelines.states import FINISHED
 from modelyard.settings import Settings
 
 NAMESPACE = "bench"
 WORKLOADS = ("chain", "fanout")
 KFP_GOAL = 1 / 5  # modelyard / kfp.local at most
 PREFECT_GOAL = 3.0  # modelyard / Prefect at most
-VENVS = Path(__file__).resolve().parent / ".venvs"
 # What pip installs in each venv. Prefect up to 3.8 allows any FastAPI >= 0.139, but FastAPI 0.151
 # and later refuse the ``Body(min_items=...)`` its server uses; Prefect 3.9 pins fastapi<0.151.
 REQUIREMENTS = {"kfp": ("kfp==2.17.3",), "prefect": ("prefect>=3,<4", "fastapi<0.151")}
@@ -154,7 +156,28 @@ if __name__ == "__main__":
     main()
 """
 
-KFP_DRIVER = """\
+# The end of both peers' drivers: one warm-up run of each workload, then REPS timed runs, each
+# with a new salt so that no cache answers; the figures as one JSON line on stdout.
+TIMED_RUNS = """
+workloads = {"chain": chain, "fanout": fanout}
+result = {"version": __version__, "startup_s": time.perf_counter() - started, "warmup": {}}
+result.update({name: [] for name in workloads})
+salt = 0
+for rep in range(-1, REPS):
+    for name, run in workloads.items():
+        salt += 1
+        began = time.perf_counter()
+        run(salt=salt)
+        seconds = time.perf_counter() - began
+        if rep < 0:
+            result["warmup"][name] = seconds
+        else:
+            result[name].append(seconds)
+print("BENCH-JSON " + json.dumps(result), flush=True)
+"""
+
+KFP_DRIVER = (
+    """\
 import json, sys, tempfile, time
 
 started = time.perf_counter()
@@ -185,24 +208,12 @@ local.init(
     runner=local.SubprocessRunner(use_venv=False),
     pipeline_root=tempfile.mkdtemp(prefix="kfp-outputs-"),
 )
-pipelines = {"chain": chain, "fanout": fanout}
-result = {"version": __version__, "startup_s": time.perf_counter() - started, "warmup": {}}
-result.update({name: [] for name in pipelines})
-salt = 0
-for rep in range(-1, REPS):
-    for name, run in pipelines.items():
-        salt += 1
-        began = time.perf_counter()
-        run(salt=salt)
-        seconds = time.perf_counter() - began
-        if rep < 0:
-            result["warmup"][name] = seconds
-        else:
-            result[name].append(seconds)
-print("BENCH-JSON " + json.dumps(result), flush=True)
 """
+    + TIMED_RUNS
+)
 
-PREFECT_DRIVER = """\
+PREFECT_DRIVER = (
+    """\
 import json, sys, time
 
 started = time.perf_counter()
@@ -227,23 +238,9 @@ def chain(salt: int) -> None:
 def fanout(salt: int) -> None:
     noop.map(range(STEPS), salt=unmapped(salt)).result()
 
-
-flows = {"chain": chain, "fanout": fanout}
-result = {"version": __version__, "startup_s": time.perf_counter() - started, "warmup": {}}
-result.update({name: [] for name in flows})
-salt = 0
-for rep in range(-1, REPS):
-    for name, run in flows.items():
-        salt += 1
-        began = time.perf_counter()
-        run(salt=salt)
-        seconds = time.perf_counter() - began
-        if rep < 0:
-            result["warmup"][name] = seconds
-        else:
-            result[name].append(seconds)
-print("BENCH-JSON " + json.dumps(result), flush=True)
 """
+    + TIMED_RUNS
+)
 
 
 @dataclass
@@ -402,77 +399,6 @@ def run_modelyard_driver(work: Path, steps: int, reps: int, parallelism: int) ->
 
 
 # kfp.local and Prefect, each in its own venv -----------------------------------------------------
-def pip_install(python: Path, *args: str) -> bool:
-    done = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    if done.returncode != 0:
-        print(done.stderr.decode(errors="replace").strip().splitlines()[-1], flush=True)
-    return done.returncode == 0
-
-
-def install_loosened(python: Path, requirement: str) -> list[str]:
-    """Install ``requirement`` without the dependency pins the package index cannot meet.
-
-    The package index this machine reaches can lag behind a release's pins (kfp 2.17.3 asks for
-    a certifi newer than it holds): install the package alone, then each dependency, and where a
-    pin cannot be met, the newest release of that dependency. Returns the pins loosened.
-    """
-    if not pip_install(python, "--no-deps", requirement):
-        raise RuntimeError(f"pip could not install {requirement}")
-    name = requirement.split("=")[0].split(">")[0].split("<")[0].strip()
-    listed = subprocess.run(
-        [
-            str(python),
-            "-c",
-            f"import importlib.metadata as m; print(*m.requires({name!r}), sep=chr(10))",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    dependencies = [line for line in listed.stdout.splitlines() if line and "extra ==" not in line]
-    if pip_install(python, *dependencies):
-        return []
-    loosened: list[str] = []
-    for dependency in dependencies:
-        if not pip_install(python, dependency):
-            bare = dependency.split(";")[0]
-            for mark in "=<>!~":
-                bare = bare.split(mark)[0]
-            if not pip_install(python, bare.strip()):
-                raise RuntimeError(f"pip could not install {bare.strip()} for {requirement}")
-            loosened.append(dependency)
-    return loosened
-
-
-def ensure_venv(name: str) -> tuple[Path, list[str]]:
-    """``bench/.venvs/NAME`` with its requirement installed (created on first use), and notes."""
-    folder = VENVS / name
-    python = folder / "bin" / "python"
-    marker = folder / ".bench-requirement"
-    requirements = REQUIREMENTS[name]
-    requirement = " ".join(requirements)
-    if python.exists() and marker.exists():
-        lines = marker.read_text().splitlines()
-        if lines and lines[0] == requirement:
-            return python, lines[1:]
-    print(f"creating {folder} with {requirement} (once; not timed) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
-    notes: list[str] = []
-    if not pip_install(python, *requirements):
-        loosened = install_loosened(python, requirements[0])
-        if requirements[1:] and not pip_install(python, *requirements[1:]):
-            raise RuntimeError(f"pip could not install {' '.join(requirements[1:])}")
-        notes = [
-            f"pin not available here, newest release installed instead: {pin}" for pin in loosened
-        ]
-    marker.write_text("\n".join([requirement, *notes]) + "\n")
-    return python, notes
-
-
 def driver_env(work: Path, system: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VIRTUAL_ENV"))}
     env["PATH"] = f"{VENVS / system / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -505,7 +431,7 @@ def run_json(command: list[str], cwd: Path, env: dict[str, str], system: str) ->
 
 
 def run_driver(work: Path, system: str, source: str, steps: int, reps: int) -> Measured:
-    python, notes = ensure_venv(system)
+    python, notes = ensure_venv(system, REQUIREMENTS[system], loosen=True)
     folder = work / system
     folder.mkdir()
     script = folder / f"{system}_driver.py"
@@ -523,18 +449,6 @@ def run_driver(work: Path, system: str, source: str, steps: int, reps: int) -> M
 
 
 # report -----------------------------------------------------------------------------------------
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg()) + " (1, 5, 15 min)"
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
-
-
-def ms(value: float) -> str:
-    return f"{value * 1000:.0f} ms"
-
-
 def print_table(results: Sequence[Measured], steps: int) -> None:
     print(
         f"\n{'workload':10s} {'system':26s} {'median wall':>11s} {'per step':>10s}  "
@@ -562,15 +476,15 @@ def print_goals(results: Sequence[Measured], steps: int) -> None:
     for mine in (m for m in results if m.system.startswith("modelyard")):
         print()
         for workload in WORKLOADS:
-            for other, goal, said in goals:
+            for other, limit, said in goals:
                 if other not in by_name:
                     continue
                 ratio = mine.per_step(workload, steps) / by_name[other].per_step(workload, steps)
                 caveat = " (timed runs had failed steps)" if any(mine.failed[workload]) else ""
                 print(
                     f"{workload + ' ' + str(steps):10s} {mine.system + ' / ' + other:32s} "
-                    f"per step {ratio:6.3f}   goal <= {goal:.3f} ({said})  "
-                    f"{verdict(ratio <= goal)}{caveat}"
+                    f"per step {ratio:6.3f}   {goal(f'<= {limit:.3f} ({said})', ratio <= limit)}"
+                    f"{caveat}"
                 )
 
 
@@ -608,7 +522,7 @@ def print_breakdown(result: ModelyardResult) -> None:
 
 # main -------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
+    parser = argument_parser(__doc__)
     parser.add_argument("--steps", type=int, default=50, help="steps per workload (default 50)")
     parser.add_argument("--reps", type=int, default=3, help="timed runs per workload (default 3)")
     parser.add_argument(

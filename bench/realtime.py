@@ -56,10 +56,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _harness import (
+    UP,
+    ensure_venv,
+    percentile,
+    platform_env,
+    tree_cpu,
+    venv_version,
+    wait_until,
+)
 
 from modelyard.apps.realtime_demo.clickstream import Shop, sessions
 from modelyard.apps.realtime_demo.scoring import FEATURES, features
-from serving import Processes, free_port, percentile, read_response, tree_cpu, wait_until
+from serving import Processes, read_response
 
 NAMESPACE, STREAM, RAW, DEPLOYMENT = "bench", "clicks", "raw", "scorer"
 SCORE = "modelyard.apps.realtime_demo.scoring:score"
@@ -269,22 +278,9 @@ def bench_modelyard(
     from modelyard.settings import Settings
 
     home = work / name
-    api, gateway = free_port(), free_port()
-    env = {
-        **os.environ,
-        "MODELYARD_HOME": str(home),
-        "MODELYARD_API_PORT": str(api),
-        "MODELYARD_GATEWAY_PORT": str(gateway),
-        **env_extra,
-    }
-    env = {
-        k: v
-        for k, v in env.items()
-        if not k.startswith("MODELYARD_")
-        or k in env_extra
-        or k in ("MODELYARD_HOME", "MODELYARD_API_PORT", "MODELYARD_GATEWAY_PORT")
-    }
-    platform = procs.start(name, [sys.executable, "-m", "modelyard", "up"], env)
+    started = platform_env(home, **env_extra)
+    api, gateway, env = started.api_port, started.gateway_port, started.env
+    platform = procs.start(name, UP, env)
     url = f"http://127.0.0.1:{api}"
 
     def healthy() -> bool:
@@ -755,11 +751,7 @@ def bench_bytewax(
 ) -> Result:
     import redis
 
-    import serving
-
-    serving.REQUIREMENTS["bytewax"] = BYTEWAX
-    serving.DISTRIBUTION["bytewax"] = "bytewax"
-    python = serving.ensure_venv("bytewax")
+    python, _ = ensure_venv("bytewax", BYTEWAX)
     prefix = f"bench-bytewax-{os.getpid()}"
     r = redis.Redis.from_url(args.redis)
     (work / "bytewax_flow.py").write_text(BYTEWAX_FLOW)
@@ -783,7 +775,7 @@ def bench_bytewax(
             pipe.xadd(f"{prefix}:events", {"e": json.dumps({**e, "ingested_at": now})})
         pipe.execute()
 
-    version = serving.venv_version("bytewax")
+    version = venv_version("bytewax", "bytewax")
     result = Result("bytewax", note=f"bytewax {version}; events in a Redis stream; no HTTP")
     try:
         measure_on_redis(result, r, prefix, worker, send, args, shop)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import os
 import platform
 import shutil
@@ -37,57 +36,22 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from _harness import argument_parser, goal, load_average, percentile
 from fsspec.implementations.local import LocalFileSystem
 
-from modelyard.api.server import BackgroundServer
-from modelyard.client import Client
-from modelyard.controlplane import ControlPlane
 from modelyard.registry.records import VersionInfo
 from modelyard.registry.versions import VersionSpec
-from modelyard.settings import Settings
+from modelyard.testing import ServedPlane, served_plane
 
 MB = 1_000_000
 CHUNK = 4 * 1024 * 1024
 NAMESPACE = "bench"
 PULL_GOAL = 0.8
 P99_GOAL_MS = 5.0
-
-
-@dataclass(frozen=True)
-class Platform:
-    plane: ControlPlane
-    url: str
-    token: str
-
-    def client(self, cache_dir: Path) -> Client:
-        return Client(self.url, self.token, cache_dir=cache_dir)
-
-
-@contextmanager
-def running_platform(home: Path) -> Iterator[Platform]:
-    """A control plane with SQLite and a local blob folder under ``home``, serving on loopback."""
-    plane = ControlPlane.build(Settings(home=home, api_port=0))
-    try:
-        plane.ensure_admin_key()
-        token = plane.settings.admin_key_path.read_text().strip()
-        with BackgroundServer(plane) as server:
-            yield Platform(plane, server.url, token)
-    finally:
-        plane.close()
-
-
-def load_average() -> str:
-    """Other processes on the machine skew every figure; the output says how busy it was."""
-    return " ".join(f"{value:.2f}" for value in os.getloadavg()) + " (1, 5, 15 min)"
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
 
 
 # pull throughput --------------------------------------------------------------------------------
@@ -179,7 +143,7 @@ def timed_runs(methods: Sequence[Method], reps: int, scratch: Path) -> dict[str,
     return seconds
 
 
-def bench_pull(bench: Platform, work: Path, name: str, count: int, size: int, reps: int) -> None:
+def bench_pull(bench: ServedPlane, work: Path, name: str, count: int, size: int, reps: int) -> None:
     total = count * size
     print(
         f"\n[pull] {name}: {count} file(s) x {size / MB:g} MB = {total / MB:g} MB, "
@@ -223,18 +187,13 @@ def bench_pull(bench: Platform, work: Path, name: str, count: int, size: int, re
         )
     ratio = statistics.median(runs[methods[1].label]) / statistics.median(runs[methods[0].label])
     print(
-        f"  {'ratio pull / copy (medians)':34s} {ratio:8.2f}x       goal >= {PULL_GOAL:.2f}x  "
-        f"{verdict(ratio >= PULL_GOAL)}"
+        f"  {'ratio pull / copy (medians)':34s} {ratio:8.2f}x       "
+        + goal(f">= {PULL_GOAL:.2f}x", ratio >= PULL_GOAL)
     )
 
 
 # read latency -----------------------------------------------------------------------------------
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending sequence."""
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def bench_latency(bench: Platform, work: Path, calls: int) -> None:
+def bench_latency(bench: ServedPlane, work: Path, calls: int) -> None:
     warmup = max(50, calls // 10)
     print(
         f"\n[latency] {calls} calls per ref after {warmup} warm-up calls, interleaved; "
@@ -268,12 +227,11 @@ def bench_latency(bench: Platform, work: Path, calls: int) -> None:
         p50, p99 = percentile(ordered, 0.50), percentile(ordered, 0.99)
         print(
             f"  GET version {label:9s} {ref:28s} p50 {p50:5.2f} ms  p99 {p99:5.2f} ms  "
-            f"max {ordered[-1]:6.2f} ms   goal p99 < {P99_GOAL_MS:g} ms  "
-            f"{verdict(p99 < P99_GOAL_MS)}"
+            f"max {ordered[-1]:6.2f} ms   " + goal(f"p99 < {P99_GOAL_MS:g} ms", p99 < P99_GOAL_MS)
         )
 
 
-def bench_client(bench: Platform, work: Path, reps: int = 20) -> None:
+def bench_client(bench: ServedPlane, work: Path, reps: int = 20) -> None:
     ms: list[float] = []
     for _ in range(reps):
         started = time.perf_counter()
@@ -288,7 +246,7 @@ def bench_client(bench: Platform, work: Path, reps: int = 20) -> None:
 
 # main -------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
+    parser = argument_parser(__doc__)
     parser.add_argument(
         "--size-mb", type=int, default=200, help="size of the pulled version in MB (default 200)"
     )
@@ -318,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as temp:
         work = Path(temp)
-        with running_platform(work / "home") as bench:
+        with served_plane(work / "home") as bench:
             with bench.client(work / "admin-cache") as client:
                 client.create_namespace(NAMESPACE)
             bench_pull(bench, work, "one-file", 1, size, args.reps)

@@ -75,20 +75,32 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from _harness import (
+    REQUEST_FAILURES,
+    UP,
+    argument_parser,
+    launch,
+    load_average,
+    machine_busy,
+    machine_line,
+    percentile,
+    platform_env,
+    verdict,
+    wait_until,
+)
 
 NAMESPACE = "bench"
 REQUEST_TIMEOUT_S = 10.0
@@ -180,13 +192,7 @@ class Load:
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
                     writer.write(self.request)
                     status, revision, keep = await read_answer(reader)
-            except (
-                OSError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-                ValueError,
-                TimeoutError,
-            ) as exc:
+            except REQUEST_FAILURES as exc:
                 status, revision, keep = 0, "", False
                 self.failures[type(exc).__name__] += 1
             self.answers.append(Answer(sent, time.time(), status, revision))
@@ -220,12 +226,6 @@ class Load:
 
 
 # figures -----------------------------------------------------------------------------------------
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
-
-
 @dataclass
 class Window:
     """What the clients saw between two instants: requests completed in [start, end]."""
@@ -329,37 +329,16 @@ class Scenario:
 
 
 # the platform ------------------------------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until(
-    what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout:.0f} s")
-        time.sleep(interval)
-
-
 class Platform:
     """``python -m modelyard up`` on a throw-away home, in a session of its own."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.api_port, self.gateway_port = free_port(), free_port()
-        # no setting of the caller's (config file, key, URL) reaches it
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
-        self.env.update(
-            MODELYARD_HOME=str(home),
-            MODELYARD_API_PORT=str(self.api_port),
-            MODELYARD_GATEWAY_PORT=str(self.gateway_port),
+        started = platform_env(home)
+        self.api_port, self.gateway_port, self.env = (
+            started.api_port,
+            started.gateway_port,
+            started.env,
         )
         self.log_path = home.parent / "modelyard-up.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -368,14 +347,7 @@ class Platform:
         import httpx
 
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "modelyard", "up"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            self.process = launch(UP, self.env, log)
 
         def healthy() -> bool:
             assert self.process is not None
@@ -443,17 +415,6 @@ def as_epoch(moment: dt.datetime) -> float:
     if moment.tzinfo is None:  # stored without a zone: the control plane writes UTC
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(values[:8])
-    return total - values[3] - values[4], total
 
 
 class Busy:
@@ -742,7 +703,7 @@ def verdict_lines(scenario: Scenario, first_percent: int) -> list[str]:
     runs = len(canary)
 
     def line(text: str, count: int, goal: str = "goal all") -> str:
-        return f"  {text}: {count} of {runs} runs   {goal}  {'PASS' if count == runs else 'MISS'}"
+        return f"  {text}: {count} of {runs} runs   {goal}  {verdict(count == runs)}"
 
     met = sum(scenario.met(r) for r in canary)
     if scenario.goal == PROMOTED:
@@ -880,7 +841,7 @@ def summary_line(scenario: Scenario) -> str:
 
 # main --------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
+    parser = argument_parser(__doc__)
     parser.add_argument(
         "--runs", type=int, default=5, help="runs per scenario, client count and strategy (5)"
     )
@@ -949,13 +910,6 @@ def git_commit() -> str:
     )
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def benchmark(args: argparse.Namespace) -> None:
     from modelyard.client import Client
 
@@ -1006,9 +960,7 @@ def benchmark(args: argparse.Namespace) -> None:
     )
     print(
         f"rollout benchmark: started {started:%Y-%m-%d %H:%M} UTC\n"
-        f"machine: {os.cpu_count()} CPUs ({cpu_model()}), "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-        f"Linux {platform.release()}, Python {platform.python_version()}; {versions}; "
+        f"machine: {machine_line()}; {versions}; "
         f"code {git_commit()}\n"
         f"platform: python -m modelyard up (SQLite, local blobs), one replica per revision; "
         f"model: python runtime, sleeps {delay:g} ms per call\n"
@@ -1021,7 +973,7 @@ def benchmark(args: argparse.Namespace) -> None:
         f"min_step_seconds {args.min_step_seconds:g}, max_step_seconds "
         f"{args.max_step_seconds:g}, max_error_rate_increase {args.max_error_rate_increase:g}, "
         f"latency_tolerance {args.latency_tolerance:g}\n"
-        f"load average at start: {load_average()} (1, 5, 15 min)",
+        f"load average at start: {load_average()}",
         flush=True,
     )
     failure = ""
@@ -1078,12 +1030,12 @@ def benchmark(args: argparse.Namespace) -> None:
         verdicts = [
             f"  {scenario.label}: {sum(map(scenario.met, scenario.canary))} of "
             f"{len(scenario.canary)} {scenario.goal}, goal all  "
-            + ("PASS" if all(map(scenario.met, scenario.canary)) else "MISS")
+            + verdict(all(map(scenario.met, scenario.canary)))
             for scenario in scenarios
             if scenario.canary
         ]
         print("verdicts:\n" + "\n".join(verdicts))
-    print(f"load average at end: {load_average()} (1, 5, 15 min)")
+    print(f"load average at end: {load_average()}")
     if failure:
         raise SystemExit(f"the benchmark stopped early: {failure}")
 

@@ -78,22 +78,46 @@ import functools
 import http.client
 import json
 import os
-import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-VENVS = Path(__file__).resolve().parent / ".venvs"
+from _harness import (
+    REQUEST_FAILURES,
+    UP,
+    VENVS,
+    Ident,
+    alive,
+    argument_parser,
+    children_map,
+    ensure_venv,
+    free_port,
+    goal,
+    ident,
+    launch,
+    load_average,
+    machine_busy,
+    machine_line,
+    percentile,
+    platform_env,
+    process_label,
+    signal_each,
+    stop_tree,
+    tree_cpu,
+    tree_idents,
+    venv_version,
+    wait_until,
+)
+
 SKLEARN = ("scikit-learn==1.9.1", "joblib==1.6.0")
 # What pip installs in each venv. The package index this machine reaches lags PyPI: BentoML
 # 1.4.40 asks for a certifi it does not hold yet, and MLflow 3.18.0's mlflow-skinny is missing.
@@ -336,13 +360,7 @@ async def generate(spec: LoadSpec) -> LoadResult:
                 if not keep:
                     writer.close()
                     writer = reader = None
-            except (
-                OSError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-                ValueError,
-                TimeoutError,
-            ) as exc:
+            except REQUEST_FAILURES as exc:
                 if start <= clock() < end:
                     errors[type(exc).__name__] += 1
                 if writer is not None:
@@ -373,12 +391,6 @@ async def generate(spec: LoadSpec) -> LoadResult:
     return LoadResult(
         len(ordered), dict(errors), spec.seconds, stats, cpu, opened, spec.concurrency, ""
     )
-
-
-def percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> tuple[T, str]:
@@ -438,109 +450,6 @@ def null_server_main(port: int) -> None:
 
 
 # processes ---------------------------------------------------------------------------------------
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    return children
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and every process descending from it, as /proc shows them now."""
-    children = children_map()
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def process_label(pid: int) -> str:
-    """A short name for a process: the module or script a Python runs, else its command."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return "?"
-    argv = [arg for arg in argv if arg]
-    if not argv:
-        return "?"
-    if len(argv) == 1 and not argv[0].startswith("ray::"):
-        argv = argv[0].split()  # a process that rewrote its title into one string
-    if "python" in Path(argv[0]).name:
-        args = iter(argv[1:])
-        for arg in args:
-            if arg == "-m":
-                return next(args, "python -m")
-            if arg == "-c":
-                code = next(args, "")
-                return "multiprocessing child" if "multiprocessing" in code else "python -c"
-            if not arg.startswith("-"):
-                return Path(arg).name
-        return "python"
-    if argv[0].startswith("ray::"):  # an actor's title, with the method it runs now
-        return argv[0].split(".", 1)[0][:40]
-    return Path(argv[0]).name[:40]
-
-
-def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds of each process of a tree (its own, and the children it has reaped)."""
-    found: dict[int, tuple[str, float]] = {}
-    for pid in process_tree(root):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-        found[pid] = (process_label(pid), ticks / CLOCK_TICKS)
-    return found
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(values[:8])
-    return total - values[3] - values[4], total
-
-
-Ident = tuple[int, int]  # a process: its pid and its start time, so a reused pid never matches
-
-
-def ident(pid: int) -> Ident | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return None if fields[0] == "Z" else (pid, int(fields[19]))
-
-
-def alive(process: Ident) -> bool:
-    return ident(process[0]) == process
-
-
-def tree_idents(root: int) -> set[Ident]:
-    return {found for pid in process_tree(root) if (found := ident(pid)) is not None}
-
-
-def signal_each(processes: Iterable[Ident], signum: int) -> None:
-    for process in processes:
-        if alive(process):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(process[0], signum)
-
-
 @dataclass
 class Started:
     name: str
@@ -571,15 +480,7 @@ class Processes:
         self.count += 1
         log_path = self.logs / f"{self.count:02d}-{name}.log"
         log = open(log_path, "wb")  # noqa: SIM115 (closed by stop())
-        process = subprocess.Popen(
-            list(command),
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = launch(command, env, log, cwd)
         started = Started(name, process, log_path, log)
         self.running.append(started)
         return started
@@ -587,35 +488,7 @@ class Processes:
     def stop(self, started: Started) -> None:
         """SIGTERM to the server's main process, which stops its own children; whatever of its
         tree is still there once it exited (or after a grace) gets SIGTERM, then SIGKILL."""
-        root = started.process.pid
-        tree = started.seen | tree_idents(root)
-        with contextlib.suppress(ProcessLookupError):
-            started.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        while started.process.poll() is None and time.monotonic() < deadline:
-            tree |= tree_idents(root)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                started.process.wait(timeout=0.1)
-        left = {process for process in tree if process[0] != root and alive(process)}
-        if left:
-            names = Counter(process_label(pid) for pid, _ in left)
-            how = "exited" if started.process.poll() is not None else "ignored SIGTERM"
-            print(
-                f"  note: {started.name}: {len(left)} process(es) still running after its main "
-                f"process {how} ({', '.join(f'{n} x{c}' for n, c in names.items())}): stopped",
-                flush=True,
-            )
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            if started.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(root, signum)  # the group is surely still this server's
-            signal_each(left, signum)
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and (
-                started.process.poll() is None or any(alive(process) for process in left)
-            ):
-                time.sleep(0.05)
-        started.process.wait()
+        stop_tree(started.process, started.name, STOP_GRACE_S, started.seen)
         started.log.close()
         self.running.remove(started)
 
@@ -625,13 +498,6 @@ class Processes:
                 self.stop(started)
             except Exception as exc:  # keep stopping the others
                 print(f"warning: stopping {started.name} failed: {exc!r}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def http_call(
@@ -654,27 +520,6 @@ def http_call(
             conn.close()
 
 
-def wait_until(
-    what: str, check: Callable[[], bool], timeout: float, started: Started | None = None
-) -> float:
-    """Poll ``check`` until it is true; seconds waited. Fails if ``started`` exits first."""
-    began = time.monotonic()
-    deadline = began + timeout
-    while True:
-        if started is not None and started.process.poll() is not None:
-            raise RuntimeError(
-                f"{started.name} exited ({started.process.returncode}) before {what}:\n"
-                + started.log_tail()
-            )
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if check():
-                return time.monotonic() - began
-        if time.monotonic() > deadline:
-            tail = f":\n{started.log_tail()}" if started else ""
-            raise TimeoutError(f"no {what} after {timeout:.0f} s{tail}")
-        time.sleep(0.05)
-
-
 def replica_token(api_port: int, auth: dict[str, str], deployment: str) -> str:
     """The token a replica of ``deployment`` requires of its callers, from the routing table the
     control plane hands its gateway (an admin key may read it): the straight runs call the
@@ -693,40 +538,6 @@ def http_ok(port: int, path: str) -> Callable[[], bool]:
 
 
 # venvs and the model ---------------------------------------------------------------------------
-def pip_install(python: Path, *args: str) -> None:
-    done = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError("pip install failed: " + " | ".join(tail))
-
-
-def ensure_venv(name: str) -> Path:
-    """``bench/.venvs/NAME`` with its pins installed (created once); its Python."""
-    folder = VENVS / name
-    python = folder / "bin" / "python"
-    stamp = folder / ".bench-requirement"
-    requirement = " ".join(REQUIREMENTS[name])
-    if python.exists() and stamp.exists() and stamp.read_text().splitlines()[:1] == [requirement]:
-        return python
-    print(f"creating {folder} with {requirement} (once; not timed) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
-    pip_install(python, *REQUIREMENTS[name])
-    stamp.write_text(requirement + "\n")
-    return python
-
-
-def venv_version(name: str) -> str:
-    python = VENVS / name / "bin" / "python"
-    code = f"import importlib.metadata as m; print(m.version({DISTRIBUTION[name]!r}))"
-    return subprocess.run(
-        [str(python), "-c", code], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 @dataclass
 class Models:
     first: Path  # folder with model.joblib
@@ -736,7 +547,7 @@ class Models:
 
 
 def train_models(work: Path) -> Models:
-    python = ensure_venv("sklearn")
+    python = ensure_venv("sklearn", REQUIREMENTS["sklearn"])[0]
     script = work / "train.py"
     script.write_text(TRAIN)
     outputs = []
@@ -879,7 +690,7 @@ def peer_env(name: str, **extra: str) -> dict[str, str]:
 
 
 def start_bentoml(procs: Processes, work: Path, models: Models, workers: int) -> Target:
-    ensure_venv("bentoml")
+    ensure_venv("bentoml", REQUIREMENTS["bentoml"])[0]
     folder = work / f"bentoml-{workers}"
     folder.mkdir()
     decorator = "@bentoml.service" if workers == 1 else f"@bentoml.service(workers={workers})"
@@ -903,14 +714,14 @@ def start_bentoml(procs: Processes, work: Path, models: Models, workers: int) ->
     started = procs.start("bentoml", command, env, cwd=folder)
     wait_until("BentoML /readyz", http_ok(port, "/readyz"), START_TIMEOUT_S, started)
     body = json.dumps({"input_data": [SAMPLE]})
-    label = f"bentoml {venv_version('bentoml')}"
+    label = f"bentoml {venv_version('bentoml', DISTRIBUTION['bentoml'])}"
     return Target(
         "bentoml", label, worker_label("bentoml", workers), port, "/predict", body, started
     )
 
 
 def start_ray(procs: Processes, work: Path, models: Models, replicas: int) -> Target:
-    python = ensure_venv("ray")
+    python = ensure_venv("ray", REQUIREMENTS["ray"])[0]
     folder = work / f"ray-{replicas}"
     folder.mkdir()
     (folder / "driver.py").write_text(RAY_DRIVER)
@@ -931,12 +742,12 @@ def start_ray(procs: Processes, work: Path, models: Models, replicas: int) -> Ta
 
     wait_until("Ray Serve route /predict", routed, START_TIMEOUT_S, started)
     body = json.dumps({"inputs": [SAMPLE]})
-    label = f"ray serve {venv_version('ray')}"
+    label = f"ray serve {venv_version('ray', DISTRIBUTION['ray'])}"
     return Target("ray", label, worker_label("ray", replicas), port, "/predict", body, started)
 
 
 def start_mlflow(procs: Processes, work: Path, models: Models, workers: int) -> Target:
-    python = ensure_venv("mlflow")
+    python = ensure_venv("mlflow", REQUIREMENTS["mlflow"])[0]
     model_dir = work / "mlflow-model"
     if not model_dir.exists():
         script = work / "mlflow_save.py"
@@ -966,7 +777,7 @@ def start_mlflow(procs: Processes, work: Path, models: Models, workers: int) -> 
     started = procs.start("mlflow", command, peer_env("mlflow"), cwd=work)
     wait_until("MLflow /ping", http_ok(port, "/ping"), START_TIMEOUT_S, started)
     body = json.dumps({"inputs": [SAMPLE]})
-    label = f"mlflow {venv_version('mlflow')}"
+    label = f"mlflow {venv_version('mlflow', DISTRIBUTION['mlflow'])}"
     return Target(
         "mlflow", label, worker_label("mlflow", workers), port, "/invocations", body, started
     )
@@ -1056,16 +867,10 @@ def bench_modelyard(
 
     figures = ModelyardFigures(version=metadata.version("modelyard"))
     home = work / "modelyard-home"
-    api_port, gateway_port = free_port(), free_port()
-    # a throw-away platform: no setting of the caller's (config file, key, URL) reaches it
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
-    env.update(
-        MODELYARD_HOME=str(home),
-        MODELYARD_API_PORT=str(api_port),
-        MODELYARD_GATEWAY_PORT=str(gateway_port),
-    )
+    started = platform_env(home)
+    api_port, gateway_port, env = started.api_port, started.gateway_port, started.env
     print(f"  modelyard {figures.version}: starting ...", flush=True)
-    platform_proc = procs.start("modelyard", [sys.executable, "-m", "modelyard", "up"], env)
+    platform_proc = procs.start("modelyard", UP, env)
     try:
         wait_until("modelyard API health", http_ok(api_port, "/api/v1/health"), 120, platform_proc)
         key_path = home / "admin.key"
@@ -1283,21 +1088,6 @@ def kill_launcher(platform_proc: Started) -> str:
 
 
 # report ------------------------------------------------------------------------------------------
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg()) + " (1, 5, 15 min)"
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def print_table(rows: Sequence[Row]) -> None:
     print(
         f"\n{'target':24s} {'settings':30s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
@@ -1353,7 +1143,7 @@ def print_goals(
         ratio = mine.result.rps / ceiling.result.rps
         print(
             f"modelyard through the gateway / bare Starlette ({ceiling.settings}): throughput "
-            f"{ratio:.2f}x   goal >= {CEILING_GOAL:.1f}x  {verdict(ratio >= CEILING_GOAL)}"
+            f"{ratio:.2f}x   " + goal(f">= {CEILING_GOAL:.1f}x", ratio >= CEILING_GOAL)
         )
     measured = [row for row in peers if row.result and row.result.ok]
     if mine and mine.result and measured:
@@ -1363,8 +1153,11 @@ def print_goals(
         p99 = mine.result.latencies_ms["p99"] / best.result.latencies_ms["p99"]
         print(
             f"modelyard / best peer ({best.target}, {best.settings}): throughput {ratio:.2f}x, "
-            f"p99 {p99:.2f}x   goal throughput >= {THROUGHPUT_GOAL:.1f}x at p99 <= 1.00x  "
-            f"{verdict(ratio >= THROUGHPUT_GOAL and p99 <= 1.0)}"
+            f"p99 {p99:.2f}x   "
+            + goal(
+                f"throughput >= {THROUGHPUT_GOAL:.1f}x at p99 <= 1.00x",
+                ratio >= THROUGHPUT_GOAL and p99 <= 1.0,
+            )
         )
     if figures is None:
         return
@@ -1379,22 +1172,22 @@ def print_goals(
         added50, added99 = a["p50"] - b["p50"], a["p99"] - b["p99"]
         print(
             f"gateway added latency, c={concurrency:<3d} p50 {added50:+7.2f} ms   p99 "
-            f"{added99:+7.2f} ms   goal p50 <= {GATEWAY_P50_GOAL_MS:.1f} ms  "
-            f"{verdict(added50 <= GATEWAY_P50_GOAL_MS)}"
+            f"{added99:+7.2f} ms   "
+            + goal(f"p50 <= {GATEWAY_P50_GOAL_MS:.1f} ms", added50 <= GATEWAY_P50_GOAL_MS)
         )
     if figures.commit_s is not None or figures.commit_detail:
         shown = f"{figures.commit_s:.3f} s" if figures.commit_s is not None else "not seen in 60 s"
         passed = figures.commit_s is not None and figures.commit_s <= COMMIT_GOAL_S
         print(
-            f"commit-to-serving: {shown} ({figures.commit_polls} polls)   goal <= "
-            f"{COMMIT_GOAL_S:.1f} s  {verdict(passed)}\n  {figures.commit_detail}"
+            f"commit-to-serving: {shown} ({figures.commit_polls} polls)   "
+            f"{goal(f'<= {COMMIT_GOAL_S:.1f} s', passed)}\n  {figures.commit_detail}"
         )
     if figures.zero_s is not None or figures.zero_detail:
         shown = f"{figures.zero_s:.3f} s" if figures.zero_s is not None else "no answer"
         passed = figures.zero_s is not None and figures.zero_s <= FROM_ZERO_GOAL_S
         print(
-            f"first answer from zero, launcher warm: {shown}   goal <= {FROM_ZERO_GOAL_S:.1f} s  "
-            f"{verdict(passed)}\n  {figures.zero_detail}"
+            f"first answer from zero, launcher warm: {shown}   "
+            f"{goal(f'<= {FROM_ZERO_GOAL_S:.1f} s', passed)}\n  {figures.zero_detail}"
         )
     if figures.zero_cold_s is not None or figures.zero_cold_detail:
         cold = figures.zero_cold_s
@@ -1407,7 +1200,7 @@ def print_goals(
 
 # main -------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
+    parser = argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds (20)")
     parser.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds (5)")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop workers (32)")
@@ -1445,12 +1238,7 @@ def benchmark(args: argparse.Namespace) -> None:
         f"(started over the first {args.warmup / 2:g} s), {args.warmup:g} s warm-up then "
         f"{args.seconds:g} s measured per row"
     )
-    print(
-        f"machine: {os.cpu_count()} CPUs ({cpu_model()}), "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-        f"Linux {platform.release()}, Python {platform.python_version()}; started "
-        f"{started:%Y-%m-%d %H:%M} UTC"
-    )
+    print(f"machine: {machine_line()}; started {started:%Y-%m-%d %H:%M} UTC")
     print(f"load average at start: {load_average()}", flush=True)
     rows: list[Row] = []
     figures: ModelyardFigures | None = None

@@ -15,7 +15,6 @@ first paint under 300 ms; 30 days of charts under 500 ms.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import tempfile
@@ -23,13 +22,14 @@ import time
 from pathlib import Path
 
 import httpx
+from _harness import argument_parser, goal, percentile
 
 from modelyard.api.server import BackgroundServer
 from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
-from modelyard.delivery.burnrate import TrafficMinute
 from modelyard.registry.versions import VersionSpec
 from modelyard.settings import Settings
+from modelyard.telemetry.records import TrafficMinute
 
 CHROMIUM = "/usr/bin/chromium"
 PAINT = "() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime"
@@ -61,17 +61,12 @@ def seed(plane: ControlPlane, admin: Client, home: Path, days: int) -> str:
         for m in range(1, days * 1440)
     ]
     for i in range(0, len(minutes), 5000):
-        plane.slos.record(minutes[i : i + 5000])
+        plane.telemetry.record(minutes[i : i + 5000])
     return deployment_id
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--changes", type=int, default=50)
     args = parser.parse_args()
@@ -132,7 +127,7 @@ def main() -> None:
                 for i in range(args.changes):
                     before = rate.text_content()
                     started = time.perf_counter()
-                    plane.rollouts.measurements.add(
+                    plane.telemetry.add(
                         {
                             "at": time.time(),
                             "revisions": {revision.id: {"requests": 10 + i, "latencies_ms": [4.0]}},
@@ -146,11 +141,10 @@ def main() -> None:
                 browser.close()
         plane.close()
     for what, values in (("new revision", revision_s), ("traffic report", traffic_s)):
-        p50, p95 = statistics.median(values), percentile(values, 0.95)
-        verdict = "PASS" if p95 <= 1.0 else "FAIL"
+        p50, p95 = statistics.median(values), percentile(sorted(values), 0.95)
         print(
             f"{what:<16} on screen: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms"
-            f" over {len(values)}  goal p95 <= 1 s  {verdict}"
+            f" over {len(values)}  {goal('p95 <= 1 s', p95 <= 1.0)}"
         )
 
 

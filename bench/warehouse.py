@@ -41,13 +41,11 @@ Run it (10M rows take several minutes per target on 2 cores)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,9 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/sql/poolers.py starts the poolers, as in the tests
 
 import psycopg  # noqa: E402
+from _harness import argument_parser, ensure_venv, free_port, wait_for  # noqa: E402
 from tests.sql.poolers import find_tool, start_pgbouncer, start_pgpool  # noqa: E402
 
-VENVS = ROOT / "bench" / ".venvs"
 BIN = Path(sys.executable).parent
 PYARROW = "pyarrow==26.0.1"
 REQUIREMENTS = {
@@ -163,33 +161,6 @@ class Measured:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_venv(name: str) -> Path:
-    """``bench/.venvs/NAME`` with its pins installed (created once); its Python."""
-    folder = VENVS / name
-    python = folder / "bin" / "python"
-    stamp = folder / ".bench-requirement"
-    requirement = " ".join(REQUIREMENTS[name])
-    if python.exists() and stamp.exists() and stamp.read_text().splitlines()[:1] == [requirement]:
-        return python
-    print(f"creating {folder} with {requirement} (once; not timed) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(folder)], check=True)
-    done = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", *REQUIREMENTS[name]],
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError("pip install failed: " + " | ".join(tail))
-    stamp.write_text(requirement + "\n")
-    return python
-
-
 # Every timed process runs under this prelude, which writes its peak RSS (VmHWM) when it exits:
 # the rusage of a child would count the RSS of this (larger) process it was forked from.
 PEAK_PRELUDE = """
@@ -280,15 +251,15 @@ class Modelyard:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while subprocess.run(
-            [str(BIN / "modelyard"), "namespaces", "create", "bench"],
-            env=self.env,
-            capture_output=True,
-        ).returncode not in (0, 4):  # 4: it exists already
-            if time.monotonic() > deadline or self.process.poll() is not None:
+
+        def created() -> bool:
+            if self.process.poll() is not None:
                 raise RuntimeError("modelyard up did not start")
-            time.sleep(0.5)
+            argv = [str(BIN / "modelyard"), "namespaces", "create", "bench"]
+            done = subprocess.run(argv, env=self.env, capture_output=True)
+            return done.returncode in (0, 4)  # 4: it exists already
+
+        wait_for(created, 60, "modelyard up to start", 0.5)
         self.env["MODELYARD_API_KEY"] = (self.home / "admin.key").read_text().strip()
 
     def run(self, target: str, dataset: str, connection: str, query: str, *extra: str) -> Measured:
@@ -318,7 +289,7 @@ class Modelyard:
 
 def run_peer(peer: str, url: str, table: str, work: Path) -> Measured | str:
     try:
-        python = ensure_venv(VENV_OF[peer])
+        python, _ = ensure_venv(VENV_OF[peer], REQUIREMENTS[VENV_OF[peer]])
     except RuntimeError as exc:
         return f"not installable here: {exc}"
     script = work / f"peer-{peer}.py"  # not pandas.py: it would import itself
@@ -363,7 +334,7 @@ def goal(label: str, value: float, limit: float, lower_is_better: bool, unit: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--rows", default="1000000,10000000", help="sizes, comma-separated")
     parser.add_argument("--peers", default=",".join((*PEERS, "modelyard")))
     parser.add_argument(

@@ -22,8 +22,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from modelyard import Client
-from modelyard.registry.versions import VersionSpec
+from modelyard import Client, VersionSpec
 
 console = Console()
 HOME = Path(os.environ.get("MODELYARD_HOME", ".modelyard-tour")).resolve()

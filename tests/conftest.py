@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +19,7 @@ from modelyard.api.server import BackgroundServer
 from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
 from modelyard.settings import Settings
+from modelyard.testing import ClosedLoop, Platform
 
 PG_ADMIN_URL = os.environ.get("MODELYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -95,12 +90,6 @@ def admin(server: BackgroundServer, tmp_path: Path) -> Iterator[Client]:
         yield client
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Clock:
     """A settable clock for the services that take one (schedules, GC)."""
 
@@ -109,90 +98,6 @@ class Clock:
 
     def __call__(self) -> dt.datetime:
         return self.now
-
-
-def wait_for(
-    condition: Callable[[], bool],
-    timeout: float = 10.0,
-    what: str = "the condition",
-    interval: float = 0.005,
-) -> None:
-    """Wait on a condition with a deadline (never a bare sleep); ``interval`` between checks."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
-class Platform:
-    """``modelyard up`` as a real process: control plane, gateway and replicas."""
-
-    def __init__(self, home: Path, database_url: str) -> None:
-        self.home, self.port, self.gateway_port = home, free_port(), free_port()
-        self.env = {
-            **os.environ,
-            "MODELYARD_HOME": str(home),
-            "MODELYARD_API_PORT": str(self.port),
-            "MODELYARD_GATEWAY_PORT": str(self.gateway_port),
-            "MODELYARD_DATABASE_URL": database_url,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Client:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", "up"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{self.port}/api/v1/health").is_success
-            except httpx.TransportError:
-                return False
-
-        wait_for(healthy, 30, "the control plane to start")
-        token = (self.home / "admin.key").read_text().strip()
-        return Client(f"http://127.0.0.1:{self.port}", token, cache_dir=self.home / "pulled")
-
-    @property
-    def gateway(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
-
-    def kill(self) -> None:
-        """kill -9 of the control plane: the gateway and the replicas go on by design."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def interrupt(self) -> None:
-        """Ctrl-C: the control plane stops its gateway and its replicas, then exits."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(60)
-
-    def gateway_pid(self) -> int:
-        return int((self.home / "gateway.pid").read_text().split()[0])
-
-    def data_plane_pids(self) -> list[int]:
-        """The gateway (found by its command line, which names this home) and the replicas."""
-        states = [*self.home.glob("replicas/*.json"), *self.home.glob("realtime/workers/*.json")]
-        pids = [int(json.loads(s.read_text())["pid"]) for s in states]
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            with contextlib.suppress(OSError):
-                if str(self.home).encode() in cmdline.read_bytes():
-                    pids.append(int(cmdline.parent.name))
-        return pids
-
-    def stop(self) -> None:
-        """Teardown: kill the platform and its data plane, whatever the test got to."""
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
-        for pid in self.data_plane_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -254,49 +159,37 @@ class Serving:
     ) -> Load:
         return Load(self, deployment, body or infer_body(rows), workers)
 
-    def infer(self, deployment: str, rows: list[list[float]], **kwargs: object) -> httpx.Response:
+    def infer(self, deployment: str, rows: list[list[float]], **kwargs: Any) -> httpx.Response:
         return self.http.post(
             f"/team/{deployment}/v2/models/{deployment}/infer", json=infer_body(rows), **kwargs
         )
 
 
-class Load:
-    """Closed-loop inference from ``workers`` threads while the block runs; every answer that is
+class Load(ClosedLoop):
+    """Closed-loop inference from ``workers`` clients while the block runs; every answer that is
     not 200 is kept in ``failures``."""
 
     def __init__(self, serving: Serving, deployment: str, body: dict[str, object], workers: int):
-        self.serving, self.deployment, self.body = serving, deployment, body
-        self.answered = 0
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
+        path = f"/team/{deployment}/v2/models/{deployment}/infer"
+        auth = {"Authorization": f"Bearer {serving.token}"}
 
-    def _run(self) -> None:
-        path = f"/team/{self.deployment}/v2/models/{self.deployment}/infer"
-        auth = {"Authorization": f"Bearer {self.serving.token}"}
-        with httpx.Client(base_url=self.serving.gateway, headers=auth, timeout=30) as http:
-            while not self._done.is_set():
-                answer = http.post(path, json=self.body)
-                with self._lock:
-                    self.answered += 1
-                    if answer.status_code != 200:
-                        self.failures.append(f"{answer.status_code} {answer.text}")
+        @contextlib.contextmanager
+        def connect() -> Iterator[Callable[[], str | None]]:
+            with httpx.Client(base_url=serving.gateway, headers=auth, timeout=30) as http:
 
-    def snapshot(self) -> tuple[int, int]:
-        """(answered, failed) so far."""
-        with self._lock:
-            return self.answered, len(self.failures)
+                def call() -> str | None:
+                    answer = http.post(path, json=body)
+                    return (
+                        None if answer.status_code == 200 else f"{answer.status_code} {answer.text}"
+                    )
+
+                yield call
+
+        super().__init__(connect, workers)
 
     def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join(30)
 
 
 @pytest.fixture

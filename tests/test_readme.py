@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Platform
+from modelyard.testing import Platform
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN = {"sh": "bash", "bash": "bash", "python": "python"}

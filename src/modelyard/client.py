@@ -24,10 +24,9 @@ from urllib.request import url2pathname
 
 import httpx
 
-from modelyard.auth.keys import KeyInfo
+from modelyard.auth.records import KeyInfo
 from modelyard.delivery.burnrate import Objective
-from modelyard.delivery.rollout import RolloutInfo
-from modelyard.delivery.slo import AlertInfo, SloStatus
+from modelyard.delivery.records import AlertInfo, RolloutInfo, SloStatus
 from modelyard.errors import (
     DeploymentFailed,
     IntegrityError,
@@ -36,22 +35,23 @@ from modelyard.errors import (
     ServerUnreachable,
     error_from_body,
 )
-from modelyard.events.log import Event
-from modelyard.events.webhooks import Webhook
+from modelyard.events.records import Event, Webhook
 from modelyard.pipelines.dsl import Pipeline
-from modelyard.pipelines.runs import PipelineInfo, RunInfo
-from modelyard.pipelines.schedules import ScheduleInfo, ScheduleSpec
+from modelyard.pipelines.records import PipelineInfo, RunInfo, ScheduleInfo, ScheduleSpec
 from modelyard.pipelines.spec import PipelineSpec
+from modelyard.pipelines.states import FINISHED, RUN_ENDED
 from modelyard.registry import pull as pulling
 from modelyard.registry.records import (
     AliasChange,
     ArtifactInfo,
     NamespaceInfo,
     VersionInfo,
+    VersionSpec,
     manifest_digest,
 )
-from modelyard.registry.versions import VersionSpec
-from modelyard.serving.deployments import DeploymentInfo
+from modelyard.serving.logs import LogLine
+from modelyard.serving.records import DeploymentInfo
+from modelyard.serving.states import ReplicaState, RevisionState
 from modelyard.settings import Settings, load_settings
 from modelyard.sql.source import ImportResult, SqlSource
 from modelyard.types import ArtifactKind, FileEntry, ModelRef, Role, check_name
@@ -145,6 +145,11 @@ class Client:
 
     # plumbing ------------------------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call (``path`` under ``/api/v1``): the decoded JSON answer, None when empty; an
+        error answer raises the `ModelyardError` it names.
+
+        Example: ``client.request("GET", "/namespaces")``
+        """
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -164,16 +169,26 @@ class Client:
 
     @functools.cached_property
     def realtime(self) -> RealtimeClient:
-        """Streams, realtime deployments, events and predictions (`modelyard.realtime.sdk`)."""
+        """Streams, realtime deployments, events and predictions (`modelyard.realtime.sdk`).
+
+        Example: ``client.realtime.prediction("team", "cart-score", "u42")``
+        """
         from modelyard.realtime.sdk import RealtimeClient
 
         return RealtimeClient(self)
 
     def stream(self, namespace: str, name: str) -> Stream:
-        """Send events to a stream: ``client.stream("shop", "clicks").send({...})``."""
+        """A stream to send events to, through the gateway (`modelyard.realtime.sdk.Stream`).
+
+        Example: ``client.stream("team", "clicks").send({"user_id": "u42", "type": "view"})``
+        """
         return self.realtime.stream(namespace, name)
 
     def close(self) -> None:
+        """Close the HTTP connections (also at the end of a ``with Client() as client:`` block).
+
+        Example: ``client.close()``
+        """
         self.http.close()
         if "_plain" in self.__dict__:  # made only if it was used
             self._plain.close()
@@ -194,19 +209,35 @@ class Client:
 
     # meta, namespaces, keys ---------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """The control plane's answer to a health check: ``{"status": "ok", "version": ...}``.
+
+        Example: ``client.health()["status"]``
+        """
         result: dict[str, Any] = self.request("GET", "/health")
         return result
 
     def whoami(self) -> dict[str, Any]:
+        """The calling key: its id, name, admin flag and roles per namespace.
+
+        Example: ``client.whoami()["roles"]``
+        """
         result: dict[str, Any] = self.request("GET", "/whoami")
         return result
 
     def create_namespace(self, name: str, description: str = "") -> NamespaceInfo:
+        """A new namespace (admin keys only).
+
+        Example: ``client.create_namespace("team", "the ranking team")``
+        """
         return NamespaceInfo.model_validate(
             self.request("POST", "/namespaces", json={"name": name, "description": description})
         )
 
     def list_namespaces(self) -> list[NamespaceInfo]:
+        """The namespaces this key may read.
+
+        Example: ``[ns.name for ns in client.list_namespaces()]``
+        """
         return [NamespaceInfo.model_validate(n) for n in self.request("GET", "/namespaces")]
 
     def create_key(
@@ -217,7 +248,10 @@ class Client:
         admin: bool = False,
         expires_at: dt.datetime | None = None,
     ) -> tuple[KeyInfo, str]:
-        """A new key and its token (shown only now); from ``expires_at`` on it is refused."""
+        """A new key and its token (shown only now); from ``expires_at`` on it is refused.
+
+        Example: ``key, token = client.create_key("ci", {"team": "editor"})``
+        """
         body = self.request(
             "POST",
             "/keys",
@@ -231,10 +265,17 @@ class Client:
         return KeyInfo.model_validate(body["key"]), str(body["token"])
 
     def list_keys(self) -> list[KeyInfo]:
+        """The keys this key may see (an admin: every key, revoked ones too), never their tokens.
+
+        Example: ``[k.name for k in client.list_keys() if k.revoked_at is None]``
+        """
         return [KeyInfo.model_validate(k) for k in self.request("GET", "/keys")]
 
     def revoke_key(self, key: str) -> KeyInfo:
-        """Revoke a key by its id, or by its name when one live key has that name."""
+        """Revoke a key by its id, or by its name when one live key has that name.
+
+        Example: ``client.revoke_key("ci")``
+        """
         return KeyInfo.model_validate(self.request("DELETE", f"/keys/{check_name(key, 'key')}"))
 
     # models and datasets ----------------------------------------------------------------------
@@ -252,7 +293,10 @@ class Client:
         """Publish a file or a folder as the next version of ``namespace/name``; ``files`` is
         ``scan_files(source)`` when the caller made it already (it hashes every byte). A file
         given without a local path must be content the blob store holds already (a file of an
-        earlier version): it is referenced by its digest, never uploaded."""
+        earlier version): it is referenced by its digest, never uploaded.
+
+        Example: ``client.push("team/iris", "./iris", VersionSpec(runtime="sklearn"))``
+        """
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         files = scan_files(Path(source)) if files is None else files
         base = self._base(kind, target.namespace, target.name)
@@ -302,7 +346,10 @@ class Client:
     ) -> VersionInfo | None:
         """The latest version when pushing ``files`` with ``spec`` would add nothing to it: the
         same content (paths, sizes, sha256) and what serving reads of the spec (runtime and
-        signature). None when it differs or there is no version yet."""
+        signature). None when it differs or there is no version yet.
+
+        Example: ``client.identical_latest("team/iris", [e for _, e in scan_files(Path("iris"))])``
+        """
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         try:
             latest = self.get_version(ModelRef(target.namespace, target.name, "latest"), kind=kind)
@@ -331,7 +378,10 @@ class Client:
         parts. Nothing is committed when the content equals the latest version's (unless
         ``force``), when the query returns no rows (unless ``allow_empty``), or when an
         incremental source has no new rows. ``backfill=(start, end)`` imports that range of an
-        incremental source again. Needs the ``[sql]`` extra (pyarrow)."""
+        incremental source again. Needs the ``[sql]`` extra (pyarrow).
+
+        Example: ``client.import_sql("sales/orders", SqlSource(connection="shop", query=QUERY))``
+        """
         from modelyard.sql.snapshot import ClientRegistry, import_sql
 
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
@@ -377,16 +427,28 @@ class Client:
             self.request("PUT", item["api_url"].split("/api/v1", 1)[1], content=chunks())
 
     def get_version(self, ref: str | ModelRef, *, kind: ArtifactKind = "model") -> VersionInfo:
+        """One version: ``ns/name@3``, ``@alias`` or ``@latest`` (the default).
+
+        Example: ``client.get_version("team/iris@production").number``
+        """
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         base = self._base(kind, target.namespace, target.name)
         return VersionInfo.model_validate(self.request("GET", f"{base}/versions/{target.ref}"))
 
     def list_versions(self, ref: str, *, kind: ArtifactKind = "model") -> list[VersionInfo]:
+        """Every version of a model (or a dataset, ``kind="dataset"``), oldest first.
+
+        Example: ``[v.number for v in client.list_versions("team/iris")]``
+        """
         target = ModelRef.parse(ref)
         base = self._base(kind, target.namespace, target.name)
         return [VersionInfo.model_validate(v) for v in self.request("GET", f"{base}/versions")]
 
     def list_artifacts(self, namespace: str, *, kind: ArtifactKind = "model") -> list[ArtifactInfo]:
+        """The models (or datasets) of a namespace, with their latest version and aliases.
+
+        Example: ``client.list_artifacts("team", kind="dataset")``
+        """
         return [
             ArtifactInfo.model_validate(a)
             for a in self.request(
@@ -397,7 +459,10 @@ class Client:
     def set_alias(
         self, ref: str | ModelRef, alias: str, *, kind: ArtifactKind = "model"
     ) -> AliasChange:
-        """Point ``alias`` at the version ``ref`` names (``ns/name@3`` or ``ns/name@other``)."""
+        """Point ``alias`` at the version ``ref`` names (``ns/name@3`` or ``ns/name@other``).
+
+        Example: ``client.set_alias("team/iris@candidate", "production")``
+        """
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         number = target.version or self.get_version(target, kind=kind).number
         base = self._base(kind, target.namespace, target.name)
@@ -406,6 +471,10 @@ class Client:
         )
 
     def delete_alias(self, ref: str, alias: str, *, kind: ArtifactKind = "model") -> AliasChange:
+        """Remove ``alias`` from the model ``ref`` names; the versions stay.
+
+        Example: ``client.delete_alias("team/iris", "candidate")``
+        """
         target = ModelRef.parse(ref)
         base = self._base(kind, target.namespace, target.name)
         return AliasChange.model_validate(self.request("DELETE", f"{base}/aliases/{alias}"))
@@ -413,6 +482,10 @@ class Client:
     def alias_history(
         self, ref: str, alias: str | None = None, *, kind: ArtifactKind = "model"
     ) -> list[AliasChange]:
+        """Every move of the model's aliases (or of ``alias``), oldest first.
+
+        Example: ``client.alias_history("team/iris", "production")``
+        """
         target = ModelRef.parse(ref)
         base = self._base(kind, target.namespace, target.name)
         params = {"alias": alias} if alias else {}
@@ -424,7 +497,10 @@ class Client:
     def pull(
         self, ref: str | ModelRef, *, kind: ArtifactKind = "model", progress: Progress | None = None
     ) -> Path:
-        """Download a version into the local cache (verified, atomic) and return its folder."""
+        """Download a version into the local cache (verified, atomic) and return its folder.
+
+        Example: ``folder = client.pull("team/iris@production")``
+        """
         target = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
         base = self._base(kind, target.namespace, target.name)
         plan = self.request("GET", f"{base}/versions/{target.ref}/downloads")
@@ -466,7 +542,10 @@ class Client:
 
     # pipelines and runs -------------------------------------------------------------------------
     def register_pipeline(self, namespace: str, pipeline: Pipeline | PipelineSpec) -> PipelineInfo:
-        """Compile (when given a ``@pipeline``) and register; the same content is one version."""
+        """Compile (when given a ``@pipeline``) and register; the same content is one version.
+
+        Example: ``client.register_pipeline("team", training)  # a @pipeline function``
+        """
         spec = pipeline.compile() if isinstance(pipeline, Pipeline) else pipeline
         return PipelineInfo.model_validate(
             self.request(
@@ -477,12 +556,20 @@ class Client:
         )
 
     def list_pipelines(self, namespace: str) -> list[PipelineInfo]:
+        """The pipelines registered in a namespace.
+
+        Example: ``[p.name for p in client.list_pipelines("team")]``
+        """
         return [
             PipelineInfo.model_validate(p)
             for p in self.request("GET", f"/namespaces/{namespace}/pipelines")
         ]
 
     def get_pipeline(self, namespace: str, name: str) -> tuple[PipelineInfo, PipelineSpec]:
+        """A pipeline and the spec of its latest version.
+
+        Example: ``info, spec = client.get_pipeline("team", "training")``
+        """
         body = self.request("GET", f"/namespaces/{namespace}/pipelines/{name}")
         return (
             PipelineInfo.model_validate(body["pipeline"]),
@@ -490,6 +577,10 @@ class Client:
         )
 
     def export_pipeline(self, namespace: str, name: str, format: str = "kfp") -> str:
+        """The pipeline in another format: ``kfp`` (a Kubeflow Pipelines v2 spec, YAML).
+
+        Example: ``Path("training.yaml").write_text(client.export_pipeline("team", "training"))``
+        """
         response = self.http.get(
             f"/namespaces/{namespace}/pipelines/{name}/export", params={"format": format}
         )
@@ -500,6 +591,10 @@ class Client:
     def run_pipeline(
         self, namespace: str, name: str, params: dict[str, Any] | None = None
     ) -> RunInfo:
+        """Start a run of the pipeline's latest version with ``params``; it is queued at once.
+
+        Example: ``run = client.run_pipeline("team", "training", {"lr": 0.05})``
+        """
         return RunInfo.model_validate(
             self.request(
                 "POST",
@@ -509,9 +604,17 @@ class Client:
         )
 
     def get_run(self, namespace: str, run_id: str) -> RunInfo:
+        """One run with its steps and history; ``run_id`` may be a unique prefix.
+
+        Example: ``client.get_run("team", run.id).state``
+        """
         return RunInfo.model_validate(self.request("GET", f"/namespaces/{namespace}/runs/{run_id}"))
 
     def list_runs(self, namespace: str, pipeline: str | None = None) -> list[RunInfo]:
+        """The runs of a namespace (of one ``pipeline`` when given), newest first.
+
+        Example: ``client.list_runs("team", pipeline="training")``
+        """
         params = {"pipeline": pipeline} if pipeline else {}
         return [
             RunInfo.model_validate(r)
@@ -519,21 +622,32 @@ class Client:
         ]
 
     def cancel_run(self, namespace: str, run_id: str) -> RunInfo:
+        """Cancel a queued or running run; its running steps are stopped.
+
+        Example: ``client.cancel_run("team", run.id)``
+        """
         return RunInfo.model_validate(
             self.request("POST", f"/namespaces/{namespace}/runs/{run_id}/cancel")
         )
 
     def retry_run(self, namespace: str, run_id: str) -> RunInfo:
+        """A new run of a failed or cancelled run that reuses the steps that succeeded.
+
+        Example: ``client.retry_run("team", run.id)``
+        """
         return RunInfo.model_validate(
             self.request("POST", f"/namespaces/{namespace}/runs/{run_id}/retry")
         )
 
     def wait_run(self, namespace: str, run_id: str, timeout: float = 600.0) -> RunInfo:
-        """Block until the run ends, woken by its events (no polling); returns the final run."""
+        """Block until the run ends, woken by its events (no polling); returns the final run.
+
+        Example: ``client.wait_run("team", run.id, timeout=300).state``
+        """
         deadline = time.monotonic() + timeout
         after = int(self.request("GET", "/events/cursor")["last_id"])
         run = self.get_run(namespace, run_id)
-        while run.state not in ("succeeded", "failed", "cancelled"):
+        while run.state not in FINISHED:
             if time.monotonic() > deadline:
                 raise ServerUnreachable(f"run {run_id} did not finish within {timeout:g} s")
             for event in self.events(
@@ -543,11 +657,7 @@ class Client:
                 timeout=max(0.1, deadline - time.monotonic()),
             ):
                 after = event.id
-                if event.data.get("run") == run_id and event.type in (
-                    "run.succeeded",
-                    "run.failed",
-                    "run.cancelled",
-                ):
+                if event.data.get("run") == run_id and event.type in RUN_ENDED.values():
                     break
             run = self.get_run(namespace, run_id)
         return run
@@ -555,6 +665,10 @@ class Client:
     def run_logs(
         self, namespace: str, run_id: str, step: str | None = None, follow: bool = False
     ) -> Iterator[str]:
+        """The log lines of a run (of one ``step``); with ``follow``, until the run ends.
+
+        Example: ``for line in client.run_logs("team", run.id, follow=True): print(line)``
+        """
         params: dict[str, Any] = {"follow": follow}
         if step:
             params["step"] = step
@@ -570,6 +684,11 @@ class Client:
             yield from response.iter_lines()
 
     def create_schedule(self, namespace: str, spec: ScheduleSpec) -> ScheduleInfo:
+        """Run a pipeline on a cron, an interval or an event (``ScheduleSpec``).
+
+        Example: ``client.create_schedule("team", ScheduleSpec(name="nightly", pipeline="train",
+        cron="@daily"))``
+        """
         return ScheduleInfo.model_validate(
             self.request(
                 "POST", f"/namespaces/{namespace}/schedules", json=spec.model_dump(mode="json")
@@ -577,18 +696,30 @@ class Client:
         )
 
     def list_schedules(self, namespace: str) -> list[ScheduleInfo]:
+        """The schedules of a namespace, with their last and next fire.
+
+        Example: ``client.list_schedules("team")``
+        """
         return [
             ScheduleInfo.model_validate(s)
             for s in self.request("GET", f"/namespaces/{namespace}/schedules")
         ]
 
     def pause_schedule(self, namespace: str, name: str, paused: bool = True) -> ScheduleInfo:
+        """Pause a schedule (``paused=False`` resumes it).
+
+        Example: ``client.pause_schedule("team", "nightly")``
+        """
         action = "pause" if paused else "resume"
         return ScheduleInfo.model_validate(
             self.request("POST", f"/namespaces/{namespace}/schedules/{name}/{action}")
         )
 
     def delete_schedule(self, namespace: str, name: str) -> None:
+        """Delete a schedule; its runs stay.
+
+        Example: ``client.delete_schedule("team", "nightly")``
+        """
         self.request("DELETE", f"/namespaces/{namespace}/schedules/{name}")
 
     # events and webhooks ------------------------------------------------------------------------
@@ -603,7 +734,10 @@ class Client:
     ) -> Iterator[Event]:
         """Server-sent events, in order; with ``follow`` it waits for new ones (when ``timeout``
         is given, it ends after that many seconds without any). Without ``after``, ``last``
-        starts with the newest ``last`` events that match ``types``."""
+        starts with the newest ``last`` events that match ``types``.
+
+        Example: ``[e.type for e in client.events(types=["model.*"], last=10, follow=False)]``
+        """
         params: dict[str, Any] = {"follow": follow}
         if after is not None:
             params["after"] = after
@@ -633,6 +767,11 @@ class Client:
     def create_webhook(
         self, namespace: str, url: str, events: list[str] | None = None
     ) -> tuple[Webhook, str]:
+        """Send a namespace's events (those matching ``events``) to ``url``, HMAC-signed; returns
+        the webhook and its signing secret (shown only now).
+
+        Example: ``hook, secret = client.create_webhook("team", "https://ci.example.com/hook")``
+        """
         body = self.request(
             "POST",
             f"/namespaces/{namespace}/webhooks",
@@ -641,12 +780,20 @@ class Client:
         return Webhook.model_validate(body["webhook"]), str(body["secret"])
 
     def list_webhooks(self, namespace: str) -> list[Webhook]:
+        """The webhooks of a namespace.
+
+        Example: ``client.list_webhooks("team")``
+        """
         return [
             Webhook.model_validate(w)
             for w in self.request("GET", f"/namespaces/{namespace}/webhooks")
         ]
 
     def delete_webhook(self, namespace: str, webhook_id: str) -> None:
+        """Stop sending events to a webhook.
+
+        Example: ``client.delete_webhook("team", hook.id)``
+        """
         self.request("DELETE", f"/namespaces/{namespace}/webhooks/{webhook_id}")
 
     # deployments --------------------------------------------------------------------------------
@@ -654,24 +801,40 @@ class Client:
         self, namespace: str, name: str, model: str, **spec: Any
     ) -> DeploymentInfo:
         """Deploy ``model`` (``name@alias|latest|N`` of the namespace) as a Web API; ``spec``
-        holds the other DeploymentSpec fields (autoscaling, batching, resources, ...)."""
+        holds the other DeploymentSpec fields (autoscaling, batching, resources, ...).
+
+        Example: ``client.create_deployment("team", "iris", "iris@production", timeout_s=10)``
+        """
         body = {"name": name, "model": model, **spec}
         return DeploymentInfo.model_validate(
             self.request("POST", f"/namespaces/{namespace}/deployments", json=body)
         )
 
     def list_deployments(self, namespace: str) -> list[DeploymentInfo]:
+        """The deployments of a namespace, with their revisions and traffic.
+
+        Example: ``[d.name for d in client.list_deployments("team")]``
+        """
         return [
             DeploymentInfo.model_validate(d)
             for d in self.request("GET", f"/namespaces/{namespace}/deployments")
         ]
 
     def get_deployment(self, namespace: str, name: str) -> DeploymentInfo:
+        """One deployment: spec, traffic, revisions, replicas and status.
+
+        Example: ``client.get_deployment("team", "iris").ready``
+        """
         return DeploymentInfo.model_validate(
             self.request("GET", f"/namespaces/{namespace}/deployments/{name}")
         )
 
     def update_deployment(self, namespace: str, name: str, **changes: Any) -> DeploymentInfo:
+        """Change some fields of the spec (``DeploymentSpec``); a new revision when the model or the
+        spec changed.
+
+        Example: ``client.update_deployment("team", "iris", timeout_s=10)``
+        """
         return DeploymentInfo.model_validate(
             self.request("PATCH", f"/namespaces/{namespace}/deployments/{name}", json=changes)
         )
@@ -687,7 +850,10 @@ class Client:
     ) -> DeploymentInfo:
         """Split traffic by percent over ready revisions (``targets``: revision, percent, tag);
         ``sticky_header`` keeps one value of that header on one revision; ``shadow``
-        ({"revision", "percent"}) copies a share of requests to a revision to compare."""
+        ({"revision", "percent"}) copies a share of requests to a revision to compare.
+
+        Example: ``client.set_traffic("team", "iris", [{"revision": 2, "percent": 100}])``
+        """
         body: dict[str, Any] = {"targets": targets}
         if sticky_header is not None:
             body["sticky_header"] = sticky_header
@@ -698,20 +864,34 @@ class Client:
 
     def set_strategy(self, namespace: str, name: str, **strategy: Any) -> DeploymentInfo:
         """``strategy="canary"``, ``steps=[10, 50, 100]``, ``min_step_seconds``,
-        ``max_step_seconds``, ``analysis={...}``; or ``strategy="replace"``."""
+        ``max_step_seconds``, ``analysis={...}``; or ``strategy="replace"``.
+
+        Example: ``client.set_strategy("team", "iris", strategy="canary", steps=[10, 50, 100])``
+        """
         path = f"/namespaces/{namespace}/deployments/{name}/strategy"
         return DeploymentInfo.model_validate(self.request("PUT", path, json=strategy))
 
     def start_rollout(self, namespace: str, name: str, revision: int) -> RolloutInfo:
+        """Roll ``revision`` out with the deployment's canary steps, from the revision serving now.
+
+        Example: ``client.start_rollout("team", "iris", 2)``
+        """
         path = f"/namespaces/{namespace}/deployments/{name}/rollouts"
         return RolloutInfo.model_validate(self.request("POST", path, json={"revision": revision}))
 
     def rollout_action(self, namespace: str, name: str, action: str) -> RolloutInfo:
-        """``action``: promote, rollback, pause or resume the rollout under way."""
+        """``action``: promote, rollback, pause or resume the rollout under way.
+
+        Example: ``client.rollout_action("team", "iris", "promote")``
+        """
         path = f"/namespaces/{namespace}/deployments/{name}/rollouts/{action}"
         return RolloutInfo.model_validate(self.request("POST", path))
 
     def rollouts(self, namespace: str, name: str, limit: int = 20) -> list[RolloutInfo]:
+        """The deployment's rollouts, newest first, with each step's analysis.
+
+        Example: ``client.rollouts("team", "iris", limit=5)``
+        """
         path = f"/namespaces/{namespace}/deployments/{name}/rollouts"
         return [
             RolloutInfo.model_validate(r)
@@ -719,10 +899,58 @@ class Client:
         ]
 
     def deployment_history(self, namespace: str, name: str, limit: int = 100) -> list[Event]:
+        """The deployment's events (revisions, traffic, rollouts), newest first.
+
+        Example: ``[e.type for e in client.deployment_history("team", "iris")]``
+        """
         path = f"/namespaces/{namespace}/deployments/{name}/history"
         return [Event.model_validate(e) for e in self.request("GET", path, params={"limit": limit})]
 
+    def deployment_logs(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        revision: int | None = None,
+        replica: str | None = None,
+        since: str | dt.datetime | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> Iterator[LogLine]:
+        """What the deployment's replicas logged (of one ``revision`` or ``replica``), each line
+        with its time and replica, merged in time order: since ``since`` (``10m``, ``2h``, an
+        ISO time or a datetime), the last ``tail`` lines; with ``follow``, new lines as they
+        come, until you stop iterating.
+
+        Example: ``for line in client.deployment_logs("team", "iris", tail=20): print(line.text)``
+        """
+        params: dict[str, Any] = {"follow": follow}
+        if revision is not None:
+            params["revision"] = revision
+        if replica is not None:
+            params["replica"] = replica
+        if since is not None:
+            params["since"] = since.isoformat() if isinstance(since, dt.datetime) else since
+        if tail is not None:
+            params["tail"] = tail
+        with self.http.stream(
+            "GET",
+            f"/namespaces/{namespace}/deployments/{name}/logs",
+            params=params,
+            timeout=httpx.Timeout(None, connect=10),
+        ) as response:
+            if not response.is_success:
+                response.read()
+                raise error_from_body(response.status_code, response.json())
+            for line in response.iter_lines():
+                if line:
+                    yield LogLine.parse(line)
+
     def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a deployment: its replicas stop and its route goes away.
+
+        Example: ``client.delete_deployment("team", "iris")``
+        """
         self.request("DELETE", f"/namespaces/{namespace}/deployments/{name}")
 
     def wait_deployment(
@@ -736,7 +964,10 @@ class Client:
     ) -> DeploymentInfo:
         """Wait until the deployment serves (``version`` when given; revision number
         ``revision`` when given) with a ready replica; raise with the deployment's status when
-        the latest revision failed (``revision``: failed or was rejected), or time ran out."""
+        the latest revision failed (``revision``: failed or was rejected), or time ran out.
+
+        Example: ``client.wait_deployment("team", "iris", version=3, timeout=120)``
+        """
         deadline = time.monotonic() + timeout
         while True:
             info = self.get_deployment(namespace, name)
@@ -747,7 +978,11 @@ class Client:
             else:
                 target = info.revisions[-1] if info.revisions else None
             # a revision asked for may also have been rejected (a canary rolled back)
-            ended = ("failed", "rejected") if revision is not None else ("failed",)
+            ended = (
+                (RevisionState.FAILED, RevisionState.REJECTED)
+                if revision is not None
+                else (RevisionState.FAILED,)
+            )
             if target is not None and target.state in ended:
                 raise DeploymentFailed(
                     f"{namespace}/{name}: {status_line(info.status)}", status=info.status
@@ -757,7 +992,7 @@ class Client:
                 serving = [r for r in serving if r.number == revision]
             if (
                 info.ready
-                and any(p.state == "ready" for r in serving for p in r.replicas)
+                and any(p.state == ReplicaState.READY for r in serving for p in r.replicas)
                 and (version is None or any(r.model_version == version for r in serving))
             ):
                 return info
@@ -774,7 +1009,10 @@ class Client:
         self, namespace: str, name: str, objectives: Sequence[Objective | Mapping[str, Any]]
     ) -> list[Objective]:
         """Replace the deployment's objectives, e.g. ``[{"name": "availability", "kind":
-        "availability", "target": 0.999}]``; ``[]`` removes them."""
+        "availability", "target": 0.999}]``; ``[]`` removes them.
+
+        Example: ``client.set_slos("team", "iris", objectives)``
+        """
         body = {
             "objectives": [
                 o.model_dump(exclude_none=True) if isinstance(o, Objective) else dict(o)
@@ -786,21 +1024,35 @@ class Client:
         return [Objective.model_validate(o) for o in answer["objectives"]]
 
     def get_slos(self, namespace: str, name: str) -> list[Objective]:
+        """The deployment's objectives.
+
+        Example: ``[o.name for o in client.get_slos("team", "iris")]``
+        """
         path = f"/namespaces/{namespace}/deployments/{name}/slos"
         return [Objective.model_validate(o) for o in self.request("GET", path)["objectives"]]
 
     def slo_status(self, namespace: str, name: str) -> SloStatus:
-        """Per objective: SLI, error budget, burn rates over the alert windows, firing alerts."""
+        """Per objective: SLI, error budget, burn rates over the alert windows, firing alerts.
+
+        Example: ``client.slo_status("team", "iris").objectives[0].budget_remaining``
+        """
         path = f"/namespaces/{namespace}/deployments/{name}/slos/status"
         return SloStatus.model_validate(self.request("GET", path))
 
     def slo_alerts(self, namespace: str, name: str, limit: int = 50) -> list[AlertInfo]:
+        """The deployment's latest alerts, firing or resolved, newest first.
+
+        Example: ``client.slo_alerts("team", "iris", limit=10)``
+        """
         path = f"/namespaces/{namespace}/deployments/{name}/slos/alerts"
         found = self.request("GET", path, params={"limit": limit})
         return [AlertInfo.model_validate(a) for a in found]
 
     def slo_rules(self, namespace: str, name: str) -> str:
-        """The objectives as a Prometheus rule file (YAML)."""
+        """The objectives as a Prometheus rule file (YAML).
+
+        Example: ``Path("iris-rules.yaml").write_text(client.slo_rules("team", "iris"))``
+        """
         response = self.http.get(f"/namespaces/{namespace}/deployments/{name}/slos/rules")
         if not response.is_success:
             raise error_from_body(response.status_code, response.json())

@@ -1,7 +1,8 @@
 """The control plane: builds every service from the settings and runs the API and controllers.
 
 It is the single writer of metadata. Controllers (webhook delivery, garbage collection) run as
-threads beside the API and stop with it.
+loops (`modelyard.loops`) beside the API: they start in a defined order and stop in the reverse
+one, and the health endpoint reports each loop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import datetime as dt
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from modelyard.delivery.slo import SloController, Slos
 from modelyard.errors import ModelyardError
 from modelyard.events.log import Clock, EventLog, utcnow
 from modelyard.events.webhooks import Backoff, Webhooks
+from modelyard.loops import Loop
+from modelyard.pipelines.backends import load_step_backend
 from modelyard.pipelines.executor import Executor
 from modelyard.pipelines.runs import Pipelines
 from modelyard.pipelines.schedules import Schedules
@@ -33,11 +37,11 @@ from modelyard.registry.namespaces import Namespaces
 from modelyard.registry.versions import Versions
 from modelyard.serving.controller import ServingController
 from modelyard.serving.deployments import Deployments, Revision
-from modelyard.serving.measurements import Measurements
 from modelyard.serving.orchestrator import Orchestrator, load_orchestrator
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore, open_blob_store
 from modelyard.store.db import Database
+from modelyard.telemetry.query import Telemetry
 from modelyard.types import Role
 
 log = logging.getLogger(__name__)
@@ -68,15 +72,19 @@ class ControlPlane:
     orchestrator: Orchestrator
     slos: Slos
     slo_controller: SloController
+    telemetry: Telemetry
+    """What the gateway measured: its recent reports and the stored per-minute counts."""
     catalog: Catalog
     """Streams and realtime deployments."""
     realtime_stores: RealtimeStores
     realtime_workers: WorkerSupervisor
     api_url: str | None = None
     """Where replicas reach the API to pull their model; set by whoever serves the API."""
-    _stop: threading.Event = field(default_factory=threading.Event)
     _keys_lock: threading.Lock = field(default_factory=threading.Lock)
-    _gc: threading.Thread | None = None
+    _gc: Loop = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._gc = Loop("gc", self._collect, interval=GC_INTERVAL_SECONDS, join_timeout=5.0)
 
     @classmethod
     def build(
@@ -97,16 +105,18 @@ class ControlPlane:
             settings.home,
             settings.pipeline_parallelism,
             settings.step_grace_seconds,
+            backend=load_step_backend(settings.step_backend, settings),
+            blob_options=settings.blob_options,
         )
         schedules = Schedules(events, pipelines)
         schedules.on_run_created.append(executor.wake)
         keys = KeyStore(events)
         deployments = Deployments(events)
-        slos = Slos(events, deployments)
+        telemetry = Telemetry(db, events.clock)
+        slos = Slos(events, deployments, telemetry)
         orchestrator = load_orchestrator(settings.orchestrator, settings)
-        measurements = Measurements(events.clock)
-        rollouts = Rollouts(deployments, measurements)
-        serving = ServingController(deployments, keys, orchestrator, events, measurements)
+        rollouts = Rollouts(deployments, telemetry)
+        serving = ServingController(deployments, keys, orchestrator, events, telemetry)
         catalog = Catalog(events)
         stores = RealtimeStores(
             settings.realtime_events_url,
@@ -136,10 +146,11 @@ class ControlPlane:
             serving=serving,
             delivery=PushDeploys(events, deployments),
             rollouts=rollouts,
-            rollout_controller=RolloutController(rollouts, slos.record),
+            rollout_controller=RolloutController(rollouts),
             orchestrator=orchestrator,
             slos=slos,
             slo_controller=SloController(slos),
+            telemetry=telemetry,
             catalog=catalog,
             realtime_stores=stores,
             realtime_workers=WorkerSupervisor(catalog, settings.home),
@@ -219,47 +230,70 @@ class ControlPlane:
             _write_secret(path, token)
             return token
 
+    def _controllers(self) -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
+        """Every controller as (name, start, stop), in start order: what a controller hands work
+        to starts before it (the executor before the schedules that create runs, the serving
+        controller before the push deploys and rollouts that change its traffic)."""
+        return [
+            ("webhooks", self.webhooks.start, self.webhooks.stop),
+            ("executor", self.executor.start, self.executor.stop),
+            ("schedules", self.schedules.start, self.schedules.stop),
+            ("slos", self.slo_controller.start, self.slo_controller.stop),
+            ("serving", self.serving.start, self.serving.stop),
+            ("delivery", self.delivery.start, self.delivery.stop),
+            ("rollouts", self.rollout_controller.start, self.rollout_controller.stop),
+            ("realtime", self.realtime_workers.start, self.realtime_workers.stop),
+            ("gc", self._gc.start, self._gc.stop),
+        ]
+
     def start_controllers(self) -> None:
-        self._stop.clear()
-        self.webhooks.start()
-        self.executor.start()
-        self.schedules.start()
-        self.slo_controller.start()
+        """Start every controller in order; when one fails, those started stop again."""
         self.orchestrator.env_for = self.replica_env
         self.executor.env_for = self.step_env
-        self.serving.start()
-        self.delivery.start()
-        self.rollout_controller.start()
         self.realtime_workers.env_for = self.realtime_env
-        self.realtime_workers.start()
-        self._gc = threading.Thread(target=self._gc_loop, name="gc", daemon=True)
-        self._gc.start()
+        started: list[Callable[[], object]] = []
+        for name, start, stop in self._controllers():
+            try:
+                start()
+            except Exception:
+                log.exception("the %s controller did not start: stopping the others", name)
+                for undo in reversed(started):
+                    undo()
+                raise
+            started.append(stop)
 
     def stop_controllers(self) -> None:
-        self._stop.set()
-        self.realtime_workers.stop()
-        self.rollout_controller.stop()
-        self.delivery.stop()
-        self.serving.stop()
-        self.slo_controller.stop()
-        self.schedules.stop()
-        self.executor.stop()
-        self.webhooks.stop()
-        if self._gc is not None:
-            self._gc.join(5.0)
+        """Stop every controller in the reverse of the start order."""
+        failed: Exception | None = None
+        for name, _, stop in reversed(self._controllers()):
+            try:
+                stop()
+            except Exception as exc:  # the others still stop; the first failure is raised
+                log.exception("the %s controller did not stop cleanly", name)
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def loops(self) -> list[Loop]:
+        """Every controller loop, for the health endpoint."""
+        return [
+            *self.webhooks.loops(),
+            self.executor.loop,
+            *self.schedules.loops(),
+            self.slo_controller.loop,
+            *self.serving.loops(),
+            self.delivery.consumer.loop,
+            self.rollout_controller.loop,
+            self.realtime_workers.loop,
+            self._gc,
+        ]
 
     def collect_garbage(self) -> dict[str, Any]:
         ttl = dt.timedelta(hours=self.settings.draft_ttl_hours)
         return vars(collect_garbage(self.events, self.blobs, ttl))
 
-    def _gc_loop(self) -> None:
-        while True:
-            try:
-                self.collect_garbage()
-            except Exception:
-                log.exception("garbage collection failed; it runs again later")
-            if self._stop.wait(GC_INTERVAL_SECONDS):
-                return
+    def _collect(self) -> None:
+        self.collect_garbage()
 
     def close(self) -> None:
         self.stop_controllers()

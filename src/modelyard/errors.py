@@ -35,6 +35,13 @@ class InvalidInput(ModelyardError):
     code = "invalid_input"
 
 
+class BadRequest(InvalidInput):
+    """A request the server cannot even route (the data plane's 400: no namespace, say)."""
+
+    http_status = 400
+    code = "bad_request"
+
+
 class NotFound(ModelyardError):
     http_status = 404
     exit_code = 3
@@ -57,6 +64,12 @@ class Forbidden(ModelyardError):
     http_status = 403
     exit_code = 5
     code = "forbidden"
+
+
+class MethodNotAllowed(ModelyardError):
+    http_status = 405
+    exit_code = 2
+    code = "method_not_allowed"
 
 
 class PayloadTooLarge(ModelyardError):
@@ -116,6 +129,31 @@ class ServerUnreachable(ModelyardError):
     code = "unreachable"
 
 
+class Unavailable(ModelyardError):
+    """What was asked for cannot answer now (a deployment not ready, too many requests waiting
+    for one): retry later."""
+
+    http_status = 503
+    exit_code = 7
+    code = "unavailable"
+
+
+class UpstreamFailed(ModelyardError):
+    """The gateway's 502: no replica answered, or one failed mid-answer."""
+
+    http_status = 502
+    exit_code = 7
+    code = "upstream_failed"
+
+
+class ClientClosed(ModelyardError):
+    """The client left before its request was whole (nginx's 499): nothing of it is used."""
+
+    http_status = 499
+    exit_code = 7
+    code = "client_closed"
+
+
 class TimedOut(ModelyardError):
     """Work stopped because it ran past its time limit (a warehouse query, say)."""
 
@@ -129,15 +167,20 @@ _BY_CODE: dict[str, type[ModelyardError]] = {
     for cls in (
         ModelyardError,
         InvalidInput,
+        BadRequest,
         NotFound,
         Conflict,
         Unauthenticated,
         Forbidden,
+        MethodNotAllowed,
         PayloadTooLarge,
         IntegrityError,
         ConfigError,
         StoreError,
         ServerUnreachable,
+        Unavailable,
+        UpstreamFailed,
+        ClientClosed,
         TimedOut,
         DeploymentFailed,
         RunFailed,

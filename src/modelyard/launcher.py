@@ -16,6 +16,7 @@ a second: importing scikit-learn alone takes two seconds on a small machine.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -139,6 +140,8 @@ class Launcher:
 
     def _ensure(self) -> subprocess.Popen[str]:
         if self._proc is None or self._proc.poll() is not None:
+            if self._proc is not None:
+                _close_stdin(self._proc)  # a dead launcher's pipe (its reader closes stdout)
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "modelyard.launcher", *self.preload],
                 stdin=subprocess.PIPE,
@@ -196,6 +199,7 @@ class Launcher:
                     self._early[message["pid"]] = message["exit"]
                 else:
                     handle._finish(message["exit"])
+        proc.stdout.close()
         with self._answered:  # the launcher died: its children were killed with it
             self._answered.notify_all()
             for handle in self._handles.values():
@@ -204,10 +208,16 @@ class Launcher:
 
     def close(self) -> None:
         with self._lock:
-            if self._proc is not None and self._proc.poll() is None:
-                assert self._proc.stdin is not None
-                self._proc.stdin.close()
-                self._proc.wait(10)
+            if self._proc is not None:
+                _close_stdin(self._proc)  # the launcher exits when its stdin closes
+                if self._proc.poll() is None:
+                    self._proc.wait(10)
+
+
+def _close_stdin(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):  # a launcher already gone: nothing reads the pipe
+        proc.stdin.close()
 
 
 def preload(modules: list[str]) -> None:

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         default="local",
         description="Where replicas run: local, kubernetes, or package.module:ClassName",
     )
+    step_backend: str = Field(
+        default="local",
+        description="Where pipeline steps run: local, or package.module:ClassName",
+    )
     kubernetes: KubernetesSettings = Field(
         default_factory=KubernetesSettings,
         description="With orchestrator=kubernetes: the cluster, namespaces and image",

@@ -4,8 +4,8 @@ import threading
 from pathlib import Path
 
 from modelyard.client import Client
-from modelyard.events.log import Event
-from tests.conftest import wait_for
+from modelyard.events.records import Event
+from modelyard.testing import wait_for
 
 
 def test_the_stream_pushes_new_events_and_resumes_after_an_id(
@@ -40,10 +40,10 @@ def test_the_stream_pushes_new_events_and_resumes_after_an_id(
 
     resumed = list(admin.events(after=seen[0].id, follow=False))
     assert [e.id for e in resumed] == [seen[1].id]
-    resumed = admin.http.get(
+    answer = admin.http.get(
         "/events", params={"follow": False}, headers={"Last-Event-ID": str(seen[0].id)}
     )
-    assert f"id: {seen[1].id}" in resumed.text and f"id: {seen[0].id}\n" not in resumed.text
+    assert f"id: {seen[1].id}" in answer.text and f"id: {seen[0].id}\n" not in answer.text
 
 
 def test_follow_false_without_a_start_ends_after_the_whole_backlog(

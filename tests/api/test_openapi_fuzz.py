@@ -13,17 +13,19 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import strategies as st
-from schemathesis import Case
+from schemathesis import APIOperation, Case
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.config import SchemathesisConfig
 from schemathesis.schemas import BaseSchema
 
 from modelyard.api.server import BackgroundServer
 from modelyard.client import Client
-from modelyard.registry.versions import VersionSpec
-from tests.conftest import free_port
+from modelyard.registry.records import VersionSpec
+from modelyard.testing import free_port
 
 EVENTS = "/api/v1/events"
+# Any operation of the schema: its parameter, response and schema types are schemathesis's
+Operation = APIOperation[Any, Any, Any, Any]
 MAX_EXAMPLES = 30
 REQUEST_TIMEOUT = 10.0
 
@@ -131,7 +133,7 @@ def anonymous_schema(server: BackgroundServer, request: pytest.FixtureRequest) -
     )
 
 
-def call(case: Case) -> schemathesis.Response:
+def call(case: Case[Operation]) -> schemathesis.Response:
     if case.operation.path == EVENTS:
         # The stream stays open by default; without follow it ends after the stored events.
         case.query = {**(case.query or {}), "follow": "false"}
@@ -143,7 +145,7 @@ fuzzed = schemathesis.pytest.from_fixture("admin_schema")
 
 @pytest.mark.slow  # about 30 s: some 2000 requests over the 44 operations
 @fuzzed.parametrize()
-def test_no_request_gets_a_server_error_or_an_answer_off_the_schema(case: Case) -> None:
+def test_no_request_gets_a_server_error_or_an_answer_off_the_schema(case: Case[Operation]) -> None:
     response = call(case)
     case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
 
@@ -152,7 +154,7 @@ anonymous = schemathesis.pytest.from_fixture("anonymous_schema").exclude(path_re
 
 
 @anonymous.parametrize()
-def test_every_operation_but_health_answers_401_without_a_key(case: Case) -> None:
+def test_every_operation_but_health_answers_401_without_a_key(case: Case[Operation]) -> None:
     response = call(case)
     case.validate_response(response, checks=[not_a_server_error])
     if response.status_code == 404 and response.json()["error"]["message"].startswith("no route"):

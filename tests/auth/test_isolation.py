@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,9 +22,24 @@ def teams(admin: Client, tmp_path: Path) -> Client:
     return admin
 
 
+_clients: list[Client] = []  # the keys' clients, closed after each test
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
+def opened(client: Client) -> Client:
+    _clients.append(client)
+    return client
+
+
 def key(admin: Client, roles: dict[str, str], tmp_path: Path) -> Client:
     _, token = admin.create_key("k", dict(roles))
-    return Client(admin.url, token, cache_dir=tmp_path / "cache-k")
+    return opened(Client(admin.url, token, cache_dir=tmp_path / "cache-k"))
 
 
 def test_a_key_of_one_namespace_cannot_see_or_change_another(teams: Client, tmp_path: Path) -> None:
@@ -91,7 +107,7 @@ def test_unknown_malformed_and_revoked_keys_get_401(teams: Client, tmp_path: Pat
     assert httpx.get(f"{teams.url}/api/v1/namespaces").status_code == 401
     assert httpx.get(f"{teams.url}/api/v1/health").status_code == 200
 
-    client = Client(teams.url, token)
+    client = opened(Client(teams.url, token))
     assert client.list_namespaces()[0].name == "alpha"
     teams.revoke_key(info.id)
     with pytest.raises(Unauthenticated, match="revoked"):

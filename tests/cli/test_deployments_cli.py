@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from modelyard.errors import DeploymentFailed, InvalidInput, NotFound
+from modelyard.testing import wait_for
 from tests.cli.conftest import TERMINAL_80, Cli, fits
-from tests.conftest import iris_model, wait_for
+from tests.conftest import iris_model
 
 
 def test_create_show_update_split_and_delete(cli: Cli, tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from modelyard import __version__
 from modelyard.cli.main import app
+from modelyard.testing import Platform, wait_for
 from tests.cli.conftest import TERMINAL_80, Cli
-from tests.conftest import Platform, wait_for
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

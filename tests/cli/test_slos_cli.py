@@ -41,7 +41,7 @@ def test_set_show_and_export_slos(
     plane = server.plane
     deployment_id = plane.deployments.plans()[0].deployment_id
     now = dt.datetime.now(dt.UTC)
-    plane.slos.record(
+    plane.telemetry.record(
         [minute(deployment_id, now - dt.timedelta(minutes=m), errors=20) for m in range(3)]
     )
     plane.slos.evaluate()

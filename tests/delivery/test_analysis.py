@@ -13,11 +13,11 @@ from modelyard.delivery.analysis import (
     MIN_LATENCIES,
     PASS,
     SERVICE,
-    Analysis,
-    Sample,
     judge,
     mann_whitney_greater,
 )
+from modelyard.serving.records import Analysis
+from modelyard.telemetry.records import Sample
 
 
 def latencies(rng: np.random.Generator, n: int, median_ms: float) -> list[float]:

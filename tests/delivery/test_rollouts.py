@@ -12,8 +12,9 @@ import pytest
 from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import Conflict, InvalidInput
-from modelyard.registry.versions import VersionSpec
-from tests.conftest import free_port, iris_model, wait_for
+from modelyard.registry.records import VersionSpec
+from modelyard.testing import free_port, wait_for
+from tests.conftest import iris_model
 
 SKLEARN = VersionSpec(runtime="sklearn")
 
@@ -50,7 +51,7 @@ def report(plane: ControlPlane, client: Client, served: dict[int, tuple[int, int
     """What the gateway would report: per revision number (requests, errors, median ms)."""
     ids = {r.number: r.id for r in client.get_deployment("team", "iris").revisions}
     rng = np.random.default_rng(0)
-    plane.serving.measurements.add(
+    plane.telemetry.add(
         {
             "revisions": {
                 ids[number]: {

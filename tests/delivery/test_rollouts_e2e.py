@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from modelyard.registry.versions import VersionSpec
-from tests.conftest import Serving, wait_for
+from modelyard.registry.records import VersionSpec
+from modelyard.testing import wait_for
+from tests.conftest import Serving
 
 pytestmark = pytest.mark.slow
 PYTHON = VersionSpec(runtime="python")
@@ -100,7 +102,7 @@ def test_a_good_version_is_promoted(serving: Serving, tmp_path: Path) -> None:
     ids=["5-percent-errors", "3x-slower"],
 )
 def test_a_bad_version_is_rolled_back(
-    serving: Serving, tmp_path: Path, bad: dict[str, float], verdict: str
+    serving: Serving, tmp_path: Path, bad: dict[str, Any], verdict: str
 ) -> None:
     deploy_stable(serving, tmp_path)
     # Eight clients: the one stable replica, with 90% of the traffic, queues requests and is
@@ -208,7 +210,8 @@ def test_shadow_traffic_is_compared_and_never_answers(serving: Serving, tmp_path
 
     def served_by_one() -> bool:
         answer = serving.http.post("/team/api/v2/models/api/infer", json=body())
-        return answer.headers.get("x-modelyard-revision") == "api-00001"
+        revision: str | None = answer.headers.get("x-modelyard-revision")
+        return revision == "api-00001"
 
     wait_for(served_by_one, 10, "revision 1 to take the traffic", 0.05)
     before = shadow_count("mismatch")

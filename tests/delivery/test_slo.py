@@ -18,17 +18,18 @@ import sqlalchemy as sa
 import yaml
 
 from modelyard.controlplane import ControlPlane
-from modelyard.delivery.burnrate import Objective, TrafficMinute
+from modelyard.delivery.burnrate import Objective
 from modelyard.delivery.prometheus import ALERT, describe_alert
-from modelyard.delivery.slo import AlertInfo
+from modelyard.delivery.records import AlertInfo
 from modelyard.errors import InvalidInput, NotFound
 from modelyard.events.webhooks import SIGNATURE_HEADER, Backoff, verify_signature
-from modelyard.gateway.metrics import BUCKETS
-from modelyard.registry.versions import VersionSpec
-from modelyard.serving.deployments import DeploymentSpec
+from modelyard.registry.records import VersionSpec
+from modelyard.serving.records import DeploymentSpec
 from modelyard.settings import Settings
 from modelyard.store.schema import DeploymentRow, TrafficMinuteRow
-from tests.conftest import Clock, free_port, wait_for
+from modelyard.telemetry.records import BUCKETS, TrafficMinute
+from modelyard.testing import free_port, wait_for
+from tests.conftest import Clock
 from tests.events.test_webhooks import Receiver
 
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -88,7 +89,7 @@ def serve(
     """``minutes`` of traffic, evaluating after each: the alerts that changed, by minute."""
     changed = []
     for n in range(1, minutes + 1):
-        plane.slos.record([minute(deployment_id, clock.now, **traffic)])
+        plane.telemetry.record([minute(deployment_id, clock.now, **traffic)])
         clock.now += dt.timedelta(minutes=1)
         changed += [(n, alert) for alert in plane.slos.evaluate()]
     return changed
@@ -97,7 +98,7 @@ def serve(
 def history(plane: ControlPlane, deployment_id: str, minutes: int) -> None:
     """Clean traffic in the ``minutes`` before now, written at once."""
     start = plane.events.clock() - dt.timedelta(minutes=minutes)
-    plane.slos.record(
+    plane.telemetry.record(
         minute(deployment_id, start + dt.timedelta(minutes=n)) for n in range(minutes)
     )
 
@@ -131,7 +132,8 @@ def test_a_fast_burn_pages_and_resolves_soon_after_errors_stop(
     # while the hour still burns at 19: the short window is what resolves it.
     resolved = serve(plane, clock, dep, 5)
     assert [(n, a.rule, a.state) for n, a in resolved] == [(2, "page-1h", "resolved")]
-    assert plane.slos.status("team", "iris").objectives[0].burn_rates["1h"] > 14.4
+    hour = plane.slos.status("team", "iris").objectives[0].burn_rates["1h"]
+    assert hour is not None and hour > 14.4
 
     events = slo_events(plane)
     assert [t for t, _ in events] == ["slo.alert.firing", "slo.alert.resolved"]
@@ -170,7 +172,7 @@ def test_latency_counts_requests_above_the_threshold(plane: ControlPlane, clock:
     buckets[BUCKETS.index(0.25)] = 900  # at the threshold: le="0.25" holds it, it is good
     buckets[BUCKETS.index(0.5)] = 60
     buckets[-1] = 40  # above the last bound (60 s)
-    plane.slos.record([TrafficMinute(dep, at, 1000, 0, buckets)])
+    plane.telemetry.record([TrafficMinute(dep, at, 1000, 0, buckets)])
     status = {s.objective.name: s for s in plane.slos.status("team", "iris").objectives}
     assert (status["fast"].requests, status["fast"].bad) == (1000, 100)
     assert status["fast"].sli == pytest.approx(0.9)
@@ -184,7 +186,7 @@ def test_budget_on_known_numbers(plane: ControlPlane, clock: Clock) -> None:
     weekly = Objective(name="availability", kind="availability", target=0.99, window_days=7)
     plane.slos.set("team", "iris", [weekly])
     now = clock.now
-    plane.slos.record(
+    plane.telemetry.record(
         [
             minute(dep, now - dt.timedelta(days=8), errors=1000),  # outside the 7 days
             minute(dep, now - dt.timedelta(days=2), errors=10),
@@ -255,7 +257,8 @@ def test_bad_objectives_are_refused_and_change_nothing(plane: ControlPlane) -> N
         with pytest.raises(InvalidInput, match="objective 1") as caught:
             plane.slos.set("team", "iris", [objective])
         assert message in caught.value.message
-    twice = [AVAILABILITY, {"name": "availability", "kind": "availability", "target": 0.99}]
+    again = {"name": "availability", "kind": "availability", "target": 0.99}
+    twice: list[Objective | dict[str, object]] = [AVAILABILITY, again]
     with pytest.raises(InvalidInput, match="'availability' given more than once"):
         plane.slos.set("team", "iris", twice)
     with pytest.raises(NotFound, match="deployment team/ghost does not exist"):
@@ -272,10 +275,10 @@ def test_minutes_add_up_and_old_ones_are_pruned(any_plane: ControlPlane, clock: 
     plane.slos.set("team", "iris", [AVAILABILITY])
     now = clock.now
     second = now.replace(second=42)
-    plane.slos.record([minute(dep, now, 10, 1, slow=2), minute(dep, second, 5, 2, slow=1)])
-    plane.slos.record([minute(dep, now, 100, 3), minute("gone", now, 7, 7)])
+    plane.telemetry.record([minute(dep, now, 10, 1, slow=2), minute(dep, second, 5, 2, slow=1)])
+    plane.telemetry.record([minute(dep, now, 100, 3), minute("gone", now, 7, 7)])
     long_ago = now - dt.timedelta(days=31, minutes=1)
-    plane.slos.record([minute(dep, long_ago, 9, 9), minute(dep, now - dt.timedelta(days=30))])
+    plane.telemetry.record([minute(dep, long_ago, 9, 9), minute(dep, now - dt.timedelta(days=30))])
     with plane.db.read() as session:
         rows = {
             r.minute: r
@@ -291,7 +294,7 @@ def test_minutes_add_up_and_old_ones_are_pruned(any_plane: ControlPlane, clock: 
         kept = set(session.scalars(sa.select(TrafficMinuteRow.minute)))
     assert kept == {now, now - dt.timedelta(days=30)}  # 30 days + a day are kept
     plane.deployments.delete("team", "iris")
-    assert plane.slos.record([minute(dep, now)]) == 0  # a deleted deployment's counts drop
+    assert plane.telemetry.record([minute(dep, now)]) == 0  # a deleted deployment's counts drop
     assert plane.slos.evaluate() == []
 
 
@@ -299,7 +302,7 @@ def test_concurrent_evaluations_fire_once(any_plane: ControlPlane, clock: Clock)
     plane = any_plane
     dep = deploy(plane)
     plane.slos.set("team", "iris", [AVAILABILITY])
-    plane.slos.record([minute(dep, clock.now, errors=100)])
+    plane.telemetry.record([minute(dep, clock.now, errors=100)])
     changed: list[AlertInfo] = []
     threads = [
         threading.Thread(target=lambda: changed.extend(plane.slos.evaluate())) for _ in range(4)

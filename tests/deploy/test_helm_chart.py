@@ -33,9 +33,12 @@ ORCHESTRATOR_RULES = [
     (["apps"], ["deployments/scale"], ["patch"]),
     ([""], ["configmaps", "secrets"], ["create", "patch", "delete"]),
     ([""], ["pods"], ["list", "watch"]),
+    (["batch"], ["jobs"], ["create", "patch", "delete"]),
+    ([""], ["pods/log"], ["get"]),
 ]
-"""What `modelyard.kube.orchestrator` calls (`test_the_orchestrator_needs_no_more_than_its_role`
-checks it against the requests it makes)."""
+"""What `modelyard.kube.orchestrator` and the step backend `modelyard.kube.jobs` call
+(`test_the_orchestrator_needs_no_more_than_its_role` and `test_steps_need_no_more_than_the_role`
+check it against the requests they make)."""
 
 
 def helm() -> str:

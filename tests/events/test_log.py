@@ -7,9 +7,13 @@ from pathlib import Path
 import pytest
 
 from modelyard.events.consumers import DurableConsumer
-from modelyard.events.log import Event, EventLog
+from modelyard.events.log import EventLog
+from modelyard.events.records import Event
+from modelyard.events.types import EventType
 from modelyard.store.db import Database
-from tests.conftest import wait_for
+from modelyard.testing import wait_for
+
+CREATED = EventType.NAMESPACE_CREATED
 
 
 @pytest.fixture
@@ -20,7 +24,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-def append(log: EventLog, type: str, subject: str = "s") -> int:
+def append(log: EventLog, type: EventType, subject: str = "s") -> int:
     with log.db.write() as session:
         return log.append(session, type, subject, {"n": subject}).id
 
@@ -29,22 +33,28 @@ def test_ids_increase_and_subscribers_hear_only_committed_events(db: Database) -
     log = EventLog(db)
     heard: list[int] = []
     log.subscribe(heard.append)
-    first, second = append(log, "a.created"), append(log, "a.created")
+    first, second = (
+        append(log, EventType.NAMESPACE_CREATED),
+        append(log, EventType.NAMESPACE_CREATED),
+    )
     assert first < second and heard == [first, second]
     with pytest.raises(RuntimeError), log.db.write() as session:
-        log.append(session, "b.created", "rolled back")
+        log.append(session, EventType.KEY_CREATED, "rolled back")
         raise RuntimeError("the change failed")
     assert heard == [first, second]
-    assert [e.type for e in log.read()] == ["a.created", "a.created"]
+    assert [e.type for e in log.read()] == [
+        EventType.NAMESPACE_CREATED,
+        EventType.NAMESPACE_CREATED,
+    ]
 
 
 def test_a_durable_consumer_resumes_from_its_cursor_after_a_restart(db: Database) -> None:
     handled: list[int] = []
     log = EventLog(db)
-    ids = [append(log, "x.happened", str(i)) for i in range(3)]
+    ids = [append(log, EventType.KEY_REVOKED, str(i)) for i in range(3)]
     consumer = DurableConsumer("indexer", log, lambda e: handled.append(e.id))
     assert consumer.run_once() == 3
-    more = [append(log, "x.happened", str(i)) for i in range(2)]
+    more = [append(log, EventType.KEY_REVOKED, str(i)) for i in range(2)]
 
     restarted = DurableConsumer("indexer", EventLog(db), lambda e: handled.append(e.id))
     assert restarted.cursor() == ids[-1]
@@ -54,7 +64,7 @@ def test_a_durable_consumer_resumes_from_its_cursor_after_a_restart(db: Database
 
 def test_a_failing_handler_gets_the_event_again(db: Database) -> None:
     log = EventLog(db)
-    event_id = append(log, "x.happened")
+    event_id = append(log, EventType.KEY_REVOKED)
     attempts: list[int] = []
 
     def flaky(event: Event) -> None:
@@ -77,7 +87,7 @@ def test_a_running_consumer_is_woken_by_new_events(db: Database) -> None:
     consumer.start()
     try:
         for i in range(5):
-            threading.Thread(target=append, args=(log, "x.happened", f"s{i}")).start()
+            threading.Thread(target=append, args=(log, EventType.KEY_REVOKED, f"s{i}")).start()
         wait_for(lambda: len(handled) == 5)
         assert sorted(handled) == [f"s{i}" for i in range(5)]
     finally:
@@ -95,12 +105,12 @@ def test_events_become_visible_in_id_order_under_concurrent_writers(database_url
 
         def slow_writer() -> None:
             with log.db.write() as session:
-                ids["first"] = log.append(session, "a.created", "first").id
+                ids["first"] = log.append(session, EventType.NAMESPACE_CREATED, "first").id
                 drawn.set()
                 release.wait(10)
 
         def fast_writer() -> None:
-            ids["second"] = append(log, "a.created", "second")
+            ids["second"] = append(log, EventType.NAMESPACE_CREATED, "second")
             second_done.set()
 
         first = threading.Thread(target=slow_writer)

@@ -12,7 +12,7 @@ from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
 from modelyard.events.webhooks import SIGNATURE_HEADER, Backoff, verify_signature
 from modelyard.settings import Settings
-from tests.conftest import free_port, wait_for
+from modelyard.testing import free_port, wait_for
 
 
 class Receiver:

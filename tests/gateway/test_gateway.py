@@ -14,11 +14,12 @@ import joblib
 import numpy as np
 import pytest
 
-from modelyard.registry.versions import VersionSpec
-from modelyard.serving.deployments import DeploymentInfo, ReplicaInfo
+from modelyard.registry.records import VersionSpec
+from modelyard.serving.records import DeploymentInfo, ReplicaInfo
 from modelyard.serving.replica_headers import TOKEN_HEADER
+from modelyard.testing import wait_for
 from modelyard.types import Role
-from tests.conftest import Serving, infer_body, iris_model, wait_for
+from tests.conftest import Serving, infer_body, iris_model
 
 pytestmark = pytest.mark.slow
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]

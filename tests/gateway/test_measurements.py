@@ -11,13 +11,15 @@ from collections import Counter
 
 import pytest
 
-from modelyard.delivery.analysis import FAIL, PASS, Analysis, Verdict, judge
+from modelyard.delivery.analysis import FAIL, PASS, Verdict, judge
 from modelyard.gateway.app import same_answer
-from modelyard.gateway.metrics import BUCKETS, SAMPLES_PER_REPORT, Window
 from modelyard.gateway.routes import DeploymentRoute, RevisionRoute, Table
 from modelyard.gateway.upstream import Endpoint, Response
-from modelyard.serving.measurements import Measurements
+from modelyard.serving.records import Analysis
 from modelyard.serving.replica_headers import parse_service_ms, token_line
+from modelyard.telemetry.measurements import Measurements
+from modelyard.telemetry.records import BUCKETS
+from modelyard.telemetry.window import SAMPLES_PER_REPORT, Window
 
 START = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -30,29 +32,36 @@ def route(*percents: int) -> DeploymentRoute:
     return DeploymentRoute("team", "api", "serving", 60.0, 1 << 20, revisions, id="d" * 32)
 
 
+def chosen(split: DeploymentRoute, tag: str | None, key: bytes | None = None) -> RevisionRoute:
+    """The revision ``split`` picks; these splits always have one for the tag."""
+    revision = split.pick(tag, key)
+    assert revision is not None
+    return revision
+
+
 def test_the_split_gives_each_revision_exactly_its_weight_in_every_hundred() -> None:
     split = route(90, 10)
     for _ in range(5):
-        picked = Counter(split.pick(None).name for _ in range(100))
+        picked = Counter(chosen(split, None).name for _ in range(100))
         assert picked == {"api-00001": 90, "api-00002": 10}
 
 
 def test_sticky_keys_keep_their_revision_and_spread_by_weight() -> None:
     split = route(50, 50)
-    first = {f"user-{i}": split.pick(None, f"user-{i}".encode()) for i in range(2000)}
+    first = {f"user-{i}": chosen(split, None, f"user-{i}".encode()) for i in range(2000)}
     assert all(split.pick(None, k.encode()) is r for k, r in first.items())
     share = sum(r.name == "api-00001" for r in first.values() if r) / len(first)
     assert 0.45 < share < 0.55
     # When the canary grows, the users that move only move towards it.
     grown = route(20, 80)
-    moved = [k for k, r in first.items() if r and grown.pick(None, k.encode()).name != r.name]
+    moved = [k for k, r in first.items() if r and chosen(grown, None, k.encode()).name != r.name]
     assert moved and all(first[k].name == "api-00001" for k in moved)
 
 
 def test_a_tag_pins_a_revision_whatever_the_weights() -> None:
     split = route(100, 0)
     split.revisions[1].tags = ["canary"]
-    assert split.pick("canary").name == "api-00002"
+    assert chosen(split, "canary").name == "api-00002"
     assert split.pick("ghost") is None
 
 

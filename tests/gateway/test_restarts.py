@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionSpec
+from modelyard.testing import wait_for
 from modelyard.types import Role
-from tests.conftest import Serving, infer_body, iris_model, wait_for
+from tests.conftest import Serving, infer_body, iris_model
 
 pytestmark = pytest.mark.slow
 ROWS = [[5.1, 3.5, 1.4, 0.2]]

@@ -16,6 +16,7 @@ import pytest
 
 from modelyard.gateway.upstream import ConnectFailed, Endpoint, UpstreamTimeout
 from modelyard.serving import http
+from modelyard.testing import free_port
 
 Message = dict[str, Any]
 
@@ -105,9 +106,7 @@ def test_a_connection_the_replica_closed_is_replaced() -> None:
 
 def test_no_replica_listening_is_a_connect_failure() -> None:
     async def scenario() -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         with pytest.raises(ConnectFailed):
             await Endpoint.parse(f"http://127.0.0.1:{port}").send("GET", "/", [], b"")
 

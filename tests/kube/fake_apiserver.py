@@ -2,8 +2,8 @@
 tests.
 
 What it does, on the real REST paths and JSON shapes:
-- namespaced ``v1`` ConfigMaps, Secrets, Services and Pods and ``apps/v1`` Deployments: get,
-  list (equality and existence label selectors), create (POST), delete;
+- namespaced ``v1`` ConfigMaps, Secrets, Services and Pods, ``apps/v1`` Deployments and
+  ``batch/v1`` Jobs: get, list (equality and existence label selectors), create (POST), delete;
 - server-side apply (``PATCH`` with ``application/apply-patch+yaml``; a ``fieldManager`` is
   required): field ownership per manager and operation over leaf fields, ``409 Conflict`` when
   another manager owns a field with a different value unless ``force=true``, fields a manager
@@ -16,8 +16,12 @@ What it does, on the real REST paths and JSON shapes:
 - creation in a namespace that does not exist: ``404 NotFound`` as the real server says it;
 - deletion with ``propagationPolicy`` Background/Foreground (dependents found by
   ``ownerReferences`` uid, deleted at once, recursively) or Orphan;
-- a Deployment controller: a Deployment's ``replicas`` become Pods (owned by the Deployment
-  directly); surplus pods go through a deletion timestamp (``MODIFIED``) before ``DELETED``;
+- a Deployment and a Job controller (`tests.kube.fake_controllers`): a Deployment's ``replicas``
+  become Pods; surplus pods go through a deletion timestamp (``MODIFIED``) before ``DELETED``;
+  a Job gets one Pod and its status follows it;
+- pod logs (``GET pods/NAME/log``, plain text) as the kubelet has them, ``400`` before the
+  container started, with ``timestamps``, ``sinceTime``, ``tailLines`` and ``follow``
+  (`tests.kube.podlogs`);
 - a kubelet, one of three: by default pods turn Running and Ready at once with a fake pod IP;
   with ``auto_ready = False`` a test drives them with `set_pod_status`; with a ``kubelet``
   (`tests.kube.kubelet.ProcessKubelet`) their containers run as local processes.
@@ -26,8 +30,10 @@ What it does not model: authentication, RBAC and admission (every request is all
 validation and defaulting beyond ``replicas: 1``; ReplicaSets and rollout strategy; list merging
 by key in server-side apply (lists are atomic leaves here) and the ``x-kubernetes-*`` markers;
 scheduling, nodes, resources, probes and networking (pod IPs are fake and nothing listens on
-them); grace periods and finalizers; pagination (``limit``/``continue``); bookmarks; field
-selectors; cluster-scoped objects.
+them); grace periods (``gracePeriodSeconds``) and finalizers; Job retries (``backoffLimit``),
+``parallelism``, ``activeDeadlineSeconds`` and ``ttlSecondsAfterFinished``; the log option
+``previous``; pagination (``limit``/``continue``);
+bookmarks; field selectors; cluster-scoped objects.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ from __future__ import annotations
 import base64
 import bisect
 import copy
-import datetime as dt
 import json
 import re
 import threading
@@ -47,7 +52,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from tests.kube import fields
+from tests.kube import fake_controllers as controllers
+from tests.kube import fields, podlogs
+from tests.kube.fake_controllers import now as _now
+from tests.kube.fake_controllers import ready_status as ready_status
 
 KINDS = {
     "configmaps": ("v1", "ConfigMap"),
@@ -55,16 +63,14 @@ KINDS = {
     "services": ("v1", "Service"),
     "pods": ("v1", "Pod"),
     "deployments": ("apps/v1", "Deployment"),
+    "jobs": ("batch/v1", "Job"),
 }
+GROUPS = {"deployments": "/apis/apps/v1", "jobs": "/apis/batch/v1"}
 _PATH = re.compile(
-    r"^/(?:api/v1|apis/apps/v1)/namespaces/(?P<ns>[^/]+)/(?P<plural>[a-z]+)"
-    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale))?$"
+    r"^/(?:api/v1|apis/apps/v1|apis/batch/v1)/namespaces/(?P<ns>[^/]+)/(?P<plural>[a-z]+)"
+    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale|log))?$"
 )
 Key = tuple[str, str, str]  # plural, namespace, name
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -85,6 +91,9 @@ class Kubelet(Protocol):
     def run_pod(self, server: FakeApiServer, pod: dict[str, Any]) -> None: ...
 
     def stop_pod(self, namespace: str, name: str) -> None: ...
+
+    def pod_log(self, namespace: str, name: str) -> str | None:
+        """What the pod's container printed; None before it started."""
 
 
 class ApiError(Exception):
@@ -144,6 +153,20 @@ class FakeApiServer:
             obj = self._objects.get((plural, namespace, name))
             return copy.deepcopy(obj) if obj else None
 
+    def pod_log(self, namespace: str, name: str) -> str:
+        pod = self._objects.get(("pods", namespace, name))
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found')
+        text = self.kubelet.pod_log(namespace, name) if self.kubelet is not None else None
+        if text is None:
+            container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating',
+            )
+        return text
+
     def set_pod_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Replace a pod's status (as a kubelet would report it): a MODIFIED event. False when
         the pod is gone."""
@@ -160,7 +183,9 @@ class FakeApiServer:
         """Compact the history (every version handed out so far is too old to watch from) and
         end every open watch, as an API server restart does: clients must list again."""
         with self._cond:
-            self._oldest = self._version + 1
+            # a list from now on hands out a version that can be watched from again
+            self._version += 1
+            self._oldest = self._version
             self._history.clear()
             self._epoch += 1
             self._cond.notify_all()
@@ -238,7 +263,7 @@ class FakeApiServer:
         managers[mine] = set(wanted)
         self._bump_generation(key, current)
         self._changed(kind, key)
-        self._after_write(key)
+        self._after_write(key, created=kind == "ADDED")
         return copy.deepcopy(self._objects[key])
 
     def update(self, key: Key, patch: dict[str, Any], manager: str) -> dict[str, Any]:
@@ -291,92 +316,24 @@ class FakeApiServer:
         if key[0] == "deployments":
             obj["metadata"]["generation"] = obj["metadata"].get("generation", 0) + 1
 
-    # the deployment controller and the kubelet --------------------------------------------------
-    def _after_write(self, key: Key) -> None:
-        if key[0] == "deployments":
-            self._reconcile(self._objects[key])
-
-    def _owned_pods(self, owner: dict[str, Any]) -> list[tuple[Key, dict[str, Any]]]:
-        uid, namespace = owner["metadata"]["uid"], owner["metadata"]["namespace"]
-        return [
-            (k, o)
-            for k, o in self._objects.items()
-            if k[0] == "pods"
-            and k[1] == namespace
-            and any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
-        ]
-
-    def _reconcile(self, deployment: dict[str, Any]) -> None:
-        meta, spec = deployment["metadata"], deployment["spec"]
-        live = [(k, p) for k, p in self._owned_pods(deployment)]
-        wanted = int(spec.get("replicas", 1))
-        for key, _ in sorted(live, key=lambda kp: kp[1]["metadata"]["creationTimestamp"])[wanted:]:
-            self.delete(key, "Background")
-        template = spec.get("template") or {}
-        for _ in range(wanted - len(live)):
-            name = f"{meta['name']}-{uuid.uuid4().hex[:10]}-{uuid.uuid4().hex[:5]}"
-            key = ("pods", meta["namespace"], name)
-            pod = {
-                "metadata": {
-                    "labels": dict((template.get("metadata") or {}).get("labels") or {}),
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "apps/v1",
-                            "kind": "Deployment",
-                            "name": meta["name"],
-                            "uid": meta["uid"],
-                            "controller": True,
-                        }
-                    ],
-                },
-                "spec": copy.deepcopy(template.get("spec") or {}),
-                "status": {
-                    "phase": "Pending",
-                    "conditions": [{"type": "PodScheduled", "status": "True"}],
-                },
-            }
-            self._create(key, pod)
-            self._changed("ADDED", key)
-            if self.kubelet is not None:
-                self.kubelet.run_pod(self, copy.deepcopy(pod))
-            elif self.auto_ready:
-                self._ips += 1
-                pod["status"] = ready_status(f"10.0.{self._ips // 250}.{self._ips % 250 + 1}")
-                self._changed("MODIFIED", key)
-        self._sync_status(deployment)
+    # the controllers (tests.kube.fake_controllers) ----------------------------------------------
+    def _after_write(self, key: Key, created: bool = False) -> None:
+        controllers.after_write(self, key, created)
 
     def _sync_owner_status(self, pod: dict[str, Any]) -> None:
-        for ref in pod["metadata"].get("ownerReferences") or []:
-            key = ("deployments", pod["metadata"]["namespace"], ref["name"])
-            if key in self._objects:
-                self._sync_status(self._objects[key])
-
-    def _sync_status(self, deployment: dict[str, Any]) -> None:
-        pods = [p for _, p in self._owned_pods(deployment)]
-        ready = sum(
-            any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (p.get("status") or {}).get("conditions") or []
-            )
-            for p in pods
-        )
-        status = {
-            "observedGeneration": deployment["metadata"].get("generation", 1),
-            "replicas": len(pods),
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-        }
-        if deployment.get("status") != status:
-            deployment["status"] = status
-            meta = deployment["metadata"]
-            self._changed("MODIFIED", ("deployments", meta["namespace"], meta["name"]))
+        controllers.sync_owner_status(self, pod)
 
     # watches ------------------------------------------------------------------------------------
     def watch(
         self, plural: str, namespace: str, selector: str, since: str, timeout: float
     ) -> Iterator[dict[str, Any]]:
         deadline = threading.Event()
-        timer = threading.Timer(timeout, lambda: (deadline.set(), self._notify()))
+
+        def expire() -> None:
+            deadline.set()
+            self._notify()
+
+        timer = threading.Timer(timeout, expire)
         timer.daemon = True
         timer.start()
         try:
@@ -424,28 +381,6 @@ class FakeApiServer:
     def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
-
-
-def ready_status(ip: str, restarts: int = 0) -> dict[str, Any]:
-    return {
-        "phase": "Running",
-        "podIP": ip,
-        "startTime": _now(),
-        "conditions": [
-            {"type": "PodScheduled", "status": "True"},
-            {"type": "Initialized", "status": "True"},
-            {"type": "ContainersReady", "status": "True"},
-            {"type": "Ready", "status": "True"},
-        ],
-        "containerStatuses": [
-            {
-                "name": "server",
-                "ready": True,
-                "restartCount": restarts,
-                "state": {"running": {"startedAt": _now()}},
-            }
-        ],
-    }
 
 
 def _labels(obj: dict[str, Any]) -> dict[str, str]:
@@ -512,7 +447,7 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             try:
                 if match is None or match["plural"] not in KINDS:
                     raise ApiError(404, "NotFound", f"the server could not find {parts.path}")
-                if (match["plural"] == "deployments") != parts.path.startswith("/apis/apps/v1"):
+                if not parts.path.startswith(GROUPS.get(match["plural"], "/api/v1/")):
                     raise ApiError(404, "NotFound", f"the server could not find {parts.path}")
                 if (
                     method == "GET"
@@ -524,6 +459,11 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                     )
                 ):
                     self._watch(match["plural"], match["ns"], query)
+                    return
+                if match["sub"] == "log":
+                    if match["plural"] != "pods" or method != "GET":
+                        raise ApiError(404, "NotFound", f"the server could not find {parts.path}")
+                    podlogs.serve(self, server, match["ns"], match["name"], query)
                     return
                 with server._cond:
                     code, answer = self._answer(method, match, query, body)
@@ -560,7 +500,7 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 server._create(key, obj)
                 server._managers[key] = {(manager or "unknown", "Update"): set(fields.leaves(obj))}
                 server._changed("ADDED", key)
-                server._after_write(key)
+                server._after_write(key, created=True)
                 return 201, copy.deepcopy(server._objects[key])
             if name is None:
                 raise ApiError(405, "MethodNotAllowed", f"{method} on a collection")

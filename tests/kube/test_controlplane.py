@@ -16,14 +16,15 @@ from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import ConfigError
 from modelyard.kube.orchestrator import KubeOrchestrator
-from modelyard.registry.versions import VersionSpec
-from modelyard.serving.deployments import DeploymentSpec, SpecPatch
+from modelyard.registry.records import VersionSpec
 from modelyard.serving.local import LocalOrchestrator
 from modelyard.serving.orchestrator import load_orchestrator, orchestrator_names
+from modelyard.serving.records import DeploymentSpec, SpecPatch
 from modelyard.serving.replica_headers import TOKEN_ENV
 from modelyard.settings import Settings
 from modelyard.store.schema import RevisionRow
-from tests.conftest import iris_model, wait_for
+from modelyard.testing import wait_for
+from tests.conftest import iris_model
 from tests.kube.fake_apiserver import FakeApiServer
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelyard.registry.versions import VersionSpec
-from tests.conftest import Platform, infer_body, iris_model, wait_for
+from modelyard.registry.records import VersionSpec
+from modelyard.testing import Platform, wait_for
+from tests.conftest import infer_body, iris_model
 from tests.kube.fake_apiserver import FakeApiServer
 from tests.kube.kubelet import ProcessKubelet
 

@@ -8,12 +8,20 @@ from modelyard.kube import render
 from modelyard.kube.api import CONFIGMAPS, KubeApi
 from modelyard.kube.config import Cluster, KubernetesSettings
 from modelyard.kube.orchestrator import KubeOrchestrator
-from modelyard.serving.deployments import DeploymentSpec, Revision
-from tests.conftest import wait_for
+from modelyard.serving.deployments import Revision
+from modelyard.serving.records import DeploymentSpec
+from modelyard.testing import wait_for
 from tests.deploy.test_helm_chart import ORCHESTRATOR_RULES
 from tests.kube.fake_apiserver import FakeApiServer, ready_status
 
 SELECTOR = f"{render.DEPLOYMENT_LABEL}=iris"
+
+
+def spec_replicas(apiserver: FakeApiServer, name: str) -> int:
+    """The replicas the Deployment ``name`` asks for (it must exist)."""
+    found = apiserver.get("deployments", "ml-team", name)
+    assert found is not None, f"no Deployment {name}"
+    return int(found["spec"]["replicas"])
 
 
 def revision(number: int = 1, namespace: str = "team") -> Revision:
@@ -86,7 +94,7 @@ def test_scale_to_zero_and_back(apiserver: FakeApiServer, orchestrator: KubeOrch
     wait_for(lambda: ready(orchestrator, rev, 2))
     orchestrator.scale(rev, 0)
     wait_for(lambda: orchestrator.replicas(rev.id) == [], what="no replicas")
-    assert apiserver.get("deployments", "ml-team", "iris-r1")["spec"]["replicas"] == 0
+    assert spec_replicas(apiserver, "iris-r1") == 0
     assert apiserver.list("pods", "ml-team") == []
     orchestrator.scale(rev, 1)
     wait_for(lambda: ready(orchestrator, rev, 1))
@@ -231,7 +239,7 @@ def test_server_side_apply_conflicts_without_force(apiserver: FakeApiServer) -> 
     else:
         raise AssertionError("expected a conflict")
     mine.apply(obj, force=True)
-    assert apiserver.get("deployments", "ml-team", "iris-r1")["spec"]["replicas"] == 1
+    assert spec_replicas(apiserver, "iris-r1") == 1
 
 
 def test_the_orchestrator_needs_no_more_than_its_role(

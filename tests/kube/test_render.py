@@ -6,7 +6,8 @@ import datetime as dt
 from typing import Any
 
 from modelyard.kube import pods, render
-from modelyard.serving.deployments import DeploymentSpec, Revision
+from modelyard.serving.deployments import Revision
+from modelyard.serving.records import DeploymentSpec
 from modelyard.serving.replica_command import replica_environment
 from modelyard.serving.replica_headers import TOKEN_ENV
 from tests.kube import schemas

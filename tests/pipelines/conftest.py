@@ -9,7 +9,8 @@ import pytest
 
 from modelyard.controlplane import ControlPlane
 from modelyard.pipelines.dsl import Pipeline
-from modelyard.pipelines.runs import FINISHED, RunInfo
+from modelyard.pipelines.records import RunInfo
+from modelyard.pipelines.states import FINISHED
 from modelyard.settings import Settings
 
 

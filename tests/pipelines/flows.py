@@ -47,7 +47,7 @@ def total(ledger: str, parts: Input[list[Dataset]]) -> int:
 
 
 @pipeline
-def chain(ledger: str, rows: int = 10, sizes: list = [1, 2, 3]) -> None:  # noqa: B006
+def chain(ledger: str, rows: int = 10, sizes: list[int] = [1, 2, 3]) -> None:  # noqa: B006
     made = make(ledger=ledger, rows=rows)
     counted = count(ledger=ledger, data=made.outputs["out"])
     with If(counted.output > 5):

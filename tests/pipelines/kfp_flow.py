@@ -48,7 +48,7 @@ def total(ledger: str, parts: Input[list[Dataset]]) -> int:
 
 
 @pipeline
-def chain(ledger: str, rows: int = 10, sizes: list = [1, 2, 3]) -> None:  # noqa: B006
+def chain(ledger: str, rows: int = 10, sizes: list[int] = [1, 2, 3]) -> None:  # noqa: B006
     made = make(ledger=ledger, rows=rows)
     fit = train(ledger=ledger, data=made.outputs["out"])
     with If(fit.output > 0.05):

@@ -78,7 +78,7 @@ def test_a_cycle_is_refused() -> None:
 
 def test_fan_out_outputs_need_collected_outside_the_loop() -> None:
     @pipeline(name="leak")
-    def leak(sizes: list) -> None:
+    def leak(sizes: list[int]) -> None:
         with ParallelFor(sizes) as size:
             part = flows.make(ledger="x", rows=size)
         flows.count(ledger="x", data=part.outputs["out"])
@@ -87,7 +87,7 @@ def test_fan_out_outputs_need_collected_outside_the_loop() -> None:
         leak.compile()
 
     @pipeline(name="ok")
-    def ok(sizes: list) -> None:
+    def ok(sizes: list[int]) -> None:
         with ParallelFor(sizes) as size:
             part = flows.make(ledger="x", rows=size)
         flows.total(ledger="x", parts=Collected(part.outputs["out"]))

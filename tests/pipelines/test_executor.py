@@ -4,7 +4,7 @@ import hashlib
 from pathlib import Path
 
 from modelyard.controlplane import ControlPlane
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionSpec
 from modelyard.settings import Settings
 from modelyard.types import FileEntry
 from tests.pipelines import flows

@@ -175,19 +175,19 @@ def test_registry_imports_become_importer_nodes() -> None:
 
 
 @step(timeout_seconds=5)
-def pick(options: list) -> list:
+def pick(options: list[int]) -> list[int]:
     return options
 
 
 @pipeline
-def compares_a_list(options: list = [1]) -> None:  # noqa: B006
+def compares_a_list(options: list[int] = [1]) -> None:  # noqa: B006
     picked = pick(options=options)
     with If(picked.output == [1]):
         pick(options=options)
 
 
 @pipeline
-def times_out(options: list = [1]) -> None:  # noqa: B006
+def times_out(options: list[int] = [1]) -> None:  # noqa: B006
     pick(options=options).set_timeout(7)
     pick(options=options)
 

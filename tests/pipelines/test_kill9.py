@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Platform, wait_for
+from modelyard.testing import Platform, wait_for
 from tests.pipelines import flows
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import pytest
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import InvalidInput
 from modelyard.events.consumers import DurableConsumer
-from modelyard.pipelines.runs import FINISHED
-from modelyard.pipelines.schedules import ScheduleSpec
+from modelyard.pipelines.records import RunInfo, ScheduleSpec
+from modelyard.pipelines.states import FINISHED
 from modelyard.settings import Settings
 from tests.conftest import Clock
 from tests.pipelines import flows
@@ -39,7 +39,7 @@ def schedule(plane: ControlPlane, **fields: object) -> None:
     plane.schedules.create("team", ScheduleSpec.model_validate(spec))
 
 
-def runs(plane: ControlPlane) -> list[object]:
+def runs(plane: ControlPlane) -> list[RunInfo]:
     return plane.pipelines.list_runs("team")
 
 
@@ -57,7 +57,7 @@ def test_after_downtime_every_missed_slot_with_catchup(plane: ControlPlane, cloc
     schedule(plane, interval_seconds=3600, catchup=True, max_concurrency=10, overlap="wait")
     clock.now += dt.timedelta(hours=5, minutes=10)
     plane.schedules.fire_due()
-    fired = sorted(r.created_at for r in plane.pipelines.list_runs("team"))  # type: ignore[attr-defined]
+    fired = sorted(r.created_at for r in plane.pipelines.list_runs("team"))
     assert len(fired) == 5
 
 
@@ -127,15 +127,15 @@ def test_a_new_dataset_version_starts_exactly_one_run(runner: Runner) -> None:
     _push_catalog(plane, "catalog", {"a.jpg": b"A", "b.jpg": b"B"})
     _push_catalog(plane, "other", {"c.jpg": b"C"})  # not the target: no run
 
-    def started() -> list[object]:
+    def started() -> list[RunInfo]:
         return plane.pipelines.list_runs("team")
 
     deadline = time.monotonic() + 60
-    while len(started()) < 2 or any(r.state not in FINISHED for r in started()):  # type: ignore[attr-defined]
+    while len(started()) < 2 or any(r.state not in FINISHED for r in started()):
         assert time.monotonic() < deadline, started()
         plane.events.wait(plane.events.last_id(), timeout=0.2)
-    assert {r.state for r in started()} == {"succeeded"}, started()  # type: ignore[attr-defined]
-    params = sorted(r.params["catalog"] for r in started())  # type: ignore[attr-defined]
+    assert {r.state for r in started()} == {"succeeded"}, started()
+    params = sorted(r.params["catalog"] for r in started())
     assert params == ["team/catalog@1", "team/catalog@2"]
     assert sorted(runner.executions()) == ["read 1", "read 2"]
 

@@ -20,7 +20,8 @@ from modelyard.realtime.backends import (
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.predictions import PredictionStore
 from modelyard.realtime.queue import TriggerQueue
-from tests.conftest import Platform, Serving
+from modelyard.testing import Platform
+from tests.conftest import Serving
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

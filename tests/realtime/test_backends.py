@@ -12,7 +12,7 @@ from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.predictions import Prediction, PredictionStore
 from modelyard.realtime.queue import Trigger, TriggerQueue
 from modelyard.realtime.streams import NewEvent
-from tests.conftest import wait_for
+from modelyard.testing import wait_for
 
 S = "team/clicks"
 

@@ -5,6 +5,7 @@ between namespaces, and kill -9 of the gateway and of a worker in the middle of 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -17,8 +18,9 @@ import httpx
 import pytest
 
 from modelyard.errors import InvalidInput
+from modelyard.testing import wait_for
 from modelyard.types import Role
-from tests.conftest import Serving, wait_for
+from tests.conftest import Serving
 from tests.realtime.conftest import events_url_of
 
 pytestmark = pytest.mark.slow
@@ -57,6 +59,8 @@ class Sender:
     def __init__(self, serving: Serving, count: int) -> None:
         self.serving, self.count = serving, count
         self.acked: list[str] = []
+        self.refused: Counter[str] = Counter()
+        """What the producer saw instead of a 200: status codes and transport errors."""
         self.thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
@@ -69,11 +73,13 @@ class Sender:
                         answer = http.post(
                             "/team/streams/clicks/events", json=event, headers=headers
                         )
-                    except httpx.TransportError:
+                    except httpx.TransportError as exc:
+                        self.refused[type(exc).__name__] += 1
                         continue
                     if answer.status_code == 200:
                         self.acked.append(str(event["event_id"]))
                         break
+                    self.refused[str(answer.status_code)] += 1
 
 
 def check_no_loss(serving: Serving, acked: list[str]) -> None:
@@ -153,11 +159,11 @@ def test_roles_reserved_names_and_isolation(serving: Serving) -> None:
     # new keys reach the gateway with its next routing table
     for key in (invoker, producer, outsider):
         auth = {"Authorization": f"Bearer {key}"}
-        wait_for(
-            lambda auth=auth: serving.http.get(read, headers=auth).status_code != 401,
-            10,
-            "the new keys at the gateway",
-        )
+
+        def accepted(auth: dict[str, str] = auth) -> bool:
+            return serving.http.get(read, headers=auth).status_code != 401
+
+        wait_for(accepted, 10, "the new keys at the gateway")
     assert _post(serving, _event(1, "u1"), invoker).status_code == 403
     assert _post(serving, _event(1, "u1"), producer).status_code == 200
     assert _post(serving, _event(2, "u1"), outsider).status_code == 403
@@ -189,7 +195,44 @@ def test_kill_9_of_the_gateway_mid_stream(serving: Serving) -> None:
     os.kill(old, signal.SIGKILL)
     sender.thread.join(120)
     assert len(sender.acked) == 400
+    # the producer saw its connection fail while no gateway listened, never an error answer
+    assert sender.refused and all(not what.isdigit() for what in sender.refused), sender.refused
     check_no_loss(serving, sender.acked)
+
+
+def test_kill_9_of_the_control_plane_mid_stream(serving: Serving, tmp_path: Path) -> None:
+    """The gateway ingests and the worker predicts (with the model it loaded) while the control
+    plane is down; the next control plane adopts the worker instead of starting a second one."""
+    from modelyard.registry.records import VersionSpec
+    from tests.conftest import iris_model
+
+    serving.client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
+    setup(serving, model="iris@latest")
+    state = serving.platform.home / "realtime" / "workers" / "team--scorer.json"
+    wait_for(state.exists, 30, "the worker")
+    worker = int(json.loads(state.read_text())["pid"])
+    sender = Sender(serving, 600)
+    sender.thread.start()
+    wait_for(lambda: len(sender.acked) > 100, 60, "a hundred events acknowledged")
+    serving.platform.kill()
+    at_kill = len(sender.acked)
+    wait_for(lambda: len(sender.acked) > at_kill + 100, 60, "events acknowledged while down")
+    after = int(sender.acked[-1][1:])
+    wait_for(lambda: _newest_prediction(serving) >= after - 1, 60, "predictions while down", 0.05)
+    assert _workers(serving) == [worker]
+
+    serving.client = serving.platform.start()
+    serving.client.gateway_url = serving.gateway
+    for _ in range(3):  # supervision rounds of the new control plane
+        _next_round(serving, "realtime-workers")
+    assert _workers(serving) == [worker]
+    info = serving.client.realtime.get("team", "scorer")
+    assert info.status == f"running (pid {worker})"
+    sender.thread.join(120)
+    assert len(sender.acked) == 600
+    assert not sender.refused, sender.refused  # ingest never needed the control plane
+    check_no_loss(serving, sender.acked)
+    assert _workers(serving) == [worker]
 
 
 def test_kill_9_of_a_worker_mid_stream(serving: Serving) -> None:
@@ -202,9 +245,46 @@ def test_kill_9_of_a_worker_mid_stream(serving: Serving) -> None:
         wait_for(lambda: _latest_n(serving) > 0, 60, "predictions")
         killed = json.loads(state.read_text())["pid"]
         os.kill(killed, signal.SIGKILL)
-        wait_for(lambda k=killed: _restarted(state, k), 30, "a new worker")
+        wait_for(functools.partial(_restarted, state, killed), 30, "a new worker")
     sender.thread.join(120)
     check_no_loss(serving, sender.acked)
+
+
+def _newest_prediction(serving: Serving) -> int:
+    """The number of the newest trigger predicted, over every entity (-1: none yet)."""
+    return max(
+        (n for n in map(functools.partial(_latest, serving), ENTITIES) if n is not None), default=-1
+    )
+
+
+def _workers(serving: Serving) -> list[int]:
+    """The worker processes of this platform (found by their command line and environment)."""
+    home = f"MODELYARD_HOME={serving.platform.home}".encode()
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"modelyard.realtime.worker" in cmdline.read_bytes():
+                environ = (cmdline.parent / "environ").read_bytes().split(b"\0")
+                if home in environ:
+                    found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def _next_round(serving: Serving, loop: str) -> None:
+    """Wait until the control plane's ``loop`` has finished a round it had not started yet."""
+
+    def last() -> str | None:
+        try:
+            health = httpx.get(f"{serving.platform.url}/api/v1/health").json()
+        except httpx.TransportError:
+            return None
+        ticks = [h.get("last_tick") for h in health["loops"] if h["name"] == loop]
+        return str(ticks[0]) if ticks and ticks[0] else None
+
+    before = last()
+    wait_for(lambda: last() not in (None, before), 30, f"a round of {loop}", 0.05)
 
 
 def _latest_n(serving: Serving) -> int:
@@ -224,7 +304,7 @@ def test_replay_with_the_model_gives_the_online_predictions(
     from modelyard.realtime.backends import open_event_store
     from modelyard.realtime.models import load_model
     from modelyard.realtime.replay import replay_to_dataset
-    from modelyard.registry.versions import VersionSpec
+    from modelyard.registry.records import VersionSpec
     from tests.conftest import iris_model
 
     client = serving.client
@@ -234,7 +314,7 @@ def test_replay_with_the_model_gives_the_online_predictions(
     client.stream("team", "clicks").send_many(sent)
     triggers = {str(e["event_id"]) for e in sent if e["type"] == "cart"}
 
-    def online() -> dict[str, object]:
+    def online() -> dict[str, tuple[str | None, object]]:
         return {
             p.event_id: (p.model, p.value)
             for entity in ENTITIES[:3]

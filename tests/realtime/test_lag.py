@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from modelyard.realtime.lag import Backpressure, Lag
-from tests.conftest import Platform, Serving, wait_for
+from modelyard.testing import Platform, wait_for
+from tests.conftest import Serving
 
 
 def test_backpressure_decisions() -> None:

@@ -3,10 +3,12 @@ dead letters that do not stop other entities, and replay giving what serving gav
 
 from __future__ import annotations
 
-from modelyard.realtime.catalog import RealtimeSpec
+from typing import Any
+
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.predictions import PredictionStore
 from modelyard.realtime.queue import TriggerQueue
+from modelyard.realtime.records import RealtimeSpec
 from modelyard.realtime.replay import replay, write_rows
 from modelyard.realtime.rules import TriggerRule
 from modelyard.realtime.streams import NewEvent
@@ -82,7 +84,7 @@ def test_replay_gives_the_online_predictions(
     prediction_store: PredictionStore,
     tmp_path: object,
 ) -> None:
-    rule = {"types": ["cart"], "debounce": "4s"}
+    rule: dict[str, Any] = {"types": ["cart"], "debounce": "4s"}
     worker = Worker(D, spec(**rule), event_store, queue, prediction_store, None)
     event_store.append(S, events(40, ("u1", "u2", "u3")), 1.0)
     drain(worker)

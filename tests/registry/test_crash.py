@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Platform, wait_for
+from modelyard.testing import Platform, wait_for
 
 pytestmark = pytest.mark.slow
 FILES = 24
@@ -59,7 +59,10 @@ def test_kill_9_during_commit_leaves_no_partial_version(
 
     committing = threading.Thread(target=commit)
     committing.start()
-    moved = lambda: FILES - len(list(staging.glob("part*.bin")))  # noqa: E731
+
+    def moved() -> int:
+        return FILES - len(list(staging.glob("part*.bin")))
+
     wait_for(lambda: moved() >= kill_after_moved, 30, f"{kill_after_moved} files verified")
     platform.kill()
     committing.join()

@@ -6,7 +6,7 @@ import pytest
 
 from modelyard.client import Client
 from modelyard.errors import InvalidInput
-from modelyard.registry.versions import Lineage, LineageInput, VersionSpec
+from modelyard.registry.records import Lineage, LineageInput, VersionSpec
 
 
 def test_datasets_version_like_models_and_feed_lineage(admin: Client, tmp_path: Path) -> None:

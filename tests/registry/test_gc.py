@@ -8,7 +8,7 @@ import pytest
 
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import NotFound
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionSpec
 from modelyard.settings import Settings
 from modelyard.types import FileEntry
 from tests.conftest import Clock

@@ -51,5 +51,5 @@ def test_concurrent_pulls_of_one_version_agree(admin: Client, tmp_path: Path) ->
 
 def admin_plane_blob(client: Client, digest: str) -> str:
     plan = client.request("GET", "/namespaces/team/models/m/versions/1/downloads")
-    url = next(f["url"] for f in plan["files"] if f["sha256"] == digest)
+    url: str = next(f["url"] for f in plan["files"] if f["sha256"] == digest)
     return url.removeprefix("file://")

@@ -7,7 +7,7 @@ import pytest
 
 from modelyard.client import Client
 from modelyard.errors import Conflict, IntegrityError, NotFound
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionSpec
 
 
 def make_model(folder: Path, weights: bytes = b"weights-1") -> Path:

@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelyard.registry.versions import VersionSpec
-from tests.conftest import Serving, iris_model, wait_for
+from modelyard.registry.records import VersionSpec
+from modelyard.testing import wait_for
+from tests.conftest import Serving, iris_model
 
 pytestmark = pytest.mark.slow
 ROWS = [[5.9, 3.0, 4.2, 1.5]]

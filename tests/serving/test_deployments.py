@@ -9,8 +9,9 @@ import pytest
 from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound
-from modelyard.registry.versions import VersionSpec
-from modelyard.serving.deployments import DeploymentSpec, SpecPatch
+from modelyard.registry.records import VersionSpec
+from modelyard.serving.records import DeploymentSpec, SpecPatch
+from modelyard.serving.states import Workload
 from tests.conftest import iris_model
 
 SKLEARN = VersionSpec(runtime="sklearn")
@@ -75,6 +76,7 @@ def test_a_revision_per_change_of_version_or_spec(plane: ControlPlane, team: Cli
     assert [r.number for r in changed.revisions] == [1, 2]
     assert changed.revisions[1].spec.timeout_s == 5.0
     assert changed.revisions[0].spec.timeout_s == 60.0  # revisions are immutable snapshots
+    assert {r.workload for r in changed.revisions} == {Workload.MODEL_SERVER}
     assert deployments.follow("team", "iris", {"latest"}) == []  # same version: idempotent
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from modelyard.serving import http
-from tests.conftest import wait_for
+from modelyard.testing import wait_for
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -309,6 +309,9 @@ def test_sigterm_drains_requests_in_flight_then_exits_0() -> None:
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _answers(client: httpx.Client, port: int) -> bool:

@@ -11,6 +11,7 @@ which answers every input as an output of the same name, so any datatype makes a
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,9 @@ import tritonclient.http.aio as triton_aio
 from kserve.protocol.infer_type import RequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from modelyard.registry.versions import VersionSpec
-from tests.conftest import Platform, iris_model, wait_for
+from modelyard.registry.records import VersionSpec
+from modelyard.testing import Platform, wait_for
+from tests.conftest import iris_model
 from tests.serving.test_server import AUTH, ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -44,7 +46,7 @@ ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5
 # One tensor of each kind the protocol carries differently: floats of three widths (FP16 has no
 # JSON type of its own), integers, BOOL (one byte in binary) and BYTES (length-prefixed), the
 # last both as text and as bytes that are not text (binary only).
-TENSORS = {
+TENSORS: dict[str, np.ndarray] = {
     "fp16": np.array([[0.5, -2.0], [65504.0, 1e-3]], dtype=np.float16),
     "fp32": np.array([[0.1, -3.4e38], [1e-7, 2.0]], dtype=np.float32),
     "fp64": np.array([0.1, -1.7e308, 5e-324]),
@@ -134,7 +136,8 @@ def gateway(
         }
         for name in RUNTIMES:  # routed once the gateway has its next routing table
             ready = f"{platform.gateway}/v2/models/{name}/ready"
-            wait_for(lambda url=ready: _ok(url, headers), 30, f"the gateway to route {name}", 0.05)
+            routed = functools.partial(_ok, ready, headers)
+            wait_for(routed, 30, f"the gateway to route {name}", 0.05)
         hostport = platform.gateway.removeprefix("http://")
         yield {name: Target(hostport, headers) for name in RUNTIMES}
         client.close()

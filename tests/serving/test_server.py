@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 
 from modelyard.serving.replica_headers import SERVICE_HEADER, TOKEN_ENV, TOKEN_HEADER
 from modelyard.serving.server import EXIT_LOAD_FAILED, SLOW_CALLS_TO_MOVE
-from tests.conftest import free_port, wait_for
+from modelyard.testing import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +42,8 @@ def test_every_sample_format_gives_the_iris_signature(iris: Path, tmp_path: Path
     npy = tmp_path / "rows.npy"
     np.save(npy, np.array([ROW], dtype=np.float32))
     npz = tmp_path / "rows.npz"
-    np.savez(npz, **{"input-0": np.array([ROW, ROW])})
+    arrays: dict[str, Any] = {"input-0": np.array([ROW, ROW])}
+    np.savez(npz, **arrays)
     for sample in (oip, v1, rows, npy, npz):
         assert infer_signature(iris, "sklearn", sample) == IRIS_SIGNATURE, sample
 

@@ -11,7 +11,7 @@ from modelyard.sql import Incremental, sql_import
 def count_rows(ledger: str, tag: str, data: Input[Dataset]) -> int:
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(data.path).num_rows
+    rows: int = pq.read_table(data.path).num_rows
     with open(ledger, "a") as handle:
         handle.write(f"{tag} {rows} {data.metadata.get('ref', '')}\n")
     return rows

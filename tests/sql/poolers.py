@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
+
+from modelyard.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,12 +29,6 @@ def find_tool(name: str) -> str | None:
         return found
     local = ROOT / ".tools" / "bin" / name
     return str(local) if os.access(local, os.X_OK) else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -103,7 +98,7 @@ def start_pgbouncer(server: str, password: str | None) -> Pooler:
     binary = find_tool("pgbouncer")
     if binary is None:
         raise RuntimeError("pgbouncer is not installed: 'make tools' unpacks Debian's")
-    folder, port = _folder("pgbouncer"), _free_port()
+    folder, port = _folder("pgbouncer"), free_port()
     parts = urlsplit(server)
     _write(folder / "users.txt", f'"{parts.username}" "{password or ""}"\n')
     _write(
@@ -133,7 +128,7 @@ def start_pgpool(server: str) -> Pooler:
     binary = find_tool("pgpool")
     if binary is None:
         raise RuntimeError("pgpool-II is not installed: 'make tools' unpacks Debian's")
-    folder, port = _folder("pgpool"), _free_port()
+    folder, port = _folder("pgpool"), free_port()
     parts = urlsplit(server)
     (folder / "oiddir").mkdir()
     _write(folder / "pcp.conf", "")
@@ -145,7 +140,7 @@ listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{folder}'
 pcp_listen_addresses = ''
-pcp_port = {_free_port()}
+pcp_port = {free_port()}
 pcp_socket_dir = '{folder}'
 backend_hostname0 = '{parts.hostname}'
 backend_port0 = {parts.port or 5432}

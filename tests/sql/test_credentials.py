@@ -18,7 +18,8 @@ from modelyard.errors import InvalidInput, Unauthenticated
 from modelyard.settings import Settings
 from modelyard.sql.source import SqlSource
 from tests.sql import flows
-from tests.sql.conftest import BOUNCER_PASSWORD, Pooler, connect
+from tests.sql.conftest import BOUNCER_PASSWORD, connect
+from tests.sql.poolers import Pooler
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import pytest
 from modelyard.client import Client
 from modelyard.errors import Unauthenticated
 from modelyard.sql.source import Incremental, SqlSource
-from tests.sql.conftest import BOUNCER_PASSWORD, Pg, Pooler, connect
+from tests.sql.conftest import BOUNCER_PASSWORD, Pg, connect
+from tests.sql.poolers import Pooler
 from tests.sql.test_snapshot import _pg_types
 
 ENGINES = ["adbc", "psycopg"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.client import Client
-from modelyard.pipelines.schedules import ScheduleSpec
+from modelyard.pipelines.records import ScheduleSpec
 from modelyard.settings import Settings
 from tests.sql import flows
 from tests.sql.conftest import Lite

@@ -14,7 +14,7 @@ from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import IntegrityError
 from modelyard.settings import Settings
-from tests.conftest import free_port
+from modelyard.testing import free_port
 
 CREDENTIALS = {"key": "modelyard-test", "secret": "modelyard-test-secret"}
 

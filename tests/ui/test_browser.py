@@ -14,7 +14,7 @@ import pytest
 
 from modelyard.api.server import BackgroundServer
 from modelyard.client import Client
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionSpec
 from modelyard.ui.web import CSP
 from tests.conftest import unavailable
 from tests.ui.test_pages import deployed, traffic
@@ -283,7 +283,7 @@ def test_a_canary_rolls_back_on_screen_with_the_judges_evidence(
     expect(canary).to_contain_text("running", timeout=60_000)  # the push made revision 2
 
     ids = {r.number: r.id for r in teams.get_deployment("alpha", "iris").revisions}
-    server.plane.serving.measurements.add(
+    server.plane.telemetry.add(
         {
             "revisions": {
                 ids[1]: {"requests": 900, "errors": 0, "latencies_ms": [5.0] * 900},

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
+
 from modelyard.ui.charts import RANGES, Marker, Minute, by_revision, charts, percentile
 from modelyard.ui.graph import MAX_ROWS, layout
 
@@ -66,6 +68,7 @@ def test_each_revision_has_its_own_series_from_the_gateways_reports() -> None:
     canary = [(END - dt.timedelta(seconds=s), 1, 1, [50.0, 70.0]) for s in range(1, 60)]
     qps, errors, p99 = by_revision({"r1": stable, "r2": canary}, [], END, span)
     assert [s.name for s in qps.series] == ["r1", "r2"]
-    assert abs(qps.series[0].last - 10.0) < 1e-9 and abs(qps.series[1].last - 1.0) < 1e-9
+    assert qps.series[0].last == pytest.approx(10.0, abs=1e-9)
+    assert qps.series[1].last == pytest.approx(1.0, abs=1e-9)
     assert errors.series[0].last == 0 and errors.series[1].last == 1.0
     assert p99.series[0].last == 5.0 and p99.series[1].last == 70.0

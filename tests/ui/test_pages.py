@@ -12,15 +12,15 @@ import httpx
 from modelyard.api.server import BackgroundServer
 from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
-from modelyard.delivery.burnrate import TrafficMinute
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionSpec
+from modelyard.telemetry.records import TrafficMinute
 from tests.conftest import iris_model
 from tests.ui.conftest import sign_in
 
 
 def traffic(plane: ControlPlane, revision_id: str, deployment_id: str, requests: int) -> None:
-    """What the gateway reports about once a second (`modelyard.gateway.metrics.Window`)."""
-    plane.rollouts.measurements.add(
+    """What the gateway reports about once a second (`modelyard.telemetry.window.Window`)."""
+    plane.telemetry.add(
         {
             "at": time.time(),
             "revisions": {
@@ -58,7 +58,7 @@ def test_the_deployment_page_shows_rates_charts_slos_and_revisions(
         deployment_id = plane.deployments.row(session, "alpha", "iris").id
     traffic(plane, revision.id, deployment_id, 50)
     now = plane.events.clock()
-    plane.slos.record(
+    plane.telemetry.record(
         TrafficMinute(deployment_id, now - dt.timedelta(minutes=m), 60, 2, [10, 50])
         for m in range(1, 30)
     )

@@ -11,7 +11,16 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard import __version__
-from modelyard.api import artifacts, deployments, events, namespaces, pipelines, realtime, slos
+from modelyard.api import (
+    artifacts,
+    deployments,
+    events,
+    logs,
+    namespaces,
+    pipelines,
+    realtime,
+    slos,
+)
 from modelyard.api.errors import BodyLimit, install_error_handlers
 from modelyard.controlplane import ControlPlane
 from modelyard.ui import mount as mount_dashboard
@@ -52,6 +61,7 @@ def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
     app.include_router(pipelines.router, prefix=PREFIX)
     app.include_router(deployments.router, prefix=PREFIX)
     app.include_router(deployments.gateway_router, prefix=PREFIX)
+    app.include_router(logs.router, prefix=PREFIX)
     app.include_router(slos.router, prefix=PREFIX)
     app.include_router(realtime.streams, prefix=PREFIX)
     app.include_router(realtime.realtime, prefix=PREFIX)

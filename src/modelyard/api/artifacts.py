@@ -8,8 +8,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.api.deps import Caller, Plane
-from modelyard.registry.records import AliasChange, ArtifactInfo, VersionInfo
-from modelyard.registry.versions import MAX_FILES, VersionSpec
+from modelyard.registry.records import AliasChange, ArtifactInfo, VersionInfo, VersionSpec
+from modelyard.registry.versions import MAX_FILES
 from modelyard.types import ArtifactKind, FileEntry, Role, check_path
 
 

@@ -9,10 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.api.deps import Caller, Plane
-from modelyard.delivery.rollout import RolloutInfo
+from modelyard.delivery.records import RolloutInfo
 from modelyard.errors import Forbidden
-from modelyard.events.log import Event
-from modelyard.serving.deployments import (
+from modelyard.events.records import Event
+from modelyard.serving.records import (
     DeploymentInfo,
     DeploymentSpec,
     RolloutStrategy,

@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.api.deps import Caller, Plane
 from modelyard.errors import NotFound
-from modelyard.events.log import Event
-from modelyard.events.webhooks import Webhook
+from modelyard.events.records import Event, Webhook
 from modelyard.types import Role
 
 router = APIRouter()

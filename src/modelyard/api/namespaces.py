@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard import __version__
 from modelyard.api.deps import Caller, Plane
-from modelyard.auth.keys import KeyInfo
+from modelyard.auth.records import KeyInfo
 from modelyard.errors import Forbidden
 from modelyard.registry.records import NamespaceInfo
 from modelyard.types import Role
@@ -49,9 +49,12 @@ class Identity(BaseModel):
 
 @router.get("/health", tags=["meta"])
 def health(plane: Plane) -> dict[str, Any]:
-    """Liveness and database reachability; needs no key."""
+    """Liveness and database reachability, and each controller loop's health (alive, its last
+    round, the type of its last error); needs no key. A failing loop does not make the answer an
+    error: the process still serves, and the loop goes on trying."""
     plane.events.last_id()
-    return {"status": "ok", "version": __version__}
+    loops = [loop.health().to_dict() for loop in plane.loops()]
+    return {"status": "ok", "version": __version__, "loops": loops}
 
 
 @router.get("/whoami", tags=["meta"])

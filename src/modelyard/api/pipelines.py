@@ -16,9 +16,9 @@ from modelyard.api.deps import Caller, Plane
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import InvalidInput
 from modelyard.pipelines.kfp import to_kfp_yaml
-from modelyard.pipelines.runs import FINISHED, PipelineInfo, RunInfo
-from modelyard.pipelines.schedules import ScheduleInfo, ScheduleSpec
+from modelyard.pipelines.records import PipelineInfo, RunInfo, ScheduleInfo, ScheduleSpec
 from modelyard.pipelines.spec import PipelineSpec
+from modelyard.pipelines.states import FINISHED
 from modelyard.types import Role
 
 router = APIRouter(prefix="/namespaces/{namespace}", tags=["pipelines"])

@@ -10,9 +10,10 @@ from pydantic import Field
 
 from modelyard.api.deps import Caller, Plane
 from modelyard.controlplane import ControlPlane
-from modelyard.realtime.catalog import RealtimeInfo, RealtimeSpec
+from modelyard.events.types import EventType
 from modelyard.realtime.lag import measure
 from modelyard.realtime.queue import DeadLetter
+from modelyard.realtime.records import RealtimeInfo, RealtimeSpec
 from modelyard.realtime.streams import StreamInfo, StreamSpec
 from modelyard.types import Role
 
@@ -71,7 +72,7 @@ def delete_entity_events(
     with plane.db.write() as session:
         plane.events.append(
             session,
-            "stream.entity.deleted",
+            EventType.STREAM_ENTITY_DELETED,
             f"{namespace}/{name}",
             {"entity": entity, "deleted": deleted},
             namespace=namespace,

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.api.deps import Caller, Plane
 from modelyard.delivery.burnrate import Objective
-from modelyard.delivery.slo import AlertInfo, SloStatus
+from modelyard.delivery.records import AlertInfo, SloStatus
 from modelyard.types import Role
 
 router = APIRouter(prefix="/namespaces/{namespace}/deployments/{name}/slos", tags=["slos"])

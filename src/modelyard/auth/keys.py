@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from modelyard.auth.records import KeyInfo
 from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from modelyard.events.log import EventLog
+from modelyard.events.types import EventType
 from modelyard.store.db import after_commit
 from modelyard.store.schema import ApiKeyRow, KeyRoleRow, NamespaceRow
-from modelyard.types import Record, Role, check_name
+from modelyard.types import Role, check_name
 
 PREFIX = "my"
 CACHE_SECONDS = 5.0
@@ -72,16 +74,6 @@ class Principal:
         if self.admin:
             return None
         return [ns for ns, role in self.roles.items() if role.allows(Role.VIEWER)]
-
-
-class KeyInfo(Record):
-    id: str
-    name: str
-    admin: bool
-    roles: dict[str, Role]
-    created_at: dt.datetime
-    revoked_at: dt.datetime | None
-    expires_at: dt.datetime | None = None
 
 
 def _parse(token: str | None) -> tuple[str, str]:
@@ -181,7 +173,7 @@ class KeyStore:
             after_commit(session, lambda: self._forget(key_id))
             self.events.append(
                 session,
-                "key.created",
+                EventType.KEY_CREATED,
                 f"keys/{key_id}",
                 {
                     "name": name,
@@ -278,7 +270,9 @@ class KeyStore:
                 if row.revoked_at is not None:
                     raise Conflict(f"key {key_id} is already revoked")
                 row.revoked_at = self.events.clock()
-                self.events.append(session, "key.revoked", f"keys/{key_id}", actor=by.key_id)
+                self.events.append(
+                    session, EventType.KEY_REVOKED, f"keys/{key_id}", actor=by.key_id
+                )
                 return self._info(session, row)
         finally:
             # Whatever the outcome (even a commit whose result is unknown), the next request

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from modelyard.cli.options import AsJson
 from modelyard.cli.output import note, print_json, say, table
 from modelyard.cli.state import state
 from modelyard.settings import forget_url, record_url
@@ -89,7 +90,7 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 def config(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Show the effective settings and where each value came from."""
     loaded = state(ctx).loaded()
@@ -112,13 +113,11 @@ def config(
 
 
 @namespaces.command("list")
-def list_namespaces(
-    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+def list_namespaces(ctx: typer.Context, as_json: AsJson = False) -> None:
     """The namespaces your key has a role in."""
     found = state(ctx).client().list_namespaces()
     if as_json:
-        print_json([n.to_dict() for n in found])
+        print_json(found)
         return
     table(
         "namespaces",
@@ -137,11 +136,11 @@ def create_namespace(
 
 
 @keys.command("list")
-def list_keys(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_keys(ctx: typer.Context, as_json: AsJson = False) -> None:
     """The keys your key may manage (every key, for an admin key)."""
     found = state(ctx).client().list_keys()
     if as_json:
-        print_json([k.to_dict() for k in found])
+        print_json(found)
         return
     table(
         "keys",

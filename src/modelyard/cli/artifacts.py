@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
+from modelyard.cli.options import AsJson
 from modelyard.cli.output import cell, print_json, say, table, transfer_progress
 from modelyard.cli.state import State, parse_pairs, state
 from modelyard.client import scan_files
 from modelyard.errors import InvalidInput
-from modelyard.registry.records import VersionInfo
-from modelyard.registry.versions import Lineage, LineageInput, VersionSpec
+from modelyard.registry.records import Lineage, LineageInput, VersionInfo, VersionSpec
 from modelyard.types import ArtifactKind, FileEntry, ModelRef
 
 
@@ -221,13 +221,11 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
         )
 
     @app.command("list")
-    def list_(
-        ctx: typer.Context, namespace: str, as_json: Annotated[bool, typer.Option("--json")] = False
-    ) -> None:
+    def list_(ctx: typer.Context, namespace: str, as_json: AsJson = False) -> None:
         """The namespace's names, with their latest version and aliases."""
         found = state(ctx).client().list_artifacts(namespace, kind=kind)
         if as_json:
-            print_json([a.to_dict() for a in found])
+            print_json(found)
             return
         table(
             f"{kind}s in {namespace}",
@@ -247,17 +245,17 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
     def show(
         ctx: typer.Context,
         ref: Annotated[str, typer.Argument(help="NS/NAME (all versions) or NS/NAME@REF")],
-        as_json: Annotated[bool, typer.Option("--json")] = False,
+        as_json: AsJson = False,
     ) -> None:
         """Every version of NS/NAME, or one version's metadata and files (NS/NAME@REF)."""
         client = state(ctx).client()
         if "@" in ref:
             version = client.get_version(ref, kind=kind)
-            print_json(version.to_dict()) if as_json else _show_version(version, state(ctx))
+            print_json(version) if as_json else _show_version(version, state(ctx))
             return
         versions = client.list_versions(ref, kind=kind)
         if as_json:
-            print_json([v.to_dict() for v in versions])
+            print_json(versions)
             return
         table(
             f"{kind} {ref}",

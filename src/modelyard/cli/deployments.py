@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
+from modelyard.cli.options import AsJson, split_target, with_options
 from modelyard.cli.output import print_json, say, table
 from modelyard.cli.state import State, state
 from modelyard.client import Client, status_line
-from modelyard.delivery.rollout import RolloutInfo
+from modelyard.delivery.records import RolloutInfo
 from modelyard.errors import InvalidInput
-from modelyard.serving.deployments import DeploymentInfo
-from modelyard.types import ModelRef
+from modelyard.serving.records import DeploymentInfo
+from modelyard.serving.states import ReplicaState, RevisionState, RolloutState
 
 app = typer.Typer(
     help="Deployments: models served as Web APIs behind the gateway.", no_args_is_help=True
 )
 Name = Annotated[str, typer.Argument(help="NAMESPACE/DEPLOYMENT")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _split(target: str) -> tuple[str, str]:
-    ref = ModelRef.parse(target)
-    return ref.namespace, ref.name
 
 
 def _model(model: str, namespace: str) -> str:
@@ -50,68 +46,69 @@ Wait = Annotated[
 ]
 
 
-def _spec(
-    min_replicas: int | None,
-    max_replicas: int | None,
-    target_concurrency: float | None,
-    scale_to_zero: bool | None,
-    batch_size: int | None,
-    timeout: float | None,
-    spec_json: str | None,
-) -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads(spec_json) if spec_json else {}
-    scaling = {
-        k: v
-        for k, v in {
-            "min_replicas": min_replicas,
-            "max_replicas": max_replicas,
-            "target_concurrency": target_concurrency,
-            "scale_to_zero": scale_to_zero,
-        }.items()
-        if v is not None
-    }
-    if scaling:
-        spec["autoscaling"] = {**spec.get("autoscaling", {}), **scaling}
-    if batch_size is not None:
-        spec["batching"] = {**spec.get("batching", {}), "max_batch_size": batch_size}
-    if timeout is not None:
-        spec["timeout_s"] = timeout
-    return spec
+@dataclass(frozen=True)
+class SpecFlags:
+    """The spec flags of ``deployments create`` and ``update``: what is not given stays as it is
+    (``update``) or takes the server's default (``create``)."""
 
+    min_replicas: Annotated[
+        int | None, typer.Option(help="Replicas kept while it has traffic.")
+    ] = None
+    max_replicas: Annotated[
+        int | None, typer.Option(help="Most replicas the autoscaler starts.")
+    ] = None
+    target_concurrency: Annotated[
+        float | None, typer.Option(help="In-flight requests per replica to aim for.")
+    ] = None
+    scale_to_zero: Annotated[
+        bool | None,
+        typer.Option("--scale-to-zero/--no-scale-to-zero", help="Go to 0 when idle."),
+    ] = None
+    batch_size: Annotated[
+        int | None, typer.Option(help="Adaptive batching: most rows per predict.")
+    ] = None
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds the gateway waits per request.")
+    ] = None
+    spec: Annotated[str | None, typer.Option("--spec", help="More of the spec, as JSON.")] = None
 
-MinReplicas = Annotated[int | None, typer.Option(help="Replicas kept while it has traffic.")]
-MaxReplicas = Annotated[int | None, typer.Option(help="Most replicas the autoscaler starts.")]
-Target = Annotated[float | None, typer.Option(help="In-flight requests per replica to aim for.")]
-ScaleToZero = Annotated[
-    bool | None, typer.Option("--scale-to-zero/--no-scale-to-zero", help="Go to 0 when idle.")
-]
-BatchSize = Annotated[int | None, typer.Option(help="Adaptive batching: most rows per predict.")]
-Timeout = Annotated[float | None, typer.Option(help="Seconds the gateway waits per request.")]
-SpecJson = Annotated[str | None, typer.Option("--spec", help="More of the spec, as JSON.")]
+    def body(self) -> dict[str, Any]:
+        """The spec fields they set: ``--spec`` JSON, then each flag over it."""
+        spec: dict[str, Any] = json.loads(self.spec) if self.spec else {}
+        scaling = {
+            k: v
+            for k, v in {
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
+                "target_concurrency": self.target_concurrency,
+                "scale_to_zero": self.scale_to_zero,
+            }.items()
+            if v is not None
+        }
+        if scaling:
+            spec["autoscaling"] = {**spec.get("autoscaling", {}), **scaling}
+        if self.batch_size is not None:
+            spec["batching"] = {**spec.get("batching", {}), "max_batch_size": self.batch_size}
+        if self.timeout is not None:
+            spec["timeout_s"] = self.timeout
+        return spec
 
 
 @app.command("create")
+@with_options(SpecFlags)
 def create(
     ctx: typer.Context,
     target: Name,
     model: Annotated[
         str, typer.Option(help="NAME@alias|latest|N, a model of the deployment's namespace.")
     ],
-    min_replicas: MinReplicas = None,
-    max_replicas: MaxReplicas = None,
-    target_concurrency: Target = None,
-    scale_to_zero: ScaleToZero = None,
-    batch_size: BatchSize = None,
-    timeout: Timeout = None,
-    spec: SpecJson = None,
+    flags: SpecFlags,
     wait: Wait = False,
     as_json: AsJson = False,
 ) -> None:
     """Deploy a model as a Web API at /NAMESPACE/DEPLOYMENT/ on the gateway."""
-    namespace, name = _split(target)
-    body = _spec(
-        min_replicas, max_replicas, target_concurrency, scale_to_zero, batch_size, timeout, spec
-    )
+    namespace, name = split_target(target)
+    body = flags.body()
     who = state(ctx)
     client = who.client()
     info = client.create_deployment(namespace, name, _model(model, namespace), **body)
@@ -129,7 +126,7 @@ def list_deployments(
     """The namespace's deployments, their model and what each is doing."""
     found = state(ctx).client().list_deployments(namespace)
     if as_json:
-        print_json([d.model_dump(mode="json") for d in found])
+        print_json(found)
         return
     table(
         f"deployments in {namespace}",
@@ -151,34 +148,28 @@ def list_deployments(
 def show(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
     """Revisions, traffic, replicas and the autoscaler's last decision."""
     who = state(ctx)
-    _show(who.client().get_deployment(*_split(target)), as_json, who)
+    _show(who.client().get_deployment(*split_target(target)), as_json, who)
 
 
 @app.command("update")
+@with_options(SpecFlags)
 def update(
     ctx: typer.Context,
     target: Name,
+    *,
     model: Annotated[
         str | None, typer.Option(help="NAME@alias|latest|N, a model of the deployment's namespace.")
     ] = None,
-    min_replicas: MinReplicas = None,
-    max_replicas: MaxReplicas = None,
-    target_concurrency: Target = None,
-    scale_to_zero: ScaleToZero = None,
-    batch_size: BatchSize = None,
-    timeout: Timeout = None,
-    spec: SpecJson = None,
+    flags: SpecFlags,
     wait: Wait = False,
     as_json: AsJson = False,
 ) -> None:
     """Change the model or the spec: a new revision, which takes the traffic once ready (with
     --wait: once it serves; under a canary strategy, from its first step)."""
-    namespace, name = _split(target)
+    namespace, name = split_target(target)
     who = state(ctx)
     client = who.client()
-    changes = _spec(
-        min_replicas, max_replicas, target_concurrency, scale_to_zero, batch_size, timeout, spec
-    )
+    changes = flags.body()
     before = client.get_deployment(namespace, name)
     if "autoscaling" in changes:  # a partial block keeps the other fields of the current one
         changes["autoscaling"] = {
@@ -237,7 +228,7 @@ def traffic(
         copy = {"revision": int(revision), "percent": int(percent)}
     who = state(ctx)
     client = who.client()
-    namespace, name = _split(target)
+    namespace, name = split_target(target)
     info = client.set_traffic(namespace, name, targets, sticky_header=sticky_header, shadow=copy)
     if wait:
         info = _wait_for_traffic(client, info)
@@ -282,7 +273,7 @@ def strategy(
     }
     who = state(ctx)
     client = who.client()
-    info = client.set_strategy(*_split(target), **body)
+    info = client.set_strategy(*split_target(target), **body)
     if wait:
         info = _wait_for_traffic(client, info)
     _show(info, as_json, who)
@@ -291,7 +282,9 @@ def strategy(
 def _wait_for_traffic(client: Client, info: DeploymentInfo) -> DeploymentInfo:
     """Until every revision with a share of the traffic has a ready replica; a revision that is
     starting (a new one) is waited for too."""
-    wanted = [r.number for r in info.revisions if r.percent > 0 or r.state == "deploying"]
+    wanted = [
+        r.number for r in info.revisions if r.percent > 0 or r.state == RevisionState.DEPLOYING
+    ]
     for number in wanted:
         info = client.wait_deployment(info.namespace, info.name, revision=number)
     return info if wanted else client.wait_deployment(info.namespace, info.name)
@@ -307,13 +300,13 @@ def rollout(
     """Roll a ready revision out in canary steps (under the canary strategy, new revisions
     start theirs by themselves)."""
     who = state(ctx)
-    _show_rollout(who.client().start_rollout(*_split(target), revision), as_json, who)
+    _show_rollout(who.client().start_rollout(*split_target(target), revision), as_json, who)
 
 
 def _action(action: str, doc: str) -> None:
     def command(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
         who = state(ctx)
-        _show_rollout(who.client().rollout_action(*_split(target), action), as_json, who)
+        _show_rollout(who.client().rollout_action(*split_target(target), action), as_json, who)
 
     command.__doc__ = doc
     app.command(action)(command)
@@ -329,9 +322,9 @@ _action("resume", "Resume a paused rollout; the step's analysis starts afresh.")
 def rollouts(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
     """The deployment's rollouts, newest first, with the analysis of each step."""
     who = state(ctx)
-    found = who.client().rollouts(*_split(target))
+    found = who.client().rollouts(*split_target(target))
     if as_json:
-        print_json([r.model_dump(mode="json") for r in found])
+        print_json(found)
         return
     if not found:
         say(f"{target} has had no rollout")
@@ -348,9 +341,9 @@ def history(
 ) -> None:
     """Who created, deployed, promoted, rolled back or changed traffic, and when."""
     who = state(ctx)
-    events = who.client().deployment_history(*_split(target), limit)
+    events = who.client().deployment_history(*split_target(target), limit)
     if as_json:
-        print_json([e.model_dump(mode="json") for e in events])
+        print_json(events)
         return
     table(
         f"history of {target}",
@@ -366,6 +359,37 @@ def history(
         ],
         keep=2,
     )
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    target: Name,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C ends).")
+    ] = False,
+    revision: Annotated[int | None, typer.Option(help="Only this revision (its number).")] = None,
+    replica: Annotated[str | None, typer.Option(help="Only this replica (its id).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Lines since 30s, 10m, 2h, 1d ago or an ISO 8601 time.")
+    ] = None,
+    tail: Annotated[int | None, typer.Option(help="Only the last N lines.")] = None,
+) -> None:
+    """What the replicas logged, merged in time order: TIME REPLICA TEXT per line."""
+    lines = (
+        state(ctx)
+        .client()
+        .deployment_logs(
+            *split_target(target),
+            revision=revision,
+            replica=replica,
+            since=since,
+            tail=tail,
+            follow=follow,
+        )
+    )
+    for line in lines:
+        typer.echo(line.format())  # as it is: no markup, no wrapping, no width
 
 
 _UNSHOWN = {"spec", "analysis", "rollout", "alert", "evidence"}  # long, or ids: see --json
@@ -414,11 +438,11 @@ def _number(value: Any) -> str:
 
 def _show_rollout(info: RolloutInfo, as_json: bool, who: State) -> None:
     if as_json:
-        print_json(info.model_dump(mode="json"))
+        print_json(info)
         return
     # Every percent of ``steps`` is a step, the last (100) being the promotion: under way, the
     # rollout is at step ``step``; promoted, at the last.
-    at = len(info.steps) if info.state == "promoted" else info.step + 1
+    at = len(info.steps) if info.state == RolloutState.PROMOTED else info.step + 1
     say(
         (f"rollout of revision {info.canary}", "bold"),
         f" from {info.stable}: {info.state}, step {at}/{len(info.steps)} "
@@ -440,14 +464,14 @@ def _show_rollout(info: RolloutInfo, as_json: bool, who: State) -> None:
 @app.command("delete")
 def delete(ctx: typer.Context, target: Name) -> None:
     """Delete the deployment; its replicas drain and stop."""
-    namespace, name = _split(target)
+    namespace, name = split_target(target)
     state(ctx).client().delete_deployment(namespace, name)
     say(f"deleted deployment {namespace}/{name}")
 
 
 def _show(info: DeploymentInfo, as_json: bool, who: State) -> None:
     if as_json:
-        print_json(info.model_dump(mode="json"))
+        print_json(info)
         return
     say((f"{info.namespace}/{info.name}", "bold"), f" -> {info.model}: {status_line(info.status)}")
     if status_line(info.status) != info.status:
@@ -474,7 +498,7 @@ def _show(info: DeploymentInfo, as_json: bool, who: State) -> None:
                 r.model_version,
                 r.state,
                 f"{r.percent}%" + (f" tags {','.join(r.tags)}" if r.tags else ""),
-                f"{sum(p.state == 'ready' for p in r.replicas)}/{r.desired_replicas}",
+                f"{sum(p.state == ReplicaState.READY for p in r.replicas)}/{r.desired_replicas}",
                 r.scaling,
             )
             for r in info.revisions

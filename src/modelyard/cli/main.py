@@ -127,6 +127,7 @@ def root(
     ] = False,
 ) -> None:
     ctx.obj = State(flags={"url": url, "api_key": api_key, "home": home}, config_file=config)
+    ctx.call_on_close(ctx.obj.close)  # in-process runs (tests) leave no connection open
 
 
 app.command()(admin.up)

@@ -10,7 +10,7 @@ wrapping at 80 columns, tables as aligned columns of full values, no progress ba
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -54,8 +54,24 @@ def error(message: str) -> None:
     _emit(errors, Text.assemble(("error:", "bold red"), " ", message))
 
 
+def jsonable(value: Any) -> Any:
+    """Records (``to_dict``, or pydantic's JSON dump), and lists and mappings of them, as JSON
+    values; anything else as it is."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "model_dump"):  # a model is iterable too: before the sequences
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return [jsonable(item) for item in value]
+    return value
+
+
 def print_json(value: Any) -> None:
-    text = json.dumps(value, default=str, indent=2)
+    """What ``--json`` (``options.AsJson``) prints: ``value``, a record or a list of them
+    included, as indented JSON on stdout."""
+    text = json.dumps(jsonable(value), default=str, indent=2)
     console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 

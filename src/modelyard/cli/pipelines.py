@@ -11,12 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
+from modelyard.cli.options import AsJson
 from modelyard.cli.output import note, print_json, say, table
 from modelyard.cli.state import State, state
 from modelyard.errors import InvalidInput, RunFailed
 from modelyard.pipelines.dsl import Pipeline
-from modelyard.pipelines.runs import RunInfo
-from modelyard.pipelines.schedules import ScheduleSpec
+from modelyard.pipelines.records import RunInfo, ScheduleSpec
+from modelyard.pipelines.states import RunState, StepState
 
 pipelines = typer.Typer(
     help="Pipelines: DAGs of steps, each in its own process.", no_args_is_help=True
@@ -84,12 +85,12 @@ def register(
 def list_pipelines(
     ctx: typer.Context,
     namespace: Namespace,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """The namespace's pipelines and their newest spec."""
     found = state(ctx).client().list_pipelines(namespace)
     if as_json:
-        print_json([p.to_dict() for p in found])
+        print_json(found)
         return
     table(
         f"pipelines in {namespace}",
@@ -106,12 +107,12 @@ def show(
     ctx: typer.Context,
     name: str,
     namespace: Namespace,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """The newest spec's tasks: their steps, dependencies, fan-outs and conditions."""
     info, spec = state(ctx).client().get_pipeline(namespace, name)
     if as_json:
-        print_json(spec.model_dump(mode="json"))
+        print_json(spec)
         return
     say((f"{namespace}/{name}", "bold"), f" spec {info.digest[:12]}: {spec.description}")
     table(
@@ -166,7 +167,7 @@ def export(
 
 
 def _raise_unless_succeeded(run: RunInfo) -> None:
-    if run.state != "succeeded":
+    if run.state != RunState.SUCCEEDED:
         raise RunFailed(
             f"run {run.id} of {run.pipeline} {run.state}"
             + (f": {run.reason}" if run.reason else "")
@@ -176,11 +177,18 @@ def _raise_unless_succeeded(run: RunInfo) -> None:
 
 def _cached(run: RunInfo) -> bool:
     """Every step of the run reused an earlier result (nothing ran, so no logs)."""
-    return bool(run.steps) and all(s.state == "cached" for s in run.steps)
+    return bool(run.steps) and all(s.state == StepState.CACHED for s in run.steps)
+
+
+_COLOURS: dict[str, str] = {
+    RunState.SUCCEEDED: "green",
+    RunState.FAILED: "red",
+    RunState.CANCELLED: "yellow",
+}
 
 
 def _show_run(run: RunInfo, who: State) -> None:
-    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(run.state, "blue")
+    colour = _COLOURS.get(run.state, "blue")
     say(
         "run ",
         (run.id, "bold"),
@@ -212,12 +220,12 @@ def list_runs(
     ctx: typer.Context,
     namespace: Namespace,
     pipeline: Annotated[str | None, typer.Option()] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """The namespace's runs, newest first (ids whole: any unique prefix names a run)."""
     found = state(ctx).client().list_runs(namespace, pipeline)
     if as_json:
-        print_json([r.to_dict() for r in found])
+        print_json(found)
         return
     table(
         f"runs in {namespace}",
@@ -231,12 +239,12 @@ def show_run(
     ctx: typer.Context,
     run_id: str,
     namespace: Namespace,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """A run's steps, their attempts and its history; RUN may be a unique prefix of its id."""
     who = state(ctx)
     found = who.client().get_run(namespace, run_id)
-    print_json(found.to_dict()) if as_json else _show_run(found, who)
+    print_json(found) if as_json else _show_run(found, who)
 
 
 @runs.command("logs")
@@ -262,7 +270,7 @@ def logs(
                 f"run {run.id} has no logs: every step came from the cache, so none ran "
                 "(the logs are those of the runs that computed them)"
             )
-        elif run.state in ("queued", "running") and not follow:
+        elif run.state in (RunState.QUEUED, RunState.RUNNING) and not follow:
             note(f"run {run.id} is {run.state} and has no output yet (-f follows it)")
 
 
@@ -339,12 +347,12 @@ def create_schedule(
 def list_schedules(
     ctx: typer.Context,
     namespace: Namespace,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """The namespace's schedules and triggers, with their next run."""
     found = state(ctx).client().list_schedules(namespace)
     if as_json:
-        print_json([s.to_dict() for s in found])
+        print_json(found)
         return
     table(
         f"schedules in {namespace}",

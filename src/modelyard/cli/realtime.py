@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from modelyard.cli.options import AsJson, split_target
 from modelyard.cli.output import note, print_json, say, table
-from modelyard.cli.slos import split_target
 from modelyard.cli.state import state
 
 streams = typer.Typer(help="Streams: events of a product, kept per entity.", no_args_is_help=True)
@@ -19,7 +19,6 @@ realtime = typer.Typer(
     no_args_is_help=True,
 )
 Name = Annotated[str, typer.Argument(help="NAMESPACE/NAME")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @streams.command("create")
@@ -63,7 +62,7 @@ def create_stream(
 def list_streams(ctx: typer.Context, namespace: str, as_json: AsJson = False) -> None:
     found = state(ctx).client().realtime.list_streams(namespace)
     if as_json:
-        print_json([s.to_dict() for s in found])
+        print_json(found)
         return
     rows = [[s.name, s.spec.entity_field, s.spec.id_field, s.spec.retention] for s in found]
     table(None, ["name", "entity", "id", "retention"], rows)
@@ -71,7 +70,7 @@ def list_streams(ctx: typer.Context, namespace: str, as_json: AsJson = False) ->
 
 @streams.command("get")
 def get_stream(ctx: typer.Context, target: Name) -> None:
-    print_json(state(ctx).client().realtime.get_stream(*split_target(target)).to_dict())
+    print_json(state(ctx).client().realtime.get_stream(*split_target(target)))
 
 
 @streams.command("delete")
@@ -132,7 +131,7 @@ def create(
 def list_deployments(ctx: typer.Context, namespace: str, as_json: AsJson = False) -> None:
     found = state(ctx).client().realtime.list_deployments(namespace)
     if as_json:
-        print_json([r.to_dict() for r in found])
+        print_json(found)
         return
     rows = [[r.name, r.spec.stream, r.spec.function, r.spec.model or "-", r.status] for r in found]
     table(None, ["name", "stream", "function", "model", "status"], rows)
@@ -140,7 +139,7 @@ def list_deployments(ctx: typer.Context, namespace: str, as_json: AsJson = False
 
 @realtime.command("get")
 def get(ctx: typer.Context, target: Name) -> None:
-    print_json(state(ctx).client().realtime.get(*split_target(target)).to_dict())
+    print_json(state(ctx).client().realtime.get(*split_target(target)))
 
 
 @realtime.command("delete")
@@ -161,7 +160,7 @@ def dead_letters(ctx: typer.Context, target: Name, as_json: AsJson = False) -> N
     """Triggers whose inference kept failing, with the last traceback's final line."""
     found = state(ctx).client().realtime.dead_letters(*split_target(target))
     if as_json:
-        print_json([d.to_dict() for d in found])
+        print_json(found)
         return
     rows = [
         [d.entity, d.event_id, str(d.attempts), d.error.strip().splitlines()[-1]] for d in found

@@ -6,23 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
+from modelyard.cli.options import AsJson, split_target
 from modelyard.cli.output import print_json, say, table
 from modelyard.cli.state import state
 from modelyard.delivery.burnrate import DEFAULT_WINDOW_DAYS, WINDOWS
-from modelyard.delivery.slo import SloStatus
-from modelyard.types import ModelRef
+from modelyard.delivery.records import SloStatus
 
 app = typer.Typer(
     help="SLOs: availability and latency objectives of deployments, burn-rate alerts.",
     no_args_is_help=True,
 )
 Name = Annotated[str, typer.Argument(help="NAMESPACE/DEPLOYMENT")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def split_target(target: str) -> tuple[str, str]:
-    ref = ModelRef.parse(target)
-    return ref.namespace, ref.name
 
 
 def _percent(text: str, what: str) -> float:
@@ -86,7 +80,7 @@ def set_slos(
         raise typer.BadParameter("--clear removes every objective: give it alone")
     saved = state(ctx).client().set_slos(*split_target(target), objectives)
     if as_json:
-        print_json([o.model_dump(mode="json") for o in saved])
+        print_json(saved)
         return
     if not saved:
         say(f"{target} has no SLOs now")
@@ -99,7 +93,7 @@ def show(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
     """Error budget left, burn rates over the alert windows and the alerts firing now."""
     status = state(ctx).client().slo_status(*split_target(target))
     if as_json:
-        print_json(status.model_dump(mode="json"))
+        print_json(status)
         return
     _show(status)
 
@@ -114,7 +108,7 @@ def alerts(
     """The latest burn-rate alerts, firing and resolved."""
     found = state(ctx).client().slo_alerts(*split_target(target), limit)
     if as_json:
-        print_json([a.model_dump(mode="json") for a in found])
+        print_json(found)
         return
     table(
         f"SLO alerts of {target}",

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from modelyard.cli.options import AsJson
 from modelyard.cli.output import print_json, say
 from modelyard.cli.state import parse_pairs, state
 from modelyard.sql.source import Incremental, SqlSource
@@ -76,7 +77,7 @@ def import_sql(
     allow_empty: Annotated[
         bool, typer.Option("--allow-empty", help="Commit a version even without rows.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Run a query in one read-only snapshot and commit its rows as the next version of a
     dataset, in Parquet parts (nothing is committed when they equal the latest version's)."""
@@ -113,7 +114,7 @@ def import_sql(
     client = state(ctx).client()
     result = client.import_sql(ref, source, force=force, allow_empty=allow_empty, backfill=bounds)
     if as_json:
-        print_json(result.to_dict())
+        print_json(result)
         return
     say(result.summary() + f" [{result.engine}, {result.seconds:.2f} s]")
 

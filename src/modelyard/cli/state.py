@@ -35,6 +35,12 @@ class State:
             self._client = Client(settings=self.loaded().settings)
         return self._client
 
+    def close(self) -> None:
+        """Close the client, if one was made."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def key_names(self) -> dict[str, str]:
         """Key id -> name, of the keys this key may list (all, for an admin)."""
         if self._key_names is None:

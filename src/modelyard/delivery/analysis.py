@@ -17,47 +17,18 @@ than the report) is judged on end-to-end time, both sides alike; the evidence sa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+
+from modelyard.serving.records import Analysis
+from modelyard.telemetry.records import Sample
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 SERVICE, END_TO_END = "service", "end_to_end"
 MIN_LATENCIES = 20
-
-
-class Analysis(BaseModel):
-    """The thresholds of a step's analysis."""
-
-    model_config = ConfigDict(extra="forbid")
-    min_requests: int = Field(100, ge=1, description="Per revision and step; fewer: inconclusive")
-    max_error_rate_increase: float = Field(
-        0.01, ge=0, le=1, description="Largest canary minus stable error rate that passes"
-    )
-    latency_tolerance: float = Field(
-        0.2, ge=0, description="Canary median latency may exceed stable's by this share"
-    )
-    alpha: float = Field(0.01, gt=0, lt=0.5, description="Significance level of the latency test")
-
-
-@dataclass
-class Sample:
-    """What one revision served during a step."""
-
-    requests: int = 0
-    errors: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-    """Of successful requests, at the gateway: a fast error must not make a failing canary look
-    fast."""
-    service_ms: list[float] = field(default_factory=list)
-    """Of successful requests whose replica reported its service time."""
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
 
 
 @dataclass(frozen=True)

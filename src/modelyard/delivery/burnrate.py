@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from modelyard.errors import InvalidInput
-from modelyard.gateway.metrics import BUCKETS
+from modelyard.telemetry.records import BUCKETS
 
 DEFAULT_WINDOW_DAYS = 30
 MAX_WINDOW_DAYS = 90
@@ -145,40 +145,6 @@ def parse_objectives(items: Iterable[Objective | Mapping[str, Any]]) -> list[Obj
     if len(parsed) > MAX_OBJECTIVES:
         raise InvalidInput(f"at most {MAX_OBJECTIVES} objectives per deployment, got {len(parsed)}")
     return parsed
-
-
-def floor_minute(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(second=0, microsecond=0)
-
-
-@dataclass(frozen=True)
-class TrafficMinute:
-    """What the gateway served for one deployment in one minute (``buckets``: requests per latency
-    bucket of `modelyard.gateway.metrics.BUCKETS`, not cumulative, the last one above them)."""
-
-    deployment_id: str
-    minute: dt.datetime
-    requests: int
-    errors: int
-    buckets: list[int]
-
-    def __post_init__(self) -> None:
-        if self.minute.tzinfo is None:
-            raise ValueError("naive minute: pass an aware UTC datetime")
-        object.__setattr__(self, "minute", floor_minute(self.minute.astimezone(dt.UTC)))
-
-    def plus(self, other: TrafficMinute) -> TrafficMinute:
-        """Both counts of the same minute added up (bucket lists of any length)."""
-        width = max(len(self.buckets), len(other.buckets))
-        ours = [*self.buckets, *[0] * (width - len(self.buckets))]
-        theirs = [*other.buckets, *[0] * (width - len(other.buckets))]
-        return TrafficMinute(
-            self.deployment_id,
-            self.minute,
-            self.requests + other.requests,
-            self.errors + other.errors,
-            [a + b for a, b in zip(ours, theirs, strict=True)],
-        )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from modelyard.delivery.burnrate import RULES, WINDOWS, Objective
-from modelyard.gateway.metrics import BUCKETS
+from modelyard.telemetry.records import BUCKETS
 
 RATIO = "namespace_deployment_slo:modelyard_bad_requests:ratio_rate{window}"
 ALERT = "ModelyardSloBurnRate"

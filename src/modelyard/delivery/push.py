@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 
 from modelyard.events.consumers import DurableConsumer
-from modelyard.events.log import Event, EventLog
+from modelyard.events.log import EventLog
+from modelyard.events.records import Event
+from modelyard.events.types import EventType
 from modelyard.serving.deployments import Deployments
 
 log = logging.getLogger(__name__)
@@ -29,9 +31,9 @@ class PushDeploys:
         data = event.data
         if data.get("kind") != "model" or event.namespace is None:
             return
-        if event.type == "model.version.committed":
+        if event.type == EventType.MODEL_VERSION_COMMITTED:
             refs = {"latest"}
-        elif event.type == "model.alias.moved":
+        elif event.type == EventType.MODEL_ALIAS_MOVED:
             refs = {str(data["alias"])}
         else:
             return

@@ -20,68 +20,41 @@ its own from the same stable revision. By hand: `start`, `promote`, `rollback`, 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from modelyard.delivery.analysis import FAIL, INCONCLUSIVE, PASS, Verdict, judge
-from modelyard.delivery.burnrate import TrafficMinute
+from modelyard.delivery.records import RolloutInfo
 from modelyard.errors import Conflict, InvalidInput
+from modelyard.events.types import EventType
+from modelyard.loops import Loop
 from modelyard.serving.deployments import (
-    ACTIVE_ROLLOUT,
-    LATEST_READY,
-    READY,
-    REJECTED,
     Deployments,
-    RolloutStrategy,
-    TrafficTarget,
     resolve_traffic,
     stored_traffic,
     was_ready,
 )
-from modelyard.serving.measurements import Measurements
+from modelyard.serving.records import LATEST_READY, RolloutStrategy, TrafficTarget
+from modelyard.serving.states import ACTIVE_ROLLOUT, RevisionState, RolloutState
 from modelyard.store.schema import DeploymentRow, NamespaceRow, RevisionRow, RolloutRow
-from modelyard.types import Record
+from modelyard.telemetry.query import Telemetry
 
 log = logging.getLogger(__name__)
-RUNNING, PAUSED = ACTIVE_ROLLOUT
-PROMOTED, ROLLED_BACK, SUPERSEDED = "promoted", "rolled_back", "superseded"
 TICK_SECONDS = 0.5
 FLUSH_SECONDS = 5.0
 
 
-class RolloutInfo(Record):
-    id: str
-    stable: int
-    canary: int
-    state: str
-    step: int
-    percent: int
-    steps: list[int]
-    step_started_at: dt.datetime
-    analyses: list[dict[str, Any]]
-    """The verdict of every finished step, and of the one that ended the rollout."""
-    last_verdict: dict[str, Any] | None = None
-    """The current step's latest analysis (kept in memory; none after a restart until the next)."""
-    reason: str | None
-    started_by: str | None
-    started_at: dt.datetime
-    finished_at: dt.datetime | None
-
-
 class Rollouts:
-    def __init__(self, deployments: Deployments, measurements: Measurements) -> None:
+    def __init__(self, deployments: Deployments, telemetry: Telemetry) -> None:
         self.deployments = deployments
         self.events = deployments.events
         self.db = deployments.db
-        self.measurements = measurements
+        self.telemetry = telemetry
         self._verdicts: dict[str, Verdict] = {}
         deployments.on_ready = self._on_ready
 
@@ -144,11 +117,11 @@ class Rollouts:
         subject = f"{namespace}/{row.name}"
         active = _active(session, row.id)
         if active is not None:
-            active.state, active.finished_at = SUPERSEDED, now
+            active.state, active.finished_at = RolloutState.SUPERSEDED, now
             active.reason = f"revision {canary} got ready and replaces the canary"
             self.events.append(
                 session,
-                "rollout.superseded",
+                EventType.ROLLOUT_SUPERSEDED,
                 subject,
                 {"rollout": active.id, "canary": active.canary, "by": canary},
                 namespace=namespace,
@@ -160,7 +133,7 @@ class Rollouts:
             stable=stable,
             canary=canary,
             strategy=strategy.model_dump(mode="json"),
-            state=RUNNING,
+            state=RolloutState.RUNNING,
             step=0,
             step_started_at=now,
             analyses=[],
@@ -173,7 +146,7 @@ class Rollouts:
         self._split(session, row, namespace, rollout, strategy.steps[0], actor)
         self.events.append(
             session,
-            "rollout.started",
+            EventType.ROLLOUT_STARTED,
             subject,
             {"rollout": rollout.id, "stable": stable, "canary": canary, "steps": strategy.steps},
             namespace=namespace,
@@ -205,18 +178,18 @@ class Rollouts:
                 )
             by = f"by {actor or 'an unknown key'}"
             if action in ("promote", "rollback"):
-                outcome = PROMOTED if action == "promote" else ROLLED_BACK
+                outcome = RolloutState.PROMOTED if action == "promote" else RolloutState.ROLLED_BACK
                 reason = f"{outcome.replace('_', ' ')} {by}"
                 self._finish(session, row, namespace, rollout, outcome, reason, {}, actor)
-            elif (action == "pause") == (rollout.state == PAUSED):
+            elif (action == "pause") == (rollout.state == RolloutState.PAUSED):
                 raise Conflict(f"the rollout of {namespace}/{name} is {rollout.state} already")
             else:
-                rollout.state = PAUSED if action == "pause" else RUNNING
+                rollout.state = RolloutState.PAUSED if action == "pause" else RolloutState.RUNNING
                 rollout.reason = f"paused {by}" if action == "pause" else None
                 rollout.step_started_at = self.events.clock()  # a fresh window on resume
                 self.events.append(
                     session,
-                    f"rollout.{'paused' if action == 'pause' else 'resumed'}",
+                    EventType.ROLLOUT_PAUSED if action == "pause" else EventType.ROLLOUT_RESUMED,
                     f"{namespace}/{name}",
                     {"rollout": rollout.id, "canary": rollout.canary, "step": rollout.step},
                     namespace=namespace,
@@ -228,7 +201,9 @@ class Rollouts:
     def drive(self) -> None:
         """Judge every running rollout once, acting on what the verdicts say."""
         with self.db.read() as session:
-            running = session.scalars(sa.select(RolloutRow.id).where(RolloutRow.state == RUNNING))
+            running = session.scalars(
+                sa.select(RolloutRow.id).where(RolloutRow.state == RolloutState.RUNNING)
+            )
             ids = list(running)
         for rollout_id in ids:
             try:
@@ -239,7 +214,7 @@ class Rollouts:
     def _drive(self, rollout_id: str) -> None:
         with self.db.write() as session:
             rollout = session.get(RolloutRow, rollout_id, with_for_update=True)
-            if rollout is None or rollout.state != RUNNING:
+            if rollout is None or rollout.state != RolloutState.RUNNING:
                 return
             row = session.get(DeploymentRow, rollout.deployment_id)
             assert row is not None
@@ -249,13 +224,13 @@ class Rollouts:
             strategy = RolloutStrategy.model_validate(rollout.strategy)
             since = rollout.step_started_at
             verdict = judge(
-                self.measurements.served(ids[rollout.stable], since),
-                self.measurements.served(ids[rollout.canary], since),
+                self.telemetry.totals(row.id, revision=ids[rollout.stable], since=since),
+                self.telemetry.totals(row.id, revision=ids[rollout.canary], since=since),
                 strategy.analysis,
             )
             self._verdicts[rollout.id] = verdict
             # After a restart the step's earlier measurements are gone: its time counts anew.
-            elapsed = (self.events.clock() - max(since, self.measurements.started)).total_seconds()
+            elapsed = (self.events.clock() - max(since, self.telemetry.started)).total_seconds()
             percent = strategy.steps[rollout.step]
             record = {
                 "step": rollout.step,
@@ -271,13 +246,27 @@ class Rollouts:
                     verdict.reasons
                 )
                 self._finish(
-                    session, row, namespace.name, rollout, ROLLED_BACK, reason, record, None
+                    session,
+                    row,
+                    namespace.name,
+                    rollout,
+                    RolloutState.ROLLED_BACK,
+                    reason,
+                    record,
+                    None,
                 )
             elif verdict.result == PASS and elapsed >= strategy.min_step_seconds:
                 if strategy.steps[rollout.step + 1] == 100:
                     reason = f"every step passed ({', '.join(map(str, strategy.steps[:-1]))}%)"
                     self._finish(
-                        session, row, namespace.name, rollout, PROMOTED, reason, record, None
+                        session,
+                        row,
+                        namespace.name,
+                        rollout,
+                        RolloutState.PROMOTED,
+                        reason,
+                        record,
+                        None,
                     )
                 else:
                     rollout.analyses = [*rollout.analyses, record]
@@ -288,7 +277,7 @@ class Rollouts:
                     )
             elif verdict.result == INCONCLUSIVE and elapsed >= strategy.max_step_seconds:
                 rollout.analyses = [*rollout.analyses, record]
-                rollout.state = PAUSED
+                rollout.state = RolloutState.PAUSED
                 rollout.reason = (
                     f"step {rollout.step + 1} stayed inconclusive for {elapsed:.0f} s: "
                     + "; ".join(verdict.reasons)
@@ -296,7 +285,7 @@ class Rollouts:
                 )
                 self.events.append(
                     session,
-                    "rollout.paused",
+                    EventType.ROLLOUT_PAUSED,
                     f"{namespace.name}/{row.name}",
                     {"rollout": rollout.id, "canary": rollout.canary, "analysis": record},
                     namespace=namespace.name,
@@ -332,7 +321,11 @@ class Rollouts:
         """All traffic to revision ``number``: "the latest ready" when that is it (so later
         revisions are rolled out as the strategy says), else pinned to it."""
         latest = max(
-            (r.number for r in Deployments.revisions(session, row.id) if r.state == READY),
+            (
+                r.number
+                for r in Deployments.revisions(session, row.id)
+                if r.state == RevisionState.READY
+            ),
             default=0,
         )
         targets = (
@@ -349,7 +342,7 @@ class Rollouts:
         row: DeploymentRow,
         namespace: str,
         rollout: RolloutRow,
-        outcome: str,
+        outcome: RolloutState,
         reason: str,
         record: dict[str, Any],
         actor: str | None,
@@ -369,18 +362,18 @@ class Rollouts:
             "reason": reason,
             "analysis": record or None,
         }
-        if outcome == ROLLED_BACK:
+        if outcome == RolloutState.ROLLED_BACK:
             canary = session.scalar(
                 sa.select(RevisionRow)
                 .where(RevisionRow.deployment_id == row.id, RevisionRow.number == rollout.canary)
                 .with_for_update()
             )
             assert canary is not None
-            canary.state, canary.reason, canary.retired_at = REJECTED, reason, now
+            canary.state, canary.reason, canary.retired_at = RevisionState.REJECTED, reason, now
             data["model_version"] = canary.version_number
             self.events.append(
                 session,
-                "revision.rejected",
+                EventType.REVISION_REJECTED,
                 subject,
                 {
                     "revision": canary.number,
@@ -390,9 +383,13 @@ class Rollouts:
                 namespace=namespace,
                 actor=actor,
             )
-        winner = rollout.canary if outcome == PROMOTED else rollout.stable
+        winner = rollout.canary if outcome == RolloutState.PROMOTED else rollout.stable
         self._settle(session, row, namespace, winner, {"rollout": rollout.id})
-        event = "rollout.promoted" if outcome == PROMOTED else "rollout.rolled_back"
+        event = (
+            EventType.ROLLOUT_PROMOTED
+            if outcome == RolloutState.PROMOTED
+            else EventType.ROLLOUT_ROLLED_BACK
+        )
         self.events.append(session, event, subject, data, namespace=namespace, actor=actor)
 
     # reads --------------------------------------------------------------------------------------
@@ -419,7 +416,7 @@ class Rollouts:
             step=row.step,
             percent=steps[row.step]
             if row.state in ACTIVE_ROLLOUT
-            else (100 if row.state == PROMOTED else 0),
+            else (100 if row.state == RolloutState.PROMOTED else 0),
             steps=steps,
             step_started_at=row.step_started_at,
             analyses=list(row.analyses),
@@ -436,53 +433,38 @@ class Rollouts:
 
 
 class RolloutController:
-    """Judges rollouts about twice a second and, every ``flush_seconds``, hands the per-minute
-    traffic counts to ``record`` (the SLOs): one write per deployment and minute-part, not per
-    gateway report."""
+    """Judges rollouts about twice a second and, every ``flush_seconds``, writes the per-minute
+    traffic counts the SLOs read (`Telemetry.flush`)."""
 
     def __init__(
         self,
         rollouts: Rollouts,
-        record: Callable[[list[TrafficMinute]], object] | None = None,
         *,
         interval: float = TICK_SECONDS,
         flush_seconds: float = FLUSH_SECONDS,
     ) -> None:
         self.rollouts = rollouts
-        self.record = record
         self.interval = interval
         self.flush_seconds = flush_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = Loop("rollouts", self._tick, interval=interval, wait_first=True)
+        self._flushed = time.monotonic()
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="rollouts", daemon=True)
-        self._thread.start()
+        self._flushed = time.monotonic()
+        self.loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self.loop.stop()
         self._flush()
 
-    def _loop(self) -> None:
-        flushed = time.monotonic()
-        while not self._stop.wait(self.interval):
-            self.rollouts.drive()
-            if time.monotonic() - flushed >= self.flush_seconds:
-                self._flush()
-                flushed = time.monotonic()
+    def _tick(self) -> None:
+        self.rollouts.drive()
+        if time.monotonic() - self._flushed >= self.flush_seconds:
+            self._flush()
+            self._flushed = time.monotonic()
 
     def _flush(self) -> None:
-        measurements = self.rollouts.measurements
-        minutes = measurements.take_minutes()
-        if minutes and self.record is not None:
-            try:
-                self.record(minutes)
-            except Exception:
-                log.exception("writing %d traffic minutes failed; retried later", len(minutes))
-                measurements.put_back(minutes)
+        self.rollouts.telemetry.flush()
 
 
 def _active(session: Session, deployment_id: str) -> RolloutRow | None:

@@ -1,4 +1,5 @@
-"""Durable consumers: a handler, a cursor in the database, and a thread woken by the log.
+"""Durable consumers: a handler, a cursor in the database, and a loop woken by the log (each
+event committed in this process wakes it; it sleeps while nothing is new).
 
 At-least-once: the cursor advances after the handler returned, so a crash between the two replays
 that event after restart. Handlers must be idempotent. A handler that wants exactly-once effects
@@ -7,17 +8,16 @@ does its writes and :meth:`DurableConsumer.advance` in one transaction.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from modelyard.events.log import Event, EventLog
+from modelyard.events.log import EventLog
+from modelyard.events.records import Event
+from modelyard.loops import FOREVER, Loop
 from modelyard.store.schema import ConsumerRow
 
-log = logging.getLogger(__name__)
 Handler = Callable[[Event], None]
 
 
@@ -36,8 +36,8 @@ class DurableConsumer:
         self.handler = handler
         self.batch = batch
         self.retry_seconds = retry_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = Loop(f"consumer:{name}", self._round, error_wait=retry_seconds)
+        self._unsubscribe: Callable[[], None] | None = None
 
     def cursor(self) -> int:
         with self.events.db.read() as session:
@@ -55,7 +55,7 @@ class DurableConsumer:
     def run_once(self) -> int:
         """Handle every event after the cursor; returns how many were handled."""
         handled = 0
-        while not self._stop.is_set():
+        while not self.loop.stopping:
             events = self.events.read(after=self.cursor(), limit=self.batch)
             if not events:
                 return handled
@@ -67,27 +67,21 @@ class DurableConsumer:
         return handled
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._loop, name=f"consumer:{self.name}", daemon=True
-        )
-        self._thread.start()
+        self._unsubscribe = self.events.subscribe(lambda _: self.loop.wake())
+        self.loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self.events.poke()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.loop.request_stop()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.loop.join(timeout)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("consumer %s failed; retrying from its cursor", self.name)
-                self._stop.wait(self.retry_seconds)
-                continue
-            # Sleep until the log has something newer than what we handled, or until stop.
-            self.events.wait(self.cursor(), until=self._stop.is_set)
+    def _round(self) -> float:
+        """Handle what is new, then sleep until an event wakes the loop (one committed while
+        this round ran included); a failure retries from the cursor after ``retry_seconds``."""
+        self.run_once()
+        return FOREVER
 
     @staticmethod
     def reset(session: Session, name: str) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from modelyard.events.records import Event
+from modelyard.events.types import EventType
 from modelyard.store.db import Database, after_commit
 from modelyard.store.schema import EventRow
-from modelyard.types import Record
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
@@ -29,28 +30,6 @@ _LOCK = 0x6D79_6576  # the advisory lock key of event appends ("myev")
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class Event(Record):
-    id: int
-    type: str
-    namespace: str | None
-    subject: str
-    data: dict[str, Any]
-    actor: str | None
-    created_at: dt.datetime
-
-    @classmethod
-    def from_row(cls, row: EventRow) -> Event:
-        return cls(
-            id=row.id,
-            type=row.type,
-            namespace=row.namespace,
-            subject=row.subject,
-            data=dict(row.data),
-            actor=row.actor,
-            created_at=row.created_at,
-        )
 
 
 def matches(event_type: str, patterns: Sequence[str]) -> bool:
@@ -74,7 +53,7 @@ class EventLog:
     def append(
         self,
         session: Session,
-        type: str,
+        type: EventType,
         subject: str,
         data: dict[str, Any] | None = None,
         *,

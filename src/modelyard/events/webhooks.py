@@ -14,7 +14,6 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,11 @@ import sqlalchemy as sa
 
 from modelyard.errors import InvalidInput, NotFound
 from modelyard.events.consumers import DurableConsumer
-from modelyard.events.log import Event, EventLog, matches
+from modelyard.events.log import EventLog, matches
+from modelyard.events.records import Event, Webhook
+from modelyard.events.types import EventType
+from modelyard.loops import FOREVER, Loop
 from modelyard.store.schema import DeliveryRow, EventRow, NamespaceRow, WebhookRow
-from modelyard.types import Record
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Modelyard-Signature-256"
@@ -39,14 +40,6 @@ def sign(secret: str, body: bytes) -> str:
 def verify_signature(secret: str, body: bytes, header: str) -> bool:
     """What a receiver runs: constant-time comparison of the signature header."""
     return hmac.compare_digest(sign(secret, body), header)
-
-
-class Webhook(Record):
-    id: str
-    namespace: str
-    url: str
-    events: list[str]
-    created_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -70,10 +63,7 @@ class Webhooks:
         self.backoff = backoff or Backoff()
         self.client = client or httpx.Client(timeout=10.0)
         self.fanout = DurableConsumer("webhooks.fanout", events, self._fan_out)
-        self._wake = threading.Condition()
-        self._stop = threading.Event()
-        self._dirty = False
-        self._worker: threading.Thread | None = None
+        self.loop = Loop("webhooks.delivery", self._deliver, error_wait=1.0)
 
     # registration -------------------------------------------------------------------------
     def create(
@@ -104,7 +94,7 @@ class Webhooks:
             session.add(row)
             self.events.append(
                 session,
-                "webhook.created",
+                EventType.WEBHOOK_CREATED,
                 f"{namespace}/webhooks/{row.id}",
                 {"url": url, "events": event_types},
                 namespace=namespace,
@@ -153,7 +143,7 @@ class Webhooks:
             row.deleted_at = self.events.clock()
             self.events.append(
                 session,
-                "webhook.deleted",
+                EventType.WEBHOOK_DELETED,
                 f"{namespace}/webhooks/{row.id}",
                 namespace=namespace,
                 actor=actor,
@@ -212,9 +202,7 @@ class Webhooks:
                 added = True
             self.fanout.advance(session, event.id)
         if added:
-            with self._wake:
-                self._dirty = True
-                self._wake.notify_all()
+            self.loop.wake()
 
     # delivery -------------------------------------------------------------------------------
     def deliver_due(self) -> float | None:
@@ -230,7 +218,7 @@ class Webhooks:
                 .limit(100)
             ).all()
         for delivery, hook, event_row in due:
-            if self._stop.is_set():
+            if self.loop.stopping:
                 break
             self._attempt(delivery.id, hook, Event.from_row(event_row))
         with self.db.read() as session:
@@ -278,25 +266,17 @@ class Webhooks:
 
     def start(self) -> None:
         self.fanout.start()
-        self._worker = threading.Thread(target=self._loop, name="webhooks.delivery", daemon=True)
-        self._worker.start()
+        self.loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.loop.request_stop()
         self.fanout.stop()
-        with self._wake:
-            self._wake.notify_all()
-        if self._worker is not None:
-            self._worker.join(5.0)
+        self.loop.join(5.0)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                wait = self.deliver_due()
-            except Exception:
-                log.exception("webhook delivery failed; retrying")
-                wait = 1.0
-            with self._wake:
-                if not self._stop.is_set() and not self._dirty:
-                    self._wake.wait(wait)
-                self._dirty = False
+    def loops(self) -> list[Loop]:
+        return [self.fanout.loop, self.loop]
+
+    def _deliver(self) -> float:
+        """Deliver what is due; sleep until the next retry is due (or new deliveries wake it)."""
+        wait = self.deliver_due()
+        return FOREVER if wait is None else wait

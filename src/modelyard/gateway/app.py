@@ -18,6 +18,11 @@ exposition. ``/{namespace}/streams/...`` and ``/{namespace}/predictions/...`` ar
 and prediction reads (`modelyard.realtime.ingest`; those deployment names are reserved). Until
 the control plane has confirmed its routing table, a starting gateway holds requests
 (`modelyard.gateway.routes`).
+
+Which handler answers which path is one table, built in `Gateway.__init__`
+(`modelyard.gateway.dispatch`). Rejections are `modelyard.errors` classes (their ``http_status``),
+written as OIP writes errors, ``{"error": "<message>"}``; the realtime handlers write theirs as
+the control plane's API does.
 """
 
 from __future__ import annotations
@@ -28,46 +33,46 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from modelyard import __version__
-from modelyard.gateway.metrics import Concurrency, Metrics, Window
+from modelyard.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    ModelyardError,
+    NotFound,
+    PayloadTooLarge,
+    TimedOut,
+    Unavailable,
+    UpstreamFailed,
+)
+from modelyard.gateway.dispatch import Dispatch
+from modelyard.gateway.metrics import Concurrency, Metrics
 from modelyard.gateway.routes import DeploymentRoute, RevisionRoute, Routes
 from modelyard.gateway.upstream import ConnectFailed, Endpoint, Response, UpstreamTimeout
 from modelyard.realtime.ingest import RealtimeRoutes
-from modelyard.realtime.ingest import owns as realtime_path
+from modelyard.serving.asgi import JSON, App, Receive, Scope, Send, bearer, read_body, respond
 from modelyard.serving.replica_headers import parse_service_ms
+from modelyard.telemetry.window import Window
 
 access_log = logging.getLogger("modelyard.gateway.access")
 log = logging.getLogger(__name__)
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_WAITING = 1000
 EXTENSIONS = ["binary_tensor_data"]
 EJECT_SECONDS = 5.0
 NAMESPACE_HEADER = b"x-modelyard-namespace"
 TAG_HEADER = b"x-modelyard-tag"
+REVISION_HEADER = b"x-modelyard-revision"
 BINARY_HEADER = b"inference-header-content-length"
 """OIP's binary tensor data extension: where the JSON ends in a body with tensors after it."""
 FORWARDED = (b"content-type", b"accept", b"x-request-id", b"traceparent", BINARY_HEADER)
 PASSED_BACK = (BINARY_HEADER,)
 """Headers of a replica's answer that go back to the client, besides its content type."""
-# The gateway answers these itself, with or without a namespace header: an OIP client asks its
-# server's health and metadata of the URL it was given, which is the gateway's.
-SERVER_PATHS = frozenset(
-    {"/", "/v2", "/v2/health/live", "/v2/health/ready", "/healthz", "/metrics"}
-)
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.revision: RevisionRoute | None = None
-        """The revision the request had been sent to, when it failed there."""
+TOO_LARGE = ", this deployment's max_body_mb: send fewer rows per request or raise max_body_mb"
+"""What a 413 advises, after "request body over N bytes"."""
+Answer = tuple[int, bytes, bytes]
+"""A gateway's own route's status, body and content type."""
 
 
 class Gateway:
@@ -81,20 +86,39 @@ class Gateway:
         self.waiting: defaultdict[str, int] = defaultdict(int)
         self._ejected: dict[int, float] = {}
         self.realtime = RealtimeRoutes(routes)
+        # The one place that says which handler answers which path (`modelyard.gateway.dispatch`).
+        # The gateway's own routes answer with or without a namespace header: an OIP client asks
+        # its server's health and metadata of the URL it was given, which is the gateway's.
+        self.dispatch = Dispatch(default=self._deployment)
+        own: dict[str, Callable[[], Answer]] = {
+            "/": lambda: (200, b'{"status": "alive"}', JSON),  # KServe's v1 liveness
+            "/healthz": self._health,
+            "/metrics": self._metrics,
+            "/v2": self._server_metadata,
+            "/v2/health/live": lambda: (200, b'{"live": true}', JSON),
+            "/v2/health/ready": self._ready,
+        }
+        for path, answer in own.items():
+            self.dispatch.exact(path, _own_route(path, answer))
+        self.dispatch.segment("streams", self.realtime.handle_streams)  # ingest, an entity's events
+        self.dispatch.segment("predictions", self.realtime.handle_predictions)  # prediction reads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
             return
+        await self.dispatch.handler(scope["path"])(scope, receive, send)
+
+    # deployments --------------------------------------------------------------------------------
+    async def _deployment(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The default handler: a deployment's path, which goes to one of its replicas."""
         started = time.perf_counter()
         path: str = scope["path"]
-        if realtime_path(path):  # /{namespace}/streams/... and /{namespace}/predictions/...
-            await self.realtime(scope, receive, send)
-            return
         target = self._target(path, scope)
         if target is None:
-            await self._local(scope["method"], path, send)
+            message = f"no route {path}: call /{{namespace}}/{{deployment}}/v2/models/..."
+            await respond(send, NotFound.http_status, json.dumps({"error": message}).encode())
             return
         namespace, deployment, upstream_path = target
         if not self.routes.current:
@@ -105,23 +129,32 @@ class Gateway:
         service: bytes | None = None
         try:
             route, headers, key_id = self._admit(scope, namespace, deployment)
-            body = await _read_body(receive, route.max_body_bytes)
+            body = await read_body(receive, route.max_body_bytes, TOO_LARGE)
             # A HEAD goes on as a GET (serving.http drops the body here): the parser of the
             # replica's answer would wait for the body a HEAD's answer announces but never sends.
             method = "GET" if scope["method"] == "HEAD" else scope["method"]
-            request = (method, upstream_path, body, scope["query_string"])
-            revision, response = await self._forward(route, headers, *request)
+            query: bytes = scope["query_string"]
+            deadline = time.monotonic() + route.timeout_s
+            tag = headers.get(TAG_HEADER)
+            sticky = headers.get(route.sticky_header) if route.sticky_header else None
+            revision = await self._revision(route, tag.decode() if tag else None, sticky, deadline)
+            forwarded = [(k, v) for k, v in headers.items() if k in FORWARDED]
+            sent_path = f"{upstream_path}?{query.decode()}" if query else upstream_path
+            response = await self._send(
+                route, revision, forwarded, method, sent_path, body, deadline
+            )
             status, service = response.status, response.service
-            content_type, passed = _content_type(response)
-            await _respond(send, status, response.body, content_type, revision.name, passed)
+            content_type, passed = _content_type(response, revision.name)
+            await respond(send, status, response.body, content_type, passed)
             shadow = route.shadow
             if shadow is not None and random.random() * 100 < shadow.percent:
-                task = asyncio.create_task(self._shadow(route, shadow, headers, request, response))
+                copy = self._shadow(route, shadow, forwarded, (method, sent_path, body), response)
+                task = asyncio.create_task(copy)
                 self._shadows.add(task)
                 task.add_done_callback(self._shadows.discard)
-        except _Reject as reject:
-            status, revision = reject.status, reject.revision
-            await _respond(send, status, json.dumps({"error": reject.message}).encode())
+        except ModelyardError as reject:  # OIP's error body: {"error": "<message>"}
+            status = reject.http_status
+            await respond(send, status, json.dumps({"error": reject.message}).encode())
         elapsed = time.perf_counter() - started
         revision_name = revision.name if revision is not None else "-"
         self.metrics.observe((namespace, deployment, revision_name), status, elapsed)
@@ -143,15 +176,12 @@ class Gateway:
                 key_id,
             )
 
-    # request handling ---------------------------------------------------------------------------
     @staticmethod
     def _target(path: str, scope: Scope) -> tuple[str, str, str] | None:
         """(namespace, deployment, path at the replica) of a deployment's path, else None.
 
-        The gateway's own paths come first, then the bare OIP paths: a namespace named ``v1``
-        or ``v2`` is reached only through them."""
-        if path in SERVER_PATHS:
-            return None
+        The gateway's own paths were dispatched before, then come the bare OIP paths: a
+        namespace named ``v1`` or ``v2`` is reached only through them."""
         if path.startswith("/v2/models/") or path.startswith("/v1/models/"):
             model = path[len("/v2/models/") :].split("/", 1)[0].split(":", 1)[0]
             namespace = next((v.decode() for k, v in scope["headers"] if k == NAMESPACE_HEADER), "")
@@ -166,51 +196,23 @@ class Gateway:
     ) -> tuple[DeploymentRoute, dict[bytes, bytes], str]:
         headers = dict(scope["headers"])
         if not namespace:
-            raise _Reject(
-                400,
+            raise BadRequest(
                 "no namespace: call /{namespace}/{deployment}/v2/... or send the "
-                "X-Modelyard-Namespace header with the bare OIP path",
+                "X-Modelyard-Namespace header with the bare OIP path"
             )
         table = self.routes.table
-        authorization = headers.get(b"authorization", b"").decode()
-        token = authorization[7:] if authorization[:7].lower() == "bearer " else None
-        denied = table.authorize(token, namespace)
-        if denied is not None:
-            raise _Reject(*denied)
+        token = bearer(headers.get(b"authorization"))
+        table.require(token, namespace)
         route = table.deployments.get(f"{namespace}/{deployment}")
         if route is None:
-            raise _Reject(
-                404,
+            raise NotFound(
                 f"deployment {namespace}/{deployment} does not exist: list them with "
-                f"'modelyard deployments list {namespace}'",
+                f"'modelyard deployments list {namespace}'"
             )
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > route.max_body_bytes:
-            raise _Reject(413, _too_large(route.max_body_bytes))
+            raise PayloadTooLarge(f"request body over {route.max_body_bytes} bytes{TOO_LARGE}")
         return route, headers, token.split("_", 2)[1] if token else "-"
-
-    async def _forward(
-        self,
-        route: DeploymentRoute,
-        headers: dict[bytes, bytes],
-        method: str,
-        path: str,
-        body: bytes,
-        query: bytes,
-    ) -> tuple[RevisionRoute, Response]:
-        tag = headers.get(TAG_HEADER)
-        forwarded = [(k, v) for k, v in headers.items() if k in FORWARDED]
-        if query:
-            path = f"{path}?{query.decode()}"
-        deadline = time.monotonic() + route.timeout_s
-        sticky = headers.get(route.sticky_header) if route.sticky_header else None
-        revision = await self._revision(route, tag.decode() if tag else None, sticky, deadline)
-        try:
-            answer = await self._send(route, revision, forwarded, method, path, body, deadline)
-            return revision, answer
-        except _Reject as reject:
-            reject.revision = revision
-            raise
 
     async def _send(
         self,
@@ -238,19 +240,19 @@ class Gateway:
                         method, path, forwarded, body, revision.token_line, deadline
                     )
                 except UpstreamTimeout:
-                    raise _Reject(
-                        504, f"no answer within {route.timeout_s} s (the deployment's timeout_s)"
+                    raise TimedOut(
+                        f"no answer within {route.timeout_s} s (the deployment's timeout_s)"
                     ) from None
                 except ConnectFailed as exc:
                     self._ejected[id(endpoint)] = time.monotonic() + EJECT_SECONDS
                     if attempt == 1:
-                        raise _Reject(
-                            502, f"no replica of {revision.name} answered: {exc}"
+                        raise UpstreamFailed(
+                            f"no replica of {revision.name} answered: {exc}"
                         ) from exc
                     self.metrics.retries[labels] += 1
                 except (ConnectionError, OSError) as exc:
-                    raise _Reject(
-                        502, f"replica of {revision.name} failed mid-answer: {exc}"
+                    raise UpstreamFailed(
+                        f"replica of {revision.name} failed mid-answer: {exc}"
                     ) from exc
                 finally:
                     endpoint.outstanding -= 1
@@ -270,9 +272,9 @@ class Gateway:
             if revision is not None:
                 return revision
             if tag is not None:
-                raise _Reject(404, f"deployment {key} has no revision tagged {tag!r}")
+                raise NotFound(f"deployment {key} has no revision tagged {tag!r}")
             if not route.deploying or time.monotonic() >= deadline:
-                raise _Reject(503, f"deployment {key}: {route.status}")
+                raise Unavailable(f"deployment {key}: {route.status}")
             await self.routes.changed(min(1.0, deadline - time.monotonic()))
             route = self.routes.table.deployments.get(key, route)
 
@@ -295,8 +297,8 @@ class Gateway:
                     self.metrics.cold_starts[(route.namespace, route.name)] += 1
                 return min(candidates, key=lambda e: e.outstanding)
             if self.waiting[key] >= self.max_waiting:
-                raise _Reject(
-                    503, f"{self.max_waiting} requests already wait for {key}: retry later"
+                raise Unavailable(
+                    f"{self.max_waiting} requests already wait for {key}: retry later"
                 )
             self.routes.want(revision.id)
             self.waiting[key] += 1
@@ -306,8 +308,8 @@ class Gateway:
             finally:
                 self.waiting[key] -= 1
             if not arrived and time.monotonic() >= deadline:
-                raise _Reject(
-                    504, f"no replica of {revision.name} got ready within {route.timeout_s} s"
+                raise TimedOut(
+                    f"no replica of {revision.name} got ready within {route.timeout_s} s"
                 )
             fresh = self.routes.table.deployments.get(key)
             if fresh is not None:
@@ -317,8 +319,8 @@ class Gateway:
         self,
         route: DeploymentRoute,
         shadow: RevisionRoute,
-        headers: dict[bytes, bytes],
-        request: tuple[str, str, bytes, bytes],
+        forwarded: list[tuple[bytes, bytes]],
+        request: tuple[str, str, bytes],
         primary: Response,
     ) -> None:
         """Send a copy of an answered request to the shadow revision and compare the answers;
@@ -327,10 +329,7 @@ class Gateway:
         if not shadow.endpoints:
             self.routes.want(shadow.id)
             return
-        method, path, body, query = request
-        if query:
-            path = f"{path}?{query.decode()}"
-        forwarded = [(k, v) for k, v in headers.items() if k in FORWARDED]
+        method, path, body = request
         started = time.perf_counter()
         labels = (route.namespace, route.name, shadow.name)
         service: bytes | None = None
@@ -338,8 +337,8 @@ class Gateway:
             deadline = time.monotonic() + route.timeout_s
             answer = await self._send(route, shadow, forwarded, method, path, body, deadline)
             status, same, service = answer.status, same_answer(primary, answer), answer.service
-        except _Reject as reject:
-            status, same = reject.status, False
+        except ModelyardError as reject:
+            status, same = reject.http_status, False
         except Exception:  # a shadow must never take the gateway down
             log.exception("shadow request to %s failed", shadow.name)
             status, same = 500, False
@@ -355,49 +354,41 @@ class Gateway:
             service_ms=parse_service_ms(service),
         )
 
-    async def _local(self, method: str, path: str, send: Send) -> None:
-        """The gateway's own routes: metrics, its health, and the OIP server routes, which
-        answer for the gateway (ready: it holds a routing table it may serve from)."""
-        if path in SERVER_PATHS and method not in ("GET", "HEAD"):
+    # the gateway's own routes --------------------------------------------------------------------
+    def _metrics(self) -> Answer:
+        exposition = self.metrics.render() + self.realtime.render_metrics()
+        return 200, exposition, b"text/plain; version=0.0.4"
+
+    def _health(self) -> Answer:
+        body = {"live": True, "ready": True, "table_version": self.routes.table.version}
+        return 200, json.dumps(body).encode(), JSON
+
+    def _ready(self) -> Answer:
+        """OIP's server readiness: ready once it holds a routing table it may serve from."""
+        ready = self.routes.current and self.routes.table.version > 0
+        body = {"ready": ready, "table_version": self.routes.table.version}
+        return 200 if ready else 503, json.dumps(body).encode(), JSON
+
+    @staticmethod
+    def _server_metadata() -> Answer:
+        metadata = {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
+        return 200, json.dumps(metadata).encode(), JSON
+
+
+def _own_route(path: str, answer: Callable[[], Answer]) -> App:
+    """The handler of one of the gateway's own paths: ``answer`` to a GET (or HEAD), else 405."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
             message = f"method {method} is not allowed on {path}: use GET"
-            await _respond(send, 405, json.dumps({"error": message}).encode())
-        elif path == "/metrics":
-            exposition = self.metrics.render() + self.realtime.render_metrics()
-            await _respond(send, 200, exposition, b"text/plain; version=0.0.4")
-        elif path == "/healthz":
-            body = {"live": True, "ready": True, "table_version": self.routes.table.version}
-            await _respond(send, 200, json.dumps(body).encode())
-        elif path == "/v2/health/live":
-            await _respond(send, 200, b'{"live": true}')
-        elif path == "/v2/health/ready":
-            ready = self.routes.current and self.routes.table.version > 0
-            body = {"ready": ready, "table_version": self.routes.table.version}
-            await _respond(send, 200 if ready else 503, json.dumps(body).encode())
-        elif path == "/v2":
-            metadata = {"name": "modelyard", "version": __version__, "extensions": EXTENSIONS}
-            await _respond(send, 200, json.dumps(metadata).encode())
-        elif path == "/":
-            await _respond(send, 200, b'{"status": "alive"}')  # KServe's v1 liveness
-        else:
-            message = f"no route {path}: call /{{namespace}}/{{deployment}}/v2/models/..."
-            await _respond(send, 404, json.dumps({"error": message}).encode())
+            body = json.dumps({"error": message}).encode()
+            await respond(send, MethodNotAllowed.http_status, body)
+            return
+        status, body, content_type = answer()
+        await respond(send, status, body, content_type)
 
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            # nginx's 499: the client left before its body was whole; nothing is forwarded
-            raise _Reject(499, "the client closed the connection before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _Reject(413, _too_large(limit))
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return handle
 
 
 def same_answer(primary: Response, shadow: Response, rel: float = 1e-6) -> bool:
@@ -451,17 +442,11 @@ def _close(a: Any, b: Any, rel: float) -> bool:
     return bool(a == b)
 
 
-def _too_large(limit: int) -> str:
-    return (
-        f"request body over {limit} bytes, this deployment's max_body_mb: send fewer rows per "
-        "request or raise max_body_mb"
-    )
-
-
-def _content_type(response: Response) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    """The answer's content type, and its headers that go back to the client (PASSED_BACK)."""
-    content_type = b"application/json"
-    passed = []
+def _content_type(response: Response, revision: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The answer's content type, and the headers that go back to the client: the revision
+    that answered, and the answer's PASSED_BACK ones."""
+    content_type = JSON
+    passed = [(REVISION_HEADER, revision.encode())]
     for name, value in response.headers:
         lower = name.lower()
         if lower == b"content-type":
@@ -469,23 +454,6 @@ def _content_type(response: Response) -> tuple[bytes, list[tuple[bytes, bytes]]]
         elif lower in PASSED_BACK:
             passed.append((lower, value))
     return content_type, passed
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes = b"application/json",
-    revision: str | None = None,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if revision is not None:
-        headers.append((b"x-modelyard-revision", revision.encode()))
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

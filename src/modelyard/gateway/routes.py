@@ -29,9 +29,11 @@ from typing import Any
 
 import httpx
 
-from modelyard.gateway.metrics import Concurrency, Window
+from modelyard.errors import Forbidden, Unauthenticated
+from modelyard.gateway.metrics import Concurrency
 from modelyard.gateway.upstream import Endpoint
 from modelyard.serving.replica_headers import token_line
+from modelyard.telemetry.window import Window
 from modelyard.types import Role
 
 log = logging.getLogger(__name__)
@@ -196,6 +198,12 @@ class Table:
                     f"{role.value}): ask an admin of that namespace for one"
                 )
         return None
+
+    def require(self, token: str | None, namespace: str, needed: Role = Role.INVOKER) -> None:
+        """`authorize` as a rejection: raises `Unauthenticated` (401) or `Forbidden` (403)."""
+        denied = self.authorize(token, namespace, needed)
+        if denied is not None:
+            raise (Unauthenticated if denied[0] == 401 else Forbidden)(denied[1])
 
 
 class Routes:

@@ -60,9 +60,16 @@ class Kind:
 
 CONFIGMAPS = Kind("v1", "configmaps")
 DEPLOYMENTS = Kind("apps/v1", "deployments")
+JOBS = Kind("batch/v1", "jobs")
 PODS = Kind("v1", "pods")
 SECRETS = Kind("v1", "secrets")
-KINDS = {"ConfigMap": CONFIGMAPS, "Deployment": DEPLOYMENTS, "Pod": PODS, "Secret": SECRETS}
+KINDS = {
+    "ConfigMap": CONFIGMAPS,
+    "Deployment": DEPLOYMENTS,
+    "Job": JOBS,
+    "Pod": PODS,
+    "Secret": SECRETS,
+}
 
 
 class KubeApi:
@@ -79,6 +86,7 @@ class KubeApi:
         self._cluster = cluster
         self._lock = threading.Lock()
         self._streams: set[httpx.Response] = set()
+        self._closed = False
 
         def auth(request: httpx.Request) -> httpx.Request:
             token = cluster.bearer()
@@ -99,14 +107,20 @@ class KubeApi:
         """Close the client and end the open watches at once (their reads are woken by shutting
         their sockets down: closing a socket another thread reads from would not wake it)."""
         with self._lock:
+            self._closed = True
             streams, self._streams = list(self._streams), set()
         for response in streams:
-            stream = response.extensions.get("network_stream")
-            sock = stream.get_extra_info("socket") if stream is not None else None
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            _wake(response)
         self._http.close()
+
+    def _hold(self, response: httpx.Response) -> None:
+        """Track an open stream, so that `close` ends it; one that opened while `close` ran is
+        ended at once (it would else block its reader until the server ends it)."""
+        with self._lock:
+            self._streams.add(response)
+            closed = self._closed
+        if closed:
+            _wake(response)
 
     def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         """Server-side apply ``obj``; the object as stored (with its uid)."""
@@ -143,19 +157,90 @@ class KubeApi:
             headers={"Content-Type": MERGE},
         )
 
-    def delete(self, kind: Kind, namespace: str, name: str) -> bool:
-        """Delete, dependents in the background; False when it was gone already."""
+    def delete(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        *,
+        propagation: str = "Background",
+        grace_seconds: int | None = None,
+    ) -> bool:
+        """Delete, dependents as ``propagation`` says (``grace_seconds`` 0: kill the pods at
+        once); False when it was gone already."""
+        params = {"propagationPolicy": propagation}
+        if grace_seconds is not None:
+            params["gracePeriodSeconds"] = str(grace_seconds)
         try:
-            self._json(
-                "DELETE",
-                kind.path(namespace, name),
-                params={"propagationPolicy": "Background"},
-            )
+            self._json("DELETE", kind.path(namespace, name), params=params)
         except KubeApiError as exc:
             if exc.status == 404:
                 return False
             raise
         return True
+
+    def pod_log(self, namespace: str, name: str, container: str | None = None) -> str:
+        """What the pod's container printed so far (the kubelet keeps the latest only)."""
+        params = {"container": container} if container else {}
+        self.calls += 1
+        try:
+            response = self._http.get(PODS.path(namespace, name, "log"), params=params)
+        except httpx.HTTPError as exc:
+            raise KubeApiError(0, "Unreachable", f"{self._cluster.server}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.text
+
+    def read_log(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        *,
+        since: str | None = None,
+        tail: int | None = None,
+    ) -> str:
+        """A container's log, each line stamped (``timestamps=true``: RFC 3339 time, space,
+        text): the lines since ``since`` (an RFC 3339 time), the last ``tail`` of them."""
+        params = {"container": container, "timestamps": "true"}
+        if since is not None:
+            params["sinceTime"] = since
+        if tail is not None:
+            params["tailLines"] = str(tail)
+        self.calls += 1
+        try:
+            response = self._http.get(PODS.path(namespace, name, "log"), params=params)
+        except httpx.HTTPError as exc:
+            raise KubeApiError(0, "Unreachable", f"{self._cluster.server}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.text
+
+    def follow_log(
+        self, namespace: str, name: str, container: str, *, since: str | None = None
+    ) -> LogFollow:
+        """A container's log as it grows (``follow=true``, stamped like `read_log`), from
+        ``since``; the stream ends when the container does, or at `LogFollow.close`."""
+        params = {"container": container, "timestamps": "true", "follow": "true"}
+        if since is not None:
+            params["sinceTime"] = since
+        self.calls += 1
+        request = self._http.build_request(
+            "GET",
+            PODS.path(namespace, name, "log"),
+            params=params,
+            timeout=httpx.Timeout(10.0, read=None),
+        )
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise KubeApiError(0, "Unreachable", f"{self._cluster.server}: {exc}") from exc
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            raise _error(response)
+        self._hold(response)
+        return LogFollow(self, response)
 
     def watch(
         self, kind: Kind, namespace: str, selector: str, resource_version: str, timeout: int
@@ -177,8 +262,7 @@ class KubeApi:
             if response.status_code >= 400:
                 response.read()
                 raise _error(response)
-            with self._lock:
-                self._streams.add(response)
+            self._hold(response)
             try:
                 yield from _events(response)
             finally:
@@ -195,6 +279,38 @@ class KubeApi:
             raise _error(response)
         result: dict[str, Any] = response.json()
         return result
+
+
+class LogFollow:
+    """An open ``follow=true`` log stream: its lines, until it ends or `close` (from any
+    thread: a read that waits is woken)."""
+
+    def __init__(self, api: KubeApi, response: httpx.Response) -> None:
+        self._api, self._response = api, response
+
+    def lines(self) -> Iterator[str]:
+        try:
+            yield from self._response.iter_lines()
+        except httpx.HTTPError:
+            return  # closed, or the connection broke: the stream ended either way
+        finally:
+            with self._api._lock:
+                self._api._streams.discard(self._response)
+            self._response.close()
+
+    def close(self) -> None:
+        """End the stream: the thread reading `lines` sees it end and closes the response."""
+        _wake(self._response)
+
+
+def _wake(response: httpx.Response) -> None:
+    """Shut the response's socket down: a read waiting on it returns (closing a socket another
+    thread reads from would not wake it)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:

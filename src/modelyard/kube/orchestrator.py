@@ -21,13 +21,16 @@ namespace of the ``kubernetes.namespaces`` mapping, re-applied on first use else
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from modelyard.kube import pods, render
+from modelyard.errors import NotFound
+from modelyard.kube import logs, pods, render
 from modelyard.kube.api import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -38,7 +41,10 @@ from modelyard.kube.api import (
     KubeApiError,
 )
 from modelyard.kube.config import KubernetesSettings, load_cluster
-from modelyard.serving.deployments import ReplicaInfo, Revision
+from modelyard.loops import Loop
+from modelyard.serving.deployments import Revision
+from modelyard.serving.logs import LogLine
+from modelyard.serving.records import ReplicaInfo
 from modelyard.serving.replica_command import replica_environment
 
 if TYPE_CHECKING:
@@ -74,7 +80,7 @@ class KubeOrchestrator:
         self._applied: dict[str, _Applied] = {}
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
         self._failures: dict[str, str] = {}
-        self._watches: dict[str, threading.Thread] = {}
+        self._watches: dict[str, Loop] = {}
         self._stop = threading.Event()
 
     @classmethod
@@ -146,6 +152,27 @@ class KubeOrchestrator:
             found = [p for p in self._pods.values() if pods.revision_id(p) == revision_id]
         return next((reason for p in found if (reason := pods.failure(p))), None)
 
+    def logs(
+        self,
+        revision_ids: Collection[str],
+        *,
+        replica: str | None = None,
+        since: dt.datetime | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> Iterator[list[LogLine]]:
+        """From the pods' logs (`modelyard.kube.logs`): the pods that exist now, and with
+        ``follow`` those that appear meanwhile."""
+
+        def found() -> list[tuple[str, str]]:
+            with self._lock:
+                keys = [k for k, p in self._pods.items() if pods.revision_id(p) in revision_ids]
+            return sorted(k for k in keys if replica in (None, k[1]))
+
+        if replica is not None and not found():
+            raise NotFound(f"no replica {replica!r} among the revision's pods")
+        return logs.read(self.api, found, since=since, tail=tail, follow=follow)
+
     def revisions(self) -> set[str]:
         with self._lock:
             running = {pods.revision_id(p) for p in self._pods.values()}
@@ -159,10 +186,19 @@ class KubeOrchestrator:
 
     def stop(self, *, keep_replicas: bool = False) -> None:
         self._stop.set()
+        with self._lock:
+            watches = list(self._watches.values())
+        for loop in watches:
+            loop.request_stop()
         self.api.close()  # ends the open watches
-        for thread in list(self._watches.values()):
-            thread.join(5)
+        for loop in watches:
+            loop.join(5)
         self._watches.clear()
+
+    def loops(self) -> list[Loop]:
+        """The pod watches, one per Kubernetes namespace."""
+        with self._lock:
+            return list(self._watches.values())
 
     # writing ------------------------------------------------------------------------------------
     def _create(self, revision: Revision, kube_namespace: str, replicas: int) -> None:
@@ -219,34 +255,31 @@ class KubeOrchestrator:
         with self._lock:
             if kube_namespace in self._watches or self._stop.is_set():
                 return
-            thread = threading.Thread(
-                target=self._watch_loop,
-                args=(kube_namespace,),
-                name=f"kube-watch-{kube_namespace}",
-                daemon=True,
+            loop = Loop(
+                f"kube-watch-{kube_namespace}",
+                functools.partial(self._watch_round, kube_namespace),
+                interval=0.0,
+                error_wait=RETRY_SECONDS,
+                join_timeout=5.0,
             )
-            self._watches[kube_namespace] = thread
-        thread.start()
+            self._watches[kube_namespace] = loop
+        loop.start()
 
-    def _watch_loop(self, kube_namespace: str) -> None:
-        while not self._stop.is_set():
-            try:
-                items, version = self.api.list(PODS, kube_namespace, render.SELECTOR)
-                self._relisted(kube_namespace, items)
-                while not self._stop.is_set():
-                    for kind, pod in self.api.watch(
-                        PODS, kube_namespace, render.SELECTOR, version, WATCH_SECONDS
-                    ):
-                        version = pod["metadata"]["resourceVersion"]
-                        if kind != "BOOKMARK":
-                            self._event(kube_namespace, kind, pod)
-            except Expired:
-                log.info("pod watch in %s expired: listing again", kube_namespace)
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                log.warning("pod watch in %s failed (%s): again shortly", kube_namespace, exc)
-                self._stop.wait(RETRY_SECONDS)
+    def _watch_round(self, kube_namespace: str) -> None:
+        """List the pods, then follow their changes until stop. An expired watch lists again at
+        once; a failure (the loop logs it) again after ``RETRY_SECONDS``."""
+        try:
+            items, version = self.api.list(PODS, kube_namespace, render.SELECTOR)
+            self._relisted(kube_namespace, items)
+            while not self._stop.is_set():
+                for kind, pod in self.api.watch(
+                    PODS, kube_namespace, render.SELECTOR, version, WATCH_SECONDS
+                ):
+                    version = pod["metadata"]["resourceVersion"]
+                    if kind != "BOOKMARK":
+                        self._event(kube_namespace, kind, pod)
+        except Expired:
+            log.info("pod watch in %s expired: listing again", kube_namespace)
 
     def _relisted(self, kube_namespace: str, items: list[dict[str, Any]]) -> None:
         with self._lock:

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelyard.kube.render import PORT, REVISION_ID_LABEL
-from modelyard.serving.deployments import ReplicaInfo
-from modelyard.serving.orchestrator import READY, STARTING, TERMINATING
+from modelyard.serving.records import ReplicaInfo
+from modelyard.serving.states import ReplicaState
 
 CRASH_LIMIT = 3
 UNSCHEDULABLE_SECONDS = 600.0
@@ -36,16 +36,16 @@ def revision_id(pod: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def state(pod: Mapping[str, Any]) -> str:
+def state(pod: Mapping[str, Any]) -> ReplicaState:
     if pod.get("metadata", {}).get("deletionTimestamp"):
-        return TERMINATING
+        return ReplicaState.TERMINATING
     status = pod.get("status") or {}
     if status.get("phase") in ("Succeeded", "Failed"):
-        return TERMINATING
+        return ReplicaState.TERMINATING
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Ready" and condition.get("status") == "True":
-            return READY if status.get("podIP") else STARTING
-    return STARTING
+            return ReplicaState.READY if status.get("podIP") else ReplicaState.STARTING
+    return ReplicaState.STARTING
 
 
 def replica(pod: Mapping[str, Any]) -> ReplicaInfo:

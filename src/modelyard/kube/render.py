@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelyard.serving.deployments import Revision
-from modelyard.serving.replica_command import SECRET_ENV, SERVER_MODULE, server_args
+from modelyard.serving.replica_command import SECRET_ENV, replica_command
 from modelyard.serving.replica_headers import TOKEN_ENV
 
 PORT = 8080
@@ -123,6 +123,7 @@ def deployment(
     plain = {k: v for k, v in env.items() if k not in SECRET_ENV}
     plain["MODELYARD_CACHE_DIR"] = MODELS_PATH
     secret_refs = sorted(k for k in env if k in SECRET_ENV)
+    module, arguments = replica_command(revision)
     container_env = [{"name": k, "value": v} for k, v in sorted(plain.items())] + [
         {"name": k, "valueFrom": {"secretKeyRef": {"name": object_name(revision), "key": k}}}
         for k in secret_refs
@@ -152,7 +153,7 @@ def deployment(
                 "name": "server",
                 "image": image,
                 "imagePullPolicy": image_pull_policy,
-                "command": ["python", "-m", SERVER_MODULE, *server_args(revision)],
+                "command": ["python", "-m", module, *arguments],
                 "args": ["--host", "0.0.0.0", "--port", str(PORT)],
                 "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                 "env": container_env,

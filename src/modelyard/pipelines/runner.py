@@ -3,9 +3,13 @@
 The executor forks each step from a fork server that has this module and the DSL imported already
 (:func:`run_forked`), so a step costs a fork, not an interpreter start and a pydantic import.
 ``python -m modelyard.pipelines.runner TASK.json`` does the same in a fresh interpreter.
-It loads the pipeline module from the source the spec carries (so the step runs the code that was
-registered, not whatever the file says now), builds the artifacts, calls the function and writes
-the result.
+Its one input is a portable task spec (:class:`modelyard.pipelines.task.StepTask`), and the
+current directory is its working folder: it copies the inputs from the blob store into
+``inputs/``, loads the pipeline module from the source the spec carries (so the step runs the code
+that was registered, not whatever the file says now), calls the function, stores what it wrote in
+``outputs/`` into the blob store and writes the result, output records included, to
+``result.json`` (or the spec's ``result_path``). Nothing else of the control plane's machine is
+read, so a step runs the same on another machine that reaches the blob store.
 """
 
 from __future__ import annotations
@@ -19,15 +23,23 @@ import types
 from pathlib import Path
 from typing import Any
 
+from modelyard.errors import ModelyardError
+from modelyard.pipelines import outputs as stored
 from modelyard.pipelines.artifacts import ARTIFACT_TYPES, Artifact
+from modelyard.pipelines.task import ArtifactRecord, StepResult, StepTask
 from modelyard.plugins import import_target
+from modelyard.store.blobs import BlobStore, open_blob_store
 
 SCRIPT_MODULE = "__modelyard_pipeline__"
 
 
-def _artifact(record: dict[str, Any]) -> Artifact:
-    cls = ARTIFACT_TYPES[record["type"]]
-    return cls(record["path"], record.get("uri", ""), dict(record.get("metadata") or {}))
+def _artifact(type: str, path: Path, uri: str, metadata: dict[str, Any]) -> Artifact:
+    return ARTIFACT_TYPES[type](str(path), uri, dict(metadata))
+
+
+def _input(blobs: BlobStore, record: ArtifactRecord, dest: Path) -> Artifact:
+    handed = stored.materialize(blobs, dict(record), dest)
+    return _artifact(handed["type"], dest, handed["uri"], handed["metadata"])
 
 
 def load_module(name: str, source: str, code_root: str | None) -> types.ModuleType:
@@ -46,7 +58,22 @@ def load_module(name: str, source: str, code_root: str | None) -> types.ModuleTy
     return module
 
 
-def run(task: dict[str, Any]) -> dict[str, Any]:
+def run(task: StepTask, blobs: BlobStore, folder: Path) -> StepResult:
+    """Copy the inputs into ``folder``, call the step; the result and each output's metadata
+    (the outputs themselves are still in ``folder/outputs``: see :func:`store_outputs`)."""
+    kwargs: dict[str, Any] = dict(task["params"])
+    for name, record in task["inputs"].items():
+        where = folder / "inputs" / name
+        kwargs[name] = (
+            [_input(blobs, r, where / str(i)) for i, r in enumerate(record)]
+            if isinstance(record, list)
+            else _input(blobs, record, where)
+        )
+    (folder / "outputs").mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Artifact] = {}
+    for name, slot in task["outputs"].items():
+        path = folder / "outputs" / name
+        outputs[name] = kwargs[name] = _artifact(slot["type"], path, slot["uri"], {})
     if ":" in task["function"]:
         # A step of modelyard's own (``sql_import``): its code is the installed package's.
         step = import_target(task["function"], "the step")
@@ -54,35 +81,51 @@ def run(task: dict[str, Any]) -> dict[str, Any]:
         module = load_module(task["module"], task["module_source"], task.get("code_root"))
         step = getattr(module, task["function"])
     func = getattr(step, "func", step)
-    kwargs: dict[str, Any] = dict(task["params"])
-    outputs: dict[str, Artifact] = {}
-    for name, record in task["inputs"].items():
-        kwargs[name] = (
-            [_artifact(r) for r in record] if isinstance(record, list) else _artifact(record)
-        )
-    for name, record in task["outputs"].items():
-        outputs[name] = kwargs[name] = _artifact(record)
     result = func(**kwargs)
     return {"result": result, "metadata": {name: art.metadata for name, art in outputs.items()}}
 
 
+def store_outputs(
+    blobs: BlobStore, folder: Path, task: StepTask, metadata: dict[str, dict[str, Any]]
+) -> dict[str, ArtifactRecord]:
+    """Move every output from ``folder/outputs`` into the blob store; their records. A Metrics
+    output the step did not write is its metadata as JSON; any other missing one is an error."""
+    records: dict[str, ArtifactRecord] = {}
+    for name, slot in task["outputs"].items():
+        path = folder / "outputs" / name
+        if slot["type"] == "Metrics" and not path.exists():
+            path.write_text(json.dumps(metadata.get(name, {})))
+        record = stored.store_output(blobs, path, slot["type"], metadata.get(name, {}), slot["uri"])
+        records[name] = record  # type: ignore[assignment]
+    return records
+
+
 def main(argv: list[str]) -> int:
-    task = json.loads(Path(argv[1]).read_text())
-    result_path = Path(task["result_path"])
+    """Run the task spec at ``argv[1]`` in the current directory; the exit code of the step."""
+    task: StepTask = json.loads(Path(argv[1]).read_text())
+    folder = Path.cwd()
+    result_path = folder / task.get("result_path", "result.json")
     try:
-        outcome = run(task)
+        blobs = open_blob_store(task["blobs"]["url"], task["blobs"]["options"])
+        outcome = run(task, blobs, folder)
     except BaseException as exc:
         traceback.print_exc()
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         result_path.write_text(json.dumps({"error": error}))
         return 1
     try:
-        encoded = json.dumps(outcome)
+        json.dumps(outcome)
     except TypeError as exc:
         print(f"the step's result is not JSON: {exc}", file=sys.stderr)
         result_path.write_text(json.dumps({"error": f"result is not JSON: {exc}"}))
         return 1
-    result_path.write_text(encoded)
+    try:
+        outcome["artifacts"] = store_outputs(blobs, folder, task, outcome.get("metadata", {}))
+    except ModelyardError as exc:
+        print(exc.message, file=sys.stderr)
+        result_path.write_text(json.dumps({"error": exc.message}))
+        return 1
+    result_path.write_text(json.dumps(outcome))
     return 0
 
 

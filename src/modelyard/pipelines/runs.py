@@ -15,7 +15,10 @@ from sqlalchemy.orm import Session
 
 from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.log import EventLog
+from modelyard.events.types import EventType
+from modelyard.pipelines.records import HistoryEntry, PipelineInfo, RunInfo, StepInfo
 from modelyard.pipelines.spec import PYTHON_TYPES, PipelineSpec
+from modelyard.pipelines.states import RETRYABLE, RunState
 from modelyard.pipelines.validate import validate
 from modelyard.registry._lookup import namespace_row
 from modelyard.store.schema import (
@@ -26,60 +29,10 @@ from modelyard.store.schema import (
     RunRow,
     StepRunRow,
 )
-from modelyard.types import Record, check_name
+from modelyard.types import check_name
 
-ACTIVE = ("queued", "running", "cancelling")
 MIN_PREFIX = 4
 _HEX = frozenset("0123456789abcdef")
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class PipelineInfo(Record):
-    namespace: str
-    name: str
-    digest: str
-    description: str
-    versions: int
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class StepInfo(Record):
-    node: str
-    task: str
-    attempt: int
-    state: str
-    reason: str | None
-    cache_key: str | None
-    cached_from: int | None
-    exit_code: int | None
-    outputs: dict[str, Any]
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-
-
-class HistoryEntry(Record):
-    at: dt.datetime
-    node: str | None
-    message: str
-
-
-class RunInfo(Record):
-    id: str
-    namespace: str
-    pipeline: str
-    digest: str
-    params: dict[str, Any]
-    state: str
-    reason: str | None
-    schedule_id: str | None
-    event_id: int | None
-    created_by: str | None
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    steps: list[StepInfo] = []
-    history: list[HistoryEntry] = []
 
 
 def check_params(spec: PipelineSpec, given: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +100,7 @@ class Pipelines:
                 )
                 self.events.append(
                     session,
-                    "pipeline.registered",
+                    EventType.PIPELINE_REGISTERED,
                     f"{namespace}/{spec.name}",
                     {"name": spec.name, "digest": digest},
                     namespace=namespace,
@@ -243,7 +196,7 @@ class Pipelines:
                     namespace_id=ns.id,
                     pipeline_version_id=version_id,
                     params=resolved,
-                    state="queued",
+                    state=RunState.QUEUED,
                     schedule_id=schedule_id,
                     event_id=event_id,
                     fire_time=fire_time,
@@ -267,7 +220,7 @@ class Pipelines:
             )
             self.events.append(
                 s,
-                "run.queued",
+                EventType.RUN_QUEUED,
                 f"{namespace}/runs/{run_id}",
                 {"run": run_id, "pipeline": name, "params": resolved},
                 namespace=namespace,
@@ -398,7 +351,7 @@ class Pipelines:
     def check_retryable(self, namespace: str, run_id: str) -> None:
         with self.db.read() as session:
             row = self._run_row(session, namespace, run_id)
-            if row.state not in ("failed", "cancelled"):
+            if row.state not in RETRYABLE:
                 raise Conflict(
                     f"run {run_id} is {row.state}: only failed or cancelled runs can be retried"
                 )

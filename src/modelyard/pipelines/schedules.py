@@ -11,92 +11,31 @@ starts when one of the schedule's runs ends.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import logging
-import threading
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
 from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.consumers import DurableConsumer
-from modelyard.events.log import Event, EventLog
-from modelyard.pipelines.runs import ACTIVE, Pipelines, check_params
+from modelyard.events.log import EventLog
+from modelyard.events.records import Event
+from modelyard.events.types import VERSION_COMMITTED, EventType
+from modelyard.loops import FOREVER, Loop
+from modelyard.pipelines.records import ScheduleInfo, ScheduleSpec
+from modelyard.pipelines.runs import Pipelines, check_params
+from modelyard.pipelines.states import ACTIVE
 from modelyard.pipelines.timing import Timing, due, next_fire
 from modelyard.registry._lookup import namespace_row
 from modelyard.store.schema import NamespaceRow, PipelineRow, RunRow, ScheduleRow
-from modelyard.types import ModelRef, Record, check_name
+from modelyard.types import ModelRef, check_name
 
 log = logging.getLogger(__name__)
-TRIGGER_EVENTS = ("dataset.version.committed", "model.version.committed")
-
-
-class ScheduleSpec(BaseModel):
-    """What ``schedules create`` sends: one of cron, interval_seconds or on."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    pipeline: str
-    cron: str | None = Field(default=None, description="5 fields, in `timezone`")
-    interval_seconds: float | None = Field(default=None, gt=0)
-    timezone: str = "UTC"
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
-    catchup: bool = False
-    on: Literal["dataset.version.committed", "model.version.committed"] | None = None
-    target: str | None = Field(default=None, description="namespace/name the event is about")
-    param: str | None = Field(default=None, description="pipeline parameter given the version")
-    params: dict[str, Any] = Field(default_factory=dict)
-    max_concurrency: int = Field(default=1, ge=1, le=100)
-    overlap: Literal["skip", "wait"] | None = Field(
-        default=None,
-        description="past max_concurrency: skip the fire, or queue the run "
-        "(default: skip for time schedules, wait for triggers, so no new version is missed)",
-    )
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ScheduleSpec:
-        kinds = [k for k in (self.cron, self.interval_seconds, self.on) if k is not None]
-        if len(kinds) != 1:
-            raise InvalidInput("give exactly one of cron, interval_seconds or on (an event type)")
-        if self.on is not None and (not self.target or not self.param):
-            raise InvalidInput(
-                "an event trigger needs target (namespace/name of the dataset or "
-                "model) and param (the pipeline parameter that gets the version)"
-            )
-        if self.overlap is None:
-            self.overlap = "wait" if self.on is not None else "skip"
-        return self
-
-    @property
-    def kind(self) -> str:
-        return "event" if self.on else "cron" if self.cron else "interval"
-
-    def timing(self) -> Timing:
-        return Timing(
-            cron=self.cron,
-            interval_seconds=self.interval_seconds,
-            timezone=self.timezone,
-            start=self.start,
-            end=self.end,
-            catchup=self.catchup,
-        )
-
-
-class ScheduleInfo(Record):
-    id: str
-    namespace: str
-    name: str
-    pipeline: str
-    kind: str
-    spec: dict[str, Any]
-    paused: bool
-    last_fire: dt.datetime | None
-    next_fire: dt.datetime | None
-    created_at: dt.datetime
+TRIGGER_EVENTS = frozenset(VERSION_COMMITTED.values())
 
 
 def _timing(row: ScheduleRow) -> Timing:
@@ -109,9 +48,7 @@ class Schedules:
         self.db = events.db
         self.pipelines = pipelines
         self.triggers = DurableConsumer("schedules.triggers", events, self._on_event)
-        self._cond = threading.Condition()
-        self._stop = False
-        self._thread: threading.Thread | None = None
+        self.loop = Loop("schedules", self._fire, error_wait=5.0)
         self.on_run_created: list[Any] = []
 
     # management ---------------------------------------------------------------------------------
@@ -165,7 +102,7 @@ class Schedules:
             session.add(row)
             self.events.append(
                 session,
-                "schedule.created",
+                EventType.SCHEDULE_CREATED,
                 f"{namespace}/schedules/{spec.name}",
                 {"pipeline": spec.pipeline, "kind": spec.kind},
                 namespace=namespace,
@@ -198,7 +135,7 @@ class Schedules:
                 row.last_fire = max(row.last_fire or row.created_at, self.events.clock())
             self.events.append(
                 session,
-                f"schedule.{'paused' if paused else 'resumed'}",
+                EventType.SCHEDULE_PAUSED if paused else EventType.SCHEDULE_RESUMED,
                 f"{namespace}/schedules/{name}",
                 namespace=namespace,
                 actor=actor,
@@ -213,7 +150,7 @@ class Schedules:
             session.delete(row)
             self.events.append(
                 session,
-                "schedule.deleted",
+                EventType.SCHEDULE_DELETED,
                 f"{namespace}/schedules/{name}",
                 namespace=namespace,
                 actor=actor,
@@ -284,7 +221,7 @@ class Schedules:
                 if self._at_limit(session, row):
                     self.events.append(
                         session,
-                        "schedule.skipped",
+                        EventType.SCHEDULE_SKIPPED,
                         f"{namespace}/schedules/{row.name}",
                         {
                             "fire_time": slot.isoformat(),
@@ -356,7 +293,7 @@ class Schedules:
                 if self._at_limit(session, row):
                     self.events.append(
                         session,
-                        "schedule.skipped",
+                        EventType.SCHEDULE_SKIPPED,
                         f"{namespace}/schedules/{row.name}",
                         {"event": event.id, "reason": "max_concurrency reached"},
                         namespace=namespace,
@@ -382,33 +319,21 @@ class Schedules:
 
     # the controller -------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stop = False
         self.triggers.start()
-        self._thread = threading.Thread(target=self._loop, name="schedules", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+        self.loop.request_stop()
         self.triggers.stop()
-        if self._thread is not None:
-            self._thread.join(5.0)
+        self.loop.join(5.0)
+
+    def loops(self) -> builtins.list[Loop]:  # `list` here is the method above
+        return [self.loop, self.triggers.loop]
 
     def _poke(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        self.loop.wake()
 
-    def _loop(self) -> None:
-        while True:
-            try:
-                wait = self.fire_due()
-            except Exception:
-                log.exception("firing schedules failed; trying again shortly")
-                wait = 5.0
-            with self._cond:
-                if self._stop:
-                    return
-                self._cond.wait(wait)
-                if self._stop:
-                    return
+    def _fire(self) -> float:
+        """Fire what is due; sleep until the next fire time (or a change wakes the loop)."""
+        wait = self.fire_due()
+        return FOREVER if wait is None else wait

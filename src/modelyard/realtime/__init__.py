@@ -11,4 +11,27 @@ Streams and realtime deployments are control-plane objects (`catalog`); the raw 
 the prediction store are plug-ins (`backends`) chosen by URL in the settings: SQLite files under
 the home by default, PostgreSQL, NATS JetStream and Redis at scale. `replay` runs a deployment's
 function over a past window of the log, each trigger seeing the history it saw online.
+
+What a realtime function imports is here (``from modelyard.realtime import History``), loaded on
+first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["History", "Prediction"]
+
+if TYPE_CHECKING:
+    from modelyard.realtime.history import History
+    from modelyard.realtime.predictions import Prediction
+
+_LAZY = {"History": "modelyard.realtime.history", "Prediction": "modelyard.realtime.predictions"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelyard.realtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -10,82 +10,20 @@ resolved by the worker and pinned per prediction). Changing the spec restarts it
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from modelyard.errors import Conflict, NotFound
 from modelyard.events.log import EventLog
-from modelyard.realtime.durations import seconds
-from modelyard.realtime.rules import TriggerRule, check_target
+from modelyard.events.types import EventType
+from modelyard.realtime.records import RealtimeInfo, RealtimeSpec
 from modelyard.realtime.streams import StreamInfo, StreamSpec
 from modelyard.registry._lookup import named_row, namespace_row
 from modelyard.store.schema import NamespaceRow, RealtimeDeploymentRow, StreamRow
-from modelyard.types import ModelRef, Record, check_alias, check_name
-
-
-class RealtimeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    stream: str = Field(description="A stream of the deployment's namespace")
-    function: str = Field(description="module:function(history, model) -> value")
-    model: str | None = Field(None, description="A model of the namespace: name@alias|latest|N")
-    rule: TriggerRule = Field(default_factory=TriggerRule)
-    concurrency: int = Field(4, ge=1, le=256, description="Entities processed at once")
-    max_attempts: int = Field(3, ge=1, le=100, description="Failures before a dead letter")
-    timeout_s: float = Field(10.0, gt=0, le=3600, description="An attempt slower fails")
-    ttl: str = Field("7d", description="How long a prediction is kept")
-    history_limit: int = Field(1000, ge=1, le=100_000, description="Events a history holds")
-    env: dict[str, str] = Field(default_factory=dict, description="The worker's environment")
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, value: str) -> str:
-        return check_name(value, "stream")
-
-    @field_validator("function")
-    @classmethod
-    def _function(cls, value: str) -> str:
-        return check_target(value, "function")
-
-    @field_validator("ttl")
-    @classmethod
-    def _ttl(cls, value: str) -> str:
-        seconds(value, "ttl")
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        name, _, ref = value.partition("@")
-        check_name(name, "model name")
-        ref = ref or "latest"
-        if not (ref == "latest" or ref.isdigit()):
-            check_alias(ref)
-        return f"{name}@{ref}"
-
-    def model_ref(self, namespace: str) -> ModelRef | None:
-        return ModelRef.parse(self.model, namespace) if self.model else None
-
-
-class RealtimeInfo(Record):
-    namespace: str
-    name: str
-    spec: RealtimeSpec
-    created_by: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    status: str = ""
-    """The worker's state, filled in by the control plane (running, restarting, ...)."""
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+from modelyard.types import check_name
 
 
 class Catalog:
@@ -113,7 +51,7 @@ class Catalog:
             session.add(row)
             self.events.append(
                 session,
-                "stream.created",
+                EventType.STREAM_CREATED,
                 f"{namespace}/{name}",
                 {"spec": row.spec},
                 namespace=namespace,
@@ -152,7 +90,11 @@ class Catalog:
                 )
             session.delete(row)
             self.events.append(
-                session, "stream.deleted", f"{namespace}/{name}", namespace=namespace, actor=actor
+                session,
+                EventType.STREAM_DELETED,
+                f"{namespace}/{name}",
+                namespace=namespace,
+                actor=actor,
             )
 
     def _stream_row(self, session: Session, namespace: str, name: str) -> StreamRow:
@@ -191,7 +133,7 @@ class Catalog:
             session.add(row)
             self.events.append(
                 session,
-                "realtime.created",
+                EventType.REALTIME_CREATED,
                 f"{namespace}/{name}",
                 {"spec": row.spec},
                 namespace=namespace,
@@ -209,7 +151,7 @@ class Catalog:
             row.spec, row.updated_at = spec.model_dump(mode="json"), self.events.clock()
             self.events.append(
                 session,
-                "realtime.updated",
+                EventType.REALTIME_UPDATED,
                 f"{namespace}/{name}",
                 {"changes": sorted(changes)},
                 namespace=namespace,
@@ -236,7 +178,11 @@ class Catalog:
         with self.db.write() as session:
             session.delete(self._row(session, namespace, name))
             self.events.append(
-                session, "realtime.deleted", f"{namespace}/{name}", namespace=namespace, actor=actor
+                session,
+                EventType.REALTIME_DELETED,
+                f"{namespace}/{name}",
+                namespace=namespace,
+                actor=actor,
             )
 
     def _row(self, session: Session, namespace: str, name: str) -> RealtimeDeploymentRow:

@@ -33,31 +33,22 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from modelyard.errors import InvalidInput, ModelyardError, NotFound, Overloaded, PayloadTooLarge
+from modelyard.errors import InvalidInput, ModelyardError, NotFound, Overloaded
 from modelyard.gateway.routes import Routes
 from modelyard.realtime.backends import open_event_store, open_prediction_store, open_trigger_queue
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.lag import DEFAULT_MAX_LAG, Backpressure, LagProbe
 from modelyard.realtime.predictions import PredictionStore
 from modelyard.realtime.streams import NewEvent, StreamSpec, parse_events
+from modelyard.serving.asgi import Receive, Scope, Send, bearer, read_body, respond
 from modelyard.types import Role
 
 log = logging.getLogger(__name__)
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+_Handle = Callable[[Scope, Receive], Awaitable[bytes]]
 MAX_BODY_BYTES = 32 * 1024 * 1024
+TOO_LARGE = ": send the events in several requests"
 MAX_GROUP = 64
 """Requests committed in one transaction at most."""
-
-
-def owns(path: str) -> bool:
-    """Whether ``path`` is a realtime route: its second segment is ``streams`` or
-    ``predictions`` (names no deployment may take). Two string scans: it runs on every request."""
-    slash = path.find("/", 1)
-    return slash > 1 and (
-        path.startswith("/streams/", slash) or path.startswith("/predictions/", slash)
-    )
 
 
 @dataclass
@@ -68,7 +59,8 @@ class _Pending:
 
 
 class RealtimeRoutes:
-    """An ASGI handler for the realtime paths; the gateway hands them over (see `owns`)."""
+    """The ASGI handlers of the realtime paths, `handle_streams` and `handle_predictions`, to
+    which the gateway's dispatch table hands their requests (`modelyard.gateway.dispatch`)."""
 
     def __init__(self, routes: Routes) -> None:
         self.routes = routes
@@ -85,12 +77,22 @@ class RealtimeRoutes:
         self._lock = threading.Lock()
 
     # dispatch -----------------------------------------------------------------------------------
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle_streams(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The handler of ``/{namespace}/streams/...`` (`modelyard.gateway.dispatch`)."""
+        await self._answer(self._streams, scope, receive, send)
+
+    async def handle_predictions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The handler of ``/{namespace}/predictions/...`` (`modelyard.gateway.dispatch`)."""
+        await self._answer(self._prediction_reads, scope, receive, send)
+
+    async def _answer(self, handle: _Handle, scope: Scope, receive: Receive, send: Send) -> None:
+        """Runs ``handle`` and answers: its body, or the error it raised as the API writes it."""
         if not self.routes.current:
             await self.routes.settled()
         headers: list[tuple[bytes, bytes]] = []
         try:
-            status, body, headers = await self._handle(scope, receive)
+            body = await handle(scope, receive)
+            status = 200
         except ModelyardError as exc:
             status, body = exc.http_status, orjson.dumps({"error": exc.to_dict()})
             if isinstance(exc, Overloaded):
@@ -99,48 +101,28 @@ class RealtimeRoutes:
             log.exception("realtime request %s %s failed", scope["method"], scope["path"])
             status = 500
             body = orjson.dumps({"error": {"code": "internal", "message": "see the gateway log"}})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await respond(send, status, body, extra=headers)
 
-    async def _handle(
-        self, scope: Scope, receive: Receive
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        parts = scope["path"].split("/")
+    async def _streams(self, scope: Scope, receive: Receive) -> bytes:
+        _, namespace, _, *rest = scope["path"].split("/")
         method = scope["method"]
-        namespace, kind, rest = parts[1], parts[2], parts[3:]
-        table = self.routes.table
-        needed = Role.INVOKER
-        if kind == "streams":
-            needed = Role.PRODUCER if method == "POST" else Role.VIEWER
-        token = _token(scope)
-        denied = table.authorize(token, namespace, needed)
-        if denied is not None:
-            code = "unauthenticated" if denied[0] == 401 else "forbidden"
-            error = {"code": code, "message": denied[1]}
-            return denied[0], orjson.dumps({"error": error}), []
-        self._open()
-        if kind == "streams" and len(rest) == 2 and rest[1] == "events" and method == "POST":
-            return 200, await self._ingest(namespace, rest[0], scope, receive), []
-        entity_events = len(rest) == 4 and rest[1] == "entities" and rest[3] == "events"
-        if kind == "streams" and entity_events and method == "GET":
-            return 200, self._entity_events(namespace, rest[0], rest[2], scope), []
-        if kind == "predictions" and method in ("GET", "POST") and rest:
-            return 200, await self._predictions(namespace, rest, scope, receive), []
-        raise NotFound(
-            f"no realtime route {method} {scope['path']}: POST /{{namespace}}/streams/{{stream}}/"
-            "events, GET /{namespace}/streams/{stream}/entities/{entity}/events, GET "
-            "/{namespace}/predictions/{deployment}/{entity}"
+        self.routes.table.require(
+            _token(scope), namespace, Role.PRODUCER if method == "POST" else Role.VIEWER
         )
+        self._open()
+        if len(rest) == 2 and rest[1] == "events" and method == "POST":
+            return await self._ingest(namespace, rest[0], receive)
+        if len(rest) == 4 and rest[1] == "entities" and rest[3] == "events" and method == "GET":
+            return self._entity_events(namespace, rest[0], rest[2], scope)
+        raise _no_route(scope)
+
+    async def _prediction_reads(self, scope: Scope, receive: Receive) -> bytes:
+        _, namespace, _, *rest = scope["path"].split("/")
+        self.routes.table.require(_token(scope), namespace, Role.INVOKER)
+        self._open()
+        if scope["method"] in ("GET", "POST") and rest:
+            return await self._predictions(namespace, rest, scope, receive)
+        raise _no_route(scope)
 
     # stores -------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -175,7 +157,7 @@ class RealtimeRoutes:
         return cached[1]
 
     # ingest -------------------------------------------------------------------------------------
-    async def _ingest(self, namespace: str, stream: str, scope: Scope, receive: Receive) -> bytes:
+    async def _ingest(self, namespace: str, stream: str, receive: Receive) -> bytes:
         spec = self._spec(namespace, stream)
         key = f"{namespace}/{stream}"
         if self.probe is not None:
@@ -183,7 +165,7 @@ class RealtimeRoutes:
             if refused is not None:
                 self.counts[(namespace, stream, "throttled")] += 1
                 raise Overloaded(refused.message, retry_after_s=refused.retry_after_s)
-        body = await _read_body(receive, MAX_BODY_BYTES)
+        body = await read_body(receive, MAX_BODY_BYTES, TOO_LARGE)
         try:
             events = parse_events(body, spec, time.time())
         except InvalidInput as exc:
@@ -266,7 +248,7 @@ class RealtimeRoutes:
                 raise NotFound(f"no prediction for {rest[1]!r} in {deployment} (or it expired)")
             return orjson.dumps(latest[rest[1]].to_dict())
         if scope["method"] == "POST":
-            body = orjson.loads(await _read_body(receive, MAX_BODY_BYTES) or b"{}")
+            body = orjson.loads(await read_body(receive, MAX_BODY_BYTES, TOO_LARGE) or b"{}")
             entities = body.get("entities") if isinstance(body, dict) else None
         else:
             entities = _query(scope).get("entity")
@@ -292,11 +274,15 @@ class RealtimeRoutes:
 
 
 def _token(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            text = value.decode()
-            return text[7:] if text[:7].lower() == "bearer " else None
-    return None
+    return bearer(next((v for k, v in scope["headers"] if k == b"authorization"), None))
+
+
+def _no_route(scope: Scope) -> NotFound:
+    return NotFound(
+        f"no realtime route {scope['method']} {scope['path']}: POST /{{namespace}}/streams/"
+        "{stream}/events, GET /{namespace}/streams/{stream}/entities/{entity}/events, GET "
+        "/{namespace}/predictions/{deployment}/{entity}"
+    )
 
 
 def _query(scope: Scope) -> dict[str, list[str]]:
@@ -307,19 +293,3 @@ def _int(text: str, what: str, low: int, high: int) -> int:
     if not text.isdigit() or not low <= int(text) <= high:
         raise InvalidInput(f"{what} must be a whole number from {low} to {high}")
     return int(text)
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body over {limit} bytes: send the events in several requests"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

@@ -9,19 +9,17 @@ and applies the streams' retention to the raw log once a minute.
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelyard.loops import Loop
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.queue import TriggerQueue
 from modelyard.realtime.streams import StreamSpec
 
-log = logging.getLogger(__name__)
 PROBE_SECONDS = 0.5
 PURGE_SECONDS = 60.0
 DEFAULT_MAX_LAG = 100_000
@@ -89,17 +87,16 @@ class LagProbe:
         self.clock = clock
         self.lags: dict[str, Lag] = {}
         self._streams: dict[str, list[str]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = Loop("realtime-lag", self.probe, interval=PROBE_SECONDS, wait_first=True)
         self._purged = 0.0
 
     def start(self) -> None:
         self.probe()
-        self._thread = threading.Thread(target=self._loop, name="realtime-lag", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        # Not joined: a gateway request that opened new stores stops the old probe.
+        self.loop.request_stop()
 
     def probe(self) -> None:
         config = self.routes.table.realtime
@@ -148,10 +145,3 @@ class LagProbe:
                 f"{lag.oldest_s:.3f}"
             )
         return lines
-
-    def _loop(self) -> None:
-        while not self._stop.wait(PROBE_SECONDS):
-            try:
-                self.probe()
-            except Exception:
-                log.exception("measuring realtime lag failed; it runs again shortly")

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.client import Client
-from modelyard.realtime.catalog import RealtimeSpec
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.models import Model
+from modelyard.realtime.records import RealtimeSpec
 from modelyard.realtime.rules import Matcher, load_callable
 from modelyard.realtime.worker import infer
-from modelyard.registry.records import VersionInfo
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionInfo, VersionSpec
 
 PAGE = 5000
 

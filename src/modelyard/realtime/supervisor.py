@@ -25,7 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelyard.realtime.catalog import Catalog, RealtimeInfo
+from modelyard.loops import Loop
+from modelyard.realtime.catalog import Catalog
+from modelyard.realtime.records import RealtimeInfo
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.5
@@ -70,29 +72,22 @@ class WorkerSupervisor:
         """A namespace's worker environment: the API, a key that reads the namespace, stores."""
         self._workers: dict[str, _Worker] = {}
         self._restarts: dict[str, tuple[int, float, int | None]] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = Loop("realtime-workers", self.reconcile, interval=TICK_SECONDS)
         self._lock = threading.Lock()
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._adopt()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="realtime-workers", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self, *, keep_workers: bool = False) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self.loop.stop()
         if not keep_workers:
             for key in list(self._workers):
                 self._terminate(key)
 
     def wake(self) -> None:
-        self._wake.set()
+        self.loop.wake()
 
     def status(self, key: str) -> str:
         with self._lock:
@@ -109,14 +104,6 @@ class WorkerSupervisor:
         return worker.pid if worker else None
 
     # convergence --------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.reconcile()
-            except Exception:
-                log.exception("realtime worker supervision failed; it runs again shortly")
-            self._wake.wait(TICK_SECONDS)
-            self._wake.clear()
 
     def reconcile(self) -> None:
         wanted = {info.key: info for info in self.catalog.list_deployments()}

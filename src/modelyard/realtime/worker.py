@@ -30,13 +30,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from modelyard.realtime.catalog import RealtimeSpec
 from modelyard.realtime.durations import seconds
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.history import History
 from modelyard.realtime.models import Model, ModelSource
 from modelyard.realtime.predictions import Prediction, PredictionStore
 from modelyard.realtime.queue import Trigger, TriggerQueue
+from modelyard.realtime.records import RealtimeSpec
 from modelyard.realtime.rules import Matcher, load_callable
 from modelyard.realtime.streams import RawEvent
 

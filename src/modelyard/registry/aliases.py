@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from modelyard.errors import NotFound
 from modelyard.events.log import EventLog
+from modelyard.events.types import ALIAS_DELETED, ALIAS_MOVED
 from modelyard.registry._lookup import artifact_row, version_row
 from modelyard.registry.records import AliasChange
 from modelyard.store.schema import AliasHistoryRow, AliasRow, VersionRow
@@ -113,7 +114,7 @@ class Aliases:
         )
         self.events.append(
             session,
-            f"{kind}.alias.{'moved' if version is not None else 'deleted'}",
+            (ALIAS_MOVED if version is not None else ALIAS_DELETED)[kind],
             f"{namespace}/{name}@{alias}",
             {
                 "kind": kind,

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from modelyard.errors import Conflict, InvalidInput
 from modelyard.events.log import EventLog
+from modelyard.events.types import EventType
 from modelyard.registry._lookup import namespace_info, namespace_row
 from modelyard.registry.records import NamespaceInfo
 from modelyard.store.schema import NamespaceRow
@@ -29,7 +30,9 @@ class Namespaces:
                 raise Conflict(f"namespace {name!r} already exists")
             row = NamespaceRow(name=name, description=description, created_at=self.events.clock())
             session.add(row)
-            self.events.append(session, "namespace.created", name, namespace=name, actor=actor)
+            self.events.append(
+                session, EventType.NAMESPACE_CREATED, name, namespace=name, actor=actor
+            )
             return namespace_info(row)
 
     def get(self, name: str) -> NamespaceInfo:

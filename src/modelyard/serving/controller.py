@@ -32,20 +32,13 @@ from typing import Any
 
 from modelyard.auth.keys import KeyStore
 from modelyard.events.log import EventLog
+from modelyard.loops import Loop
 from modelyard.serving.autoscaler import Decision, Kpa
-from modelyard.serving.deployments import (
-    FAILED,
-    READY,
-    RETIRED,
-    DeploymentInfo,
-    Deployments,
-    Plan,
-    Revision,
-    Route,
-)
-from modelyard.serving.measurements import Measurements
-from modelyard.serving.orchestrator import READY as REPLICA_READY
-from modelyard.serving.orchestrator import TERMINATING, Orchestrator
+from modelyard.serving.deployments import Deployments, Plan, Revision, Route
+from modelyard.serving.orchestrator import Orchestrator
+from modelyard.serving.records import DeploymentInfo
+from modelyard.serving.states import ReplicaState, RevisionState
+from modelyard.telemetry.query import Telemetry
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.5
@@ -58,12 +51,12 @@ class ServingController:
         keys: KeyStore,
         orchestrator: Orchestrator,
         events: EventLog,
-        measurements: Measurements,
+        telemetry: Telemetry,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deployments = deployments
-        self.measurements = measurements
+        self.telemetry = telemetry
         self.keys = keys
         self.orchestrator = orchestrator
         self.events = events
@@ -71,9 +64,7 @@ class ServingController:
         orchestrator.on_change = self.wake
         self._kpas: dict[str, Kpa] = {}
         self._decisions: dict[str, Decision] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = Loop("serving", self.reconcile, interval=TICK_SECONDS)
         self._unsubscribe: Callable[[], None] | None = None
         self._table: dict[str, Any] = {}
         self._version = 0
@@ -84,34 +75,26 @@ class ServingController:
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
-        self._stop.clear()
         self.orchestrator.start()
         self._unsubscribe = self.events.subscribe(lambda _: self.wake())
-        self._thread = threading.Thread(target=self._loop, name="serving", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self, *, keep_replicas: bool = False) -> None:
-        self._stop.set()
-        self.wake()
+        self.loop.request_stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._thread is not None:
-            self._thread.join(10)
+        self.loop.join()
         self.orchestrator.stop(keep_replicas=keep_replicas)
         with self._changed:
             self._changed.notify_all()
 
     def wake(self) -> None:
-        self._wake.set()
+        self.loop.wake()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self.reconcile()
-            except Exception:
-                log.exception("serving reconciliation failed; it runs again shortly")
-            self._wake.wait(TICK_SECONDS)
+    def loops(self) -> list[Loop]:
+        """This controller's loop and its orchestrator's (an orchestrator may have none)."""
+        more: Callable[[], list[Loop]] | None = getattr(self.orchestrator, "loops", None)
+        return [self.loop, *(more() if more is not None else [])]
 
     # reconciliation -----------------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -127,8 +110,8 @@ class ServingController:
                 decision = self._kpa(revision, ready).decide(ready)
                 self._decisions[revision.id] = decision
                 self.orchestrator.scale(revision, decision.desired)
-                if revision.state == RETIRED and ready:
-                    self.deployments.set_state(revision.id, READY)
+                if revision.state == RevisionState.RETIRED and ready:
+                    self.deployments.set_state(revision.id, RevisionState.READY)
             if plan.deploying is not None:
                 known.add(plan.deploying.id)
                 self._deploy(plan.deploying, serving)
@@ -137,8 +120,8 @@ class ServingController:
                 self.orchestrator.scale(revision, 0)
                 self._kpas.pop(revision.id, None)
                 self._decisions.pop(revision.id, None)
-                if revision.state == READY:
-                    self.deployments.set_state(revision.id, RETIRED)
+                if revision.state == RevisionState.READY:
+                    self.deployments.set_state(revision.id, RevisionState.RETIRED)
         for revision_id in self.orchestrator.revisions() - known:
             self.orchestrator.stop_revision(revision_id)  # its deployment was deleted
         for revision_id in set(self._kpas) - known:
@@ -149,14 +132,14 @@ class ServingController:
         failure = self.orchestrator.failure(revision.id)
         if failure is not None:
             self.orchestrator.scale(revision, 0)
-            self.deployments.set_state(revision.id, FAILED, failure)
+            self.deployments.set_state(revision.id, RevisionState.FAILED, failure)
             return
         # It starts with as many replicas as the revision it replaces serves with.
         initial = self._kpa(revision, max(1, serving)).spec.initial_replicas
         self.orchestrator.scale(revision, initial)
         if self._ready(revision.id) >= initial:
             log.info("revision %s is ready", revision.name)
-            self.deployments.set_state(revision.id, READY)
+            self.deployments.set_state(revision.id, RevisionState.READY)
             self.wake()
 
     def _kpa(self, revision: Revision, running: int) -> Kpa:
@@ -172,7 +155,7 @@ class ServingController:
         return kpa
 
     def _ready(self, revision_id: str) -> int:
-        return sum(r.state == REPLICA_READY for r in self.orchestrator.replicas(revision_id))
+        return sum(r.state == ReplicaState.READY for r in self.orchestrator.replicas(revision_id))
 
     # routes and the gateway ---------------------------------------------------------------------
     def _publish(self, plans: list[Plan]) -> None:
@@ -208,7 +191,7 @@ class ServingController:
             "endpoints": [
                 r.url
                 for r in self.orchestrator.replicas(route.revision.id)
-                if r.state == REPLICA_READY
+                if r.state == ReplicaState.READY
             ],
             # The gateway sends it to the replicas, which answer nobody else.
             "token": route.revision.token,
@@ -232,7 +215,7 @@ class ServingController:
         if epoch != self.epoch:
             since = 0
         for report in [*(backlog or ()), *([traffic] if traffic else [])]:
-            self.measurements.add(report)
+            self.telemetry.add(report)
         for revision_id, (concurrency, requests) in stats.items():
             kpa = self._kpas.get(revision_id)
             if kpa is not None:
@@ -245,7 +228,7 @@ class ServingController:
             self.wake()
         with self._changed:
             self._changed.wait_for(
-                lambda: self._version > since or self._stop.is_set(), 0 if demand else wait
+                lambda: self._version > since or self.loop.stopping, 0 if demand else wait
             )
             if self._version > since:
                 return self._version, {"version": self._version, "epoch": self.epoch, **self._table}
@@ -259,7 +242,9 @@ class ServingController:
             revision_id = revision.id
             decision = self._decisions.get(revision_id)
             replicas = [
-                r for r in self.orchestrator.replicas(revision_id) if r.state != TERMINATING
+                r
+                for r in self.orchestrator.replicas(revision_id)
+                if r.state != ReplicaState.TERMINATING
             ]
             revisions.append(
                 revision.model_copy(

@@ -14,24 +14,31 @@ moment it is ready, and a revision that never gets ready never gets any.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
-from modelyard.delivery.analysis import Analysis
 from modelyard.errors import Conflict, InvalidInput, NotFound
 from modelyard.events.log import EventLog
+from modelyard.events.types import EventType
 from modelyard.realtime.streams import check_not_reserved
 from modelyard.registry._lookup import artifact_row, named_row, namespace_row, version_row
-from modelyard.serving.autoscaler import Autoscaling
+from modelyard.serving.records import (
+    LATEST_READY,
+    DeploymentInfo,
+    DeploymentSpec,
+    RevisionInfo,
+    RolloutStrategy,
+    SpecPatch,
+    Traffic,
+    TrafficTarget,
+)
 from modelyard.serving.replica_headers import new_token
+from modelyard.serving.states import ACTIVE_ROLLOUT, REVISION_EVENTS, RevisionState, Workload
 from modelyard.store.schema import (
     DeploymentRow,
     NamespaceRow,
@@ -40,219 +47,7 @@ from modelyard.store.schema import (
     SloAlertRow,
     TrafficMinuteRow,
 )
-from modelyard.types import ModelRef, Record, check_alias, check_name
-
-DEPLOYING, READY, FAILED, RETIRED = "deploying", "ready", "failed", "retired"
-REJECTED = "rejected"  # a canary that failed its analysis, or was rolled back by hand
-ACTIVE_ROLLOUT = ("running", "paused")
-
-
-class Batching(BaseModel):
-    """Adaptive batching in the model server: requests are stacked into one ``predict`` call."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_batch_size: int = Field(16, ge=1, le=4096)
-    max_wait_ms: float = Field(5.0, ge=0, le=1000)
-
-
-class Resources(BaseModel):
-    """Recorded for every revision; the Kubernetes orchestrator turns them into requests and
-    limits. Local replicas are plain processes: these are not enforced there."""
-
-    model_config = ConfigDict(extra="forbid")
-    cpu: float | None = Field(None, gt=0, le=256)
-    memory_mb: int | None = Field(None, ge=16)
-    gpu: int | None = Field(None, ge=1, le=64, description="GPUs (nvidia.com/gpu) per replica")
-
-
-class Toleration(BaseModel):
-    """A Kubernetes toleration: replicas may run on nodes with a matching taint."""
-
-    model_config = ConfigDict(extra="forbid")
-    key: str | None = None
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-
-
-class DeploymentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str = Field(description="A model of the deployment's namespace: name@alias|latest|N")
-    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
-    batching: Batching | None = None
-    resources: Resources = Field(default_factory=Resources)
-    timeout_s: float = Field(60.0, gt=0, le=3600, description="Gateway's limit per request")
-    max_body_mb: float = Field(16.0, gt=0, le=1024, description="Largest request body (413)")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment of each replica")
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Kubernetes: node labels a replica's node must have"
-    )
-    tolerations: list[Toleration] = Field(
-        default_factory=list, description="Kubernetes: taints a replica's node may have"
-    )
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        name, _, ref = value.partition("@")
-        check_name(name, "model name")
-        ref = ref or "latest"
-        if not (ref == "latest" or ref.isdigit()):
-            check_alias(ref)
-        return f"{name}@{ref}"
-
-    def ref(self, namespace: str) -> ModelRef:
-        return ModelRef.parse(self.model, namespace)
-
-
-class SpecPatch(BaseModel):
-    """An update: only the fields given change."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    autoscaling: Autoscaling | None = None
-    batching: Batching | None = None
-    resources: Resources | None = None
-    timeout_s: float | None = None
-    max_body_mb: float | None = None
-    env: dict[str, str] | None = None
-    node_selector: dict[str, str] | None = None
-    tolerations: list[Toleration] | None = None
-
-
-class TrafficTarget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    revision: int | None = Field(None, description="A revision number; none: the latest ready")
-    percent: int = Field(ge=0, le=100)
-    tag: str | None = Field(None, description="Routes requests with X-Modelyard-Tag: <tag> here")
-
-    @field_validator("tag")
-    @classmethod
-    def _tag(cls, value: str | None) -> str | None:
-        return None if value is None else check_name(value, "tag")
-
-
-class ShadowTarget(BaseModel):
-    """A revision that gets a copy of ``percent`` % of the requests; its answers are compared
-    with the served ones and discarded."""
-
-    model_config = ConfigDict(extra="forbid")
-    revision: int = Field(ge=1)
-    percent: int = Field(ge=1, le=100)
-
-
-class Traffic(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    targets: list[TrafficTarget] = Field(min_length=1)
-    sticky_header: str | None = Field(
-        None,
-        description="Requests with the same value of this header (a user id) keep one revision",
-    )
-    shadow: ShadowTarget | None = None
-
-    @field_validator("sticky_header")
-    @classmethod
-    def _header(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not _HEADER.fullmatch(value) or value.lower() in _RESERVED_HEADERS:
-            raise ValueError(
-                f"sticky_header {value!r} must be an HTTP header name (letters, digits, '-') "
-                f"other than {', '.join(sorted(_RESERVED_HEADERS))}"
-            )
-        return value.lower()
-
-    @model_validator(mode="after")
-    def _adds_up(self) -> Traffic:
-        total = sum(t.percent for t in self.targets)
-        if total != 100:
-            raise ValueError(f"traffic percents add up to {total}: they must add up to 100")
-        tags = [t.tag for t in self.targets if t.tag]
-        if len(tags) != len(set(tags)):
-            raise ValueError("each tag may name one target only")
-        return self
-
-
-_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
-_RESERVED_HEADERS = frozenset({"authorization", "content-length", "content-type", "host"})
-LATEST_READY = Traffic(targets=[TrafficTarget(percent=100)])
-
-
-class RolloutStrategy(BaseModel):
-    """How a new revision takes the traffic: at once (``replace``), or in ``canary`` steps with
-    an analysis against the stable revision at each (promotion after the last step passes)."""
-
-    model_config = ConfigDict(extra="forbid")
-    strategy: Literal["replace", "canary"] = "replace"
-    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
-    min_step_seconds: float = Field(30.0, ge=0, le=86400)
-    max_step_seconds: float = Field(
-        900.0, gt=0, le=7 * 86400, description="An inconclusive step this long pauses the rollout"
-    )
-    analysis: Analysis = Field(default_factory=Analysis)
-
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, value: list[int]) -> list[int]:
-        steps = value[:-1] if value and value[-1] == 100 else value
-        if not steps or any(not 0 < p < 100 for p in steps) or steps != sorted(set(steps)):
-            raise ValueError(
-                "steps are canary percents, rising, between 1 and 99 (a last 100 means "
-                f"promotion), e.g. [10, 50, 100]; got {value}"
-            )
-        return [*steps, 100]
-
-    @model_validator(mode="after")
-    def _window(self) -> RolloutStrategy:
-        if self.max_step_seconds < self.min_step_seconds:
-            raise ValueError("max_step_seconds must be at least min_step_seconds")
-        return self
-
-
-class ReplicaInfo(Record):
-    id: str
-    url: str
-    state: str  # starting | ready | terminating
-    pid: int | None
-    started_at: dt.datetime
-    restarts: int = 0
-
-
-class RevisionInfo(Record):
-    id: str
-    number: int
-    name: str
-    model_version: int
-    spec: DeploymentSpec
-    state: str
-    reason: str | None
-    created_by: str | None
-    created_at: dt.datetime
-    ready_at: dt.datetime | None
-    retired_at: dt.datetime | None
-    percent: int = 0
-    tags: list[str] = []
-    replicas: list[ReplicaInfo] = []
-    desired_replicas: int = 0
-    scaling: str = ""
-
-
-class DeploymentInfo(Record):
-    namespace: str
-    name: str
-    model: str
-    spec: DeploymentSpec
-    traffic: list[TrafficTarget]
-    sticky_header: str | None = None
-    shadow: ShadowTarget | None = None
-    rollout: RolloutStrategy = Field(default_factory=RolloutStrategy)
-    revisions: list[RevisionInfo]
-    ready: bool
-    status: str
-    path: str
-    created_by: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
+from modelyard.types import check_name
 
 
 @dataclass(frozen=True)
@@ -268,6 +63,7 @@ class Revision:
     model: str  # namespace/name@number
     spec: DeploymentSpec
     state: str
+    workload: Workload = Workload.MODEL_SERVER
     token: str = dataclasses.field(default="", repr=False)
     """The secret its replicas require of every caller (see `modelyard.serving.replica_headers`);
     out of ``repr`` so that no log line shows it."""
@@ -309,8 +105,11 @@ def resolve_traffic(
 ) -> dict[int, tuple[int, list[str]]]:
     """Revision number -> (percent, tags). A "latest ready" target with no ready revision routes
     nowhere (requests get 503 with the deployment's status)."""
-    ready = [r.number for r in revisions if r.state in (READY, RETIRED, REJECTED) and r.ready_at]
-    latest_ready = max((r.number for r in revisions if r.state == READY), default=None)
+    served = (RevisionState.READY, RevisionState.RETIRED, RevisionState.REJECTED)
+    ready = [r.number for r in revisions if r.state in served and r.ready_at]
+    latest_ready = max(
+        (r.number for r in revisions if r.state == RevisionState.READY), default=None
+    )
     routes: dict[int, tuple[int, list[str]]] = {}
     for target in targets:
         number = target.revision if target.revision is not None else latest_ready
@@ -366,7 +165,7 @@ class Deployments:
             self._new_revision(session, row, namespace, spec, actor)
             self.events.append(
                 session,
-                "deployment.created",
+                EventType.DEPLOYMENT_CREATED,
                 f"{namespace}/{name}",
                 {"model": spec.model, "spec": row.spec, "rollout": row.rollout},
                 namespace=namespace,
@@ -384,7 +183,7 @@ class Deployments:
             row.updated_at = self.events.clock()
             self.events.append(
                 session,
-                "deployment.strategy.changed",
+                EventType.DEPLOYMENT_STRATEGY_CHANGED,
                 f"{namespace}/{name}",
                 {"rollout": row.rollout},
                 namespace=namespace,
@@ -405,7 +204,7 @@ class Deployments:
             revision = self._new_revision(session, row, namespace, spec, actor)
             self.events.append(
                 session,
-                "deployment.updated",
+                EventType.DEPLOYMENT_UPDATED,
                 f"{namespace}/{name}",
                 {"changes": sorted(changes), "revision": revision.number if revision else None},
                 namespace=namespace,
@@ -453,7 +252,7 @@ class Deployments:
         row.updated_at = self.events.clock()
         self.events.append(
             session,
-            "deployment.traffic.changed",
+            EventType.DEPLOYMENT_TRAFFIC_CHANGED,
             f"{namespace}/{row.name}",
             {"traffic": row.traffic, **(data or {})},
             namespace=namespace,
@@ -468,7 +267,7 @@ class Deployments:
             session.delete(row)
             self.events.append(
                 session,
-                "deployment.deleted",
+                EventType.DEPLOYMENT_DELETED,
                 f"{namespace}/{name}",
                 namespace=namespace,
                 actor=actor,
@@ -532,15 +331,16 @@ class Deployments:
             version_id=version.id,
             version_number=version.number,
             spec=snapshot,
-            state=DEPLOYING,
+            state=RevisionState.DEPLOYING,
             created_by=actor,
             created_at=self.events.clock(),
             replica_token=new_token(),
+            workload=Workload.MODEL_SERVER,
         )
         session.add(revision)
         self.events.append(
             session,
-            "revision.created",
+            EventType.REVISION_CREATED,
             f"{namespace}/{row.name}",
             {"revision": number, "model": f"{namespace}/{ref.name}@{version.number}"},
             namespace=namespace,
@@ -548,7 +348,7 @@ class Deployments:
         )
         return revision
 
-    def set_state(self, revision_id: str, state: str, reason: str | None = None) -> bool:
+    def set_state(self, revision_id: str, state: RevisionState, reason: str | None = None) -> bool:
         """Move a revision to ``state`` (with an event); False when it was there already or is
         gone (deleted with its deployment)."""
         with self.db.write() as session:
@@ -560,17 +360,17 @@ class Deployments:
             namespace = session.get(NamespaceRow, deployment.namespace_id)
             assert namespace is not None
             now = self.events.clock()
-            first_ready = state == READY and row.ready_at is None
+            first_ready = state == RevisionState.READY and row.ready_at is None
             row.state, row.reason = state, reason
-            if state == READY:
+            if state == RevisionState.READY:
                 row.ready_at, row.retired_at = row.ready_at or now, None
-            elif state == RETIRED:
+            elif state == RevisionState.RETIRED:
                 row.retired_at = now
             if first_ready and self.on_ready is not None:
                 self.on_ready(session, deployment, row, namespace.name)
             self.events.append(
                 session,
-                f"revision.{state}",
+                REVISION_EVENTS[state],
                 f"{namespace.name}/{deployment.name}",
                 {"revision": row.number, "model_version": row.version_number, "reason": reason},
                 namespace=namespace.name,
@@ -614,7 +414,11 @@ class Deployments:
                     else None
                 )
                 latest = revisions[-1] if revisions else None
-                deploying = plain[latest.number] if latest and latest.state == DEPLOYING else None
+                deploying = (
+                    plain[latest.number]
+                    if latest and latest.state == RevisionState.DEPLOYING
+                    else None
+                )
                 spec = DeploymentSpec.model_validate(row.spec)
                 result.append(
                     Plan(
@@ -687,7 +491,7 @@ class Deployments:
             shadow=traffic.shadow,
             rollout=RolloutStrategy.model_validate(row.rollout),
             revisions=infos,
-            ready=bool(routes) and bool(infos) and infos[-1].state != DEPLOYING,
+            ready=bool(routes) and bool(infos) and infos[-1].state != RevisionState.DEPLOYING,
             status=_status(infos, routes),
             path=f"/{namespace}/{row.name}",
             created_by=row.created_by,
@@ -709,6 +513,7 @@ class Deployments:
                 model_version=r.version_number,
                 spec=DeploymentSpec.model_validate(r.spec),
                 state=r.state,
+                workload=Workload(r.workload),
                 reason=r.reason,
                 created_by=r.created_by,
                 created_at=r.created_at,
@@ -754,6 +559,7 @@ def _revision(row: RevisionRow, namespace: str, deployment: DeploymentRow, model
         model=f"{namespace}/{model}@{row.version_number}",
         spec=DeploymentSpec.model_validate(row.spec),
         state=row.state,
+        workload=Workload(row.workload),
         token=row.replica_token,
     )
 
@@ -764,13 +570,13 @@ def _status(revisions: list[RevisionInfo], routes: dict[int, tuple[int, list[str
         return "no revision"
     latest = revisions[-1]
     serving = ", ".join(f"revision {n} ({p}%)" for n, (p, _) in sorted(routes.items()))
-    if latest.state in (FAILED, REJECTED):
+    if latest.state in (RevisionState.FAILED, RevisionState.REJECTED):
         prefix = (
             f"revision {latest.number} (version {latest.model_version}) {latest.state}: "
             f"{latest.reason}"
         )
         return f"{prefix}; still serving {serving}" if serving else prefix
-    if latest.state == DEPLOYING:
+    if latest.state == RevisionState.DEPLOYING:
         waiting = f"revision {latest.number} (version {latest.model_version}) is starting"
         return f"{waiting}; serving {serving}" if serving else waiting
     return f"serving {serving}" if serving else "no ready revision"

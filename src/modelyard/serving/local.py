@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,9 +39,13 @@ from typing import TYPE_CHECKING
 import httpx
 
 from modelyard.launcher import Handle, Launcher
-from modelyard.serving.deployments import ReplicaInfo, Revision
-from modelyard.serving.orchestrator import READY, STARTING, TERMINATING
-from modelyard.serving.replica_command import SERVER_MODULE, replica_environment, server_args
+from modelyard.loops import Loop
+from modelyard.serving.deployments import Revision
+from modelyard.serving.logfiles import LogFiles
+from modelyard.serving.logs import LogLine, split_stamp
+from modelyard.serving.records import ReplicaInfo
+from modelyard.serving.replica_command import replica_command, replica_environment
+from modelyard.serving.states import ReplicaState
 
 if TYPE_CHECKING:
     from modelyard.settings import Settings
@@ -80,7 +84,7 @@ class _Process:
     handle: Handle | None  # None when adopted from an earlier control plane
     started_at: dt.datetime
     started: float
-    state: str = STARTING
+    state: ReplicaState = ReplicaState.STARTING
     ready_since: float | None = None
     last_live: float = 0.0
     live_failures: int = 0
@@ -129,13 +133,13 @@ class LocalOrchestrator:
     _procs: dict[str, _Process] = field(default_factory=dict)
     _wanted: dict[str, _Wanted] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _wake: threading.Event = field(default_factory=threading.Event)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.on_change: Callable[[], None] = lambda: None
         self.launcher = Launcher(PRELOAD)
+        self.loop = Loop("replicas", self._supervise, interval=TICK_SECONDS)
+        self._http: httpx.Client | None = None
+        self.log_files = LogFiles(self.folder)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalOrchestrator:
@@ -155,12 +159,12 @@ class LocalOrchestrator:
             wanted.revision = revision
             if wanted.count != replicas:
                 wanted.count = replicas
-                self._wake.set()
+                self.loop.wake()
 
     def stop_revision(self, revision_id: str) -> None:
         with self._lock:
             self._wanted.setdefault(revision_id, _Wanted(None)).count = 0
-        self._wake.set()
+        self.loop.wake()
 
     def replicas(self, revision_id: str) -> list[ReplicaInfo]:
         with self._lock:
@@ -187,18 +191,29 @@ class LocalOrchestrator:
         with self._lock:
             return {p.revision_id for p in self._procs.values()}
 
+    def logs(
+        self,
+        revision_ids: Collection[str],
+        *,
+        replica: str | None = None,
+        since: dt.datetime | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> Iterator[list[LogLine]]:
+        return self.log_files.read(
+            revision_ids, replica=replica, since=since, tail=tail, follow=follow
+        )
+
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._adopt()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="replicas", daemon=True)
-        self._thread.start()
+        self._http = httpx.Client(timeout=0.5)
+        self.loop.start()
 
     def stop(self, *, keep_replicas: bool = False) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self.loop.stop()
+        if self._http is not None:
+            self._http.close()
         if keep_replicas:
             return
         with self._lock:
@@ -216,16 +231,13 @@ class LocalOrchestrator:
             self._forget(proc)
         self.launcher.close()
 
+    def loops(self) -> list[Loop]:
+        return [self.loop]
+
     # supervision --------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        with httpx.Client(timeout=0.5) as http:
-            while not self._stop.is_set():
-                try:
-                    self._tick(http)
-                except Exception:
-                    log.exception("replica supervision failed; it goes on at the next tick")
-                self._wake.wait(TICK_SECONDS)
-                self._wake.clear()
+    def _supervise(self) -> None:
+        assert self._http is not None, "started"
+        self._tick(self._http)
 
     def _tick(self, http: httpx.Client) -> None:
         now = time.monotonic()
@@ -246,16 +258,16 @@ class LocalOrchestrator:
         if code is not None:
             self._exited(proc, code, now)
             return True
-        if proc.state == TERMINATING:
+        if proc.state == ReplicaState.TERMINATING:
             if proc.sigterm_at is not None and now >= proc.sigterm_at:
                 self._signal(proc, signal.SIGTERM)
                 proc.sigterm_at, proc.kill_at = None, now + proc.grace
             elif proc.kill_at is not None and now >= proc.kill_at:
                 self._signal(proc, signal.SIGKILL)
             return False
-        if proc.state == STARTING:
+        if proc.state == ReplicaState.STARTING:
             if self._ok(http, f"{proc.url}/v2/health/ready"):
-                proc.state, proc.ready_since, proc.last_live = READY, now, now
+                proc.state, proc.ready_since, proc.last_live = ReplicaState.READY, now, now
                 return True
             if now - proc.started > self.ready_timeout:
                 log.warning(
@@ -278,9 +290,9 @@ class LocalOrchestrator:
         self._forget(proc)
         with self._lock:
             wanted = self._wanted.get(proc.revision_id)
-        if wanted is None or proc.state == TERMINATING:
+        if wanted is None or proc.state == ReplicaState.TERMINATING:
             return
-        if proc.state == STARTING:
+        if proc.state == ReplicaState.STARTING:
             wanted.start_failures += 1
             tail = _tail(self.folder / f"{proc.id}.log")
             log.warning(
@@ -303,7 +315,11 @@ class LocalOrchestrator:
                 code,
             )
         wanted.restarts += 1
-        delay = 0.0 if wanted.crashes <= 1 and proc.state != STARTING else 0.5 * 2**wanted.crashes
+        delay = (
+            0.0
+            if wanted.crashes <= 1 and proc.state != ReplicaState.STARTING
+            else 0.5 * 2**wanted.crashes
+        )
         wanted.not_before = now + min(MAX_BACKOFF_SECONDS, delay)
 
     def _converge(self, revision_id: str, wanted: _Wanted, now: float) -> bool:
@@ -311,7 +327,7 @@ class LocalOrchestrator:
             live = [
                 p
                 for p in self._procs.values()
-                if p.revision_id == revision_id and p.state != TERMINATING
+                if p.revision_id == revision_id and p.state != ReplicaState.TERMINATING
             ]
             if (
                 not live
@@ -323,9 +339,9 @@ class LocalOrchestrator:
                 return False
         if len(live) > wanted.count:
             # starting ones first (they serve nothing yet), then the newest
-            live.sort(key=lambda p: (p.state == READY, p.started))
+            live.sort(key=lambda p: (p.state == ReplicaState.READY, p.started))
             for proc in live[: len(live) - wanted.count]:
-                proc.state, proc.sigterm_at = TERMINATING, now + self.drain_delay
+                proc.state, proc.sigterm_at = ReplicaState.TERMINATING, now + self.drain_delay
                 if proc.ready_since is None:
                     proc.sigterm_at = now
             return True
@@ -340,14 +356,16 @@ class LocalOrchestrator:
     # processes ----------------------------------------------------------------------------------
     def _launch(self, revision: Revision) -> None:
         replica_id = f"{revision.name}-{uuid.uuid4().hex[:6]}"
-        log_path = self.folder / f"{replica_id}.log"
+        log_path = self.log_files.path(replica_id)
+        self.log_files.register(replica_id, revision.id)
         # The token goes in the environment: the launcher gets it on its stdin, the replica
         # reads it at start and takes it out of its environment (model code runs in that process
         # and may start others).
         env = replica_environment(revision, self.env_for(revision))
+        module, arguments = replica_command(revision)
         handle = self.launcher.start(
-            f"{SERVER_MODULE}:run_forked",
-            server_args(revision),
+            f"{module}:run_forked",
+            arguments,
             env,
             str(log_path),
             listen="127.0.0.1",
@@ -396,9 +414,11 @@ class LocalOrchestrator:
                     path.unlink(missing_ok=True)
                     continue
                 if proc.exit_code() is None and self._ok(http, f"{proc.url}/v2/health/ready"):
-                    proc.state, proc.ready_since = READY, time.monotonic()
+                    proc.state, proc.ready_since = ReplicaState.READY, time.monotonic()
                     self._procs[proc.id] = proc
-                    self._wanted.setdefault(proc.revision_id, _Wanted(None))
+                    # Keep what runs until the serving controller says how many it wants: a
+                    # first round before its first reconciliation must not stop them.
+                    self._wanted.setdefault(proc.revision_id, _Wanted(None)).count += 1
                     log.info("adopted replica %s (pid %d, port %d)", proc.id, proc.pid, proc.port)
                 else:
                     path.unlink(missing_ok=True)
@@ -422,13 +442,14 @@ class LocalOrchestrator:
 
 
 def _tail(path: Path, lines: int = 30) -> str:
+    """The log's last ``lines`` lines, without the times stamped on them."""
     try:
         with open(path, "rb") as handle:
             handle.seek(max(0, os.path.getsize(path) - 16384))
-            text = handle.read().decode(errors="replace")
+            data = handle.read()
     except OSError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(split_stamp(raw)[1] for raw in data.splitlines()[-lines:])
 
 
 def _rev(wanted: _Wanted) -> str:

@@ -11,17 +11,19 @@ a built-in name, an entry point of the ``modelyard.orchestrators`` group, or
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from modelyard.errors import ConfigError
 from modelyard.plugins import Family
-from modelyard.serving.deployments import ReplicaInfo, Revision
+from modelyard.serving.deployments import Revision
+from modelyard.serving.logs import LogLine
+from modelyard.serving.records import ReplicaInfo
 
 if TYPE_CHECKING:
     from modelyard.settings import Settings
 
-STARTING, READY, TERMINATING = "starting", "ready", "terminating"
 ENTRY_POINT_GROUP = "modelyard.orchestrators"
 _BUILTINS = {
     "kubernetes": "modelyard.kube.orchestrator:KubeOrchestrator",
@@ -57,6 +59,27 @@ class Orchestrator(Protocol):
 
     def revisions(self) -> set[str]:
         """Every revision that has replicas (running or stopping)."""
+
+    def logs(
+        self,
+        revision_ids: Collection[str],
+        *,
+        replica: str | None = None,
+        since: dt.datetime | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> Iterator[list[LogLine]]:
+        """What the replicas of these revisions (of ``replica`` only) wrote, as batches of
+        stamped lines (`modelyard.serving.logs`), merged across replicas in time order.
+
+        The first batch is what there is now: the lines written at or after ``since``, the last
+        ``tail`` of them. With ``follow``, the iterator goes on with the lines written after it,
+        a batch (in time order) at least every second, empty when nothing was written, so a
+        consumer can notice that its reader left and close the iterator, which releases what
+        following holds (files, streams); replicas that start meanwhile join. Without, it ends
+        after the first batch. The replicas are those whose logs the orchestrator still has:
+        every replica that ran locally, the pods that exist on Kubernetes. `NotFound` (at the
+        latest when the first batch is asked for) if ``replica`` is none of them."""
 
     def start(self) -> None: ...
 

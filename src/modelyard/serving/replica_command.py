@@ -1,19 +1,20 @@
-"""What a replica runs, in one place for every orchestrator: the model server's arguments and
-its environment.
+"""What a replica runs, in one place for every orchestrator: its module and arguments, chosen by
+the revision's workload kind, and its environment.
 
-A local replica is forked from the launcher with these arguments; a Kubernetes pod runs
-``python -m modelyard.serving.server`` with the same ones. The environment is the control plane's
-(how to reach the repository) under the deployment's own ``env``, and the revision's token last,
-so that no ``spec.env`` can replace it. ``SECRET_ENV`` names the variables that must never appear
-in a manifest or on a command line (Kubernetes takes them from a Secret).
+A local replica is forked from the launcher into the module's ``run_forked`` with these
+arguments; a Kubernetes pod runs ``python -m <module>`` with the same ones. The environment is the
+control plane's (how to reach the repository) under the deployment's own ``env``, and the
+revision's token last, so that no ``spec.env`` can replace it. ``SECRET_ENV`` names the variables
+that must never appear in a manifest or on a command line (Kubernetes takes them from a Secret).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from modelyard.serving.deployments import Revision
 from modelyard.serving.replica_headers import TOKEN_ENV
+from modelyard.serving.states import Workload
 
 SERVER_MODULE = "modelyard.serving.server"
 SECRET_ENV = frozenset({TOKEN_ENV, "MODELYARD_API_KEY"})
@@ -38,6 +39,18 @@ def server_args(revision: Revision) -> list[str]:
             str(spec.batching.max_wait_ms),
         ]
     return args
+
+
+WORKLOADS: dict[Workload, tuple[str, Callable[[Revision], list[str]]]] = {
+    Workload.MODEL_SERVER: (SERVER_MODULE, server_args),
+}
+"""Each workload kind's module and the arguments it takes for a revision."""
+
+
+def replica_command(revision: Revision) -> tuple[str, list[str]]:
+    """The module ``revision``'s replicas run and its arguments."""
+    module, arguments = WORKLOADS[revision.workload]
+    return module, arguments(revision)
 
 
 def replica_environment(revision: Revision, base: Mapping[str, str]) -> dict[str, str]:

@@ -37,7 +37,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
@@ -56,7 +56,9 @@ from modelyard.errors import (
     Unauthenticated,
 )
 from modelyard.serving import binary, http, protocol
+from modelyard.serving.asgi import Receive, Scope, Send, read_body
 from modelyard.serving.batching import Batcher, timed
+from modelyard.serving.logs import StampedWriter
 from modelyard.serving.replica_headers import (
     NOT_FROM_GATEWAY,
     OPEN_PATHS,
@@ -68,9 +70,6 @@ from modelyard.serving.replica_headers import (
 from modelyard.serving.runtimes import HttpRequest, Runtime, load_runtime
 
 log = logging.getLogger("modelyard.serving.server")
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 JSON: Headers = [(b"content-type", b"application/json")]
 EXTENSIONS = ["binary_tensor_data"]
@@ -276,22 +275,11 @@ class ModelServer:
         return self.runtime
 
     async def _body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(
-                    f"request body over {self.max_body_bytes} bytes: send fewer rows per request"
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                service = _service.get()
-                if service is not None:
-                    service.began = time.perf_counter()
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = await read_body(receive, self.max_body_bytes, ": send fewer rows per request")
+        service = _service.get()
+        if service is not None:
+            service.began = time.perf_counter()
+        return body
 
     async def _predict(
         self, inputs: dict[str, np.ndarray], names: list[str] | None = None
@@ -408,7 +396,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{TOKEN_ENV} is not set: a replica answers only callers that send it in "
             f"{TOKEN_HEADER.decode()} (its gateway); for a server of your own, set any secret"
         )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # A stream that stamps its lines (a local replica's) needs no time in the format.
+    stamped = isinstance(sys.stderr, StampedWriter)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=("" if stamped else "%(asctime)s ") + "%(levelname)s %(name)s %(message)s",
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
@@ -458,6 +451,7 @@ def run_forked(argv: list[str], env: dict[str, str], log_path: str, fd: int) -> 
     os.close(log_fd)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stdout, sys.stderr = StampedWriter(sys.stdout), StampedWriter(sys.stderr)
     os.environ.update(env)
     code = 1
     try:

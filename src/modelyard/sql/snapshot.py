@@ -29,8 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from modelyard.errors import Conflict, InvalidInput, NotFound, TimedOut
-from modelyard.registry.records import VersionInfo
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionInfo, VersionSpec
 from modelyard.sql import windows as w
 from modelyard.sql.connections import Connection, Target, resolve
 from modelyard.sql.digest import schema_text

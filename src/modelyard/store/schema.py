@@ -340,6 +340,8 @@ class RevisionRow(Base):
     retired_at: Mapped[dt.datetime | None]
     replica_token: Mapped[str] = mapped_column(String(64))
     """The secret its replicas require of every caller, which only the gateway gets (0005)."""
+    workload: Mapped[str] = mapped_column(String(32), default="model-server")
+    """What its replicas run (`modelyard.serving.states.Workload`) (0008)."""
 
 
 class TrafficMinuteRow(Base):

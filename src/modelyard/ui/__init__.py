@@ -10,10 +10,11 @@ from modelyard.ui.web import PREFIX
 
 def mount(app: FastAPI) -> None:
     """Add the dashboard's routes to the control plane's app."""
-    from modelyard.ui import live, pages, signin
+    from modelyard.ui import live, logs, pages, signin
     from modelyard.ui.sessions import Sessions
 
     app.state.ui_sessions = Sessions()
     app.include_router(signin.router, prefix=PREFIX)
     app.include_router(live.router, prefix=PREFIX)
+    app.include_router(logs.router, prefix=PREFIX)
     app.include_router(pages.router, prefix=PREFIX)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from modelyard.gateway.metrics import BUCKETS
+from modelyard.telemetry.records import BUCKETS
 
 RANGES: dict[str, dt.timedelta] = {
     "5m": dt.timedelta(minutes=5),

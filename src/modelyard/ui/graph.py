@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from modelyard.pipelines.states import RunState, StepState
+
 NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 150.0, 34.0, 50.0, 14.0, 10.0
 MAX_ROWS = 12
 """Columns taller than this show their first rows and one node for the rest."""
@@ -58,10 +60,10 @@ def layout(nodes: Sequence[str], edges: Sequence[tuple[str, str]], states: dict[
         for row, node in enumerate(shown):
             y = PAD + row * (NODE_H + GAP_Y)
             where[node] = (x, y)
-            graph.nodes.append(Node(node, node, states.get(node, "pending"), x, y))
+            graph.nodes.append(Node(node, node, states.get(node, StepState.PENDING), x, y))
         if rest:
             y = PAD + len(shown) * (NODE_H + GAP_Y)
-            shown_state = summary([states.get(n, "pending") for n in rest])
+            shown_state = summary([states.get(n, StepState.PENDING) for n in rest])
             graph.nodes.append(
                 Node(f"+{len(rest)}", f"+{len(rest)} more", shown_state, x, y, hidden=len(rest))
             )
@@ -81,7 +83,14 @@ def layout(nodes: Sequence[str], edges: Sequence[tuple[str, str]], states: dict[
 def summary(states: list[str]) -> str:
     """The state a group shows (a collapsed fan-out, a loop's iterations): the most urgent of
     its members', so it reads succeeded only when all did."""
-    for state in ("failed", "running", "retrying", "pending", "queued"):
+    urgent = (
+        StepState.FAILED,
+        StepState.RUNNING,
+        StepState.RETRYING,
+        StepState.PENDING,
+        RunState.QUEUED,
+    )
+    for state in urgent:
         if state in states:
             return state
-    return states[0] if states else "pending"
+    return states[0] if states else StepState.PENDING

@@ -1,34 +1,38 @@
-"""What the dashboard reads of the platform's own measurements: live rates from the gateway's
-recent reports (`Measurements`, in memory) and per-minute history (``traffic_minutes``)."""
+"""What the dashboard reads of the platform's own measurements, through `Telemetry`: live rates
+from the gateway's recent reports (in memory) and the per-minute history (stored)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
 from modelyard.controlplane import ControlPlane
-from modelyard.serving.deployments import DeploymentInfo
-from modelyard.store.schema import DeploymentRow, NamespaceRow, SloAlertRow, TrafficMinuteRow
+from modelyard.events.types import EventType
+from modelyard.serving.records import DeploymentInfo
+from modelyard.serving.states import RevisionState
+from modelyard.store.schema import DeploymentRow, NamespaceRow, SloAlertRow
 from modelyard.ui.charts import Marker, Minute
 
 NONE = "\u2013"  # an en dash: no value
 LIVE_SECONDS = 10.0
 """Live rates are over the gateway's reports of this many seconds (it reports about once a
 second, so a change shows on the next report)."""
-MARKED = ("revision.", "rollout.", "deployment.traffic.changed")
+MARKED = ("revision.", "rollout.", EventType.DEPLOYMENT_TRAFFIC_CHANGED)
 
 
-def live_rates(plane: ControlPlane, revision_ids: list[str]) -> dict[str, float | None]:
+def live_rates(
+    plane: ControlPlane, deployment_id: str, revision_ids: list[str]
+) -> dict[str, float | None]:
     """Requests/s, error share and p99 (ms) over the last ``LIVE_SECONDS``, summed over
     ``revision_ids``."""
     since = plane.events.clock() - dt.timedelta(seconds=LIVE_SECONDS)
     requests = errors = 0
     latencies: list[float] = []
     for revision_id in revision_ids:
-        served = plane.rollouts.measurements.served(revision_id, since)
+        served = plane.telemetry.totals(deployment_id, revision=revision_id, since=since)
         requests += served.requests
         errors += served.errors
         latencies.extend(served.latencies_ms)
@@ -44,11 +48,28 @@ def live_rates(plane: ControlPlane, revision_ids: list[str]) -> dict[str, float 
 def deployment_rates(plane: ControlPlane, info: DeploymentInfo) -> dict[str, str]:
     """The live numbers of a deployment and of each revision, keyed as the page names them."""
     shown: dict[str, str] = {}
-    rates = live_rates(plane, [r.id for r in info.revisions])
+    deployment_id = _deployment_id(plane, info.namespace, info.name)
+    rates = live_rates(plane, deployment_id, [r.id for r in info.revisions])
     shown.update(_format(f"{info.namespace}/{info.name}", rates))
     for revision in info.revisions:
-        shown.update(_format(revision.id, live_rates(plane, [revision.id])))
+        shown.update(_format(revision.id, live_rates(plane, deployment_id, [revision.id])))
     return shown
+
+
+def revision_reports(
+    plane: ControlPlane, info: DeploymentInfo, start: dt.datetime
+) -> dict[str, Sequence[tuple[dt.datetime, int, int, Sequence[float]]]]:
+    """The gateway's reports about each revision still serving, from ``start`` on (the last hour
+    at most: they are kept in memory), as `charts.by_revision` draws them."""
+    deployment_id = _deployment_id(plane, info.namespace, info.name)
+    return {
+        f"r{r.number}": [
+            (p.at, p.served.requests, p.served.errors, p.served.latencies_ms)
+            for p in plane.telemetry.series(deployment_id, revision=r.id, since=start)
+        ]
+        for r in info.revisions
+        if r.state != RevisionState.RETIRED
+    }
 
 
 def _format(key: str, rates: dict[str, float | None]) -> dict[str, str]:
@@ -63,44 +84,14 @@ def _format(key: str, rates: dict[str, float | None]) -> dict[str, str]:
 def minutes(
     plane: ControlPlane, namespace: str, deployment: str, start: dt.datetime
 ) -> list[Minute]:
-    """The deployment's stored minutes from ``start`` on.
+    """The deployment's stored minutes from ``start`` on."""
+    points = plane.telemetry.series(_deployment_id(plane, namespace, deployment), since=start)
+    return [Minute(p.at, p.served.requests, p.served.errors, p.served.buckets) for p in points]
 
-    Read as the driver gives them (30 days are 43,200 rows): SQLite hands over text, parsed here
-    faster than through the column types; PostgreSQL's driver decodes both itself."""
-    raw = sa.String()
+
+def _deployment_id(plane: ControlPlane, namespace: str, deployment: str) -> str:
     with plane.db.read() as session:
-        rows = session.execute(
-            sa.select(
-                sa.type_coerce(TrafficMinuteRow.minute, raw),
-                TrafficMinuteRow.requests,
-                TrafficMinuteRow.errors,
-                sa.type_coerce(TrafficMinuteRow.buckets, raw),
-            )
-            .join(DeploymentRow, DeploymentRow.id == TrafficMinuteRow.deployment_id)
-            .join(NamespaceRow, NamespaceRow.id == DeploymentRow.namespace_id)
-            .where(
-                NamespaceRow.name == namespace,
-                DeploymentRow.name == deployment,
-                TrafficMinuteRow.minute >= start,
-            )
-            .order_by(TrafficMinuteRow.minute)
-        ).all()
-    return [
-        Minute(_moment(at), count, errors, _buckets(buckets)) for at, count, errors, buckets in rows
-    ]
-
-
-def _moment(value: object) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return _utc(value)
-    return _utc(dt.datetime.fromisoformat(str(value)))
-
-
-def _buckets(value: object) -> list[int]:
-    if isinstance(value, list):
-        return value
-    found = orjson.loads(str(value)) if value else []
-    return found if isinstance(found, list) else []
+        return plane.deployments.row(session, namespace, deployment).id
 
 
 def markers(plane: ControlPlane, namespace: str, deployment: str) -> list[Marker]:

@@ -11,9 +11,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import ModelyardError, NotFound
-from modelyard.pipelines.runs import RunInfo
+from modelyard.pipelines.records import RunInfo
 from modelyard.realtime.lag import measure
-from modelyard.serving.deployments import DeploymentInfo
+from modelyard.serving.records import DeploymentInfo
 from modelyard.types import Role
 from modelyard.ui import charts, measured
 from modelyard.ui.graph import layout, summary
@@ -97,11 +97,7 @@ def _deployment(plane: ControlPlane, namespace: str, name: str, span: str) -> di
     per_revision = []
     if charts.RANGES[span] <= charts.RANGES["1h"]:  # the gateway's reports kept in memory
         per_revision = charts.by_revision(
-            {
-                f"r{r.number}": plane.rollouts.measurements.reports(r.id, start)
-                for r in info.revisions
-                if r.state != "retired"
-            },
+            measured.revision_reports(plane, info, start),
             marks,
             end,
             charts.RANGES[span],

@@ -135,7 +135,7 @@ class UiRoute(APIRoute):
             try:
                 response = await handler(request)
             except SignInRequired:
-                if request.url.path == f"{PREFIX}/live":
+                if request.url.path.startswith(f"{PREFIX}/live"):  # event streams
                     response = Response("sign in first", status_code=401)
                 else:
                     query = request.url.query

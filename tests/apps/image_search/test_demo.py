@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_for
+from modelyard.testing import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 

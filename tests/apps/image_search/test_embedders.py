@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -58,7 +59,8 @@ class MeanColour(Embedder):
             [np.asarray(i.convert("RGB"), np.float32).mean(axis=(0, 1)) + 1 for i in images],
             dtype=np.float32,
         ).reshape(-1, 3)
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        unit: npt.NDArray[np.float32] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        return unit
 
 
 class NotAnEmbedder:
@@ -199,9 +201,10 @@ def test_lite0_preprocessing_matches_its_weights(lite0: EfficientNetLite0) -> No
     batch = lite0.preprocess([Image.fromarray(data.chelsea())])
     assert batch.shape == (1, 3, 224, 224) and batch.dtype == torch.float32
     assert float(batch.min()) >= -1.0 and float(batch.max()) <= 1.0
+    network: Any = lite0.model  # EfficientNet's own methods: torch's Module type has none
     with torch.inference_mode():
-        maps = lite0.model.extract_features(batch)
-        logits = lite0.model._fc(maps.mean(dim=(2, 3)))
+        maps = network.extract_features(batch)
+        logits = network._fc(maps.mean(dim=(2, 3)))
     top5 = set(torch.topk(logits[0], 5).indices.tolist())
     cats = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     assert top5 & cats, top5

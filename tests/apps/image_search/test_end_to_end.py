@@ -19,7 +19,8 @@ from modelyard.apps.image_search.catalog import (
     write_catalog,
 )
 from modelyard.apps.image_search.pipeline import image_index
-from tests.conftest import Serving, wait_for
+from modelyard.testing import wait_for
+from tests.conftest import Serving
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,7 @@ embedder is needed, so a replica of the runtime without a loaded index shows it.
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import httpx
 
@@ -17,7 +18,8 @@ def test_a_text_file_as_the_query_image_is_a_400_with_a_clear_message() -> None:
     server.runtime = ImageSearchRuntime()
 
     async def send() -> httpx.Response:
-        transport = httpx.ASGITransport(app=server)
+        # ModelServer types the ASGI scope and messages as dicts, httpx as mutable mappings
+        transport = httpx.ASGITransport(app=cast(Any, server))
         async with httpx.AsyncClient(transport=transport, base_url="http://replica") as http:
             return await http.post(
                 "/search",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from modelyard.testing import free_port
 
 pytestmark = pytest.mark.slow
 

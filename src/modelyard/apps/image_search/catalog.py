@@ -360,7 +360,7 @@ def _bundled_photos() -> Iterator[tuple[str, Image.Image]]:
         ) from exc
     for name in SKIMAGE_PHOTOS:
         if name == "motorcycle":  # the left view of a stereo pair
-            pixels = skimage_data.stereo_motorcycle()[0]  # type: ignore[no-untyped-call]
+            pixels = skimage_data.stereo_motorcycle()[0]
         else:
             loader: Callable[[], Any] = getattr(skimage_data, name)
             pixels = loader()

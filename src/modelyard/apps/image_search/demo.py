@@ -31,7 +31,8 @@ from rich.table import Table
 
 from modelyard.client import Client, scan_files
 from modelyard.errors import Conflict
-from modelyard.pipelines.schedules import ScheduleSpec
+from modelyard.pipelines.records import ScheduleSpec
+from modelyard.pipelines.states import FINISHED, RunState, StepState
 
 console = Console()
 NAMESPACE, DATASET, MODEL, DEPLOYMENT = "demo", "catalog", "image-index", "image-search"
@@ -176,18 +177,18 @@ def follow_run(client: Client, run_id: str) -> None:
             for attempt in run.steps:
                 if attempt.node not in bars:
                     bars[attempt.node] = progress.add_task(attempt.node, total=1)
-                done = attempt.state in ("succeeded", "cached", "skipped")
+                done = attempt.state in (StepState.SUCCEEDED, StepState.CACHED, StepState.SKIPPED)
                 progress.update(
                     bars[attempt.node],
                     completed=1 if done else 0,
                     description=f"{attempt.node}: {attempt.state}",
                 )
-            if run.state in ("succeeded", "failed", "cancelled"):
+            if run.state in FINISHED:
                 break
             time.sleep(0.5)
-    if run.state != "succeeded":
+    if run.state != RunState.SUCCEEDED:
         raise SystemExit(f"the pipeline run {run_id} {run.state}: {run.reason}")
-    cached = [step.node for step in run.steps if step.state == "cached"]
+    cached = [step.node for step in run.steps if step.state == StepState.CACHED]
     if cached:
         console.print(
             f"  {', '.join(cached)}: from the cache (same catalog, same code): nothing was "

@@ -36,7 +36,7 @@ from modelyard.client import Client
 from modelyard.errors import Conflict, NotFound
 from modelyard.realtime.backends import open_event_store
 from modelyard.realtime.eventstore import EventStore
-from modelyard.registry.versions import VersionSpec
+from modelyard.registry.records import VersionSpec
 from modelyard.settings import Settings
 
 console = Console()

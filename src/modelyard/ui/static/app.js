@@ -103,6 +103,10 @@
       const page = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = page.getElementById("main");
       const main = document.getElementById("main");
+      // The log panel is live by itself: it stays, with its lines, in the fresh page.
+      const panel = document.getElementById("log-panel");
+      const slot = fresh && fresh.querySelector("#log-panel");
+      if (panel && slot) slot.replaceWith(panel);
       if (fresh && main) main.replaceChildren(...fresh.childNodes);
     } catch (error) {
       show("reconnecting");
@@ -120,6 +124,57 @@
     } else {
       connect();
       schedule();  // what changed while hidden and is not an event (rates) shows at once
+    }
+  });
+  connect();
+})();
+
+// The deployment page's log panel: its replicas' lines, live, on a stream of their own (events
+// "log", id = the line's time). Lines are set as text, never as markup; the last 1000 are kept.
+(function () {
+  const panel = document.getElementById("log-panel");
+  if (!panel || !panel.dataset.logs) return;
+  const base = panel.dataset.logs;
+  const KEEP = 1000;
+  let source = null;
+  let lastTime = null;
+
+  function connect() {
+    if (source) source.close();
+    const url = lastTime === null ? base : base + "&after=" + encodeURIComponent(lastTime);
+    source = new EventSource(url);
+    source.addEventListener("log", function (message) {
+      const line = JSON.parse(message.data);
+      lastTime = line.time;
+      const atBottom = panel.scrollHeight - panel.scrollTop - panel.clientHeight < 8;
+      const row = document.createElement("div");
+      row.className = "log-line";
+      const time = document.createElement("time");
+      time.dateTime = line.time;
+      time.textContent = line.time.slice(11, 23);
+      const replica = document.createElement("span");
+      replica.className = "replica";
+      replica.textContent = line.replica;
+      const text = document.createElement("span");
+      text.className = "text";
+      text.textContent = line.text;
+      row.append(time, " ", replica, " ", text);
+      panel.append(row);
+      while (panel.children.length > KEEP) panel.firstElementChild.remove();
+      if (atBottom) panel.scrollTop = panel.scrollHeight;
+    });
+    source.addEventListener("signedout", function () { source.close(); });
+    source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+    };
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) {
+      if (source) source.close();
+      source = null;
+    } else if (source === null) {
+      connect();
     }
   });
   connect();

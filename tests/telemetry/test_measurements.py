@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from modelyard.delivery.analysis import END_TO_END, FAIL, PASS, SERVICE, Analysis, judge
-from modelyard.serving.measurements import Measurements
+from modelyard.delivery.analysis import END_TO_END, FAIL, PASS, SERVICE, judge
+from modelyard.serving.records import Analysis
+from modelyard.telemetry.measurements import Measurements
 from tests.conftest import Clock
 
 START = dt.datetime(2026, 11, 23, 12, 0, 30, tzinfo=dt.UTC)

@@ -1,7 +1,7 @@
 """What the gateway measured, as the control plane keeps it.
 
 The gateway reports, about once a second, what it served since its last report (see
-`modelyard.gateway.metrics.Window`). Two readers:
+`modelyard.telemetry.window.Window`). Two readers:
 
 - the rollout judge asks what a revision served since a step began (requests, errors, a sample
   of latencies at the gateway and one of the service times its replicas reported): the reports
@@ -25,8 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.delivery.analysis import Sample
-from modelyard.delivery.burnrate import TrafficMinute
+from modelyard.telemetry.records import Point, Sample, TrafficMinute
 
 KEEP_SECONDS = 3600.0
 TAKEN_IDS = 8192
@@ -104,35 +103,40 @@ class Measurements:
                     )
                 )
 
-    def served(self, revision_id: str, since: dt.datetime) -> Sample:
-        """What ``revision_id`` served since ``since`` (latencies and service times: the
-        reports' samples, each report's sample uniform over its requests)."""
+    def served(
+        self, revision_id: str, since: dt.datetime, until: dt.datetime | None = None
+    ) -> Sample:
+        """What ``revision_id`` served from ``since`` until ``until`` (latencies and service
+        times: the reports' samples, each report's sample uniform over its requests)."""
         sample = Sample()
         with self._lock:
-            for report in self._reports.get(revision_id, ()):
-                if report.at >= since:
-                    sample.requests += report.requests
-                    sample.errors += report.errors
-                    sample.latencies_ms.extend(report.latencies_ms)
-                    sample.service_ms.extend(report.service_ms)
+            for r in self._reports.get(revision_id, ()):
+                if r.at >= since and (until is None or r.at < until):
+                    sample.requests += r.requests
+                    sample.errors += r.errors
+                    sample.mismatches += r.mismatches
+                    sample.latencies_ms.extend(r.latencies_ms)
+                    sample.service_ms.extend(r.service_ms)
         return sample
 
-    def mismatches(self, revision_id: str, since: dt.datetime) -> tuple[int, int]:
-        """(copies answered, answers that differed) of a shadow revision since ``since``."""
-        with self._lock:
-            reports = [r for r in self._reports.get(revision_id, ()) if r.at >= since]
-        return sum(r.requests for r in reports), sum(r.mismatches for r in reports)
-
-    def reports(
-        self, revision_id: str, since: dt.datetime
-    ) -> list[tuple[dt.datetime, int, int, list[float]]]:
-        """(when, requests, errors, latency sample in ms) of each report about ``revision_id``
-        since ``since``, oldest first: the dashboard's per-revision charts of the last hour."""
+    def points(
+        self, revision_id: str, since: dt.datetime, until: dt.datetime | None = None
+    ) -> list[Point]:
+        """Each report about ``revision_id`` from ``since`` until ``until``, oldest first."""
         with self._lock:
             return [
-                (r.at, r.requests, r.errors, list(r.latencies_ms))
+                Point(
+                    r.at,
+                    Sample(
+                        r.requests,
+                        r.errors,
+                        list(r.latencies_ms),
+                        list(r.service_ms),
+                        r.mismatches,
+                    ),
+                )
                 for r in self._reports.get(revision_id, ())
-                if r.at >= since
+                if r.at >= since and (until is None or r.at < until)
             ]
 
     def take_minutes(self) -> list[TrafficMinute]:

@@ -672,11 +672,12 @@ class Client:
         params: dict[str, Any] = {"follow": follow}
         if step:
             params["step"] = step
+        yield from self._lines(f"/namespaces/{namespace}/runs/{run_id}/logs", params)
+
+    def _lines(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+        """A streamed text answer's lines, as they come (no read timeout)."""
         with self.http.stream(
-            "GET",
-            f"/namespaces/{namespace}/runs/{run_id}/logs",
-            params=params,
-            timeout=httpx.Timeout(None, connect=10),
+            "GET", path, params=params, timeout=httpx.Timeout(None, connect=10)
         ) as response:
             if not response.is_success:
                 response.read()
@@ -933,18 +934,9 @@ class Client:
             params["since"] = since.isoformat() if isinstance(since, dt.datetime) else since
         if tail is not None:
             params["tail"] = tail
-        with self.http.stream(
-            "GET",
-            f"/namespaces/{namespace}/deployments/{name}/logs",
-            params=params,
-            timeout=httpx.Timeout(None, connect=10),
-        ) as response:
-            if not response.is_success:
-                response.read()
-                raise error_from_body(response.status_code, response.json())
-            for line in response.iter_lines():
-                if line:
-                    yield LogLine.parse(line)
+        for line in self._lines(f"/namespaces/{namespace}/deployments/{name}/logs", params):
+            if line:
+                yield LogLine.parse(line)
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         """Delete a deployment: its replicas stop and its route goes away.

@@ -136,13 +136,23 @@ class Platform:
         return int((self.home / "gateway.pid").read_text().split()[0])
 
     def data_plane_pids(self) -> list[int]:
-        """The gateway (found by its command line, which names this home) and the replicas."""
+        """The replicas and workers of the state files, and every process whose command line or
+        environment names this home (the gateway; a worker whose state has no pid yet)."""
         states = [*self.home.glob("replicas/*.json"), *self.home.glob("realtime/workers/*.json")]
-        pids = [int(json.loads(s.read_text())["pid"]) for s in states]
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        pids: list[int] = []
+        for state in states:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                pids.append(int(json.loads(state.read_text())["pid"]))
+        home = str(self.home).encode()
+        marker = b"MODELYARD_HOME=" + home + b"\0"
+        for proc in Path("/proc").glob("[0-9]*"):
+            if int(proc.name) == os.getpid():
+                continue
             with contextlib.suppress(OSError):
-                if str(self.home).encode() in cmdline.read_bytes():
-                    pids.append(int(cmdline.parent.name))
+                if home in (proc / "cmdline").read_bytes() or marker in (
+                    (proc / "environ").read_bytes() + b"\0"
+                ):
+                    pids.append(int(proc.name))
         return pids
 
     def stop(self) -> None:

@@ -136,8 +136,9 @@ def test_events_in_predictions_out(serving: Serving) -> None:
         stream.send({"event_id": "x"})
     assert serving.http.post("/team/streams/nope/events", json=_event(1, "u")).status_code == 404
     assert serving.http.post("/team/streams/clicks/events", content=b"{").status_code == 422
-    metrics = httpx.get(f"{serving.gateway}/metrics").text
-    assert 'modelyard_realtime_lag_events{namespace="team",deployment="scorer"}' in metrics
+    gauge = 'modelyard_realtime_lag_events{namespace="team",deployment="scorer"}'
+    # the gateway measures the lag every half second
+    wait_for(lambda: gauge in httpx.get(f"{serving.gateway}/metrics").text, 10, "the lag gauge")
     # forgetting an entity
     assert rt.delete_entity("team", "clicks", "u1") == 3
     assert rt.entity_events("team", "clicks", "u1") == []
@@ -200,50 +201,70 @@ def test_kill_9_of_the_gateway_mid_stream(serving: Serving) -> None:
     check_no_loss(serving, sender.acked)
 
 
-def test_kill_9_of_the_control_plane_mid_stream(serving: Serving, tmp_path: Path) -> None:
+@pytest.mark.parametrize("gateway_too", [False, True], ids=["alone", "with-the-gateway"])
+def test_kill_9_of_the_control_plane_mid_stream(
+    serving: Serving, tmp_path: Path, gateway_too: bool
+) -> None:
     """The gateway ingests and the worker predicts (with the model it loaded) while the control
-    plane is down; the next control plane adopts the worker instead of starting a second one."""
+    plane is down; the next control plane adopts the worker instead of starting a second one.
+    With the gateway killed too, producers cannot connect until the next control plane has
+    started the next gateway."""
     from modelyard.registry.records import VersionSpec
     from tests.conftest import iris_model
 
     serving.client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
     setup(serving, model="iris@latest")
     state = serving.platform.home / "realtime" / "workers" / "team--scorer.json"
-    wait_for(state.exists, 30, "the worker")
-    worker = int(json.loads(state.read_text())["pid"])
+    wait_for(lambda: _worker_pid(state), 30, "the worker")
+    worker = _worker_pid(state)
+    assert worker is not None
+    wait_for(lambda: _latest(serving, "warmup") == -1, 60, "the first prediction", 0.05)
     sender = Sender(serving, 600)
     sender.thread.start()
     wait_for(lambda: len(sender.acked) > 100, 60, "a hundred events acknowledged")
+    gateway = serving.platform.gateway_pid()
     serving.platform.kill()
-    at_kill = len(sender.acked)
-    wait_for(lambda: len(sender.acked) > at_kill + 100, 60, "events acknowledged while down")
-    after = int(sender.acked[-1][1:])
-    wait_for(lambda: _newest_prediction(serving) >= after - 1, 60, "predictions while down", 0.05)
+    if gateway_too:
+        os.kill(gateway, signal.SIGKILL)
+    else:
+        at_kill = len(sender.acked)
+        wait_for(lambda: len(sender.acked) > at_kill + 100, 60, "events acknowledged while down")
+        after = int(sender.acked[-1][1:])
+        wait_for(lambda: _newest_prediction(serving) >= after - 1, 60, "predictions", 0.05)
     assert _workers(serving) == [worker]
 
-    serving.client = serving.platform.start()
-    serving.client.gateway_url = serving.gateway
-    for _ in range(3):  # supervision rounds of the new control plane
-        _next_round(serving, "realtime-workers")
-    assert _workers(serving) == [worker]
-    info = serving.client.realtime.get("team", "scorer")
-    assert info.status == f"running (pid {worker})"
-    sender.thread.join(120)
-    assert len(sender.acked) == 600
-    assert not sender.refused, sender.refused  # ingest never needed the control plane
-    check_no_loss(serving, sender.acked)
-    assert _workers(serving) == [worker]
+    with serving.platform.start() as client:
+        serving.client, client.gateway_url = client, serving.gateway
+        for _ in range(3):  # supervision rounds of the new control plane
+            _next_round(serving, "realtime-workers")
+        assert _workers(serving) == [worker]
+        assert client.realtime.get("team", "scorer").status == f"running (pid {worker})"
+        sender.thread.join(120)
+        assert len(sender.acked) == 600
+        if gateway_too:  # connections refused, never an error answer
+            assert all(not what.isdigit() for what in sender.refused), sender.refused
+        else:  # ingest never needed the control plane
+            assert not sender.refused, sender.refused
+        check_no_loss(serving, sender.acked)
+        assert _workers(serving) == [worker]
+        # the adopted worker is supervised: killed, one new worker takes its place
+        os.kill(worker, signal.SIGKILL)
+        wait_for(functools.partial(_restarted, state, worker), 30, "a new worker")
+        client.stream("team", "clicks").send(_event(1001, "u1"))
+        wait_for(lambda: _latest(serving, "u1") == 1001, 60, "a prediction of the new worker")
+        assert _workers(serving) == [_worker_pid(state)]
 
 
 def test_kill_9_of_a_worker_mid_stream(serving: Serving) -> None:
     setup(serving)
     state = serving.platform.home / "realtime" / "workers" / "team--scorer.json"
-    wait_for(state.exists, 30, "the worker")
+    wait_for(lambda: _worker_pid(state), 30, "the worker")
     sender = Sender(serving, 400)
     sender.thread.start()
     for _ in range(2):
         wait_for(lambda: _latest_n(serving) > 0, 60, "predictions")
-        killed = json.loads(state.read_text())["pid"]
+        killed = _worker_pid(state)
+        assert killed is not None
         os.kill(killed, signal.SIGKILL)
         wait_for(functools.partial(_restarted, state, killed), 30, "a new worker")
     sender.thread.join(120)
@@ -291,11 +312,16 @@ def _latest_n(serving: Serving) -> int:
     return sum(_latest(serving, e) is not None for e in ENTITIES)
 
 
-def _restarted(state: Path, old: int) -> bool:
+def _worker_pid(state: Path) -> int | None:
+    """The pid in a worker's state file; None before there is one (or its process started)."""
     try:
-        return int(json.loads(state.read_text())["pid"]) != old
-    except (OSError, ValueError):
-        return False
+        return int(json.loads(state.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _restarted(state: Path, old: int) -> bool:
+    return _worker_pid(state) not in (None, old)
 
 
 def test_replay_with_the_model_gives_the_online_predictions(
@@ -327,6 +353,7 @@ def test_replay_with_the_model_gives_the_online_predictions(
     events = open_event_store(events_url_of(serving))
     model = load_model(client, "team/iris@1")
     version = replay_to_dataset(client, events, "team", "scorer", 0, 2e9, "scores", model)
+    events.close()
     assert version.params["rows"] == len(triggers) + 1  # and setup's warm-up event
     folder = client.pull("team/scores@latest", kind="dataset")
     import pyarrow.parquet as pq

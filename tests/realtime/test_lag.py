@@ -56,3 +56,4 @@ def test_ingest_answers_429_beyond_the_lag_and_recovers(
     wait_for(lambda: client.realtime.lag("team", "scorer")["events"] == 0, 60, "the lag to go")
     wait_for(lambda: refused() is None, 10, "ingest to accept again")
     serving.http.close()
+    client.close()

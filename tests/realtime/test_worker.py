@@ -3,16 +3,29 @@ dead letters that do not stop other entities, and replay giving what serving gav
 
 from __future__ import annotations
 
+import logging
+import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from modelyard.api.server import BackgroundServer
+from modelyard.client import Client
+from modelyard.controlplane import ControlPlane
 from modelyard.realtime.eventstore import EventStore
+from modelyard.realtime.models import ModelSource
 from modelyard.realtime.predictions import PredictionStore
 from modelyard.realtime.queue import TriggerQueue
 from modelyard.realtime.records import RealtimeSpec
 from modelyard.realtime.replay import replay, write_rows
 from modelyard.realtime.rules import TriggerRule
 from modelyard.realtime.streams import NewEvent
-from modelyard.realtime.worker import Worker
+from modelyard.realtime.worker import Worker, _first_model
+from modelyard.registry.records import VersionSpec
+from modelyard.testing import free_port, wait_for
+from modelyard.types import ModelRef
+from tests.conftest import iris_model
 
 D = "team/scorer"
 S = "team/clicks"
@@ -102,3 +115,32 @@ def test_replay_gives_the_online_predictions(
     assert {r["event_id"] for r in window} <= set(online)
     path = write_rows(window, tmp_path / "out")  # type: ignore[operator]
     assert path.exists()
+
+
+def test_a_worker_starting_while_the_control_plane_is_down_waits_for_it(
+    plane: ControlPlane, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No supervisor restarts a worker while its control plane is down: the worker's first model
+    load waits for the API instead of failing the start; stopped meanwhile, it gives up."""
+    plane.ensure_admin_key()
+    token = plane.settings.admin_key_path.read_text().strip()
+    with BackgroundServer(plane) as server, Client(server.url, token) as admin:
+        admin.create_namespace("team")
+        admin.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
+    port = free_port()
+    ref = ModelRef.parse("team/iris@latest")
+    models = ModelSource(Client(f"http://127.0.0.1:{port}", token, cache_dir=tmp_path / "c"), ref)
+    stopped, loaded = threading.Event(), []
+    thread = threading.Thread(target=lambda: loaded.append(_first_model(models, stopped)))
+    with caplog.at_level(logging.WARNING, "modelyard.realtime.worker"):
+        thread.start()
+        wait_for(lambda: "cannot reach the control plane" in caplog.text, 10, "a failed try")
+        with BackgroundServer(plane, port=port):
+            thread.join(30)
+    assert loaded == [True] and models.current().label == "team/iris@1"
+    models.client.close()
+    # stopped while the control plane is down
+    down = ModelSource(Client(f"http://127.0.0.1:{free_port()}", token), ref)
+    stopped.set()
+    assert _first_model(down, stopped) is False
+    down.client.close()

@@ -182,14 +182,7 @@ class KubeApi:
     def pod_log(self, namespace: str, name: str, container: str | None = None) -> str:
         """What the pod's container printed so far (the kubelet keeps the latest only)."""
         params = {"container": container} if container else {}
-        self.calls += 1
-        try:
-            response = self._http.get(PODS.path(namespace, name, "log"), params=params)
-        except httpx.HTTPError as exc:
-            raise KubeApiError(0, "Unreachable", f"{self._cluster.server}: {exc}") from exc
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.text
+        return self._text(PODS.path(namespace, name, "log"), params)
 
     def read_log(
         self,
@@ -207,9 +200,12 @@ class KubeApi:
             params["sinceTime"] = since
         if tail is not None:
             params["tailLines"] = str(tail)
+        return self._text(PODS.path(namespace, name, "log"), params)
+
+    def _text(self, path: str, params: dict[str, str]) -> str:
         self.calls += 1
         try:
-            response = self._http.get(PODS.path(namespace, name, "log"), params=params)
+            response = self._http.get(path, params=params)
         except httpx.HTTPError as exc:
             raise KubeApiError(0, "Unreachable", f"{self._cluster.server}: {exc}") from exc
         if response.status_code >= 400:

@@ -35,18 +35,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.kube import steps
-from modelyard.kube.api import JOBS, PODS, Expired, KubeApi, KubeApiError
+from modelyard.kube.api import JOBS, KubeApi, KubeApiError
 from modelyard.kube.config import KubernetesSettings, load_cluster
 from modelyard.kube.pods import UNSCHEDULABLE_SECONDS
-from modelyard.loops import Loop
+from modelyard.kube.watch import PodWatches
 from modelyard.pipelines.backends import StepExit, StepLaunch
 
 if TYPE_CHECKING:
     from modelyard.settings import Settings
 
 log = logging.getLogger(__name__)
-WATCH_SECONDS = 300
-RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -85,10 +83,11 @@ class KubeStepBackend:
         self._attempts: dict[tuple[str, str], _Attempt] = {}
         self._jobs: dict[tuple[str, str], _Attempt] = {}
         """(Kubernetes namespace, Job name) -> its attempt."""
-        self._watches: dict[str, Loop] = {}
+        self._watches = PodWatches(
+            api, "kube-steps", steps.SELECTOR, self._relisted, self._pod_changed
+        )
         self._listed: set[str] = set()
         """The Kubernetes namespaces whose step pods were listed once."""
-        self._stop = threading.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubeStepBackend:
@@ -108,7 +107,7 @@ class KubeStepBackend:
         if self.control_plane_url and "MODELYARD_URL" in env:
             env["MODELYARD_URL"] = self.control_plane_url
         launch = dataclasses.replace(launch, env=env)
-        self._watch(kube_namespace)
+        self._watches.watch(kube_namespace)
         path = self.log_path(launch.run_id, launch.node)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as out:
@@ -178,22 +177,15 @@ class KubeStepBackend:
         return text
 
     def close(self) -> None:
-        self._stop.set()
         with self._lock:
             running = [a for a in self._attempts.values() if a.ended is None]
             self._attempts.clear()
             self._jobs.clear()
-            watches = list(self._watches.values())
-            self._watches.clear()
         for attempt in running:
             if attempt.timer is not None:
                 attempt.timer.cancel()
             self._delete(attempt, grace=0)
-        for loop in watches:
-            loop.request_stop()
-        self.api.close()  # ends the open watches
-        for loop in watches:
-            loop.join(5)
+        self._watches.close()  # closes the API, which ends the open watches
 
     # ending an attempt --------------------------------------------------------------------------
     def _delete(self, attempt: _Attempt, grace: int | None) -> bool:
@@ -279,21 +271,6 @@ class KubeStepBackend:
         if pod is not None:
             self._pod_changed(kube_namespace, "MODIFIED", pod)
 
-    # watching -----------------------------------------------------------------------------------
-    def _watch(self, kube_namespace: str) -> None:
-        with self._lock:
-            if kube_namespace in self._watches or self._stop.is_set():
-                return
-            loop = Loop(
-                f"kube-steps-{kube_namespace}",
-                functools.partial(self._watch_round, kube_namespace),
-                interval=0.0,
-                error_wait=RETRY_SECONDS,
-                join_timeout=5.0,
-            )
-            self._watches[kube_namespace] = loop
-        loop.start()
-
     def _relisted(self, kube_namespace: str, items: list[dict[str, Any]]) -> None:
         """Follow the listed pods; an attempt whose pod went while nobody watched ended. At the
         first list, Jobs of a control plane that died (pods of no attempt of ours) are deleted:
@@ -323,19 +300,3 @@ class KubeStepBackend:
         for attempt in vanished:
             assert attempt.last is not None
             self._pod_changed(kube_namespace, "DELETED", attempt.last)
-
-    def _watch_round(self, kube_namespace: str) -> None:
-        """List the step pods, then follow their changes until stop; an expired watch lists
-        again at once, a failure (the loop logs it) after ``RETRY_SECONDS``."""
-        try:
-            items, version = self.api.list(PODS, kube_namespace, steps.SELECTOR)
-            self._relisted(kube_namespace, items)
-            while not self._stop.is_set():
-                for kind, pod in self.api.watch(
-                    PODS, kube_namespace, steps.SELECTOR, version, WATCH_SECONDS
-                ):
-                    version = pod["metadata"]["resourceVersion"]
-                    if kind != "BOOKMARK":
-                        self._pod_changed(kube_namespace, kind, pod)
-        except Expired:
-            log.info("step pod watch in %s expired: listing again", kube_namespace)

@@ -22,7 +22,6 @@ namespace of the ``kubernetes.namespaces`` mapping, re-applied on first use else
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterator
@@ -34,13 +33,12 @@ from modelyard.kube import logs, pods, render
 from modelyard.kube.api import (
     CONFIGMAPS,
     DEPLOYMENTS,
-    PODS,
     SECRETS,
-    Expired,
     KubeApi,
     KubeApiError,
 )
 from modelyard.kube.config import KubernetesSettings, load_cluster
+from modelyard.kube.watch import PodWatches
 from modelyard.loops import Loop
 from modelyard.serving.deployments import Revision
 from modelyard.serving.logs import LogLine
@@ -51,8 +49,6 @@ if TYPE_CHECKING:
     from modelyard.settings import Settings
 
 log = logging.getLogger(__name__)
-WATCH_SECONDS = 300
-RETRY_SECONDS = 2.0
 TRANSIENT = frozenset({0, 409, 429})
 """API statuses worth trying again (with every 5xx); any other fails the revision."""
 
@@ -80,8 +76,7 @@ class KubeOrchestrator:
         self._applied: dict[str, _Applied] = {}
         self._pods: dict[tuple[str, str], dict[str, Any]] = {}
         self._failures: dict[str, str] = {}
-        self._watches: dict[str, Loop] = {}
-        self._stop = threading.Event()
+        self._watches = PodWatches(api, "kube-watch", render.SELECTOR, self._relisted, self._event)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubeOrchestrator:
@@ -95,7 +90,7 @@ class KubeOrchestrator:
 
     def scale(self, revision: Revision, replicas: int) -> None:
         kube_namespace = self.settings.namespace_for(revision.namespace)
-        self._watch(kube_namespace)
+        self._watches.watch(kube_namespace)
         with self._lock:
             applied = self._applied.get(revision.id)
             failed = revision.id in self._failures
@@ -179,26 +174,17 @@ class KubeOrchestrator:
             return set(self._applied) | {r for r in running if r is not None}
 
     def start(self) -> None:
-        self._stop.clear()
+        self._watches.reopen()
         for kube_namespace in sorted(set(self.settings.namespaces.values())):
             self._adopt(kube_namespace)
-            self._watch(kube_namespace)
+            self._watches.watch(kube_namespace)
 
     def stop(self, *, keep_replicas: bool = False) -> None:
-        self._stop.set()
-        with self._lock:
-            watches = list(self._watches.values())
-        for loop in watches:
-            loop.request_stop()
-        self.api.close()  # ends the open watches
-        for loop in watches:
-            loop.join(5)
-        self._watches.clear()
+        self._watches.close()
 
     def loops(self) -> list[Loop]:
         """The pod watches, one per Kubernetes namespace."""
-        with self._lock:
-            return list(self._watches.values())
+        return self._watches.loops()
 
     # writing ------------------------------------------------------------------------------------
     def _create(self, revision: Revision, kube_namespace: str, replicas: int) -> None:
@@ -249,37 +235,6 @@ class KubeOrchestrator:
                     labels.get(render.DEPLOYMENT_LABEL, ""),
                     (item.get("spec") or {}).get("replicas"),
                 )
-
-    # watching -----------------------------------------------------------------------------------
-    def _watch(self, kube_namespace: str) -> None:
-        with self._lock:
-            if kube_namespace in self._watches or self._stop.is_set():
-                return
-            loop = Loop(
-                f"kube-watch-{kube_namespace}",
-                functools.partial(self._watch_round, kube_namespace),
-                interval=0.0,
-                error_wait=RETRY_SECONDS,
-                join_timeout=5.0,
-            )
-            self._watches[kube_namespace] = loop
-        loop.start()
-
-    def _watch_round(self, kube_namespace: str) -> None:
-        """List the pods, then follow their changes until stop. An expired watch lists again at
-        once; a failure (the loop logs it) again after ``RETRY_SECONDS``."""
-        try:
-            items, version = self.api.list(PODS, kube_namespace, render.SELECTOR)
-            self._relisted(kube_namespace, items)
-            while not self._stop.is_set():
-                for kind, pod in self.api.watch(
-                    PODS, kube_namespace, render.SELECTOR, version, WATCH_SECONDS
-                ):
-                    version = pod["metadata"]["resourceVersion"]
-                    if kind != "BOOKMARK":
-                        self._event(kube_namespace, kind, pod)
-        except Expired:
-            log.info("pod watch in %s expired: listing again", kube_namespace)
 
     def _relisted(self, kube_namespace: str, items: list[dict[str, Any]]) -> None:
         with self._lock:

@@ -6,7 +6,11 @@ when woken): it starts a worker for a new deployment, restarts one whose spec ch
 exited (with backoff when it keeps crashing soon after its start), and stops the workers of
 deleted deployments (SIGTERM, SIGKILL after ``GRACE_SECONDS``). Workers run in their own session
 with a log file and a state file under ``<home>/realtime/workers``: a control plane killed with
--9 leaves them working, and the next one adopts them.
+-9 leaves them working, and the next one adopts them, so one deployment never has two workers.
+The state file is written before the process starts, with a launch id that the process carries
+on its command line: a kill between the start and the pid's write leaves the process findable.
+An adopted worker is not a child of this process: it is alive while ``/proc`` shows its command
+line (a zombie's is empty, and a reused pid shows another one).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +55,18 @@ class _Worker:
     def exit_code(self) -> int | None:
         if self.popen is not None:
             return self.popen.poll()
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return -1
-        except PermissionError:
-            pass
-        return None
+        # Adopted: not our child, so no exit status. Gone, a zombie (an empty command line) or
+        # its pid taken by another process all mean it exited.
+        return None if _is_worker(self.pid, self.key) else -1
+
+
+def _is_worker(pid: int, key: str) -> bool:
+    """Whether ``pid`` is a live worker process of the realtime deployment ``key``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"modelyard.realtime.worker" in cmdline and key.encode() in cmdline
 
 
 class WorkerSupervisor:
@@ -131,25 +141,31 @@ class WorkerSupervisor:
     def _launch(self, info: RealtimeInfo, crashes: int) -> None:
         key = info.key
         spec = info.spec.model_dump_json()
+        launch, digest = uuid.uuid4().hex, _digest(info)
         command = [sys.executable, "-m", "modelyard.realtime.worker", "--deployment", key]
         env = {**os.environ, **self.env_for(info.namespace), **info.spec.env}
+        # Written before the process exists: a control plane killed before it wrote the pid
+        # leaves the launch's id, by which the next one finds the process (no second worker).
+        self._write_state(key, {"key": key, "launch": launch, "digest": digest})
         with open(self.folder / f"{_file(key)}.log", "ab") as out:
             popen = subprocess.Popen(
-                [*command, "--spec", spec],
+                [*command, "--launch", launch, "--spec", spec],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=env,
             )
-        worker = _Worker(key, popen.pid, _digest(info), time.monotonic(), popen, crashes)
-        state = {"key": key, "pid": popen.pid, "digest": worker.digest}
-        temp = self.folder / f".{_file(key)}.json"
-        temp.write_text(json.dumps(state))
-        temp.rename(self.folder / f"{_file(key)}.json")
+        worker = _Worker(key, popen.pid, digest, time.monotonic(), popen, crashes)
+        self._write_state(key, {"key": key, "launch": launch, "digest": digest, "pid": popen.pid})
         with self._lock:
             self._workers[key] = worker
         log.info("realtime worker of %s started (pid %d)", key, popen.pid)
+
+    def _write_state(self, key: str, state: dict[str, object]) -> None:
+        temp = self.folder / f".{_file(key)}.json"
+        temp.write_text(json.dumps(state))
+        temp.rename(self.folder / f"{_file(key)}.json")
 
     def _terminate(self, key: str) -> None:
         with self._lock:
@@ -171,17 +187,25 @@ class WorkerSupervisor:
         for path in self.folder.glob("*.json"):
             try:
                 state = json.loads(path.read_text())
-                pid = int(state["pid"])
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except (OSError, ValueError, KeyError):
+                key, digest = str(state["key"]), str(state["digest"])
+                pid = int(state["pid"]) if "pid" in state else _launched(str(state["launch"]))
+            except (OSError, ValueError, LookupError):
                 path.unlink(missing_ok=True)
                 continue
-            if b"modelyard.realtime.worker" not in cmdline:
+            if not _is_worker(pid, key):
                 path.unlink(missing_ok=True)
                 continue
-            key = str(state["key"])
-            self._workers[key] = _Worker(key, pid, str(state["digest"]), time.monotonic())
+            self._workers[key] = _Worker(key, pid, digest, time.monotonic())
             log.info("adopted the realtime worker of %s (pid %d)", key, pid)
+
+
+def _launched(launch: str) -> int:
+    """The pid of the worker started with the launch id ``launch``; LookupError if none runs."""
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if launch.encode() in path.read_bytes().split(b"\0"):
+                return int(path.parent.name)
+    raise LookupError(launch)
 
 
 def _digest(info: RealtimeInfo) -> str:

@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from modelyard.errors import ServerUnreachable
 from modelyard.realtime.durations import seconds
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.history import History
@@ -190,6 +191,22 @@ class Worker:
             idle = min(IDLE_S[1], idle * 2)
 
 
+def _first_model(models: ModelSource, stopped: threading.Event) -> bool:
+    """Load the model before the first trigger: a bad reference fails the start, not each
+    trigger. A control plane that is down (killed, restarting) is waited for instead: no
+    supervisor would restart this worker meanwhile. False when stopped while waiting."""
+    wait = 0.1
+    while not stopped.is_set():
+        try:
+            log.info("model %s", models.current().label)
+            return True
+        except ServerUnreachable as exc:
+            log.warning("%s; trying again in %.1f s", exc, wait)
+        stopped.wait(wait)
+        wait = min(5.0, wait * 2)
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     from modelyard.client import Client
     from modelyard.realtime.backends import (
@@ -202,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m modelyard.realtime.worker")
     parser.add_argument("--deployment", required=True, help="namespace/name")
     parser.add_argument("--spec", required=True, help="the realtime deployment's spec, as JSON")
+    parser.add_argument("--launch", help="the supervisor's id of this start (finds the process)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -219,11 +237,11 @@ def main(argv: list[str] | None = None) -> None:
         open_prediction_store(settings.realtime_predictions_url),
         models,
     )
-    if models is not None:
-        log.info("model %s", models.current().label)  # fail at start, not per trigger
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    if models is not None and not _first_model(models, stopped):
+        return
     worker.start()
     log.info("realtime worker of %s on stream %s: ready", args.deployment, worker.stream)
     stopped.wait()

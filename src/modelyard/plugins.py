@@ -83,3 +83,16 @@ class Family(Generic[T]):
             base = f"{self.base.__module__}.{self.base.__qualname__}"
             raise self.error(f"{self.what} {name!r} ({target}) is not a subclass of {base}")
         return cast("type[T]", cls)
+
+    def from_settings(self, name: str, settings: object, protocol: str) -> Any:
+        """An instance of the class ``name`` stands for, built by its ``from_settings(settings)``
+        classmethod (the shape of orchestrators and step backends); ``protocol`` names the
+        interface it implements, for the message when it has no such classmethod."""
+        cls = self.load(name)
+        build = getattr(cls, "from_settings", None)
+        if not callable(build):
+            raise self.error(
+                f"{self.what} {name!r} ({self.target(name)}) has no from_settings(settings) "
+                f"classmethod: a plug-in of this kind implements {protocol}"
+            )
+        return build(settings)

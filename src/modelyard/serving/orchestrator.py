@@ -95,14 +95,9 @@ ORCHESTRATORS: Family[object] = Family(
 
 def load_orchestrator(name: str, settings: Settings) -> Orchestrator:
     """The orchestrator ``name`` names, built from ``settings`` (nothing starts yet)."""
-    cls = ORCHESTRATORS.load(name)
-    if not callable(getattr(cls, "from_settings", None)):
-        raise ConfigError(
-            f"orchestrator {name!r} ({ORCHESTRATORS.target(name)}) has no "
-            "from_settings(settings) classmethod: an orchestrator implements "
-            "modelyard.serving.orchestrator.Orchestrator"
-        )
-    orchestrator: Orchestrator = cls.from_settings(settings)  # type: ignore[attr-defined]
+    orchestrator: Orchestrator = ORCHESTRATORS.from_settings(
+        name, settings, "modelyard.serving.orchestrator.Orchestrator"
+    )
     return orchestrator
 
 

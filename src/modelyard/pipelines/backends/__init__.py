@@ -95,14 +95,9 @@ STEP_BACKENDS: Family[object] = Family(
 
 def load_step_backend(name: str, settings: Settings) -> StepBackend:
     """The step backend ``name`` names, built from ``settings`` (nothing starts yet)."""
-    cls = STEP_BACKENDS.load(name)
-    if not callable(getattr(cls, "from_settings", None)):
-        raise ConfigError(
-            f"step backend {name!r} ({STEP_BACKENDS.target(name)}) has no "
-            "from_settings(settings) classmethod: a step backend implements "
-            "modelyard.pipelines.backends.StepBackend"
-        )
-    backend: StepBackend = cls.from_settings(settings)  # type: ignore[attr-defined]
+    backend: StepBackend = STEP_BACKENDS.from_settings(
+        name, settings, "modelyard.pipelines.backends.StepBackend"
+    )
     return backend
 
 

@@ -5,6 +5,7 @@ launch id, and an adopted worker that died is known to be gone even as a zombie.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -70,7 +71,8 @@ def test_an_adopted_worker_that_died_is_gone_even_unreaped(
     stand_in.kill()
     # a zombie until this process reaps it: os.kill(pid, 0) would still find it
     wait_for(lambda: worker.exit_code() is not None, 10, "the worker seen gone")
-    assert stand_in.poll() is not None
+    # nobody reaped it meanwhile: its exit is still this process's to collect
+    assert stand_in.wait(10) == -signal.SIGKILL
 
 
 def test_a_pid_taken_by_another_deployment_is_not_adopted(

@@ -150,6 +150,12 @@ class Serving:
             base_url=self.gateway, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
         )
 
+    def restart(self) -> Client:
+        """Start the platform again: its new admin client replaces the old one, closed."""
+        self.client.close()
+        self.client = self.platform.start()
+        return self.client
+
     def load(
         self,
         deployment: str,
@@ -201,4 +207,4 @@ def serving(platforms: list[Platform], tmp_path: Path) -> Iterator[Serving]:
     env = Serving(platform, client)
     yield env
     env.http.close()
-    client.close()
+    env.client.close()

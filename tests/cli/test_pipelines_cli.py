@@ -88,8 +88,8 @@ def test_a_failed_run_waited_for_exits_non_zero_and_is_retried_by_prefix(
     cli("runs", "retry", run["id"][:6], "-n", "team")  # a unique prefix; the 4th attempt succeeds
     from modelyard.client import Client
 
-    client = Client()
-    assert client.wait_run("team", run["id"], timeout=60).state == "succeeded"
+    with Client() as client:
+        assert client.wait_run("team", run["id"], timeout=60).state == "succeeded"
     assert cli("runs", "show", run["id"][:8], "-n", "team").startswith(f"run {run['id']} ")
 
 
@@ -104,17 +104,17 @@ def test_logs_are_whole_a_closed_pipe_is_no_error_and_cached_runs_say_so(
     assert logs[-1] == "[chatty] line  1999 " + "x" * 120
 
     # modelyard runs logs RUN -n team | head -1
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "modelyard", "runs", "logs", run_id, "-n", "team"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline()
-    proc.stdout.close()  # what head does after its lines
-    errors = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 141, errors  # as a process that SIGPIPE stopped
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # what head does after its lines
+        errors = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141, errors  # as a process that SIGPIPE stopped
     assert first.startswith(b"[chatty] ") and errors == ""
 
     out = cli("pipelines", "run", "noisy", "-n", "team", "--wait")  # same inputs: all cached

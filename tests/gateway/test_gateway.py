@@ -148,8 +148,7 @@ def test_keeps_serving_while_the_control_plane_is_down(serving: Serving, tmp_pat
         answer = serving.infer("iris", ROWS)
         assert answer.status_code == 200, answer.text
     # a new control plane adopts the gateway and the replicas that kept running
-    client = serving.platform.start()
-    serving.client = client
+    serving.restart()
     wait_for(lambda: {r.pid for r in _ready(serving)} == replicas, 30, "the replicas adopted")
     assert serving.infer("iris", ROWS).status_code == 200
     # it routes to them with the token they were started with, and they still answer no one else

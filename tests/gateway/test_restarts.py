@@ -24,12 +24,12 @@ ROWS = [[5.1, 3.5, 1.4, 0.2]]
 
 def _control_plane_clean(serving: Serving) -> None:
     serving.platform.interrupt()
-    serving.client = serving.platform.start()
+    serving.restart()
 
 
 def _control_plane_kill(serving: Serving) -> None:
     serving.platform.kill()
-    serving.client = serving.platform.start()
+    serving.restart()
 
 
 def _gateway(sig: signal.Signals) -> Callable[[Serving], None]:
@@ -46,7 +46,7 @@ def _both_kill(serving: Serving) -> None:
     gateway = serving.platform.gateway_pid()
     serving.platform.kill()
     os.kill(gateway, signal.SIGKILL)
-    serving.client = serving.platform.start()
+    serving.restart()
 
 
 def _gateway_restarted(serving: Serving, old: int) -> bool:
@@ -134,7 +134,7 @@ def test_requests_served_while_the_control_plane_is_down_count_in_the_slos(
     serving.platform.kill()
     for _ in range(25):
         assert _call(serving, "iris", serving.token).status_code == 200
-    serving.client = serving.platform.start()
+    serving.restart()
 
     def counted() -> bool:
         status = serving.client.slo_status("team", "iris")

@@ -226,20 +226,24 @@ def test_a_new_control_plane_adopts_without_reapplying(
 def test_server_side_apply_conflicts_without_force(apiserver: FakeApiServer) -> None:
     """The fake is faithful where the orchestrator relies on it: another manager's field."""
     api = KubeApi(Cluster(apiserver.url), "someone-else")
-    owner = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "uid": "u"}}
-    rev = revision()
-    obj = render.deployment(rev, {}, "ml-team", owner, image="img:1", replicas=1)
-    api.apply(obj)
-    api.scale("ml-team", "iris-r1", 4)  # ownership of spec.replicas moves to the scaler
     mine = KubeApi(Cluster(apiserver.url), "modelyard")
     try:
-        mine.apply(obj, force=False)
-    except Exception as exc:
-        assert "409" in str(exc) and "spec.replicas" in str(exc)
-    else:
-        raise AssertionError("expected a conflict")
-    mine.apply(obj, force=True)
-    assert spec_replicas(apiserver, "iris-r1") == 1
+        owner = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "uid": "u"}}
+        rev = revision()
+        obj = render.deployment(rev, {}, "ml-team", owner, image="img:1", replicas=1)
+        api.apply(obj)
+        api.scale("ml-team", "iris-r1", 4)  # ownership of spec.replicas moves to the scaler
+        try:
+            mine.apply(obj, force=False)
+        except Exception as exc:
+            assert "409" in str(exc) and "spec.replicas" in str(exc)
+        else:
+            raise AssertionError("expected a conflict")
+        mine.apply(obj, force=True)
+        assert spec_replicas(apiserver, "iris-r1") == 1
+    finally:
+        mine.close()
+        api.close()
 
 
 def test_the_orchestrator_needs_no_more_than_its_role(

@@ -38,6 +38,7 @@ def test_kill_9_mid_run_resumes_without_rerunning_finished_steps(
     step_pids = [int(Path(f"{release}.pid").read_text())]
     assert step_pids
     platform.kill()
+    client.close()
     wait_for(lambda: not any(alive(pid) for pid in step_pids), 10, "the step to die too")
 
     client = platform.start()

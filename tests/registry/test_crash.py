@@ -66,6 +66,7 @@ def test_kill_9_during_commit_leaves_no_partial_version(
     wait_for(lambda: moved() >= kill_after_moved, 30, f"{kill_after_moved} files verified")
     platform.kill()
     committing.join()
+    client.close()
 
     client = platform.start()
     try:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.pipelines.graph import DONE, RunGraph, iteration_of
+from modelyard.pipelines.graph import RunGraph, iteration_of
 from modelyard.pipelines.spec import (
     ArtifactSource,
     ArtifactSpec,
@@ -18,7 +18,7 @@ from modelyard.pipelines.spec import (
     TaskSpec,
     Value,
 )
-from modelyard.pipelines.states import StepState
+from modelyard.pipelines.states import STEP_DONE, StepState
 
 
 def _step(name: str, **fields: Any) -> StepSpec:
@@ -265,7 +265,7 @@ def test_a_run_is_settled_when_every_node_is_done() -> None:
     assert not g.settled()
     finish(g, "b", "skipped")
     assert g.settled()
-    assert {"succeeded", "skipped"} <= DONE
+    assert {"succeeded", "skipped"} <= STEP_DONE
 
 
 def test_restored_nodes_keep_their_record_and_iteration() -> None:

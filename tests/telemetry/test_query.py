@@ -4,36 +4,13 @@ the stored minutes, the same records either way; flushing, and pruning."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from modelyard.controlplane import ControlPlane
-from modelyard.settings import Settings
 from modelyard.telemetry.records import BUCKETS, MINUTE, Sample
 from tests.conftest import Clock
-from tests.delivery.test_slo import FAST, SLOW, START, build, deploy, minute
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(START)
-
-
-@pytest.fixture
-def plane(settings: Settings, clock: Clock) -> Iterator[ControlPlane]:
-    cp = build(settings, clock)
-    yield cp
-    cp.close()
-
-
-@pytest.fixture
-def any_plane(database_url: str, tmp_path: Path, clock: Clock) -> Iterator[ControlPlane]:
-    """On SQLite and on PostgreSQL."""
-    cp = build(Settings(home=tmp_path / "home", api_port=0, database_url=database_url), clock)
-    yield cp
-    cp.close()
+from tests.delivery.test_slo import FAST, SLOW, START, deploy, minute
 
 
 def report(deployment: str, requests: int, errors: int, latency_ms: float) -> dict[str, object]:

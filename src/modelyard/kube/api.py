@@ -203,14 +203,7 @@ class KubeApi:
         return self._text(PODS.path(namespace, name, "log"), params)
 
     def _text(self, path: str, params: dict[str, str]) -> str:
-        self.calls += 1
-        try:
-            response = self._http.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise KubeApiError(0, "Unreachable", f"{self._cluster.server}: {exc}") from exc
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.text
+        return self._request("GET", path, params=params).text
 
     def follow_log(
         self, namespace: str, name: str, container: str, *, since: str | None = None
@@ -266,6 +259,11 @@ class KubeApi:
                     self._streams.discard(response)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(method, path, **kwargs).json()
+        return result
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call, counted; `KubeApiError` for an unreachable server or an error answer."""
         self.calls += 1
         try:
             response = self._http.request(method, path, **kwargs)
@@ -273,8 +271,7 @@ class KubeApi:
             raise KubeApiError(0, "Unreachable", f"{self._cluster.server}: {exc}") from exc
         if response.status_code >= 400:
             raise _error(response)
-        result: dict[str, Any] = response.json()
-        return result
+        return response
 
 
 class LogFollow:

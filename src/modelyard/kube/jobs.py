@@ -32,19 +32,30 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelyard.kube import steps
 from modelyard.kube.api import JOBS, KubeApi, KubeApiError
 from modelyard.kube.config import KubernetesSettings, load_cluster
 from modelyard.kube.pods import UNSCHEDULABLE_SECONDS
 from modelyard.kube.watch import PodWatches
-from modelyard.pipelines.backends import StepExit, StepLaunch
+from modelyard.pipelines.backends import StepExit, StepLaunch, node_log
 
 if TYPE_CHECKING:
     from modelyard.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _once_more(call: Callable[[], T]) -> T:
+    """``call()``, and once more after a dropped connection (a KubeApiError of status 0)."""
+    try:
+        return call()
+    except KubeApiError as exc:
+        if exc.status != 0:
+            raise
+    return call()
 
 
 @dataclass
@@ -97,7 +108,7 @@ class KubeStepBackend:
         return cls(kube, api, settings.home / "runs", url, settings.step_grace_seconds)
 
     def log_path(self, run_id: str, node: str) -> Path:
-        return self.home / run_id / f"{node}.log"
+        return node_log(self.home, run_id, node)
 
     # the interface ------------------------------------------------------------------------------
     def launch(self, launch: StepLaunch) -> None:
@@ -190,16 +201,15 @@ class KubeStepBackend:
     # ending an attempt --------------------------------------------------------------------------
     def _delete(self, attempt: _Attempt, grace: int | None) -> bool:
         """Delete the attempt's Job, its pod with it; False when it was gone already."""
-        for tries in (1, 2):  # once more after a dropped connection (status 0)
-            try:
-                return self.api.delete(
+        try:
+            return _once_more(
+                lambda: self.api.delete(
                     JOBS, attempt.kube_namespace, attempt.job, grace_seconds=grace
                 )
-            except KubeApiError as exc:
-                if exc.status != 0 or tries == 2:
-                    log.warning("Job %s not deleted (%s)", attempt.job, exc)
-                    break
-        return True
+            )
+        except KubeApiError as exc:
+            log.warning("Job %s not deleted (%s)", attempt.job, exc)
+            return True
 
     def _end(self, attempt: _Attempt, ended: StepExit) -> None:
         with self._lock:
@@ -235,15 +245,13 @@ class KubeStepBackend:
 
     def _keep_log(self, attempt: _Attempt, pod_name: str, reason: str | None) -> None:
         """Append what the pod printed (and why it could not run) to the node's log file."""
-        text = ""
-        for _ in range(2):  # once more after a dropped connection (status 0)
-            try:
-                text = self.api.pod_log(attempt.kube_namespace, pod_name, steps.CONTAINER)
-                break
-            except KubeApiError as exc:
-                log.info("no log of pod %s (%s)", pod_name, exc)
-                if exc.status != 0:
-                    break  # it never started, or it is gone
+        try:
+            text = _once_more(
+                lambda: self.api.pod_log(attempt.kube_namespace, pod_name, steps.CONTAINER)
+            )
+        except KubeApiError as exc:  # it never started, or it is gone
+            log.info("no log of pod %s (%s)", pod_name, exc)
+            text = ""
         if text and not text.endswith("\n"):
             text += "\n"
         if reason:
@@ -259,17 +267,17 @@ class KubeStepBackend:
         waited = (dt.datetime.now(dt.UTC) - since).total_seconds()
         timer = threading.Timer(
             max(0.0, UNSCHEDULABLE_SECONDS - waited) + 1.0,
-            functools.partial(self._recheck, attempt.kube_namespace, attempt),
+            functools.partial(self._recheck, attempt),
         )
         timer.daemon = True
         attempt.timer = timer
         timer.start()
 
-    def _recheck(self, kube_namespace: str, attempt: _Attempt) -> None:
+    def _recheck(self, attempt: _Attempt) -> None:
         with self._lock:
             attempt.timer, pod = None, attempt.last
         if pod is not None:
-            self._pod_changed(kube_namespace, "MODIFIED", pod)
+            self._pod_changed(attempt.kube_namespace, "MODIFIED", pod)
 
     def _relisted(self, kube_namespace: str, items: list[dict[str, Any]]) -> None:
         """Follow the listed pods; an attempt whose pod went while nobody watched ended. At the

@@ -19,11 +19,16 @@ import time
 from collections.abc import Callable, Generator
 
 from modelyard.kube.api import KubeApi, KubeApiError, LogFollow
-from modelyard.serving.logs import LogLine, split_stamp, stamp
+from modelyard.serving.logs import (
+    FOLLOW_SECONDS,
+    LogLine,
+    by_time,
+    keep_tail,
+    split_stamp,
+    stamp,
+)
 
 CONTAINER = "server"
-FOLLOW_SECONDS = 1.0
-"""A follower gets a batch (empty when nothing was written) at least this often."""
 GONE = frozenset({400, 404})
 """A container that has not started (400) or a pod that is gone (404): no log, not an error."""
 
@@ -45,10 +50,6 @@ def _lines(pod: str, text: str, after: dt.datetime | None = None) -> list[LogLin
         last = when
         found.append(LogLine(when, pod, line))
     return found
-
-
-def _time(line: LogLine) -> dt.datetime:
-    return line.time
 
 
 def read(
@@ -79,9 +80,9 @@ def read(
         lines = _lines(name, text)
         if lines:
             last[name] = lines[-1].time
-        per_pod.append(lines if tail is None else lines[max(0, len(lines) - tail) :])
-    first = list(heapq.merge(*per_pod, key=_time))
-    yield first if tail is None else first[max(0, len(first) - tail) :]
+        per_pod.append(keep_tail(lines, tail))
+    first = list(heapq.merge(*per_pod, key=by_time))
+    yield keep_tail(first, tail)
     if follow:
         yield from _follow(api, pods, last, since)
 
@@ -146,7 +147,7 @@ def _follow(
                     item = lines.get_nowait()
             except queue.Empty:
                 pass
-            yield sorted(batch, key=_time)
+            yield sorted(batch, key=by_time)
     finally:
         closed.set()
         with lock:

@@ -196,14 +196,22 @@ def resources(revision: Revision) -> dict[str, Any]:
     """Requests (and limits where they protect the node: memory, GPUs) from the spec. CPU gets
     no limit: a throttled replica answers slowly long before it would be unfair."""
     wanted = revision.spec.resources
+    return container_resources(wanted.cpu, wanted.memory_mb, wanted.gpu)
+
+
+def container_resources(
+    cpu: float | None, memory_mb: int | None, gpu: int | None = None
+) -> dict[str, Any]:
+    """A container's ``resources``: CPU as a request, memory and GPUs as request and limit (an
+    OOM kill, not a starved node)."""
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    if wanted.cpu is not None:
-        requests["cpu"] = f"{max(1, round(wanted.cpu * 1000))}m"
-    if wanted.memory_mb is not None:
-        requests["memory"] = limits["memory"] = f"{wanted.memory_mb}Mi"
-    if wanted.gpu is not None:
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(wanted.gpu)
+    if cpu is not None:
+        requests["cpu"] = f"{max(1, round(cpu * 1000))}m"
+    if memory_mb is not None:
+        requests["memory"] = limits["memory"] = f"{memory_mb}Mi"
+    if gpu is not None:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpu)
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests

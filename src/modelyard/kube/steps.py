@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelyard.kube import pods
-from modelyard.kube.render import MANAGED_BY, NAMESPACE_LABEL
+from modelyard.kube.render import MANAGED_BY, NAMESPACE_LABEL, container_resources
 from modelyard.pipelines.backends import StepLaunch
 
 RUN_LABEL = "modelyard.io/run"
@@ -158,18 +158,7 @@ def secret(
 
 def resources(launch: StepLaunch) -> dict[str, Any]:
     """Memory as request and limit (an OOM kill, not a starved node), CPU as a request."""
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if launch.cpu is not None:
-        requests["cpu"] = f"{max(1, round(launch.cpu * 1000))}m"
-    if launch.memory_mb is not None:
-        requests["memory"] = limits["memory"] = f"{launch.memory_mb}Mi"
-    out: dict[str, Any] = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
+    return container_resources(launch.cpu, launch.memory_mb)
 
 
 def ended(

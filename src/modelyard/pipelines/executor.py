@@ -26,12 +26,12 @@ from modelyard.errors import InvalidInput, ModelyardError
 from modelyard.events.log import EventLog
 from modelyard.loops import FOREVER, Loop
 from modelyard.pipelines import outputs as artifacts
-from modelyard.pipelines.backends import StepBackend, StepExit, StepLaunch
+from modelyard.pipelines.backends import StepBackend, StepExit, StepLaunch, node_log
 from modelyard.pipelines.cache import cache_key
-from modelyard.pipelines.graph import DONE, Node
+from modelyard.pipelines.graph import Node
 from modelyard.pipelines.ledger import ActiveRun, RunLedger
 from modelyard.pipelines.spec import Publish, Retry
-from modelyard.pipelines.states import RunState, StepState
+from modelyard.pipelines.states import STEP_DONE, RunState, StepState
 from modelyard.pipelines.task import StepTask
 from modelyard.registry.aliases import Aliases
 from modelyard.registry.publish import Publisher, lineage, numeric_metrics
@@ -127,7 +127,7 @@ class Executor:
 
     def log_path(self, run_id: str, node: str) -> Path:
         """Where the local step backend writes a node's log."""
-        return self.home / run_id / f"{node}.log"
+        return node_log(self.home, run_id, node)
 
     def _step_ended(self) -> None:
         """The backend's ``on_exit``: called from its thread when an attempt ended."""
@@ -417,6 +417,6 @@ class Executor:
         if any(rid == run.id for rid, _ in self._procs):
             return
         for node in run.graph.nodes.values():
-            if node.state not in DONE:
+            if node.state not in STEP_DONE:
                 self.ledger.settle(run, node, StepState.CANCELLED, "the run was cancelled")
         self._end(run, RunState.CANCELLED, "cancelled by request")

@@ -20,10 +20,6 @@ from modelyard.pipelines.spec import ArtifactSource, PipelineSpec, StepSpec, Tas
 from modelyard.pipelines.states import STEP_DONE, STEP_OK, StepState
 from modelyard.pipelines.validate import validate
 
-DONE = STEP_DONE
-"""States a node never leaves by itself (a retry of the run starts the failed ones again)."""
-OK = STEP_OK
-"""States whose outputs downstream nodes read."""
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
@@ -122,7 +118,7 @@ class RunGraph:
         task = self.spec.task(task_id)
         source = task.loop.items.task if task.loop else None
         node = self.nodes.get(source) if source else None
-        return node is not None and node.state in DONE - OK
+        return node is not None and node.state in STEP_DONE - STEP_OK
 
     def expanded(self) -> bool:
         """Whether every fan-out that can expand has."""
@@ -181,7 +177,7 @@ class RunGraph:
     def readiness(self, node: Node) -> Verdict:
         """Whether ``node`` may start now, must wait, or is settled without running."""
         upstream = self.upstream(node)
-        if upstream is None or any(u.state not in DONE for u in upstream):
+        if upstream is None or any(u.state not in STEP_DONE for u in upstream):
             return "wait"
         bad = [
             u
@@ -207,7 +203,7 @@ class RunGraph:
     def settled(self) -> bool:
         """Whether every node is done and every fan-out expanded: the run may end."""
         groups = [self.expand(self.spec.task(t)) for t in self.order]
-        return all(n.state in DONE for group in groups for n in group) and self.expanded()
+        return all(n.state in STEP_DONE for group in groups for n in group) and self.expanded()
 
     # values ---------------------------------------------------------------------------------------
     def value(self, value: Value, iteration: int | None) -> Any:
@@ -219,7 +215,7 @@ class RunGraph:
             up = self.spec.task(value.task)
             key = f"{up.id}[{iteration}]" if up.loop is not None else up.id
             node = self.nodes.get(key)
-            return node.outputs.get("result") if node and node.state in OK else None
+            return node.outputs.get("result") if node and node.state in STEP_OK else None
         if value.loop is not None:
             task = next(t for t in self.spec.tasks if t.loop and t.loop.id == value.loop)
             items = self.items(task)

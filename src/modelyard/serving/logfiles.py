@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from modelyard.errors import NotFound
-from modelyard.serving.logs import LogLine, split_stamp
+from modelyard.serving.logs import FOLLOW_SECONDS, LogLine, by_time, keep_tail, split_stamp
 
 POLL_SECONDS = 0.2
-FOLLOW_SECONDS = 1.0
-"""A follower gets a batch (empty when nothing was written) at least this often."""
 INDEX = "logs.jsonl"
 BLOCK = 65536
 
@@ -74,7 +72,7 @@ class _File:
             lines.extend(LogLine(self.last, self.replica, p) for p in pending)
         if since is not None:
             lines = [line for line in lines if line.time >= since]
-        return _last(lines, tail)
+        return keep_tail(lines, tail)
 
 
 def _tail_start(handle: BinaryIO, size: int, lines: int) -> int:
@@ -157,8 +155,8 @@ class LogFiles:
         files = {r: _File(r, self.path(r)) for r in known if replica in (None, r)}
         # Asked again each round: ``revision_ids`` may grow (a deployment's next revision).
         others = [(r, revision) for r, revision in others if r not in files]
-        first = list(heapq.merge(*(f.read(since, tail) for f in files.values()), key=_time))
-        yield _last(first, tail)
+        first = list(heapq.merge(*(f.read(since, tail) for f in files.values()), key=by_time))
+        yield keep_tail(first, tail)
         last_batch = time.monotonic()
         while follow:
             time.sleep(POLL_SECONDS)
@@ -169,16 +167,8 @@ class LogFiles:
                     files.setdefault(new, _File(new, self.path(new)))
                 others = [(r, revision) for r, revision in others if r not in files]
             batch = sorted(
-                (line for f in files.values() for line in f.read(since, None)), key=_time
+                (line for f in files.values() for line in f.read(since, None)), key=by_time
             )
             if batch or time.monotonic() - last_batch >= FOLLOW_SECONDS:
                 last_batch = time.monotonic()
                 yield batch
-
-
-def _last(lines: list[LogLine], tail: int | None) -> list[LogLine]:
-    return lines if tail is None else lines[max(0, len(lines) - tail) :]
-
-
-def _time(line: LogLine) -> dt.datetime:
-    return line.time  # a stable sort by time alone keeps a traceback's lines in their order

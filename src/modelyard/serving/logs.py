@@ -25,6 +25,9 @@ from modelyard.errors import BadRequest
 _STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) ")
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+FOLLOW_SECONDS = 1.0
+"""A follower of an orchestrator's logs gets a batch (empty when nothing was written) at least
+this often (`modelyard.serving.orchestrator.Orchestrator.logs`)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,17 @@ class LogLine:
     def parse(cls, line: str) -> LogLine:
         when, replica, text = [*line.split(" ", 2), "", ""][:3]
         return cls(parse_time(when), replica, text)
+
+
+def keep_tail(lines: list[LogLine], tail: int | None) -> list[LogLine]:
+    """The last ``tail`` of ``lines``; all of them when ``tail`` is None."""
+    return lines if tail is None else lines[max(0, len(lines) - tail) :]
+
+
+def by_time(line: LogLine) -> dt.datetime:
+    """The sort key of merged lines: a stable sort by time alone keeps a traceback's lines in
+    their order."""
+    return line.time
 
 
 def stamp(time: dt.datetime) -> str:

@@ -67,10 +67,9 @@ async def logs(
             for line in batch:
                 if resume is not None and line.time <= resume:
                     continue  # sent before the connection dropped
-                data = json.dumps(
-                    {"time": stamp(line.time), "replica": line.replica, "text": line.text}
-                )
-                events.append(f"id: {stamp(line.time)}\nevent: log\ndata: {data}\n\n")
+                when = stamp(line.time)
+                data = json.dumps({"time": when, "replica": line.replica, "text": line.text})
+                events.append(f"id: {when}\nevent: log\ndata: {data}\n\n")
             if events:
                 yield "".join(events).encode()
             # A revoked key ends its open log panels too (the key store forgets it at once).

@@ -23,6 +23,8 @@ from modelyard.pipelines.task import StepTask
 from modelyard.plugins import Family
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from modelyard.settings import Settings
 
 ENTRY_POINT_GROUP = "modelyard.step_backends"
@@ -91,6 +93,12 @@ class StepBackend(Protocol):
 STEP_BACKENDS: Family[object] = Family(
     "step backend", ENTRY_POINT_GROUP, object, _BUILTINS, error=ConfigError
 )
+
+
+def node_log(runs: Path, run_id: str, node: str) -> Path:
+    """A node's log file under ``runs`` (``HOME/runs``), where every backend writes its
+    attempts' logs and ``runs logs`` reads them."""
+    return runs / run_id / f"{node}.log"
 
 
 def load_step_backend(name: str, settings: Settings) -> StepBackend:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.launcher import Handle, Launcher
-from modelyard.pipelines.backends import StepExit, StepLaunch
+from modelyard.pipelines.backends import StepExit, StepLaunch, node_log
 
 if TYPE_CHECKING:
     from modelyard.settings import Settings
@@ -42,7 +42,7 @@ class LocalStepBackend:
         return cls(settings.home / "runs")
 
     def log_path(self, run_id: str, node: str) -> Path:
-        return self.home / run_id / f"{node}.log"
+        return node_log(self.home, run_id, node)
 
     def launch(self, launch: StepLaunch) -> None:
         workdir = self.home / launch.run_id / launch.node / f"attempt-{launch.attempt}"

@@ -66,20 +66,20 @@ class ContentDigest:
             array = array.dictionary_decode()
             type = array.type
         if array.null_count:
-            valid = pc.is_valid(array).to_numpy(zero_copy_only=False).view(np.uint8)
-            self._feed(f"{key}/valid", np.ascontiguousarray(valid))
+            self._feed(f"{key}/valid", _values(pc.cast(pc.is_valid(array), pa.uint8())))
         else:
             self._feed(f"{key}/valid", np.ones(len(array), np.uint8))
         if pa.types.is_null(type):
             return
         if pa.types.is_boolean(type):
-            values = pc.fill_null(array, False).to_numpy(zero_copy_only=False).view(np.uint8)
-            self._feed(f"{key}/values", np.ascontiguousarray(values))
+            values = pc.cast(pc.fill_null(array, _zero(type)), pa.uint8())
+            self._feed(f"{key}/values", _values(values))
         elif _variable_width(type):
             self._binary(key, array, type)
         elif pa.types.is_list(type) or pa.types.is_large_list(type):
-            lengths = pc.fill_null(pc.list_value_length(array), 0).cast(pa.int64())
-            self._feed(f"{key}/lengths", lengths.to_numpy(zero_copy_only=False))
+            lengths = pc.list_value_length(array)
+            lengths = pc.fill_null(lengths, _zero(lengths.type)).cast(pa.int64())
+            self._feed(f"{key}/lengths", _values(lengths))
             self._column(f"{key}.item", pc.list_flatten(array), type.value_type)
         elif pa.types.is_fixed_size_list(type):
             self._column(f"{key}.item", pc.list_flatten(array), type.value_type)
@@ -92,18 +92,14 @@ class ContentDigest:
             raise InvalidInput(f"cannot digest a column of type {type}")
 
     def _fixed(self, key: str, array: pa.Array, type: pa.DataType) -> None:
-        width = type.byte_width
         if array.null_count:
             # Undefined bytes sit under nulls: replace the nulls by the all-zero value.
-            zero = pa.Array.from_buffers(type, 1, [None, pa.py_buffer(b"\0" * width)])[0]
-            array = pc.fill_null(array, zero)
-        start = array.offset * width
-        view = memoryview(array.buffers()[1])[start : start + len(array) * width]
-        self._feed(f"{key}/values", view)
+            array = pc.fill_null(array, _zero(type))
+        self._feed(f"{key}/values", _values(array))
 
     def _binary(self, key: str, array: pa.Array, type: pa.DataType) -> None:
         if array.null_count:
-            array = pc.fill_null(array, pa.scalar(b"" if _is_binary(type) else "", type))
+            array = pc.fill_null(array, _zero(type))
         large = pa.types.is_large_string(type) or pa.types.is_large_binary(type)
         dtype = np.int64 if large else np.int32
         offsets = np.frombuffer(
@@ -115,8 +111,23 @@ class ContentDigest:
             self._feed(f"{key}/values", memoryview(data)[int(offsets[0]) : int(offsets[-1])])
 
 
-def _is_binary(type: pa.DataType) -> bool:
-    return bool(pa.types.is_binary(type) or pa.types.is_large_binary(type))
+def _values(array: pa.Array) -> memoryview:
+    """The bytes of a fixed-width array without nulls (its values buffer, from its offset).
+    Not ``to_numpy``: that imports pandas for booleans (a fifth of a second)."""
+    width = array.type.byte_width
+    start = array.offset * width
+    return memoryview(array.buffers()[1])[start : start + len(array) * width]
+
+
+def _zero(type: pa.DataType) -> pa.Scalar:
+    """The all-zero value of a fixed-width type, False, or the empty string: what a null is
+    hashed as. Made from buffers: ``pa.scalar`` would import pandas (a fifth of a second)."""
+    if _variable_width(type):
+        large = pa.types.is_large_string(type) or pa.types.is_large_binary(type)
+        offsets = pa.py_buffer(bytes(16 if large else 8))
+        return pa.Array.from_buffers(type, 1, [None, offsets, pa.py_buffer(b"")])[0]
+    width = 1 if pa.types.is_boolean(type) else type.byte_width
+    return pa.Array.from_buffers(type, 1, [None, pa.py_buffer(bytes(width))])[0]
 
 
 def _variable_width(type: pa.DataType) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -164,6 +164,58 @@ def bind(sql: str, params: Mapping[str, Any], style: Style) -> tuple[str, Any]:
     if style == "numeric":
         return "".join(out), tuple(params[name] for name in order)
     return "".join(out), dict(params)
+
+
+def _setting(value: Any) -> tuple[str, str] | None:
+    """A value's PostgreSQL type (the one ADBC binds it as) and its exact text, or None."""
+    if isinstance(value, bool):
+        return "bool", "true" if value else "false"
+    if isinstance(value, int):
+        return "int8", str(value)
+    if isinstance(value, float):
+        return "float8", repr(value)  # the shortest text that reads back as the same double
+    if isinstance(value, decimal.Decimal):
+        return "numeric", str(value)
+    if isinstance(value, str):
+        return "text", value
+    if isinstance(value, dt.datetime):
+        return ("timestamptz" if value.tzinfo is not None else "timestamp"), value.isoformat()
+    if isinstance(value, dt.date):
+        return "date", value.isoformat()
+    return None
+
+
+def bind_text(
+    sql: str, params: Mapping[str, Any], placeholder: Callable[[int, str], str]
+) -> tuple[str, list[str]] | None:
+    """``sql`` with each ``:name`` replaced by ``placeholder(n, type)`` (``n`` counts the
+    parameters from 1 in order of first use, ``type`` is the PostgreSQL type the driver would
+    bind the value as), and the values' exact texts in that order, to be bound as text: e.g.
+    ``$1::int8`` and ``["7"]``. None when a value has no exact text form here."""
+    check_params(sql, params)
+    texts: dict[str, tuple[str, str]] = {}
+    for name, value in params.items():
+        setting = _setting(value)
+        if setting is None:
+            return None
+        texts[name] = setting
+    order: list[str] = []
+    out: list[str] = []
+    cursor = 0
+    for found in scan(sql)[0]:
+        out.append(sql[cursor : found.start])
+        if found.name not in order:
+            order.append(found.name)
+        out.append(placeholder(order.index(found.name) + 1, texts[found.name][0]))
+        cursor = found.end
+    out.append(sql[cursor:])
+    return "".join(out), [texts[name][1] for name in order]
+
+
+def setting_placeholder(n: int, kind: str) -> str:
+    """A parameter read from the transaction-local setting ``modelyard.p<n>``, which the
+    database evaluates once per statement (an init plan) and an index scan can use."""
+    return f"(SELECT current_setting('modelyard.p{n}')::{kind})"
 
 
 def recorded(params: Mapping[str, ParamValue]) -> dict[str, str | int | float | bool]:

@@ -1,5 +1,9 @@
 """Record batches streamed into Parquet part files, with the content digest taken on the way.
 
+Text columns are dictionary-encoded, other columns not (see ``_dictionary_columns``), and
+pages are compressed with snappy: on the benchmark's rows it wrote fastest (zstd level 1 made
+files 2.5 times smaller in 1.5 times the time).
+
 Memory stays bounded whatever the row count: batches are held only until a row group is full
 (``ROW_GROUP_ROWS`` rows or ``ROW_GROUP_BYTES``), and a part file is closed and a new one opened
 once it holds ``PART_BYTES`` of data. Files are written under a temporary name and renamed when
@@ -8,9 +12,13 @@ complete; they are only a staging copy, which the registry's commit protocol upl
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +29,8 @@ ROW_GROUP_ROWS = 1 << 20
 ROW_GROUP_BYTES = 64 << 20
 PART_BYTES = 512 << 20
 COMPRESSION = "snappy"
+AHEAD = 2  # batches read ahead of the writer (see prefetched)
+T = TypeVar("T")
 
 
 class PartWriter:
@@ -88,7 +98,11 @@ class PartWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._temp = self.folder / f".part-{len(self.parts):05d}.parquet.tmp"
             self._writer = pq.ParquetWriter(
-                self._temp, self.schema, compression=COMPRESSION, write_statistics=True
+                self._temp,
+                self.schema,
+                compression=COMPRESSION,
+                use_dictionary=_dictionary_columns(self.schema),
+                write_statistics=True,
             )
             self._part_bytes = 0
         return self._writer
@@ -101,3 +115,53 @@ class PartWriter:
         os.replace(self._temp, final)  # no fsync: the blob store makes the upload durable
         self.parts.append(final)
         self._writer, self._temp = None, None
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth dictionary-encoding: text and binaries, where few distinct values
+    repeat (a status, a country). Trying it on numbers and timestamps as well, which rarely
+    repeat, made writing the benchmark's rows 3.7 times slower for a file of the same size."""
+    texts = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary)
+    return [f.name for f in schema if any(test(f.type) for test in texts)]
+
+
+def prefetched(items: Iterator[T], ahead: int = AHEAD) -> Generator[T]:
+    """``items`` read in a thread of their own, up to ``ahead`` in advance: the driver decodes
+    the next batches (in C, without the GIL) while this thread digests and writes the last.
+    Errors come out where they would have; leaving the loop early stops the reader after the
+    batch it is in, and closes ``items``, before this returns. Only for drivers whose
+    connection may be read from another thread than the one that opened it."""
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(ahead)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in items:
+                slots.put(("item", item))
+                if stop.is_set():
+                    break
+            else:
+                slots.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            slots.put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=read, name="modelyard-sql-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while reader.is_alive():  # let a blocked put go through, then the reader sees stop
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.05)
+        reader.join()

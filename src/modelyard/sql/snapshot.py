@@ -21,7 +21,7 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,7 +37,7 @@ from modelyard.sql.engines import Engine, Session, choose_engine
 from modelyard.sql.engines.base import parse_type, plain
 from modelyard.sql.params import check_params
 from modelyard.sql.params import recorded as recorded_params
-from modelyard.sql.parts import PartWriter
+from modelyard.sql.parts import PartWriter, prefetched
 from modelyard.sql.source import (
     TAG_CONNECTION,
     TAG_CONTENT,
@@ -250,8 +250,11 @@ class _Run:
         result = session.stream(query, params, self.source.batch_rows, self.types)
         schema = _cast_schema(plain(result.schema), self.types)
         writer = PartWriter(folder, schema)
+        batches = _cast(result.batches, schema)
+        if self.engine.prefetch:
+            batches = prefetched(batches)
         try:
-            for batch in _cast(result.batches, schema):
+            for batch in batches:
                 writer.write(batch)
                 self.read += batch.num_rows
                 if self.progress is not None:
@@ -264,6 +267,8 @@ class _Run:
         except BaseException:
             writer.abort()
             raise
+        finally:
+            batches.close()  # a reader thread stops before the session is used or closed
         return writer, schema
 
     # incremental imports ------------------------------------------------------------------------
@@ -335,6 +340,11 @@ class _Run:
         for i, window in enumerate(windows):
             folder = self.folder / f"window-{seq + i:06d}"
             query, bound = _windowed(self.over("*"), column, window, params)
+            whole = history is None and window.start is None and largest is not None
+            if whole and window.end > largest:
+                # Every row of the snapshot (NULLs were refused above): a bound the planner
+                # cannot see would have it guess an index scan of the whole table.
+                query, bound = self.over("*"), dict(params)
             writer, schema = self._write(session, query, bound, folder)
             parts = writer.close()
             if planned is None:
@@ -531,7 +541,7 @@ def _cast_schema(schema: pa.Schema, types: Mapping[str, pa.DataType]) -> pa.Sche
     return pa.schema([pa.field(f.name, types.get(f.name, f.type), True) for f in schema])
 
 
-def _cast(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _cast(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Generator[pa.RecordBatch]:
     for batch in batches:
         if batch.schema.equals(schema):
             yield batch

@@ -78,6 +78,9 @@ class Engine(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    prefetch: ClassVar[bool] = False
+    """Whether a thread of its own may read a result's batches ahead of the writer: the driver
+    must allow its connection to be used from that thread and should decode without the GIL."""
 
     @abstractmethod
     def open(self, target: Target, timeout_seconds: float | None) -> Session:

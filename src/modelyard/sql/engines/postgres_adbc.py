@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import struct
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ from modelyard.sql.engines.postgres import (
     timeout_statement,
     to_decimal,
 )
-from modelyard.sql.params import bind
+from modelyard.sql.params import bind, bind_text, setting_placeholder
 
 _PG_TYPE = b"POSTGRESQL:type"
 _TYPMOD = b"POSTGRESQL:typmod"
@@ -35,33 +36,48 @@ _TYPMOD = b"POSTGRESQL:typmod"
 class AdbcPostgres(Engine):
     name = "adbc"
     description = "PostgreSQL through ADBC (Arrow-native, binary COPY)"
+    prefetch = True
 
     @classmethod
     def available(cls) -> bool:
         return importlib.util.find_spec("adbc_driver_postgresql") is not None
 
     def open(self, target: Target, timeout_seconds: float | None) -> Session:
+        # The driver manager's low-level API: its DB-API module imports pyarrow.dataset (and
+        # with it pandas), a fifth of a second of every import's start-up.
         try:
-            import adbc_driver_postgresql.dbapi as dbapi
+            import adbc_driver_manager as manager
+            import adbc_driver_postgresql
         except ImportError as exc:
             raise InvalidInput(
                 "the adbc engine needs adbc-driver-postgresql: pip install 'modelyard[sql]', "
                 "or use engine 'psycopg'"
             ) from exc
+        db = conn = None
         try:
-            conn = dbapi.connect(libpq_url(target, with_password=True), autocommit=False)
-        except dbapi.Error as exc:
+            db = adbc_driver_postgresql.connect(libpq_url(target, with_password=True))
+            conn = manager.AdbcConnection(db)
+            conn.set_autocommit(False)
+        except manager.Error as exc:
+            for handle in (conn, db):
+                if handle is not None:
+                    with contextlib.suppress(Exception):
+                        handle.close()
             raise map_error(exc, target, "connecting", getattr(exc, "sqlstate", None)) from None
-        return _AdbcSession(conn, target, timeout_seconds)
+        return _AdbcSession(db, conn, target, timeout_seconds)
 
 
 class _AdbcSession(Session):
-    def __init__(self, conn: Any, target: Target, timeout_seconds: float | None) -> None:
-        self.conn = conn
+    def __init__(self, db: Any, conn: Any, target: Target, timeout_seconds: float | None) -> None:
+        import adbc_driver_manager as manager
+
+        self.db, self.conn = db, conn
         self.target = target
-        self._error = _error_type()
-        self.cursor = conn.cursor()
+        self._error: type[Exception] = manager.Error
+        self._statement: Any = None
+        self._reader: pa.RecordBatchReader | None = None
         try:
+            self._statement = manager.AdbcStatement(conn)
             self._run(begin_statement(target))
             if timeout_seconds:
                 self._run(timeout_statement(timeout_seconds))
@@ -70,20 +86,40 @@ class _AdbcSession(Session):
             self.close()
             raise
 
+    def _execute(self, text: str, args: tuple[Any, ...] | None) -> pa.RecordBatchReader:
+        """Run one statement; its result as it streams (ADBC's binary COPY when nothing is
+        bound). Raises the driver's error."""
+        if self._reader is not None:  # the last result, if left unread, is released first
+            self._reader.close()
+            self._reader = None
+        statement = self._statement
+        statement.set_sql_query(text)
+        if args:
+            names = [str(i) for i in range(len(args))]
+            if all(isinstance(value, str) for value in args):
+                columns = [_text(value) for value in args]
+                statement.bind(pa.RecordBatch.from_arrays(columns, names=names))
+            else:  # pa.record_batch imports pandas: only where a value has no text form
+                statement.bind(pa.record_batch([[value] for value in args], names=names))
+        handle, _ = _blocking(statement.execute_query, statement.cancel)
+        self._reader = pa.RecordBatchReader._import_from_c(handle.address)
+        return self._reader
+
     def _run(self, statement: str) -> None:
         try:
-            self.cursor.execute(statement)
+            self._execute(statement, None).read_all()
         except self._error as exc:
             raise map_error(exc, self.target, "querying", getattr(exc, "sqlstate", None)) from None
 
     def first_row(self, query: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
-        text, args = bind(NO_QUERY_CACHE + query, params or {}, "numeric")
+        # Bound as text with casts: a small result, and planned with the values themselves.
+        moved = bind_text(NO_QUERY_CACHE + query, params or {}, lambda n, kind: f"${n}::{kind}")
+        text, args = (moved[0], tuple(moved[1])) if moved else self._bound(query, params or {})
         try:
-            self.cursor.execute(text, args or None)
-            row = self.cursor.fetchone()
+            table = self._execute(text, args or None).read_all()
         except self._error as exc:
             raise map_error(exc, self.target, "querying", getattr(exc, "sqlstate", None)) from None
-        return tuple(row) if row is not None else ()
+        return tuple(column[0].as_py() for column in table.columns) if table.num_rows else ()
 
     def stream(
         self,
@@ -92,10 +128,9 @@ class _AdbcSession(Session):
         batch_rows: int,
         types: Mapping[str, pa.DataType] | None = None,
     ) -> Batches:
-        text, args = bind(NO_QUERY_CACHE + query, params, "numeric")
+        text, args = self._bound(query, params)
         try:
-            self.cursor.execute(text, args or None)
-            reader = self.cursor.fetch_record_batch()
+            reader = self._execute(text, args or None)
         except self._error as exc:
             raise map_error(exc, self.target, "querying", getattr(exc, "sqlstate", None)) from None
         fields, convert = _plan(reader.schema)
@@ -117,21 +152,61 @@ class _AdbcSession(Session):
 
         return Batches(schema, batches())
 
+    def _bound(self, query: str, params: Mapping[str, Any]) -> tuple[str, Any]:
+        """The statement to stream and its bound values. ADBC streams a query without bound
+        values through binary COPY, batch by batch; with bound values it reads the whole result
+        into memory first (libpq's result, then Arrow). So the values go first into
+        transaction-local settings (one small statement, the values bound by the driver as
+        text) and the query reads them from there: no bound values, and a streamed result."""
+        moved = bind_text(query, params, setting_placeholder) if params else None
+        if moved is None:
+            return bind(NO_QUERY_CACHE + query, params, "numeric")
+        text, values = moved
+        if values:
+            calls = [f"set_config('modelyard.p{n}', ${n}, true)" for n in range(1, len(values) + 1)]
+            try:
+                statement = f"{NO_QUERY_CACHE}SELECT {', '.join(calls)}"
+                self._execute(statement, tuple(values)).read_all()
+            except self._error as exc:
+                raise map_error(
+                    exc, self.target, "querying", getattr(exc, "sqlstate", None)
+                ) from None
+        return NO_QUERY_CACHE + text, None
+
     def close(self) -> None:
         if self.conn is None:
             return
         conn, self.conn = self.conn, None
+        reader, self._reader = self._reader, None
+        statement, self._statement = self._statement, None
         with contextlib.suppress(Exception):  # a broken connection: closing is all that is left
+            if reader is not None:
+                reader.close()
+        with contextlib.suppress(Exception):
+            if statement is not None:
+                statement.close()
+        with contextlib.suppress(Exception):
             conn.rollback()
         with contextlib.suppress(Exception):
             conn.close()
+        with contextlib.suppress(Exception):
+            self.db.close()
 
 
-def _error_type() -> type[Exception]:
-    import adbc_driver_manager
+def _blocking(call: Any, cancel: Any) -> Any:
+    """``call()``, which Ctrl-C cancels (the driver manager's helper, where it has one)."""
+    try:
+        from adbc_driver_manager._lib import _blocking_call
+    except ImportError:  # an older driver manager: Ctrl-C waits for the statement
+        return call()
+    return _blocking_call(call, (), {}, cancel)
 
-    error: type[Exception] = adbc_driver_manager.Error
-    return error
+
+def _text(value: str) -> pa.Array:
+    """A one-value string array, made from its buffers (``pa.array`` imports pandas)."""
+    data = value.encode()
+    offsets = struct.pack("<ii", 0, len(data))
+    return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _native(schema: pa.Schema) -> dict[str, str]:

@@ -55,6 +55,7 @@ _AS_TEXT = ("numeric", "json", "jsonb", "uuid")
 class CursorPostgres(Engine):
     name = "psycopg"
     description = "PostgreSQL or Redshift through a psycopg server-side cursor"
+    prefetch = True
 
     @classmethod
     def available(cls) -> bool:

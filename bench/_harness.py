@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import json
 import os
 import platform
 import signal
@@ -54,7 +55,9 @@ __all__ = [
     "proc_stat",
     "process_label",
     "process_tree",
+    "replica_token",
     "signal_each",
+    "stop_on_sigterm",
     "stop_tree",
     "tree_cpu",
     "tree_idents",
@@ -161,6 +164,33 @@ def launch(
 
 UP = (sys.executable, "-m", "modelyard", "up")
 """The platform, as a benchmark starts it."""
+
+
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """A SIGTERM handler that unwinds through the ``finally`` blocks that stop what a benchmark
+    started (its servers, its platform): ``signal.signal(signal.SIGTERM, stop_on_sigterm)``."""
+    raise SystemExit(128 + signum)
+
+
+def replica_token(api_port: int, auth: dict[str, str], deployment: str) -> str:
+    """The token a replica of ``deployment`` (``namespace/name``) requires of its callers
+    (``x-modelyard-replica-token``), from the routing table the control plane hands its gateway
+    (an admin key may read it): runs straight to a replica call it as the gateway does."""
+    conn = http.client.HTTPConnection("127.0.0.1", api_port, timeout=10.0)
+    try:
+        body = json.dumps({"since": 0, "wait": 0})
+        conn.request(
+            "POST", "/api/v1/gateway/sync", body, {**auth, "Content-Type": "application/json"}
+        )
+        response = conn.getresponse()
+        answer = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"gateway sync answered {response.status}: {answer[:200]!r}")
+    table = json.loads(answer)["table"]
+    token: str = table["deployments"][deployment]["revisions"][0]["token"]
+    return token
 
 
 def argument_parser(doc: str | None) -> argparse.ArgumentParser:

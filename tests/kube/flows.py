@@ -49,3 +49,35 @@ def broken(ledger: str) -> None:
 @pipeline
 def failing(ledger: str) -> None:
     broken(ledger=ledger)
+
+
+@step
+def many_files(files: int, out: Output[Dataset]) -> int:
+    folder = Path(out.path)
+    folder.mkdir()
+    for i in range(files):
+        (folder / f"part-{i:04d}.txt").write_text(f"part {i}\n")
+    return files
+
+
+@step
+def count_files(data: Input[Dataset]) -> int:
+    return len(list(Path(data.path).iterdir()))
+
+
+@pipeline
+def folder_of_files(ledger: str, files: int = 300) -> None:
+    made = many_files(files=files)
+    count_files(data=made.outputs["out"])
+
+
+@step(image="python:3.11-slim", cache=False)
+def where_from(ledger: str) -> str:
+    import modelyard
+
+    return modelyard.__file__
+
+
+@pipeline
+def own_image(ledger: str) -> None:
+    where_from(ledger=ledger)

@@ -7,7 +7,9 @@ and a pod status the API server reports as a real kubelet would (``Running``, ``
 loop with the exit code and the log's last lines). What it simulates rather than does: a pod's
 own network namespace is a loopback address of its own (127.0.77.N) put in place of ``0.0.0.0``
 in the arguments, a mount is the volume's folder put in place of the mount path in arguments and
-environment, the image is this interpreter (``python`` runs ``sys.executable``), and a container
+environment, every image is this interpreter (``python`` and ``python3`` run ``sys.executable``;
+so a step's own image runs the runner its init container copied, the way a real one would: check
+where modules came from to tell), and a container
 that exits is not restarted: its pod reports a crash loop at once.
 
 A pod with ``restartPolicy: Never`` (a Job's) runs its container once: ``Succeeded`` or ``Failed``
@@ -234,7 +236,7 @@ class ProcessKubelet:
             return ip if value == "0.0.0.0" else _local(value, mounts)
 
         argv = [local(a) for a in [*container.get("command", []), *container.get("args", [])]]
-        if argv and argv[0] == "python":
+        if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
         env = {"PATH": str(Path(sys.executable).parent), "HOME": str(folder)}
         for item in container.get("env") or []:

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.api.server import BackgroundServer
+from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
 from modelyard.kube.api import KubeApi, KubeApiError
 from modelyard.kube.config import Cluster, KubernetesSettings
 from modelyard.kube.jobs import KubeStepBackend
 from modelyard.pipelines.backends import StepExit, StepLaunch, load_step_backend
+from modelyard.pipelines.task import StepTask
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore, open_blob_store
 from modelyard.testing import wait_for
@@ -136,6 +139,60 @@ def test_terminate_deletes_the_job_and_its_pod_across_an_expired_watch(
         assert "lingering" in backend.log_path("run-1", node).read_text()  # kept
     assert nothing_left(apiserver)
     backend.terminate("run-1", "polite")  # ended: nothing
+
+
+def test_a_steps_lines_reach_its_log_file_while_its_pod_runs(
+    cluster: tuple[FakeApiServer, ProcessKubelet], backend: KubeStepBackend, blobs: BlobStore
+) -> None:
+    """``runs logs`` (and ``-f``) read the node's log file: the pod's lines are copied there as
+    they are written, each once."""
+    apiserver, _ = cluster
+    ended = Ended(backend)
+    backend.launch(StepLaunch("run-1", "n", 1, task(blobs, "linger"), {}, namespace="team"))
+    path = backend.log_path("run-1", "n")
+    wait_for(lambda: "lingering" in path.read_text(), 60, "the pod's line in the log file")
+    (pod,) = apiserver.list("pods", "ml-team")
+    assert pod["status"]["phase"] == "Running" and backend.check("run-1", "n") is None
+    backend.terminate("run-1", "n")
+    assert ended.wait("n").code == -15
+    assert path.read_text().count("lingering") == 1
+
+
+WHERE = """
+import sys
+
+def where(out):
+    import modelyard
+    with open(out.path, "w") as f:
+        f.write(sys.version)
+    return modelyard.__file__
+"""
+
+
+def test_a_step_in_its_own_image_runs_the_runner_its_init_container_copied(
+    cluster: tuple[FakeApiServer, ProcessKubelet],
+    backend: KubeStepBackend,
+    blobs: BlobStore,
+    tmp_path: Path,
+) -> None:
+    """The node's "image" is this interpreter: modelyard comes from the shared volume, as it
+    would in an image that does not have it."""
+    apiserver, _ = cluster
+    ended = Ended(backend)
+    spec: StepTask = {**task(blobs, "where"), "module_source": WHERE}
+    image = "python:3.11-slim"
+    backend.launch(StepLaunch("run-1", "n", 1, spec, {}, namespace="team", image=image))
+    (job,) = apiserver.list("jobs", "ml-team")
+    pod = job["spec"]["template"]["spec"]
+    assert [c["image"] for c in pod["initContainers"] + pod["containers"]] == ["img:1", image]
+    outcome = ended.wait("n")
+    assert outcome.code == 0, backend.logs("run-1", "n")
+    loaded_from = Path(outcome.result["result"])
+    node = tmp_path / "node" / "ml-team"
+    (volume,) = node.glob("n-run-1-a1-*/volumes/runner")
+    assert loaded_from == volume / "modelyard" / "modelyard" / "__init__.py"
+    assert (volume / "launch.py").is_file() and any((volume / "packages").glob("pydantic*"))
+    wait_for(lambda: nothing_left(apiserver), 10, "the Job deleted")
 
 
 def test_the_next_control_plane_deletes_the_jobs_of_one_that_died(
@@ -260,7 +317,7 @@ def test_a_two_step_pipeline_runs_as_jobs(
 
 @pytest.mark.slow
 def test_a_failing_step_and_a_cancelled_run_on_kubernetes(
-    cluster: tuple[FakeApiServer, ProcessKubelet], kube_runner: Runner
+    cluster: tuple[FakeApiServer, ProcessKubelet], kube_runner: Runner, tmp_path: Path
 ) -> None:
     apiserver, _ = cluster
     failed = kube_runner.run(flows.failing)
@@ -268,12 +325,55 @@ def test_a_failing_step_and_a_cancelled_run_on_kubernetes(
     assert "no such table: events" in (failed.steps[0].reason or "")
     run_id = kube_runner.start(flows.waiting)
     log = kube_runner.plane.executor.log_path(run_id, "wait-forever")
-    backend = kube_runner.plane.executor.backend
-    wait_for(lambda: "waiting" in backend.logs(run_id, "wait-forever"), 60, "the step to run")
-    kube_runner.plane.executor.cancel(run_id)
+    plane = kube_runner.plane
+    plane.ensure_admin_key()
+    token = plane.settings.admin_key_path.read_text().strip()
+    with (
+        BackgroundServer(plane) as server,
+        Client(server.url, token, cache_dir=tmp_path / "cache") as client,
+    ):
+        lines = client.run_logs("team", run_id, follow=True)  # `runs logs -f`
+        assert next(line for line in lines if "waiting" in line) == "[wait-forever] waiting"
+        kube_runner.plane.executor.cancel(run_id)
+        assert "waiting" not in "".join(lines)  # ends with the run, each line once
     run = kube_runner.wait(run_id)
     assert run.state == "cancelled" and run.steps[0].state == "cancelled"
     assert (
         log.read_text().startswith("--- attempt 1 of wait-forever") and "waiting" in log.read_text()
     )
     wait_for(lambda: nothing_left(apiserver), 10, "the Job and its pod deleted")
+
+
+@pytest.mark.slow
+def test_a_step_whose_result_outgrows_the_termination_message_runs_as_a_job(
+    cluster: tuple[FakeApiServer, ProcessKubelet], kube_runner: Runner
+) -> None:
+    """A folder of hundreds of files: its record alone is far over the 4 KiB Kubernetes keeps
+    of a termination message, so it comes back through the blob store."""
+    apiserver, _ = cluster
+    run = kube_runner.run(flows.folder_of_files, files=300)
+    executor = kube_runner.plane.executor
+    assert run.state == "succeeded", [
+        (step.node, step.reason, executor.log_path(run.id, step.node).read_text())
+        for step in run.steps
+    ]
+    steps = {step.node: step for step in run.steps}
+    made, counted = steps["many-files"], steps["count-files"]
+    assert len(json.dumps(made.outputs)) > 4096, made.outputs
+    assert len(made.outputs["artifacts"]["out"]["files"]) == 300
+    assert counted.outputs["result"] == 300
+    wait_for(lambda: nothing_left(apiserver), 10, "every Job gone")
+
+
+@pytest.mark.slow
+def test_a_pipeline_step_that_names_an_image_runs_in_it(
+    cluster: tuple[FakeApiServer, ProcessKubelet], kube_runner: Runner, tmp_path: Path
+) -> None:
+    apiserver, _ = cluster
+    run = kube_runner.run(flows.own_image)
+    assert run.state == "succeeded", run.reason
+    (volume,) = (tmp_path / "node" / "ml-team").glob("where-from-*/volumes/runner")
+    # the DSL's image reached the Job: its runner came from the init container's volume
+    loaded_from = run.steps[0].outputs["result"]
+    assert loaded_from == str(volume / "modelyard" / "modelyard" / "__init__.py")
+    wait_for(lambda: nothing_left(apiserver), 10, "the Job gone")

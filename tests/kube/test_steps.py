@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from modelyard.kube import steps
+from modelyard.kube import pods, steps
 from modelyard.pipelines.backends import StepLaunch
 from modelyard.pipelines.task import StepTask
 from tests.kube import schemas
@@ -22,7 +22,11 @@ TASK: StepTask = {
     "outputs": {"out": {"type": "Dataset", "uri": "modelyard://runs/r/n/out"}},
     "blobs": {"url": "s3://bucket/blobs", "options": {"key": "blob-secret"}},
 }
-OWNER = {"metadata": {"name": "make-2-run", "uid": "uid-1"}}
+OWNER = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "metadata": {"name": "make-2-run", "uid": "uid-1"},
+}
 
 
 def launch(node: str = "make[2]", **options: Any) -> StepLaunch:
@@ -75,7 +79,7 @@ def test_the_task_and_the_environment_are_in_the_secret_never_the_job() -> None:
         }
         for name in ("MODE", "MODELYARD_API_KEY")
     ]
-    secret = steps.secret(attempt, "make-2-run", "team", "ml-team", {**OWNER, "kind": "Job"})
+    secret = steps.secret(attempt, "make-2-run", "team", "ml-team", OWNER)
     assert json.loads(secret["stringData"]["task.json"]) == TASK
     assert secret["stringData"]["env.MODELYARD_API_KEY"] == "key-secret"
     (owner,) = secret["metadata"]["ownerReferences"]
@@ -94,6 +98,36 @@ def test_job_and_secret_are_valid_for_kubernetes() -> None:
     schemas.check(job(attempt, service_account="steps", image_pull_policy="Always"))
     schemas.check(job(launch()))
     schemas.check(steps.secret(attempt, "make-2-run", "team", "ml-team", OWNER))
+
+
+def test_a_step_that_names_its_own_image_gets_the_runner_from_an_init_container() -> None:
+    manifest = job(launch(image="python:3.12-slim", memory_mb=256))
+    schemas.check(manifest)
+    pod = manifest["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (container,) = pod["containers"]
+    assert init["image"] == "img:1" and container["image"] == "python:3.12-slim"
+    assert init["command"] + init["args"] == [
+        "python",
+        "-m",
+        "modelyard.pipelines.runner_bundle",
+        steps.RUNNER_DIR,
+        "s3",  # the blob store's filesystem, which the runner needs too
+    ]
+    assert container["command"] == [
+        "python3",
+        f"{steps.RUNNER_DIR}/launch.py",
+        "/var/run/modelyard/task/task.json",
+    ]
+    shared = {"name": "runner", "emptyDir": {}}
+    assert shared in pod["volumes"]
+    assert init["volumeMounts"] == [{"name": "runner", "mountPath": steps.RUNNER_DIR}]
+    assert {"name": "runner", "mountPath": steps.RUNNER_DIR, "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert container["resources"]["limits"] == {"memory": "256Mi"}
+    # the platform's own image needs nothing brought in
+    assert "initContainers" not in job(launch(image="img:1"))["spec"]["template"]["spec"]
 
 
 def terminated(code: int, reason: str, message: str = "") -> dict[str, Any]:
@@ -120,6 +154,25 @@ def test_how_an_attempt_ended_from_its_pod() -> None:
     assert steps.ended(start_error) == (
         128,
         {"error": 'StartError (exit code 128): exec: "python": executable file not found'},
+    )
+    no_runner = {
+        "metadata": {"name": "p"},
+        "status": {
+            "phase": "Failed",
+            "initContainerStatuses": [
+                {
+                    "name": "runner",
+                    "state": {
+                        "terminated": {"exitCode": 1, "reason": "Error", "message": "No space"}
+                    },
+                }
+            ],
+            "containerStatuses": [{"name": "step", "state": {"waiting": {}}}],
+        },
+    }
+    assert steps.ended(no_runner) == (
+        1,
+        {"error": "pod p, init container runner: Error (exit code 1): No space"},
     )
     evicted = {"metadata": {"name": "p"}, "status": {"phase": "Failed", "reason": "Evicted"}}
     assert steps.ended(evicted) == (1, {"error": "pod p failed: Evicted"})
@@ -154,7 +207,7 @@ def test_a_pod_that_cannot_run_ends_the_attempt_with_kubernetes_reason() -> None
         },
     }
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    assert steps.unschedulable_since(unschedulable) == start
+    assert pods.unschedulable_since(unschedulable) == start
     assert steps.ended(unschedulable, start + dt.timedelta(minutes=1)) is None
     code, result = steps.ended(unschedulable, start + dt.timedelta(minutes=11)) or (0, {})
     assert code == 1 and "Unschedulable" in result["error"] and "memory" in result["error"]

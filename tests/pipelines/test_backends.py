@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -15,7 +17,7 @@ import pytest
 
 from modelyard.controlplane import ControlPlane
 from modelyard.errors import ConfigError
-from modelyard.pipelines import runner
+from modelyard.pipelines import runner, runner_bundle
 from modelyard.pipelines.backends import (
     StepExit,
     StepLaunch,
@@ -23,7 +25,7 @@ from modelyard.pipelines.backends import (
     step_backend_names,
 )
 from modelyard.pipelines.backends.local import LocalStepBackend
-from modelyard.pipelines.task import ArtifactRecord, StepTask
+from modelyard.pipelines.task import ArtifactRecord, StepResult, StepTask
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore, open_blob_store
 from tests.pipelines import flows
@@ -150,6 +152,52 @@ def backend(tmp_path: Path) -> Iterator[LocalStepBackend]:
     local = LocalStepBackend(tmp_path / "runs")
     yield local
     local.close()
+
+
+def test_a_result_over_the_tasks_limit_goes_to_the_blob_store_and_is_checked_when_read(
+    blobs: BlobStore, tmp_path: Path
+) -> None:
+    spec: StepTask = {**task(blobs, "double", factor=1), "result_limit": 200}
+    path = tmp_path / "result.json"
+    runner.write_result(path, {"result": 1}, blobs, spec)
+    assert json.loads(path.read_text()) == {"result": 1}  # short: as it is
+    long: StepResult = {"result": "x" * 5000, "metadata": {"out": {"rows": 3}}}
+    runner.write_result(path, long, blobs, spec)
+    assert len(path.read_bytes()) <= 200
+    pointer = json.loads(path.read_text())
+    assert runner.load_result(pointer, spec["blobs"]) == long
+    assert runner.load_result({"result": 1}, spec["blobs"]) == {"result": 1}
+    stored = Path(blobs.cas_key(pointer["stored"]["sha256"]))
+    stored.write_text(json.dumps({"result": "y" * 5000}))  # changed behind our back
+    error = runner.load_result(pointer, spec["blobs"])["error"]
+    assert error.startswith("the step's result cannot be read back from the blob store")
+    stored.unlink()
+    assert "missing" in runner.load_result(pointer, spec["blobs"])["error"]
+
+
+def test_the_runner_bundle_runs_a_step_with_a_python_that_has_no_packages(
+    blobs: BlobStore, tmp_path: Path
+) -> None:
+    """What a step's own image gets (``runner_bundle``): ``python -S`` (no site-packages, so
+    nothing of this environment) runs the step from the bundle alone; a python of another
+    version fails the step with a message that says which one it needs."""
+    bundle = tmp_path / "runner"
+    runner_bundle.bundle(bundle, "file")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "task.json").write_text(json.dumps(task(blobs, "double", factor=2)))
+    command = [sys.executable, "-S", str(bundle / "launch.py"), str(work / "task.json")]
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((work / "result.json").read_text())
+    assert result["artifacts"]["out"]["digest"] == hashlib.sha256(b"abab").hexdigest()
+    launcher = bundle / "launch.py"
+    wanted = f"WANTED = tuple({list(sys.version_info[:2])})"
+    launcher.write_text(launcher.read_text().replace(wanted, "WANTED = (3, 99)"))
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    error = json.loads((work / "result.json").read_text())["error"]
+    assert error.startswith("this step's image has python 3.") and "use an image with python 3.99"
 
 
 def test_the_local_backend_runs_an_attempt_in_a_fresh_folder_of_its_own(

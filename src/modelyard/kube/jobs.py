@@ -3,17 +3,21 @@
 ``launch`` server-side applies the attempt's Job and then its Secret (task spec, environment;
 owned by the Job, see :mod:`modelyard.kube.steps`) in the Kubernetes namespace that
 ``kubernetes.namespaces`` maps the run's namespace to. A Pod watch per Kubernetes namespace (list,
-then watch from the list's version; list again when it expired) follows the attempts' pods; when
-one ends, the watch thread appends the pod's log to the node's log file (``HOME/runs/RUN/NODE.log``,
-where ``runs logs`` reads every backend's), deletes the Job (its pod and Secret go with it),
-remembers how it ended and calls ``on_exit``, so ``check`` answers from memory and never blocks.
+then watch from the list's version; list again when it expired) follows the attempts' pods. Once
+an attempt's pod is seen, a `modelyard.kube.logs.LogCopy` follows its log into the node's log
+file (``HOME/runs/RUN/NODE.log``, where ``runs logs`` reads every backend's, ``-f`` included), so
+its lines show while it runs. When the pod ends, the watch thread copies the rest of its log,
+deletes the Job (its pod and Secret go with it), reads the result back (from the termination
+message, or from the blob store when it was longer than the message keeps: the task's
+``result_limit``), remembers how it ended and calls ``on_exit``, so ``check`` answers from memory
+and never blocks.
 
 A pod that cannot ever run (an image that cannot be pulled, a bad config, no node for
 ``pods.UNSCHEDULABLE_SECONDS``) ends its attempt with Kubernetes' reason as the step's error;
 the executor's own retries then apply, nothing is retried by Kubernetes. ``terminate`` deletes
 the Job (``force``: with no grace period); an attempt whose Job is gone, or whose pod went without
-saying how it ended, ended by that signal. Logs appear in the log file when the attempt ends
-(or is told to stop); ``logs`` also reads a running pod's log from the API server.
+saying how it ended, ended by that signal. ``logs`` reads the node's log file, as the local
+backend's does.
 
 Like local steps, attempts do not outlive the executor: ``close`` deletes their Jobs, and the
 first list of a namespace deletes the Jobs a control plane that died left running (the executor
@@ -22,7 +26,6 @@ runs those attempts again). Two control planes on one namespace would delete eac
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -37,9 +40,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from modelyard.kube import steps
 from modelyard.kube.api import JOBS, KubeApi, KubeApiError
 from modelyard.kube.config import KubernetesSettings, load_cluster
-from modelyard.kube.pods import UNSCHEDULABLE_SECONDS
+from modelyard.kube.logs import LogCopy
+from modelyard.kube.pods import UNSCHEDULABLE_SECONDS, unschedulable_since
 from modelyard.kube.watch import PodWatches
 from modelyard.pipelines.backends import StepExit, StepLaunch, node_log
+from modelyard.pipelines.runner import load_result
+from modelyard.pipelines.task import BlobLocation, StepTask
+from modelyard.serving.logs import FOLLOW_SECONDS
 
 if TYPE_CHECKING:
     from modelyard.settings import Settings
@@ -64,12 +71,16 @@ class _Attempt:
     node: str
     kube_namespace: str
     job: str
+    blobs: BlobLocation
+    """Where the runner puts a result too long for the pod's termination message."""
     pod: str | None = None
     last: dict[str, Any] | None = field(default=None, repr=False)
     """The pod as the watch last saw it."""
     terminated: signal.Signals | None = None
     ended: StepExit | None = None
     timer: threading.Timer | None = field(default=None, repr=False)
+    copy: LogCopy | None = field(default=None, repr=False)
+    """Copies the pod's log into the node's log file while it runs."""
 
 
 class KubeStepBackend:
@@ -99,6 +110,7 @@ class KubeStepBackend:
         )
         self._listed: set[str] = set()
         """The Kubernetes namespaces whose step pods were listed once."""
+        self._copies: list[LogCopy] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubeStepBackend:
@@ -117,13 +129,14 @@ class KubeStepBackend:
         env = dict(launch.env)
         if self.control_plane_url and "MODELYARD_URL" in env:
             env["MODELYARD_URL"] = self.control_plane_url
-        launch = dataclasses.replace(launch, env=env)
+        task: StepTask = {**launch.task, "result_limit": steps.MESSAGE_LIMIT}
+        launch = dataclasses.replace(launch, env=env, task=task)
         self._watches.watch(kube_namespace)
         path = self.log_path(launch.run_id, launch.node)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as out:
             out.write(f"--- attempt {launch.attempt} of {launch.node} (Job {name})\n")
-        attempt = _Attempt(launch.run_id, launch.node, kube_namespace, name)
+        attempt = _Attempt(launch.run_id, launch.node, kube_namespace, name, task["blobs"])
         with self._lock:
             self._attempts[(launch.run_id, launch.node)] = attempt
             self._jobs[(kube_namespace, name)] = attempt
@@ -168,7 +181,7 @@ class KubeStepBackend:
             attempt.terminated = signal.SIGKILL if force else signal.SIGTERM
             pod = attempt.pod
         if first and pod is not None:
-            self._keep_log(attempt, pod, None)  # deleting the Job deletes its log
+            self._finish_log(attempt, None)  # deleting the Job deletes its log
         gone = not self._delete(attempt, grace=0 if force else None)
         with self._lock:
             # A Job deleted before its pod was made, or already gone: nothing will say more.
@@ -178,24 +191,22 @@ class KubeStepBackend:
 
     def logs(self, run_id: str, node: str) -> str:
         path = self.log_path(run_id, node)
-        text = path.read_text(errors="replace") if path.is_file() else ""
-        with self._lock:
-            attempt = self._attempts.get((run_id, node))
-            pod = attempt.pod if attempt is not None and attempt.ended is None else None
-        if attempt is not None and pod is not None:
-            with contextlib.suppress(KubeApiError):  # not started yet, or gone
-                text += self.api.pod_log(attempt.kube_namespace, pod, steps.CONTAINER)
-        return text
+        return path.read_text(errors="replace") if path.is_file() else ""
 
     def close(self) -> None:
         with self._lock:
             running = [a for a in self._attempts.values() if a.ended is None]
             self._attempts.clear()
             self._jobs.clear()
+            copies, self._copies = self._copies, []
         for attempt in running:
             if attempt.timer is not None:
                 attempt.timer.cancel()
             self._delete(attempt, grace=0)
+        for copy in copies:
+            copy.stop()
+        for copy in copies:
+            copy.stop(wait=2 * FOLLOW_SECONDS)
         self._watches.close()  # closes the API, which ends the open watches
 
     # ending an attempt --------------------------------------------------------------------------
@@ -218,6 +229,9 @@ class KubeStepBackend:
             attempt.ended = ended
             if attempt.timer is not None:
                 attempt.timer.cancel()
+            copy = attempt.copy
+        if copy is not None:
+            copy.stop()
         self.on_exit()
 
     def _pod_changed(self, kube_namespace: str, kind: str, pod: dict[str, Any]) -> None:
@@ -228,6 +242,15 @@ class KubeStepBackend:
                 return
             attempt.pod, attempt.last = pod["metadata"]["name"], pod
             terminated = attempt.terminated
+            if attempt.copy is None:
+                attempt.copy = LogCopy(
+                    self.api,
+                    kube_namespace,
+                    attempt.pod,
+                    steps.CONTAINER,
+                    self.log_path(attempt.run_id, attempt.node),
+                ).start()
+                self._copies = [c for c in self._copies if c.running()] + [attempt.copy]
         outcome = steps.ended(pod)
         if outcome is None and kind == "DELETED":
             # gone without a word: deleted by us (terminate) or by someone else
@@ -239,29 +262,23 @@ class KubeStepBackend:
         code, result = outcome
         if terminated is None:  # else its log was kept when it was told to stop
             ran = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-            self._keep_log(attempt, pod["metadata"]["name"], None if ran else result.get("error"))
+            self._finish_log(attempt, None if ran else result.get("error"))
             self._delete(attempt, grace=None)
+        result = load_result(result, attempt.blobs)
         self._end(attempt, StepExit(code if terminated is None else -terminated, result))
 
-    def _keep_log(self, attempt: _Attempt, pod_name: str, reason: str | None) -> None:
-        """Append what the pod printed (and why it could not run) to the node's log file."""
-        try:
-            text = _once_more(
-                lambda: self.api.pod_log(attempt.kube_namespace, pod_name, steps.CONTAINER)
-            )
-        except KubeApiError as exc:  # it never started, or it is gone
-            log.info("no log of pod %s (%s)", pod_name, exc)
-            text = ""
-        if text and not text.endswith("\n"):
-            text += "\n"
-        if reason:
-            text += f"{reason}\n"
-        with open(self.log_path(attempt.run_id, attempt.node), "a") as out:
-            out.write(text)
+    def _finish_log(self, attempt: _Attempt, reason: str | None) -> None:
+        """Append the rest of what the pod printed (and why it could not run) to the node's log
+        file, before the pod and its log go."""
+        if attempt.copy is not None:
+            attempt.copy.finish(reason)
+        elif reason:
+            with open(self.log_path(attempt.run_id, attempt.node), "a") as out:
+                out.write(f"{reason}\n")
 
     def _wait_for_a_node(self, attempt: _Attempt, pod: dict[str, Any]) -> None:
         """An unschedulable pod fails its attempt after a while, even if no event says so."""
-        since = steps.unschedulable_since(pod)
+        since = unschedulable_since(pod)
         if since is None or attempt.timer is not None:
             return
         waited = (dt.datetime.now(dt.UTC) - since).total_seconds()
@@ -294,7 +311,7 @@ class KubeStepBackend:
                 self._pod_changed(kube_namespace, "ADDED", pod)
             elif first and job:
                 log.info("deleting Job %s of an earlier control plane", job)
-                orphan = _Attempt("", "", kube_namespace, job)
+                orphan = _Attempt("", "", kube_namespace, job, {"url": "", "options": {}})
                 self._delete(orphan, grace=0)
         with self._lock:
             vanished = [

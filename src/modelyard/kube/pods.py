@@ -65,19 +65,15 @@ def failure(pod: Mapping[str, Any], now: dt.datetime | None = None) -> str | Non
     """Why the pod will not get ready by itself, in Kubernetes' words; None while it may."""
     status = pod.get("status") or {}
     name = pod.get("metadata", {}).get("name", "?")
-    for condition in status.get("conditions") or []:
-        if (
-            condition.get("type") == "PodScheduled"
-            and condition.get("status") == "False"
-            and condition.get("reason") == "Unschedulable"
-            and condition.get("lastTransitionTime")
-        ):
-            waited = (now or dt.datetime.now(dt.UTC)) - _time(condition["lastTransitionTime"])
-            if waited.total_seconds() >= UNSCHEDULABLE_SECONDS:
-                return (
-                    f"pod {name}: Unschedulable for {waited.total_seconds() / 60:.0f} min: "
-                    f"{condition.get('message', '')}"
-                )
+    found = _unschedulable(pod)
+    if found is not None:
+        since, condition = found
+        waited = (now or dt.datetime.now(dt.UTC)) - since
+        if waited.total_seconds() >= UNSCHEDULABLE_SECONDS:
+            return (
+                f"pod {name}: Unschedulable for {waited.total_seconds() / 60:.0f} min: "
+                f"{condition.get('message', '')}"
+            )
     for kind in ("initContainerStatuses", "containerStatuses"):
         for container in status.get(kind) or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
@@ -95,6 +91,25 @@ def failure(pod: Mapping[str, Any], now: dt.datetime | None = None) -> str | Non
                     f"{what}: CrashLoopBackOff after {restarts} restarts "
                     f"(last: {cause}, exit code {code}){': ' + message if message else ''}"
                 )
+    return None
+
+
+def unschedulable_since(pod: Mapping[str, Any]) -> dt.datetime | None:
+    """When the pod was found to fit no node, if it does not (`failure` gives up on it
+    ``UNSCHEDULABLE_SECONDS`` later)."""
+    found = _unschedulable(pod)
+    return found[0] if found is not None else None
+
+
+def _unschedulable(pod: Mapping[str, Any]) -> tuple[dt.datetime, Mapping[str, Any]] | None:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+            and condition.get("lastTransitionTime")
+        ):
+            return _time(condition["lastTransitionTime"]), condition
     return None
 
 

@@ -6,14 +6,19 @@ One attempt is, in the run's Kubernetes namespace:
 - a Job (``backoffLimit: 0``, ``restartPolicy: Never``: the executor keeps its own retries,
   timeouts and caching, so Kubernetes retries nothing and sets no deadline) whose one container
   runs the platform image's ``python -m modelyard.pipelines.runner`` on the task spec, in an
-  ``emptyDir`` working folder;
+  ``emptyDir`` working folder. A step that names its own image runs in it instead: an init
+  container of the platform image copies the runner into a shared ``emptyDir``
+  (:mod:`modelyard.pipelines.runner_bundle`, as Kubeflow's launcher is brought in), and the step's
+  container runs it with the image's ``python3``;
 - a Secret of the same name, owned by the Job (garbage collected with it), holding the task spec
   (mounted as ``task.json``: it may carry the blob store's options) and the step's environment
   (which may hold an API key: never in the Job itself).
 
 The runner writes its result (:class:`modelyard.pipelines.task.StepResult`) to ``result.json`` in
 its working folder, which is the container's ``terminationMessagePath``: the API server hands it
-back in the pod's status, so nothing but the API server is read. Kubernetes keeps 4 KiB of it.
+back in the pod's status, so nothing but the API server is read. Kubernetes keeps 4 KiB of it,
+so a longer result goes to the blob store and the message says where (the task's
+``result_limit``, set by :mod:`modelyard.kube.jobs`).
 """
 
 from __future__ import annotations
@@ -25,9 +30,15 @@ import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelyard.kube import pods
-from modelyard.kube.render import MANAGED_BY, NAMESPACE_LABEL, container_resources
+from modelyard.kube.render import (
+    MANAGED_BY,
+    NAMESPACE_LABEL,
+    container_resources,
+    owner_reference,
+)
 from modelyard.pipelines.backends import StepLaunch
 
 RUN_LABEL = "modelyard.io/run"
@@ -37,6 +48,9 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 SELECTOR = f"{MANAGED_BY}=modelyard,{RUN_LABEL}"
 """Every pod of a modelyard step (label selector syntax)."""
 CONTAINER = "step"
+RUNNER_CONTAINER = "runner"
+"""The init container that brings the runner into a step's own image."""
+RUNNER_DIR = "/var/run/modelyard/runner"
 TASK_DIR = "/var/run/modelyard/task"
 WORK_DIR = "/var/lib/modelyard/step"
 RESULT_PATH = f"{WORK_DIR}/result.json"
@@ -81,17 +95,45 @@ def job(
         for key in sorted(launch.env)
     ]
     pod_labels = labels(namespace, launch)
+    mounts = [
+        {"name": "task", "mountPath": TASK_DIR, "readOnly": True},
+        {"name": "work", "mountPath": WORK_DIR},
+    ]
+    command = ["python", "-m", "modelyard.pipelines.runner", f"{TASK_DIR}/task.json"]
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "task",
+            "secret": {"secretName": name, "items": [{"key": "task.json", "path": "task.json"}]},
+        },
+        {"name": "work", "emptyDir": {}},
+    ]
+    init_containers = []
+    if launch.image and launch.image != image:
+        # The step's own image: the platform image's init container brings the runner along.
+        protocol = urlsplit(launch.task["blobs"]["url"]).scheme or "file"
+        init_containers.append(
+            {
+                "name": RUNNER_CONTAINER,
+                "image": image,
+                "imagePullPolicy": image_pull_policy,
+                "command": ["python", "-m", "modelyard.pipelines.runner_bundle", RUNNER_DIR],
+                "args": [protocol],
+                "volumeMounts": [{"name": "runner", "mountPath": RUNNER_DIR}],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        )
+        volumes.append({"name": "runner", "emptyDir": {}})
+        mounts.append({"name": "runner", "mountPath": RUNNER_DIR, "readOnly": True})
+        command = ["python3", f"{RUNNER_DIR}/launch.py", f"{TASK_DIR}/task.json"]
+        image = launch.image
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": image_pull_policy,
-        "command": ["python", "-m", "modelyard.pipelines.runner", f"{TASK_DIR}/task.json"],
+        "command": command,
         "workingDir": WORK_DIR,
         "env": env,
-        "volumeMounts": [
-            {"name": "task", "mountPath": TASK_DIR, "readOnly": True},
-            {"name": "work", "mountPath": WORK_DIR},
-        ],
+        "volumeMounts": mounts,
         "terminationMessagePath": RESULT_PATH,
         "terminationMessagePolicy": "File",
     }
@@ -102,18 +144,11 @@ def job(
         "terminationGracePeriodSeconds": max(1, math.ceil(grace_seconds)),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "volumes": [
-            {
-                "name": "task",
-                "secret": {
-                    "secretName": name,
-                    "items": [{"key": "task.json", "path": "task.json"}],
-                },
-            },
-            {"name": "work", "emptyDir": {}},
-        ],
+        "volumes": volumes,
         "containers": [container],
     }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     return {
@@ -137,7 +172,6 @@ def secret(
     launch: StepLaunch, name: str, namespace: str, kube_namespace: str, owner: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The task spec and the step's environment, owned by the Job ``owner`` (as applied)."""
-    meta = owner["metadata"]
     data = {"task.json": json.dumps(launch.task)}
     data.update({f"env.{key}": value for key, value in sorted(launch.env.items())})
     return {
@@ -147,9 +181,7 @@ def secret(
             "name": name,
             "namespace": kube_namespace,
             "labels": labels(namespace, launch),
-            "ownerReferences": [
-                {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
-            ],
+            "ownerReferences": [owner_reference(owner)],
         },
         "type": "Opaque",
         "stringData": data,
@@ -172,6 +204,13 @@ def ended(
             terminated = (container.get("state") or {}).get("terminated")
             if container.get("name") == CONTAINER and terminated:
                 return _terminated(terminated)
+        for init in status.get("initContainerStatuses") or []:
+            done = (init.get("state") or {}).get("terminated") or {}
+            if done.get("exitCode", 0) != 0:  # the runner could not be brought in
+                said = (done.get("message") or "").strip()[-500:]
+                why = f"{done.get('reason') or 'Error'} (exit code {done['exitCode']})"
+                where = f"pod {pod['metadata']['name']}, init container {init.get('name')}"
+                return 1, {"error": f"{where}: {why}" + (f": {said}" if said else "")}
         why = ": ".join(filter(None, (status.get("reason"), status.get("message"))))
         return 1, {"error": f"pod {pod['metadata']['name']} failed: {why or 'no reason given'}"}
     reason = pods.failure(pod, now)
@@ -199,20 +238,6 @@ def _terminated(terminated: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     elif code != 0 and "error" not in result and reason not in ("", "Error", "Completed"):
         result = {**result, "error": f"{reason} (exit code {code})"}
     return code, result
-
-
-def unschedulable_since(pod: Mapping[str, Any]) -> dt.datetime | None:
-    """When the pod was found to fit no node, if it does not."""
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if (
-            condition.get("type") == "PodScheduled"
-            and condition.get("status") == "False"
-            and condition.get("reason") == "Unschedulable"
-            and condition.get("lastTransitionTime")
-        ):
-            value = str(condition["lastTransitionTime"]).replace("Z", "+00:00")
-            return dt.datetime.fromisoformat(value)
-    return None
 
 
 def _slug(text: str) -> str:

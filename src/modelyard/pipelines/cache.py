@@ -1,9 +1,9 @@
 """Cache keys: a step is skipped when an earlier success had the same key.
 
 The key hashes the step's source and the module it lives in (helpers the step calls change its
-behaviour too), its parameter values, the content digests of its input
-artifacts (never their names or URIs), and its environment (variables and Python version). So
-changed data under the same name never hits, and the same data under a new name does.
+behaviour too), its parameter values, the content digests of its input artifacts (never their
+names or URIs), and its environment (variables, Python version and the step's image, if it names
+one). So changed data under the same name never hits, and the same data under a new name does.
 """
 
 from __future__ import annotations
@@ -38,5 +38,7 @@ def cache_key(
         "env": env,
         "python": list(sys.version_info[:2]),
     }
+    if step.image:
+        material["image"] = step.image
     encoded = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()

@@ -212,6 +212,7 @@ def step(
     env: dict[str, str] | None = None,
     cache: bool = True,
     cache_ttl_seconds: float | None = None,
+    image: str | None = None,
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
 
@@ -227,8 +228,13 @@ def step(
     env: dict[str, str] | None = None,
     cache: bool = True,
     cache_ttl_seconds: float | None = None,
+    image: str | None = None,
 ) -> Any:
-    """Make ``func`` a pipeline step: bare (``@step``) or with options (``@step(retries=2)``)."""
+    """Make ``func`` a pipeline step: bare (``@step``) or with options (``@step(retries=2)``).
+
+    ``image``: the container image the step runs in on Kubernetes (the platform's runner is
+    copied into it; it needs ``python3`` of the platform image's minor version); local steps
+    run with this machine's Python whatever it names."""
 
     def wrap(f: Callable[P, R]) -> Step[P, R]:
         step_name = name or f.__name__.replace("_", "-")
@@ -274,6 +280,7 @@ def step(
             env=dict(env or {}),
             cache=cache,
             cache_ttl_seconds=cache_ttl_seconds,
+            image=image,
         )
         return Step(f, spec)
 

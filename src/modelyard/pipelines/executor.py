@@ -255,6 +255,7 @@ class Executor:
             step.resources.memory_mb,
             step.resources.cpu,
             run.namespace,
+            step.image,
         )
         try:
             self.backend.launch(launch)

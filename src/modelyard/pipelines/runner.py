@@ -8,12 +8,15 @@ current directory is its working folder: it copies the inputs from the blob stor
 ``inputs/``, loads the pipeline module from the source the spec carries (so the step runs the code
 that was registered, not whatever the file says now), calls the function, stores what it wrote in
 ``outputs/`` into the blob store and writes the result, output records included, to
-``result.json`` (or the spec's ``result_path``). Nothing else of the control plane's machine is
-read, so a step runs the same on another machine that reaches the blob store.
+``result.json`` (or the spec's ``result_path``; over the spec's ``result_limit``, the result
+goes to the blob store and ``result.json`` says where: `load_result` reads it back). Nothing
+else of the control plane's machine is read, so a step runs the same on another machine that
+reaches the blob store.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import linecache
 import os
@@ -23,10 +26,10 @@ import types
 from pathlib import Path
 from typing import Any
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, StoreError
 from modelyard.pipelines import outputs as stored
 from modelyard.pipelines.artifacts import ARTIFACT_TYPES, Artifact
-from modelyard.pipelines.task import ArtifactRecord, StepResult, StepTask
+from modelyard.pipelines.task import ArtifactRecord, BlobLocation, StepResult, StepTask
 from modelyard.plugins import import_target
 from modelyard.store.blobs import BlobStore, open_blob_store
 
@@ -104,29 +107,74 @@ def main(argv: list[str]) -> int:
     """Run the task spec at ``argv[1]`` in the current directory; the exit code of the step."""
     task: StepTask = json.loads(Path(argv[1]).read_text())
     folder = Path.cwd()
-    result_path = folder / task.get("result_path", "result.json")
+    blobs: BlobStore | None = None
+
+    def done(result: StepResult, code: int) -> int:
+        write_result(folder / task.get("result_path", "result.json"), result, blobs, task)
+        return code
+
     try:
         blobs = open_blob_store(task["blobs"]["url"], task["blobs"]["options"])
         outcome = run(task, blobs, folder)
     except BaseException as exc:
         traceback.print_exc()
-        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        result_path.write_text(json.dumps({"error": error}))
-        return 1
+        return done({"error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}, 1)
     try:
         json.dumps(outcome)
     except TypeError as exc:
         print(f"the step's result is not JSON: {exc}", file=sys.stderr)
-        result_path.write_text(json.dumps({"error": f"result is not JSON: {exc}"}))
-        return 1
+        return done({"error": f"result is not JSON: {exc}"}, 1)
     try:
         outcome["artifacts"] = store_outputs(blobs, folder, task, outcome.get("metadata", {}))
     except ModelyardError as exc:
         print(exc.message, file=sys.stderr)
-        result_path.write_text(json.dumps({"error": exc.message}))
-        return 1
-    result_path.write_text(json.dumps(outcome))
-    return 0
+        return done({"error": exc.message}, 1)
+    return done(outcome, 0)
+
+
+def write_result(path: Path, result: StepResult, blobs: BlobStore | None, task: StepTask) -> None:
+    """Write ``result`` to ``path``; one longer than the task's ``result_limit`` goes to the blob
+    store, and ``path`` gets where (its :class:`StoredResult`)."""
+    data = json.dumps(result).encode()
+    limit = task.get("result_limit")
+    if limit is None or len(data) <= limit:
+        path.write_bytes(data)
+        return
+    full = path.with_name(f".{path.name}.full")
+    try:
+        if blobs is None:
+            raise StoreError("the blob store could not be opened")
+        full.write_bytes(data)
+        digest, size = blobs.put_file(str(full))
+        data = json.dumps({"stored": {"sha256": digest, "size": size}}).encode()
+    except (OSError, ModelyardError) as exc:
+        why = f"the step's result ({len(data)} bytes) could not be stored: {exc}"
+        error = str(result.get("error", ""))
+        # escaped, a character takes 6 bytes at most
+        data = json.dumps({"error": f"{why}; {error}"[: limit // 8]}).encode()
+    finally:
+        full.unlink(missing_ok=True)
+    path.write_bytes(data)
+
+
+def load_result(result: dict[str, Any], location: BlobLocation) -> dict[str, Any]:
+    """``result`` as the runner wrote it, read back from the blob store at ``location`` when
+    it went there (`write_result`), its size and digest checked; an ``error`` when it cannot."""
+    pointer = result.get("stored")
+    if not isinstance(pointer, dict):
+        return result
+    try:
+        digest, size = str(pointer["sha256"]), int(pointer["size"])
+        with open_blob_store(location["url"], location["options"]).open(digest) as handle:
+            data = handle.read(size + 1)
+        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"the stored result is not the {size} bytes of sha256 {digest}")
+        loaded = json.loads(data)
+        if not isinstance(loaded, dict):
+            raise ValueError("the stored result is not a JSON object")
+    except (KeyError, ValueError, OSError, ModelyardError) as exc:
+        return {"error": f"the step's result cannot be read back from the blob store: {exc}"}
+    return loaded
 
 
 def die_with(pid: int) -> None:

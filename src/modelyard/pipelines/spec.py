@@ -79,6 +79,13 @@ class StepSpec(Strict):
     env: dict[str, str] = {}
     cache: bool = True
     cache_ttl_seconds: float | None = Field(default=None, gt=0)
+    image: str | None = Field(
+        default=None,
+        pattern=r"^\S+$",
+        max_length=512,
+        description="the container image the step runs in where steps run as containers "
+        "(Kubernetes): it needs python3 of the platform image's minor version",
+    )
 
 
 class Value(Strict):
@@ -178,5 +185,9 @@ class PipelineSpec(Strict):
 
 
 def spec_digest(spec: BaseModel) -> str:
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    data = spec.model_dump(mode="json")
+    for step in (data.get("steps") or {}).values():
+        if step.get("image") is None:  # specs from before steps named images keep their digest
+            step.pop("image", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,10 +1,11 @@
 """The portable task spec: everything one attempt of a step needs, as one JSON document.
 
 The executor writes it; :mod:`modelyard.pipelines.runner` reads it wherever the step runs (a
-forked local process today, a Kubernetes Job later). It names no path of the control plane's
-machine: inputs are blob-store records (content digests) that the runner copies into its own
-working folder, outputs are written there and stored back into the same blob store by the runner,
-and the result goes to ``result.json`` there, which the step backend reads back. The runner's
+forked local process, a Kubernetes Job). It names no path of the control plane's machine: inputs
+are blob-store records (content digests) that the runner copies into its own working folder,
+outputs are written there and stored back into the same blob store by the runner, and the result
+goes to ``result.json`` there, which the step backend reads back (a result longer than
+``result_limit`` goes to the blob store, and ``result.json`` points to it). The runner's
 working folder is its current directory. The blob location may carry the store's fsspec options:
 keep credentials out of them (in the environment, or the machine's role) when steps run code
 that others wrote.
@@ -63,6 +64,18 @@ class StepTask(TypedDict):
     result_path: NotRequired[str]
     """Where the runner writes its :class:`StepResult`, relative to its working folder
     (``result.json`` when absent)."""
+    result_limit: NotRequired[int]
+    """The most bytes the result may take at ``result_path`` (a Kubernetes termination message
+    keeps 4 KiB): a longer one goes to the blob store and ``result_path`` gets its
+    :class:`StoredResult` instead (no limit when absent)."""
+
+
+class StoredResult(TypedDict):
+    """A result too long for ``result_path``, stored in the task's blob store by its sha256:
+    the reader checks both before it trusts it."""
+
+    sha256: str
+    size: int
 
 
 class StepResult(TypedDict, total=False):
@@ -72,3 +85,5 @@ class StepResult(TypedDict, total=False):
     metadata: dict[str, dict[str, Any]]
     artifacts: dict[str, ArtifactRecord]
     error: str
+    stored: StoredResult
+    """Alone: the result is in the blob store (``result_limit``)."""

@@ -49,6 +49,9 @@ class StepLaunch:
     cpu: float | None = None
     namespace: str = ""
     """The run's modelyard namespace (a backend may run the step in a place of its own)."""
+    image: str | None = None
+    """The container image the step names (``@step(image=...)``), for a backend that runs
+    containers; the local backend runs every step with this machine's Python."""
 
 
 @dataclass(frozen=True)

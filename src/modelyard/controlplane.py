@@ -20,9 +20,10 @@ from modelyard.auth.keys import KeyStore
 from modelyard.delivery.push import PushDeploys
 from modelyard.delivery.rollout import RolloutController, Rollouts
 from modelyard.delivery.slo import SloController, Slos
-from modelyard.errors import ModelyardError
+from modelyard.errors import ConfigError, ModelyardError
 from modelyard.events.log import Clock, EventLog, utcnow
 from modelyard.events.webhooks import Backoff, Webhooks
+from modelyard.lease import Lease, LeaseTable
 from modelyard.loops import Loop
 from modelyard.pipelines.backends import load_step_backend
 from modelyard.pipelines.executor import Executor
@@ -30,7 +31,6 @@ from modelyard.pipelines.runs import Pipelines
 from modelyard.pipelines.schedules import Schedules
 from modelyard.realtime.backends import RealtimeStores
 from modelyard.realtime.catalog import Catalog
-from modelyard.realtime.supervisor import WorkerSupervisor
 from modelyard.registry.aliases import Aliases
 from modelyard.registry.gc import collect_garbage
 from modelyard.registry.namespaces import Namespaces
@@ -38,6 +38,7 @@ from modelyard.registry.versions import Versions
 from modelyard.serving.controller import ServingController
 from modelyard.serving.deployments import Deployments, Revision
 from modelyard.serving.orchestrator import Orchestrator, load_orchestrator
+from modelyard.serving.states import Workload
 from modelyard.settings import Settings
 from modelyard.store.blobs import BlobStore, open_blob_store
 from modelyard.store.db import Database
@@ -77,14 +78,27 @@ class ControlPlane:
     catalog: Catalog
     """Streams and realtime deployments."""
     realtime_stores: RealtimeStores
-    realtime_workers: WorkerSupervisor
     api_url: str | None = None
     """Where replicas reach the API to pull their model; set by whoever serves the API."""
     _keys_lock: threading.Lock = field(default_factory=threading.Lock)
     _gc: Loop = field(init=False)
+    lease: Lease = field(init=False)
+    """Only its holder runs the controllers: see :meth:`lead`."""
+    on_lease_lost: Callable[[str], None] | None = None
+    """Runs (with the reason) once the controllers stopped because the lease was lost."""
+    _controllers_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._gc = Loop("gc", self._collect, interval=GC_INTERVAL_SECONDS, join_timeout=5.0)
+        self.lease = Lease(
+            LeaseTable(self.db),
+            duration=self.settings.lease_seconds,
+            retry=self.settings.lease_retry_seconds,
+            on_acquired=self.start_controllers,
+            on_lost=self._lease_lost,
+            url=lambda: self.api_url,
+            home=self.settings.home,
+        )
 
     @classmethod
     def build(
@@ -92,7 +106,10 @@ class ControlPlane:
     ) -> ControlPlane:
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url)
-        db.migrate()
+        if settings.migrate_on_start:
+            db.migrate()
+        else:
+            _require_migrated(db)
         blobs = open_blob_store(settings.blob_url, settings.blob_options)
         events = EventLog(db, clock)
         versions, aliases = Versions(events, blobs), Aliases(events)
@@ -117,7 +134,7 @@ class ControlPlane:
         orchestrator = load_orchestrator(settings.orchestrator, settings)
         rollouts = Rollouts(deployments, telemetry)
         serving = ServingController(deployments, keys, orchestrator, events, telemetry)
-        catalog = Catalog(events)
+        catalog = Catalog(events, deployments)
         stores = RealtimeStores(
             settings.realtime_events_url,
             settings.realtime_queue_url,
@@ -153,7 +170,6 @@ class ControlPlane:
             telemetry=telemetry,
             catalog=catalog,
             realtime_stores=stores,
-            realtime_workers=WorkerSupervisor(catalog, settings.home),
         )
 
     def ensure_admin_key(self) -> str | None:
@@ -178,24 +194,19 @@ class ControlPlane:
 
     def replica_env(self, revision: Revision) -> dict[str, str]:
         """What a replica needs to pull its version: the API, a key that may only read its own
-        namespace (model code runs in that process), and the shared download cache."""
-        return {
-            "MODELYARD_URL": self.api_url or self.settings.url,
-            "MODELYARD_API_KEY": self._stored_key("replicas", {revision.namespace: Role.VIEWER}),
-            "MODELYARD_CACHE_DIR": str(self.settings.cache_dir or self.settings.home / "cache"),
-        }
-
-    def realtime_env(self, namespace: str) -> dict[str, str]:
-        """What a realtime worker needs: the stores, and what a replica needs to pull models."""
+        namespace (model code runs in that process), and the shared download cache; a realtime
+        worker also the realtime stores."""
         settings = self.settings
-        return {
+        env = {
             "MODELYARD_URL": self.api_url or settings.url,
-            "MODELYARD_API_KEY": self._stored_key("replicas", {namespace: Role.VIEWER}),
+            "MODELYARD_API_KEY": self._stored_key("replicas", {revision.namespace: Role.VIEWER}),
             "MODELYARD_CACHE_DIR": str(settings.cache_dir or settings.home / "cache"),
-            "MODELYARD_REALTIME_EVENTS_URL": settings.realtime_events_url,
-            "MODELYARD_REALTIME_QUEUE_URL": settings.realtime_queue_url,
-            "MODELYARD_REALTIME_PREDICTIONS_URL": settings.realtime_predictions_url,
         }
+        if revision.workload == Workload.REALTIME_WORKER:
+            env["MODELYARD_REALTIME_EVENTS_URL"] = settings.realtime_events_url
+            env["MODELYARD_REALTIME_QUEUE_URL"] = settings.realtime_queue_url
+            env["MODELYARD_REALTIME_PREDICTIONS_URL"] = settings.realtime_predictions_url
+        return env
 
     def step_env(self, namespace: str) -> dict[str, str]:
         """What a step of modelyard's own (``sql_import``) needs: the API, a key that may edit
@@ -242,15 +253,34 @@ class ControlPlane:
             ("serving", self.serving.start, self.serving.stop),
             ("delivery", self.delivery.start, self.delivery.stop),
             ("rollouts", self.rollout_controller.start, self.rollout_controller.stop),
-            ("realtime", self.realtime_workers.start, self.realtime_workers.stop),
             ("gc", self._gc.start, self._gc.stop),
         ]
 
+    def lead(self) -> None:
+        """Run the controllers while this control plane holds the lease (at once when nobody
+        else holds it, else once the holder is gone); until then it is a standby. When the lease
+        is lost the controllers stop, then :attr:`on_lease_lost` runs (``modelyard up`` exits)."""
+        self.lease.start()
+
+    def step_down(self) -> None:
+        """Stop the controllers, then hand the lease back at once for a standby to take."""
+        self.lease.stop(self.stop_controllers)
+
+    def _lease_lost(self, why: str) -> None:
+        try:
+            self.stop_controllers()
+        finally:
+            if self.on_lease_lost is not None:
+                self.on_lease_lost(why)
+
     def start_controllers(self) -> None:
         """Start every controller in order; when one fails, those started stop again."""
+        with self._controllers_lock:
+            self._start_controllers()
+
+    def _start_controllers(self) -> None:
         self.orchestrator.env_for = self.replica_env
         self.executor.env_for = self.step_env
-        self.realtime_workers.env_for = self.realtime_env
         started: list[Callable[[], object]] = []
         for name, start, stop in self._controllers():
             try:
@@ -264,6 +294,10 @@ class ControlPlane:
 
     def stop_controllers(self) -> None:
         """Stop every controller in the reverse of the start order."""
+        with self._controllers_lock:
+            self._stop_controllers()
+
+    def _stop_controllers(self) -> None:
         failed: Exception | None = None
         for name, _, stop in reversed(self._controllers()):
             try:
@@ -284,7 +318,6 @@ class ControlPlane:
             *self.serving.loops(),
             self.delivery.consumer.loop,
             self.rollout_controller.loop,
-            self.realtime_workers.loop,
             self._gc,
         ]
 
@@ -296,10 +329,31 @@ class ControlPlane:
         self.collect_garbage()
 
     def close(self) -> None:
-        self.stop_controllers()
+        self.step_down()
+        self.stop_controllers()  # also those started without the lease (tests, benchmarks)
         self.webhooks.client.close()
         self.realtime_stores.close()
         self.db.dispose()
+
+
+def _require_migrated(db: Database) -> None:
+    """With ``migrate_on_start`` off a job migrates (the Helm chart's hook): refuse to start on a
+    schema it has not brought to the newest revision, rather than fail later on a missing table."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from modelyard.store.db import MIGRATIONS
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    with db.engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current != head:
+        db.dispose()  # the control plane does not start: nothing may keep a connection open
+        raise ConfigError(
+            f"the database is at schema revision {current or 'none'}, not {head}, and "
+            "migrate_on_start is off: run `modelyard migrate` (the Helm chart's hook job does) "
+            "or set MODELYARD_MIGRATE_ON_START=true"
+        )
 
 
 def _write_secret(path: Path, token: str) -> None:

@@ -96,6 +96,22 @@ class Settings(BaseSettings):
     realtime_max_lag_seconds: float = Field(
         default=0.0, ge=0, description="Age of the oldest pending event before 429 (0: off)."
     )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="The control plane migrates the database at start (false: a job does it, "
+        "as the Helm chart's hook).",
+    )
+    lease_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        description="How long the control plane lease lasts unrenewed: a standby takes over this "
+        "long after the holder died.",
+    )
+    lease_retry_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the holder renews the lease and a standby tries to take it.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -111,6 +127,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_from_home(self) -> Settings:
+        if self.lease_retry_seconds * 3 > self.lease_seconds:
+            raise ValueError(
+                f"lease_retry_seconds ({self.lease_retry_seconds:g}) must be at most a third of "
+                f"lease_seconds ({self.lease_seconds:g}), so that renewals outlast a slow one"
+            )
         self.home = self.home.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'modelyard.db'}"

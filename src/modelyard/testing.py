@@ -136,11 +136,11 @@ class Platform:
         return int((self.home / "gateway.pid").read_text().split()[0])
 
     def data_plane_pids(self) -> list[int]:
-        """The replicas and workers of the state files, and every process whose command line or
-        environment names this home (the gateway; a worker whose state has no pid yet)."""
-        states = [*self.home.glob("replicas/*.json"), *self.home.glob("realtime/workers/*.json")]
+        """The replicas (model servers and realtime workers) of the state files, and every process
+        whose command line or environment names this home (the gateway; a replica whose state
+        has no pid yet)."""
         pids: list[int] = []
-        for state in states:
+        for state in self.home.glob("replicas/*.json"):
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 pids.append(int(json.loads(state.read_text())["pid"]))
         home = str(self.home).encode()

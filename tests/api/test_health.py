@@ -21,7 +21,6 @@ LOOPS = {
     "replicas",
     "consumer:delivery.push",
     "rollouts",
-    "realtime-workers",
     "gc",
 }
 
@@ -56,3 +55,12 @@ def test_controllers_start_in_order_and_all_stop(plane: ControlPlane) -> None:
     finally:
         plane.stop_controllers()
     assert not any(loop.alive for loop in plane.loops())
+
+
+def test_a_lone_control_plane_leads(server: BackgroundServer) -> None:
+    body = _health(server)
+    assert body["role"] == "leader"
+    lease = body["lease"]
+    assert lease["state"] == "leader" and lease["term"] >= 1
+    assert lease["holder_url"] == server.url and lease["expires_in_seconds"] > 0
+    assert httpx.get(f"{server.url}/api/v1/health/leader").json()["role"] == "leader"

@@ -78,3 +78,20 @@ def test_set_show_and_export_slos(
     assert [(e.subject, e.actor) for e in changes] == [("team/iris", admin.whoami()["key_id"])]
     assert "no SLOs now" in cli("slos", "set", "team/iris", "--clear")
     assert "has no SLOs" in cli("slos", "show", "team/iris")
+
+
+def test_a_lag_objective_of_a_realtime_deployment(cli: Cli, admin: Client) -> None:
+    cli("namespaces", "create", "team")
+    admin.realtime.create_stream("team", "clicks")
+    admin.realtime.create(
+        "team", "scorer", stream="clicks", function="tests.realtime.functions:score"
+    )
+    out = cli("slos", "set", "team/scorer", "--lag", "99:5")
+    assert "lag-5s: 99 % of the time no event waits longer than 5 s to be done over 30 days" in out
+    refused = cli.fail("slos", "set", "team/scorer", "--lag", "99:7")
+    assert refused.exit_code == InvalidInput.exit_code
+    assert "give threshold_s as one of 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60" in refused.stderr
+    assert "PERCENT:SECONDS" in cli.fail("slos", "set", "team/scorer", "--lag", "99").stderr
+    assert "lag-5s" in cli("slos", "show", "team/scorer")
+    rules = yaml.safe_load(cli("slos", "rules", "team/scorer"))
+    assert "modelyard_realtime_lag_seconds" in rules["groups"][0]["rules"][0]["expr"]

@@ -28,6 +28,22 @@ PRODUCTION = {
     "gateway": {"replicas": 3, "service": {"type": "LoadBalancer"}},
     "replicas": {"serviceAccount": "model-runner"},
 }
+HIGHLY_AVAILABLE = {
+    **PRODUCTION,
+    "controlPlane": {"replicas": 3, "persistence": {"accessModes": ["ReadWriteMany"]}},
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+        "hosts": [
+            {"host": "ml.example.com", "service": "api"},
+            {"host": "ml.example.com", "service": "gateway", "path": "/v2"},
+            {"host": "models.example.com", "service": "gateway"},
+        ],
+        "tls": [{"secretName": "ml-tls", "hosts": ["ml.example.com", "models.example.com"]}],
+    },
+}
+SELF_MIGRATING = {**PRODUCTION, "migrations": {"hook": False}}
 ORCHESTRATOR_RULES = [
     (["apps"], ["deployments"], ["list", "create", "patch", "delete"]),
     (["apps"], ["deployments/scale"], ["patch"]),
@@ -95,7 +111,11 @@ def test_default_install(tmp_path: Path) -> None:
     assert api["spec"]["replicas"] == 1 and api["spec"]["strategy"]["type"] == "Recreate"
     pod = api["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "mr-modelyard-control-plane"
-    assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/api/v1/health"
+    # ready only while it holds the lease; alive (and answering health) as a standby too
+    assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/api/v1/health/leader"
+    assert pod["containers"][0]["livenessProbe"]["httpGet"]["path"] == "/api/v1/health"
+    # SQLite: the control plane migrates it (there is no hook)
+    assert "MODELYARD_MIGRATE_ON_START" not in container_env(pod["containers"][0])
     settings = by_kind(docs, "ConfigMap")["mr-modelyard-settings"]["data"]
     assert settings["MODELYARD_ORCHESTRATOR"] == "kubernetes"
     assert "MODELYARD_DATABASE_URL" not in settings  # SQLite on the volume: trying it out
@@ -120,7 +140,11 @@ def test_production_values(tmp_path: Path) -> None:
     assert parsed.blob_url == "s3://models/modelyard"
     assert parsed.blob_options == {"endpoint_url": "http://minio:9000"}
     api = by_kind(docs, "Deployment")["mr-modelyard-api"]["spec"]["template"]["spec"]
-    env_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in api["containers"][0]["env"]}
+    env_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in api["containers"][0]["env"]
+        if "valueFrom" in e
+    }
     assert env_refs["MODELYARD_DATABASE_URL"] == {"name": "modelyard-db", "key": "url"}
     assert env_refs["AWS_SECRET_ACCESS_KEY"]["name"] == "modelyard-s3"
     gateway = by_kind(docs, "Deployment")["mr-modelyard-gateway"]
@@ -176,7 +200,75 @@ def test_chart_files_exist(name: str) -> None:
     assert (CHART / name).is_file()
 
 
-@pytest.mark.parametrize("values", [None, PRODUCTION], ids=["default", "production"])
+def container_env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
+
+
+def test_migrations_run_in_a_hook_job_before_the_control_planes(tmp_path: Path) -> None:
+    docs = render(tmp_path, PRODUCTION)
+    (job,) = by_kind(docs, "Job").values()
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    pod = job["spec"]["template"]["spec"]
+    (migrate,) = pod["containers"]
+    api = by_kind(docs, "Deployment")["mr-modelyard-api"]
+    (control_plane,) = api["spec"]["template"]["spec"]["containers"]
+    assert migrate["image"] == control_plane["image"]  # the one image
+    assert migrate["command"] == ["modelyard", "migrate"]
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 2
+    database = {"secretKeyRef": {"name": "modelyard-db", "key": "url"}}
+    assert container_env(migrate)["MODELYARD_DATABASE_URL"] == database
+    assert "envFrom" not in migrate  # the release's ConfigMap does not exist yet on install
+    # the control planes do not race the hook
+    assert container_env(control_plane)["MODELYARD_MIGRATE_ON_START"] == "false"
+    assert container_env(control_plane)["MODELYARD_DATABASE_URL"] == database
+    assert api["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def test_without_the_hook_the_control_plane_migrates_itself(tmp_path: Path) -> None:
+    docs = render(tmp_path, SELF_MIGRATING)
+    assert not by_kind(docs, "Job")
+    api = by_kind(docs, "Deployment")["mr-modelyard-api"]
+    assert "MODELYARD_MIGRATE_ON_START" not in container_env(
+        api["spec"]["template"]["spec"]["containers"][0]
+    )
+
+
+def test_several_control_planes_behind_an_ingress(tmp_path: Path) -> None:
+    docs = render(tmp_path, HIGHLY_AVAILABLE)
+    api = by_kind(docs, "Deployment")["mr-modelyard-api"]
+    assert api["spec"]["replicas"] == 3
+    # every old pod may go at once: standbys are never ready, the leader hands the lease over
+    assert api["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": "100%"}
+    home = by_kind(docs, "PersistentVolumeClaim")["mr-modelyard-home"]
+    assert home["spec"]["accessModes"] == ["ReadWriteMany"]
+    (ingress,) = by_kind(docs, "Ingress").values()
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    assert ingress["spec"]["tls"] == [
+        {"secretName": "ml-tls", "hosts": ["ml.example.com", "models.example.com"]}
+    ]
+    services = by_kind(docs, "Service")
+    routes = []
+    for rule in ingress["spec"]["rules"]:
+        (path,) = rule["http"]["paths"]
+        backend = path["backend"]["service"]
+        (port,) = services[backend["name"]]["spec"]["ports"]  # a Service of the release
+        assert backend["port"]["number"] == port["port"]
+        routes.append((rule["host"], path["path"], backend["name"]))
+    assert routes == [
+        ("ml.example.com", "/", "mr-modelyard-api"),
+        ("ml.example.com", "/v2", "mr-modelyard-gateway"),
+        ("models.example.com", "/", "mr-modelyard-gateway"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [None, PRODUCTION, HIGHLY_AVAILABLE, SELF_MIGRATING],
+    ids=["default", "production", "highly-available", "self-migrating"],
+)
 def test_rendered_objects_are_valid_for_kubernetes(
     tmp_path: Path, values: dict[str, Any] | None
 ) -> None:
@@ -190,6 +282,9 @@ def test_rendered_objects_are_valid_for_kubernetes(
         ("gateway.service.type=Bogus", "/gateway/service/type"),
         ("teamNamespaces.team=Not_A_Namespace", "/teamNamespaces/team"),
         ("controlPlane.prot=8700", "prot"),
+        ("controlPlane.replicas=0", "/controlPlane/replicas"),
+        ("ingress.hosts[0].service=dashboard", "/ingress/hosts/0/service"),
+        ("ingress.hosts[0].host=Not_A_Host", "/ingress/hosts/0/host"),
     ],
 )
 def test_values_schema_refuses_bad_values(flag: str, complaint: str) -> None:
@@ -198,3 +293,31 @@ def test_values_schema_refuses_bad_values(flag: str, complaint: str) -> None:
     )
     assert result.returncode != 0
     assert complaint in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (["controlPlane.replicas=2"], "needs database.existingSecret"),
+        (
+            ["controlPlane.replicas=2", "database.existingSecret=db"],
+            "needs controlPlane.persistence.accessModes [ReadWriteMany]",
+        ),
+        (
+            [
+                "controlPlane.replicas=2",
+                "database.existingSecret=db",
+                "controlPlane.persistence.accessModes={ReadWriteMany}",
+                "migrations.hook=false",
+            ],
+            "needs migrations.hook",
+        ),
+    ],
+)
+def test_several_control_planes_need_what_they_share(flags: list[str], complaint: str) -> None:
+    args = [helm(), "template", "mr", str(CHART)]
+    for flag in flags:
+        args += ["--set", flag]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert complaint in result.stderr

@@ -134,3 +134,53 @@ def test_a_model_that_does_not_load_fails_its_revision_with_the_pods_reason(
         reason = failed() or ""
         assert "CrashLoopBackOff" in reason and "the weights are missing" in reason
         wait_for(lambda: apiserver.list("pods", "ml-team") == [], 30, "its pods gone")
+
+
+def test_a_realtime_deployment_runs_its_worker_in_a_pod(
+    cluster: tuple[FakeApiServer, ProcessKubelet], platforms: list[Platform], tmp_path: Path
+) -> None:
+    """A realtime revision is a Deployment whose pod runs the worker (nothing to pull without a
+    model, ready on its health endpoint); the gateway routes no requests to it, and its
+    predictions are read through the gateway."""
+    apiserver, _ = cluster
+    platform = on_kubernetes(apiserver, platforms, tmp_path)
+    with platform.start() as client:
+        client.gateway_url = platform.gateway
+        client.create_namespace("team")
+        client.realtime.create_stream("team", "clicks")
+        # the pod's image would hold the function's module; here it is this checkout's
+        client.realtime.create(
+            "team",
+            "scorer",
+            stream="clicks",
+            function="tests.realtime.functions:score",
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        )
+
+        def running() -> bool:
+            (revision,) = client.get_deployment("team", "scorer").revisions
+            return revision.state == "ready" and len(revision.replicas) == 1
+
+        wait_for(running, 120, "the worker's pod ready")
+        deployment = apiserver.get("deployments", "ml-team", "scorer-r1")
+        assert deployment is not None
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["initContainers"] == []
+        assert pod["containers"][0]["command"][:3] == ["python", "-m", "modelyard.realtime.worker"]
+        auth = {"Authorization": f"Bearer {client.api_key}"}
+        with httpx.Client(base_url=platform.gateway, headers=auth, timeout=30) as http:
+            event = {"event_id": "e1", "user_id": "u1", "type": "cart", "n": 1}
+
+            def sent() -> bool:  # the gateway learns the stream with its next routing table
+                return http.post("/team/streams/clicks/events", json=event).status_code == 200
+
+            wait_for(sent, 30, "the stream at the gateway")
+            wait_for(
+                lambda: http.get("/team/predictions/scorer/u1").status_code == 200,
+                60,
+                "the worker's prediction",
+            )
+            assert http.get("/team/predictions/scorer/u1").json()["value"]["n"] == 1
+            assert http.post("/team/scorer/v2/models/scorer/infer", json={}).status_code == 404
+        client.realtime.delete("team", "scorer")
+        wait_for(lambda: apiserver.list("pods", "ml-team") == [], 30, "the worker's pod gone")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from modelyard.kube import pods, render
@@ -10,6 +11,7 @@ from modelyard.serving.deployments import Revision
 from modelyard.serving.records import DeploymentSpec
 from modelyard.serving.replica_command import replica_environment
 from modelyard.serving.replica_headers import TOKEN_ENV
+from modelyard.serving.states import Workload
 from tests.kube import schemas
 
 OWNER = {
@@ -73,6 +75,48 @@ def test_init_container_pulls_into_the_shared_volume_the_server_reads() -> None:
     for container in (init, server):
         env = {e["name"]: e for e in container["env"]}
         assert env["MODELYARD_CACHE_DIR"]["value"] == render.MODELS_PATH
+
+
+def realtime_revision(model: str | None) -> Revision:
+    realtime = {"stream": "clicks", "function": "shop:score", "rule": {"types": ["cart"]}}
+    return Revision(
+        id="b" * 32,
+        number=2,
+        name="scorer-00002",
+        namespace="team",
+        deployment="scorer",
+        deployment_id="d2",
+        model=f"team/{model}" if model else "",
+        spec=DeploymentSpec.model_validate({"model": model, "realtime": realtime}),
+        state="deploying",
+        workload=Workload.REALTIME_WORKER,
+        token="t" * 64,
+    )
+
+
+def test_a_realtime_revision_runs_the_worker_with_its_pinned_version() -> None:
+    pod = manifest(realtime_revision("iris@4"))["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (worker,) = pod["containers"]
+    assert init["command"][-1] == "team/iris@4"
+    command = worker["command"]
+    assert command[:3] == ["python", "-m", "modelyard.realtime.worker"]
+    assert command[command.index("--deployment") + 1] == "team/scorer"
+    assert command[command.index("--model") + 1] == "team/iris@4"
+    spec = json.loads(command[command.index("--spec") + 1])
+    assert (spec["stream"], spec["function"], spec["rule"]["types"]) == (
+        "clicks",
+        "shop:score",
+        ["cart"],
+    )
+    # the worker answers the health probes on the same port, nothing else
+    assert worker["args"] == ["--host", "0.0.0.0", "--port", "8080"]
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    # without a model there is nothing to pull
+    bare = manifest(realtime_revision(None))["spec"]["template"]["spec"]
+    assert bare["initContainers"] == []
+    assert "--model" not in bare["containers"][0]["command"]
+    schemas.check(manifest(realtime_revision(None), replicas=1))
 
 
 def test_secrets_come_from_the_secret_never_the_manifest() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
 from modelyard.realtime.history import History
@@ -29,4 +32,20 @@ def flaky(history: History, model: Any) -> int:
     assert trigger is not None
     if trigger.entity == "bad":
         raise RuntimeError(f"cannot score {trigger.event_id}")
+    return len(history)
+
+
+def score_v2(history: History, model: Any) -> dict[str, Any]:
+    """`score` as another version of the function would answer: a shadow's to compare."""
+    return {**score(history, model), "v": 2}
+
+
+def stall(history: History, model: Any) -> int:
+    """Never returns for entity ``stall``, after making the file ``$STALL_MARKER``: a worker
+    process to kill -9 in the middle of a batch."""
+    trigger = history.trigger
+    assert trigger is not None
+    if trigger.entity == "stall":
+        Path(os.environ["STALL_MARKER"]).touch()
+        threading.Event().wait()
     return len(history)

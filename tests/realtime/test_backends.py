@@ -50,6 +50,37 @@ def test_history_holds_the_entity_up_to_the_trigger_and_never_later(
     assert event_store.pending(S, trigger.seq) == (5, 1.0)
 
 
+def test_histories_of_a_batch_are_each_triggers_history(event_store: EventStore) -> None:
+    event_store.append(S, [new(i, "u1" if i % 2 else "u2") for i in range(1, 11)], 1.0)
+    log = event_store.read(S, 0, 100)
+    wanted = [("u1", log[4].seq), ("u2", log[9].seq), ("u1", log[0].seq), ("nobody", 10**9)]
+    assert event_store.histories(S, wanted, 3) == [
+        event_store.history(S, entity, upto, 3) for entity, upto in wanted
+    ]
+    assert [e.event_id for e in event_store.histories(S, wanted, 3)[0]] == ["e1", "e3", "e5"]
+    assert event_store.histories(S, [], 3) == []
+
+
+def test_histories_read_again_are_the_log_s(event_store: EventStore) -> None:
+    """A store reads the events it decoded before only once (a worker reads an entity's history
+    at each trigger): what a history holds still is what the log holds."""
+
+    def ids(upto: int, limit: int = 3) -> list[str]:
+        return [e.event_id for e in event_store.histories(S, [("u1", upto)], limit)[0]]
+
+    event_store.append(S, [new(i) for i in range(1, 7)], 1.0)
+    log = event_store.read(S, 0, 100)
+    assert ids(log[3].seq) == ["e2", "e3", "e4"]
+    event_store.append(S, [new(7)], 2.0)
+    assert ids(log[5].seq) == ["e4", "e5", "e6"]
+    assert ids(log[1].seq) == ["e1", "e2"]  # an older trigger (a replay)
+    assert ids(log[5].seq, limit=10) == ["e1", "e2", "e3", "e4", "e5", "e6"]
+    event_store.purge(S, before=1.5)
+    assert ids(2**62) == ["e7"]
+    event_store.delete_entity(S, "u1")
+    assert ids(2**62) == []
+
+
 def test_delete_entity_and_retention(event_store: EventStore) -> None:
     event_store.append(S, [new(1), new(2, "u2")], 10.0)
     event_store.append(S, [new(3)], 20.0)
@@ -109,6 +140,15 @@ def test_one_entity_at_a_time_in_log_order_and_entities_in_parallel(queue: Trigg
     assert [t.seq for t in queue.claim(D, 10, 60.0, now=2.0)] == [2, 3, 4]
 
 
+def test_ack_many_lets_each_entity_go_on(queue: TriggerQueue) -> None:
+    queue.enqueue(D, [trig(1, "a"), trig(2, "b"), trig(3, "a"), trig(4, "b")], cursor=4)
+    first = queue.claim(D, 10, 60.0, now=0.0)
+    queue.ack_many(first)
+    queue.ack_many([])
+    assert [(t.entity, t.seq) for t in queue.claim(D, 10, 60.0, now=1.0)] == [("a", 3), ("b", 4)]
+    assert queue.pending(D)[0] == 2
+
+
 def test_a_lease_that_ends_hands_the_trigger_out_again(queue: TriggerQueue) -> None:
     """A worker that died (or hangs) holding a trigger: it goes out again after the lease, on
     the real clock (JetStream's ack wait)."""
@@ -165,6 +205,16 @@ def test_at_most_one_prediction_per_trigger_and_model_version(
     assert prediction_store.put(prediction(5, model="team/m@2", value=0.7))
     assert prediction_store.count(D) == 2
     assert prediction_store.latest(D, ["u1"], now=0.0)["u1"].value == 0.7
+
+
+def test_put_many_is_put_of_each_in_order(prediction_store: PredictionStore) -> None:
+    batch = [prediction(5), prediction(9, value=0.9), prediction(5, value=0.1), prediction(7)]
+    assert prediction_store.put_many(batch) == [True, True, False, True]
+    assert prediction_store.put_many([prediction(9), prediction(11)]) == [False, True]
+    assert prediction_store.put_many([]) == []
+    assert [p.seq for p in prediction_store.history(D, "u1", 10, now=0.0)] == [11, 9, 7, 5]
+    assert prediction_store.latest(D, ["u1"], now=0.0)["u1"].seq == 11
+    assert prediction_store.history(D, "u1", 10, now=0.0)[-1].value == 0.5
 
 
 def test_latest_never_goes_back_to_an_older_trigger(prediction_store: PredictionStore) -> None:

@@ -1,7 +1,8 @@
 """The realtime loop on a real platform (`modelyard up`: control plane, gateway, a worker
-process): ingest through the gateway, predictions read through it, bad input, roles, isolation
-between namespaces, and kill -9 of the gateway and of a worker in the middle of a stream
-(counted: lost 0, duplicated 0, out of order 0)."""
+replica of the realtime deployment's revision): ingest through the gateway, predictions read
+through it, bad input, roles, isolation between namespaces, and kill -9 of the gateway, of the
+control plane and of a worker in the middle of a stream (counted: lost 0, duplicated 0, out of
+order 0)."""
 
 from __future__ import annotations
 
@@ -214,7 +215,7 @@ def test_kill_9_of_the_control_plane_mid_stream(
 
     serving.client.push("team/iris", iris_model(tmp_path / "v1"), VersionSpec(runtime="sklearn"))
     setup(serving, model="iris@latest")
-    state = serving.platform.home / "realtime" / "workers" / "team--scorer.json"
+    state = serving.platform.home / "replicas"
     wait_for(lambda: _worker_pid(state), 30, "the worker")
     worker = _worker_pid(state)
     assert worker is not None
@@ -236,7 +237,7 @@ def test_kill_9_of_the_control_plane_mid_stream(
     with serving.platform.start() as client:
         serving.client, client.gateway_url = client, serving.gateway
         for _ in range(3):  # supervision rounds of the new control plane
-            _next_round(serving, "realtime-workers")
+            _next_round(serving, "replicas")
         assert _workers(serving) == [worker]
         assert client.realtime.get("team", "scorer").status == f"running (pid {worker})"
         sender.thread.join(120)
@@ -257,7 +258,7 @@ def test_kill_9_of_the_control_plane_mid_stream(
 
 def test_kill_9_of_a_worker_mid_stream(serving: Serving) -> None:
     setup(serving)
-    state = serving.platform.home / "realtime" / "workers" / "team--scorer.json"
+    state = serving.platform.home / "replicas"
     wait_for(lambda: _worker_pid(state), 30, "the worker")
     sender = Sender(serving, 400)
     sender.thread.start()
@@ -279,18 +280,26 @@ def _newest_prediction(serving: Serving) -> int:
 
 
 def _workers(serving: Serving) -> list[int]:
-    """The worker processes of this platform (found by their command line and environment)."""
-    home = f"MODELYARD_HOME={serving.platform.home}".encode()
+    """The live worker processes of this platform's ``scorer``: the replicas its orchestrators
+    started (each writes a state file before anything else), whoever started them."""
+    return sorted(pid for pid in _pids(serving.platform.home / "replicas") if _alive(pid))
+
+
+def _pids(folder: Path) -> list[int]:
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for path in folder.glob("scorer-*.json"):
         try:
-            if b"modelyard.realtime.worker" in cmdline.read_bytes():
-                environ = (cmdline.parent / "environ").read_bytes().split(b"\0")
-                if home in environ:
-                    found.append(int(cmdline.parent.name))
-        except OSError:
+            found.append(int(json.loads(path.read_text())["pid"]))
+        except (OSError, ValueError, KeyError):
             continue
-    return sorted(found)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (exited, not reaped yet) has an empty command line
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
 
 
 def _next_round(serving: Serving, loop: str) -> None:
@@ -312,12 +321,11 @@ def _latest_n(serving: Serving) -> int:
     return sum(_latest(serving, e) is not None for e in ENTITIES)
 
 
-def _worker_pid(state: Path) -> int | None:
-    """The pid in a worker's state file; None before there is one (or its process started)."""
-    try:
-        return int(json.loads(state.read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
+def _worker_pid(folder: Path) -> int | None:
+    """The pid of the one live worker replica of ``scorer`` (its state file in ``folder``);
+    None while there is none, or more than one."""
+    live = [pid for pid in _pids(folder) if _alive(pid)]
+    return live[0] if len(live) == 1 else None
 
 
 def _restarted(state: Path, old: int) -> bool:

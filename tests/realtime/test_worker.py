@@ -4,6 +4,9 @@ dead letters that do not stop other entities, and replay giving what serving gav
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,11 @@ import pytest
 from modelyard.api.server import BackgroundServer
 from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
+from modelyard.realtime.backends import (
+    open_event_store,
+    open_prediction_store,
+    open_trigger_queue,
+)
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.models import ModelSource
 from modelyard.realtime.predictions import PredictionStore
@@ -89,6 +97,84 @@ def test_a_failing_entity_goes_to_dead_letters_and_others_go_on(
     assert queue.retry(D) == 2
     drain(worker)
     assert len(queue.dead_letters(D)) == 2  # still failing: back among the dead letters
+
+
+def test_a_trigger_that_fails_in_a_batch_leaves_the_others_stored_and_acknowledged(
+    event_store: EventStore, queue: TriggerQueue, prediction_store: PredictionStore
+) -> None:
+    worker = Worker(
+        D, spec("tests.realtime.functions:flaky"), event_store, queue, prediction_store, None
+    )
+    entities = ["a", "bad", "b", "c"]
+    event_store.append(S, [NewEvent(f"e{i}", e, "cart", i, {}) for i, e in enumerate(entities)], 1)
+    worker.route_once()
+    assert worker.work_once(limit=10) == 4  # one batch
+    assert sorted(p for e in entities for p in prediction_store.latest(D, [e], 0.0)) == [
+        "a",
+        "b",
+        "c",
+    ]
+    assert queue.pending(D)[0] == 1  # the failed one is back for another attempt
+    wait_for(lambda: worker.work_once(limit=10) > 0, 10, "the failed trigger again")
+    (dead,) = queue.dead_letters(D)
+    assert (dead.entity, dead.attempts) == ("bad", 2)
+    assert "RuntimeError: cannot score e1" in dead.error
+    assert queue.pending(D) == (0, None) and prediction_store.count(D) == 3
+
+
+WORKER = """
+import sys, threading
+from modelyard.realtime.backends import *
+from modelyard.realtime.records import RealtimeSpec
+from modelyard.realtime.worker import Worker
+deployment, spec, events, queue, predictions = sys.argv[1:]
+Worker(deployment, RealtimeSpec.model_validate_json(spec), open_event_store(events),
+       open_trigger_queue(queue), open_prediction_store(predictions), None).start()
+threading.Event().wait()
+"""
+
+
+def test_kill_9_in_the_middle_of_a_batch_loses_and_duplicates_nothing(
+    events_url: str, queue_url: str, predictions_url: str, tmp_path: Path
+) -> None:
+    """A worker process killed while its batches are half done (some predictions computed,
+    some stored, none of a batch acknowledged): the next worker makes each missing prediction
+    once, in each entity's log order, and none twice."""
+    entities = ["a", "b", "stall", "c", "d"]
+    new = [NewEvent(f"e{i}", entities[i % 5], "cart", i, {}) for i in range(60)]
+    marker, root = tmp_path / "stalled", Path(__file__).parents[2]
+    stalling = spec("tests.realtime.functions:stall").model_dump_json()
+    urls = [events_url, queue_url, predictions_url]
+    store, queue, predictions = (
+        open_event_store(events_url),
+        open_trigger_queue(queue_url),
+        open_prediction_store(predictions_url),
+    )
+    try:
+        store.append(S, new, 1.0)
+        env = {**os.environ, "STALL_MARKER": str(marker), "PYTHONPATH": f"{root}:{root / 'src'}"}
+        process = subprocess.Popen([sys.executable, "-c", WORKER, D, stalling, *urls], env=env)
+        try:
+            wait_for(marker.exists, 60, "the worker in the middle of a batch")
+        finally:
+            process.kill()
+            process.wait()
+        # the deployment's next worker, as its supervisor starts it after the dead one
+        worker = Worker(D, spec("tests.realtime.functions:flaky"), store, queue, predictions, None)
+        worker.queue.release(D)
+        drain(worker)
+        assert queue.pending(D) == (0, None) and queue.dead_letters(D) == []
+        assert predictions.count(D) == len(new)  # one per trigger: none lost, none twice
+        log = store.read(S, 0, 1000)
+        for entity in entities:
+            made = sorted(predictions.history(D, entity, 100, now=0.0), key=lambda p: p.written_at)
+            ours = [e for e in log if e.entity == entity]
+            assert [p.event_id for p in made] == [e.event_id for e in ours]  # in log order
+            assert [p.value for p in made] == list(range(1, len(ours) + 1))  # bounded histories
+    finally:
+        predictions.drop(D)
+        for opened in (store, queue, predictions):
+            opened.close()
 
 
 def test_replay_gives_the_online_predictions(

@@ -50,6 +50,28 @@ def test_a_deployment_s_ranges_come_from_the_stored_minutes(any_plane: ControlPl
     assert telemetry.totals("nobody", since=START) == Sample(buckets=[0] * (len(BUCKETS) + 1))
 
 
+def test_steps_summed_by_the_database_match_the_minutes_added_up_here(
+    any_plane: ControlPlane,
+) -> None:
+    """The dashboard's 30-day charts read per-step sums, not every minute: the same numbers for a
+    step and a start that do not line up with the minutes."""
+    dep = deploy(any_plane)
+    telemetry = any_plane.telemetry
+    telemetry.record(minute(dep, START + n * MINUTE, 10 + n, n % 3, slow=n % 4) for n in range(60))
+    since, step = START + dt.timedelta(seconds=90), dt.timedelta(minutes=7)
+    expected: dict[dt.datetime, tuple[int, int, list[int]]] = {}
+    for p in telemetry.series(dep, since=since):
+        at = since + int((p.at - since) / step) * step
+        requests, errors, buckets = expected.get(at, (0, 0, [0] * len(p.served.buckets)))
+        summed = [a + b for a, b in zip(buckets, p.served.buckets, strict=True)]
+        expected[at] = (requests + p.served.requests, errors + p.served.errors, summed)
+    points = telemetry.series(dep, since=since, step=step)
+    assert [(p.at, p.served.requests, p.served.errors, p.served.buckets) for p in points] == [
+        (at, *found) for at, found in expected.items()
+    ]
+    assert len(points) == 9 and points[0].at == since
+
+
 def test_a_revision_s_ranges_come_from_the_recent_reports(
     plane: ControlPlane, clock: Clock
 ) -> None:

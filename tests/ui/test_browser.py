@@ -31,6 +31,9 @@ ARGS = [
     "--no-first-run",
 ]
 ENDED = re.compile("succeeded|failed|cancelled")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 800}
+"""What the screenshots show: one screen, a few tens of KB each."""
 LIVE_DEADLINE_MS = 5_000
 """The page shows a change within a second on an idle machine; the deadline allows a busy one."""
 
@@ -53,7 +56,7 @@ class Tab:
     """A page with what it logged and requested recorded, for the checks at the end."""
 
     def __init__(self, chromium: Any, base: str) -> None:
-        self.context = chromium.new_context(base_url=base)
+        self.context = chromium.new_context(base_url=base, viewport=VIEWPORT)
         self.page = self.context.new_page()
         self.page.set_default_timeout(10_000)
         self.errors: list[str] = []
@@ -80,10 +83,15 @@ def tab(chromium: Any, server: BackgroundServer) -> Iterator[Tab]:
     opened.close()
 
 
-def shots() -> Path | None:
-    """Where screenshots go: ``MODELYARD_SCREENSHOTS`` (the README's come from docs/)."""
-    folder = os.environ.get("MODELYARD_SCREENSHOTS")
-    return Path(folder) if folder else None
+def shoot(page: Any, name: str) -> None:
+    """Save what the page shows as ``docs/screenshots/ui-<name>.png``, the README's pictures: on
+    every run, so they stay current (what they show may differ from run to run; no test compares
+    them). Written to a temporary name and renamed, so a reader never sees half a file."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    target = SCREENSHOTS / f"ui-{name}.png"
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    page.screenshot(path=str(partial), type="png")
+    os.replace(partial, target)
 
 
 def test_sign_in_see_only_permitted_namespaces_and_sign_out(
@@ -95,6 +103,7 @@ def test_sign_in_see_only_permitted_namespaces_and_sign_out(
     response = page.goto("/ui/ns/alpha")
     assert response is not None and response.url.endswith("/ui/signin?next=%2Fui%2Fns%2Falpha")
     assert response.headers["content-security-policy"] == CSP
+    shoot(page, "signin")
     tab.sign_in(alpha_key, here=True)
     expect(page.locator("h1")).to_have_text("alpha")
     page.goto("/ui")
@@ -173,13 +182,9 @@ def test_the_deployment_page_follows_traffic_and_new_revisions_live(
     expect(page.locator("#revision-3")).to_be_visible(timeout=LIVE_DEADLINE_MS)
     expect(page.locator("#live-state")).to_have_text("live")
 
-    folder = shots()
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / "ui-deployment.png"), full_page=True)
-        page.goto("/ui/ns/alpha")
-        expect(page.locator("#live-state")).to_have_text("live")
-        page.screenshot(path=str(folder / "ui-overview.png"), full_page=True)
+    page.goto("/ui/ns/alpha")
+    expect(page.locator("#live-state")).to_have_text("live")
+    shoot(page, "overview")
     assert tab.errors == []
     assert tab.hosts == {server.url.split("/")[2]}
 
@@ -211,10 +216,8 @@ def test_a_pipeline_run_is_followed_step_by_step_to_its_end(
     page.goto("/ui/ns/alpha/runs?state=failed")
     expect(page.locator("#runs tbody tr")).to_contain_text("No runs.")
     page.goto(f"/ui/ns/alpha/runs/{run.id}")
-    folder = shots()
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / "ui-run.png"), full_page=True)
+    expect(page.locator("#run-state")).to_have_text("succeeded")
+    shoot(page, "run")
     assert tab.errors == []
 
 
@@ -235,6 +238,7 @@ def test_the_events_feed_is_live_and_filtered(
     expect(page.locator("#events li").first).to_contain_text("model.version.committed")
     expect(page.locator("#events li").first).to_contain_text("alpha/notes@1")
     assert "beta" not in page.locator("#events").inner_text()
+    shoot(page, "events")
     assert tab.errors == []
 
 
@@ -295,9 +299,8 @@ def test_a_canary_rolls_back_on_screen_with_the_judges_evidence(
     expect(canary.locator(".verdict-fail")).to_have_count(1)
     expect(canary.locator(".evidence span").first).to_be_visible()
     assert "error" in canary.inner_text()
-    folder = shots()
-    if folder is not None:
-        page.screenshot(path=str(folder / "ui-rollback.png"), full_page=True)
+    canary.scroll_into_view_if_needed()
+    shoot(page, "rollback")
     assert tab.errors == []
 
 

@@ -12,6 +12,8 @@ import httpx
 from modelyard.api.server import BackgroundServer
 from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
+from modelyard.realtime.predictions import Prediction
+from modelyard.realtime.streams import NewEvent
 from modelyard.registry.records import VersionSpec
 from modelyard.telemetry.records import TrafficMinute
 from tests.conftest import iris_model
@@ -90,3 +92,50 @@ def test_the_deployment_page_shows_rates_charts_slos_and_revisions(
     missing = browser.get("/ui/ns/alpha/deployments/gone")
     assert missing.status_code == 404 and "gone" in missing.text
     assert browser.get("/ui/ns/alpha/runs/nothing").status_code == 404
+
+
+def ingest(plane: ControlPlane, count: int, *, predicted: int, first: int = 0) -> None:
+    """What the gateway's ingest writes (``count`` events of ``alpha/clicks``, 5 s ago), and what
+    a worker of ``alpha/scorer`` writes for the last ``predicted`` of them: a prediction each,
+    250 ms after its event's ingest."""
+    stores = plane.realtime_stores
+    now = time.time()
+    made = [
+        NewEvent(f"e{i}", f"u{i % 10}", "cart", now - 5, {"user_id": f"u{i % 10}"})
+        for i in range(first, first + count)
+    ]
+    stores.events.append("alpha/clicks", made, now - 5)
+    stored = stores.events.read("alpha/clicks", 0, 10_000)
+    for event in stored[len(stored) - predicted :] if predicted else []:
+        stores.predictions.put(
+            Prediction(
+                deployment="alpha/scorer",
+                entity=event.entity,
+                value=1.0,
+                model=None,
+                event_id=event.event_id,
+                seq=event.seq,
+                event_time=event.time,
+                written_at=event.ingested_at + 0.25,
+                expires_at=now + 3600,
+            )
+        )
+
+
+def test_the_realtime_screen_shows_events_per_second_lag_and_trigger_to_prediction_latency(
+    browser: httpx.Client, teams: Client, alpha_key: str, server: BackgroundServer
+) -> None:
+    teams.realtime.create_stream("alpha", "clicks")
+    # a function that cannot load: no worker takes these events, so they stay pending (the lag)
+    teams.realtime.create("alpha", "scorer", stream="clicks", function="tests.realtime.nowhere:f")
+    ingest(server.plane, 30, predicted=10)
+    sign_in(browser, alpha_key)
+    page = browser.get("/ui/ns/alpha/realtime")
+    assert page.status_code == 200, page.text
+    assert 'data-live-value="realtime/stream/clicks:events_per_s">0.50<' in page.text  # 30 / 60 s
+    assert 'data-live-value="realtime/stream/clicks:lag_events">30<' in page.text
+    row = "realtime/deployment/scorer"
+    assert f'data-live-value="{row}:lag_events">30<' in page.text
+    assert f'data-live-value="{row}:predictions">10<' in page.text
+    assert f'data-live-value="{row}:p50">250.0 ms<' in page.text
+    assert f'data-live-value="{row}:p99">250.0 ms<' in page.text

@@ -19,9 +19,11 @@ from modelyard.api import (
     namespaces,
     pipelines,
     realtime,
+    series,
     slos,
 )
 from modelyard.api.errors import BodyLimit, install_error_handlers
+from modelyard.api.standby import StandbyGuard
 from modelyard.controlplane import ControlPlane
 from modelyard.ui import mount as mount_dashboard
 
@@ -36,12 +38,12 @@ def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_controllers:
-            plane.start_controllers()
+            plane.lead()  # the controllers start here once this control plane holds the lease
         try:
             yield
         finally:
             if run_controllers:
-                plane.stop_controllers()
+                plane.step_down()
 
     app = FastAPI(
         title="modelyard control plane",
@@ -63,11 +65,14 @@ def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
     app.include_router(deployments.gateway_router, prefix=PREFIX)
     app.include_router(logs.router, prefix=PREFIX)
     app.include_router(slos.router, prefix=PREFIX)
+    app.include_router(series.router, prefix=PREFIX)
     app.include_router(realtime.streams, prefix=PREFIX)
     app.include_router(realtime.realtime, prefix=PREFIX)
     mount_dashboard(app)  # /ui: its session cookie is read there only, never by the API
 
     app.add_middleware(BodyLimit, max_bytes=plane.settings.max_body_mb * 1024 * 1024)
+    if run_controllers:
+        app.add_middleware(StandbyGuard, lease=plane.lease)
     app.add_middleware(AccessLog)
     return app
 

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.api.deps import Caller, Plane
+from modelyard.api.realtime import drop_stores
 from modelyard.delivery.records import RolloutInfo
 from modelyard.errors import Forbidden
 from modelyard.events.records import Event
@@ -141,10 +142,14 @@ def history(
 
 @router.delete("/{name}", status_code=204)
 def delete(namespace: str, name: str, plane: Plane, caller: Caller) -> Response:
-    """Delete the deployment; its replicas drain and stop."""
+    """Delete the deployment; its replicas drain and stop (a realtime deployment's queued
+    triggers, dead letters and predictions go too)."""
     caller.require(namespace, Role.EDITOR)
+    info = plane.deployments.get(namespace, name)
     plane.deployments.delete(namespace, name, actor=caller.key_id)
     plane.serving.wake()
+    if info.spec.realtime is not None:
+        drop_stores(plane, namespace, name, info.shadow.revision if info.shadow else None)
     return Response(status_code=204)
 
 

@@ -6,10 +6,12 @@ import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard import __version__
 from modelyard.api.deps import Caller, Plane
+from modelyard.api.standby import standby_response
 from modelyard.auth.records import KeyInfo
 from modelyard.errors import Forbidden
 from modelyard.registry.records import NamespaceInfo
@@ -50,11 +52,27 @@ class Identity(BaseModel):
 @router.get("/health", tags=["meta"])
 def health(plane: Plane) -> dict[str, Any]:
     """Liveness and database reachability, and each controller loop's health (alive, its last
-    round, the type of its last error); needs no key. A failing loop does not make the answer an
-    error: the process still serves, and the loop goes on trying."""
+    round, the type of its last error), and whether it leads (holds the control plane lease) or
+    waits as a standby; needs no key. A failing loop does not make the answer an error: the
+    process still serves, and the loop goes on trying. A standby answers 200 too."""
     plane.events.last_id()
     loops = [loop.health().to_dict() for loop in plane.loops()]
-    return {"status": "ok", "version": __version__, "loops": loops}
+    return {
+        "status": "ok",
+        "version": __version__,
+        "role": "leader" if plane.lease.leading else "standby",
+        "lease": plane.lease.health(),
+        "loops": loops,
+    }
+
+
+@router.get("/health/leader", tags=["meta"], response_model=None)
+def health_leader(plane: Plane) -> dict[str, Any] | JSONResponse:
+    """200 while this control plane holds the lease and runs the controllers, else 503 naming
+    the holder: Kubernetes' readiness probe, so that a Service routes only to the leader."""
+    if not plane.lease.leading:
+        return standby_response(plane.lease)
+    return {"status": "ok", "role": "leader", "term": plane.lease.term}
 
 
 @router.get("/whoami", tags=["meta"])

@@ -27,7 +27,8 @@ def get(namespace: str, name: str, plane: Plane, caller: Caller) -> Objectives:
 
 @router.put("")
 def put(namespace: str, name: str, body: Objectives, plane: Plane, caller: Caller) -> Objectives:
-    """Replace the objectives (availability, latency); alerts follow at the next evaluation."""
+    """Replace the objectives (availability, latency; lag of a realtime deployment); alerts follow
+    at the next evaluation."""
     caller.require(namespace, Role.EDITOR)
     return Objectives(
         objectives=plane.slos.set(namespace, name, body.objectives, actor=caller.key_id)

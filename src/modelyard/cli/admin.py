@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -16,6 +17,9 @@ from modelyard.cli.output import note, print_json, say, table
 from modelyard.cli.state import state
 from modelyard.settings import forget_url, record_url
 from modelyard.types import Role
+
+LEASE_LOST_EXIT = 75
+"""``modelyard up`` exits with it (EX_TEMPFAIL) when it lost the lease: start it again."""
 
 namespaces = typer.Typer(help="Namespaces: each team's isolated space.", no_args_is_help=True)
 keys = typer.Typer(help="API keys and their roles per namespace.", no_args_is_help=True)
@@ -60,6 +64,15 @@ def up(
         settings.home, settings.gateway_host, settings.gateway_port, access_log=access_log
     )
     plane.api_url = f"http://127.0.0.1:{settings.api_port}"
+    lost: list[str] = []
+
+    def leave(why: str) -> None:
+        # The controllers stopped already; a fresh process starts as a standby, with no state
+        # left from its time as the leader. SIGTERM ends uvicorn, then the finally below.
+        lost.append(why)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    plane.on_lease_lost = leave
     # uvicorn shuts down on SIGTERM, then raises it again: end through the finally below, which
     # stops the gateway (the default action would kill this process first).
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -82,10 +95,30 @@ def up(
             plane.close()
         finally:
             gateway.stop()
+        if lost:
+            note(f"exiting: this control plane lost its lease ({lost[0]})")
+            raise SystemExit(LEASE_LOST_EXIT)
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def migrate(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option(help="Data folder (MODELYARD_HOME).")] = None,
+) -> None:
+    """Bring the database schema to the newest revision, then exit: what a job runs before the
+    control planes start when they do not migrate themselves (MODELYARD_MIGRATE_ON_START=false)."""
+    from modelyard.store.db import Database
+
+    settings = state(ctx).loaded(home=home).settings
+    db = Database(settings.database_url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()
+    say(f"database {db.engine.url.render_as_string(hide_password=True)} is up to date")
 
 
 def config(

@@ -134,7 +134,7 @@ def list_deployments(
         [
             (
                 d.name,
-                d.model,
+                (d.model or "-") + (" (realtime)" if d.spec.realtime else ""),
                 "yes" if d.ready else "no",
                 sum(len(r.replicas) for r in d.revisions),
                 status_line(d.status),
@@ -239,7 +239,7 @@ def traffic(
 def strategy(
     ctx: typer.Context,
     target: Name,
-    kind: Annotated[str, typer.Argument(help="replace | canary")],
+    kind: Annotated[str, typer.Argument(help="replace | canary | shadow")],
     steps: Annotated[str, typer.Option(help="Canary percents, e.g. 10,50,100.")] = "10,50,100",
     min_step_seconds: Annotated[float, typer.Option(help="Shortest step.")] = 30.0,
     max_step_seconds: Annotated[
@@ -255,7 +255,9 @@ def strategy(
     wait: Wait = False,
     as_json: AsJson = False,
 ) -> None:
-    """How new revisions take the traffic: at once, or in judged canary steps."""
+    """How new revisions take the traffic: at once, in judged canary steps, or first as a
+    shadow beside the stable revision until promoted or rolled back (a realtime deployment's
+    shadow writes its predictions aside)."""
     try:
         percents = [int(p) for p in steps.split(",")]
     except ValueError:
@@ -297,8 +299,8 @@ def rollout(
     revision: Annotated[int, typer.Option(help="A revision that was ready once.")],
     as_json: AsJson = False,
 ) -> None:
-    """Roll a ready revision out in canary steps (under the canary strategy, new revisions
-    start theirs by themselves)."""
+    """Roll a ready revision out in canary steps, or as a shadow under the shadow strategy or
+    on a realtime deployment (under either strategy, new revisions start theirs by themselves)."""
     who = state(ctx)
     _show_rollout(who.client().start_rollout(*split_target(target), revision), as_json, who)
 
@@ -312,7 +314,7 @@ def _action(action: str, doc: str) -> None:
     app.command(action)(command)
 
 
-_action("promote", "Give the canary all the traffic now, ending the rollout.")
+_action("promote", "Give the canary (or shadow) all the traffic now, ending the rollout.")
 _action("rollback", "Send all traffic back to the stable revision; the canary is rejected.")
 _action("pause", "Hold the rollout at its step; no verdict moves it until resumed.")
 _action("resume", "Resume a paused rollout; the step's analysis starts afresh.")
@@ -442,6 +444,17 @@ def _show_rollout(info: RolloutInfo, as_json: bool, who: State) -> None:
         return
     # Every percent of ``steps`` is a step, the last (100) being the promotion: under way, the
     # rollout is at step ``step``; promoted, at the last.
+    if info.strategy == "shadow":
+        say(
+            (f"shadow rollout of revision {info.canary}", "bold"),
+            f" beside {info.stable}: {info.state}; started "
+            f"{info.started_at:%Y-%m-%d %H:%M:%S} UTC by {who.who(info.started_by)}",
+        )
+        if info.shadow is not None:
+            say("  predictions compared: " + ", ".join(f"{k} {v}" for k, v in info.shadow.items()))
+        if info.reason:
+            say(f"  {who.named(info.reason)}")
+        return
     at = len(info.steps) if info.state == RolloutState.PROMOTED else info.step + 1
     say(
         (f"rollout of revision {info.canary}", "bold"),
@@ -479,6 +492,8 @@ def _show(info: DeploymentInfo, as_json: bool, who: State) -> None:
     say(f"  path on the gateway: {info.path}/v2/models/{info.name}/infer")
     say(f"  created {info.created_at:%Y-%m-%d %H:%M:%S} UTC by {who.who(info.created_by)}")
     rollout = info.rollout
+    if rollout.strategy == "shadow":
+        say("  rollout: a new revision is a shadow until promoted or rolled back")
     if rollout.strategy == "canary":
         say(
             f"  rollout: canary {','.join(map(str, rollout.steps))}%, steps of "

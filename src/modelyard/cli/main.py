@@ -132,6 +132,7 @@ def root(
 
 app.command()(admin.up)
 app.command()(admin.config)
+app.command()(admin.migrate)
 app.add_typer(admin.namespaces, name="namespaces")
 app.add_typer(admin.keys, name="keys")
 app.add_typer(artifacts.artifact_app("model"), name="models")

@@ -102,6 +102,9 @@ def create(
     ] = None,
     debounce: Annotated[str | None, typer.Option(help="One trigger per entity per window.")] = None,
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the worker.")] = None,
+    emit_events: Annotated[
+        bool, typer.Option(help="A realtime.prediction event per new prediction (webhooks).")
+    ] = False,
 ) -> None:
     """Create a realtime deployment: its worker starts at once."""
     namespace, name = split_target(target)
@@ -122,6 +125,7 @@ def create(
             model=model,
             rule=spec,
             env=environment,
+            emit_events=emit_events,
         )
     )
     note(f"created realtime deployment {info.key}; predictions at /{namespace}/predictions/{name}/")

@@ -13,7 +13,7 @@ from modelyard.delivery.burnrate import DEFAULT_WINDOW_DAYS, WINDOWS
 from modelyard.delivery.records import SloStatus
 
 app = typer.Typer(
-    help="SLOs: availability and latency objectives of deployments, burn-rate alerts.",
+    help="SLOs: availability, latency and lag objectives of deployments, burn-rate alerts.",
     no_args_is_help=True,
 )
 Name = Annotated[str, typer.Argument(help="NAMESPACE/DEPLOYMENT")]
@@ -45,6 +45,23 @@ def _latency(item: str, window_days: int) -> dict[str, Any]:
     }
 
 
+def _lag(item: str, window_days: int) -> dict[str, Any]:
+    percent, sep, threshold = item.partition(":")
+    try:
+        threshold_s = float(threshold.removesuffix("s"))
+    except ValueError:
+        threshold_s = None
+    if not sep or threshold_s is None:
+        raise typer.BadParameter(f"--lag {item!r}: write PERCENT:SECONDS, e.g. 99:5")
+    return {
+        "name": f"lag-{threshold_s:g}s".replace(".", "-"),
+        "kind": "lag",
+        "target": _percent(percent, "--lag"),
+        "threshold_s": threshold_s,
+        "window_days": window_days,
+    }
+
+
 @app.command("set")
 def set_slos(
     ctx: typer.Context,
@@ -56,13 +73,21 @@ def set_slos(
         list[str] | None,
         typer.Option(help="PERCENT:MS, e.g. 99:250: that share answered within MS (repeatable)."),
     ] = None,
+    lag: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="PERCENT:SECONDS, e.g. 99:5, of a realtime deployment: that share of the time no "
+            "event waits longer than SECONDS (repeatable)."
+        ),
+    ] = None,
     window_days: Annotated[int, typer.Option(help="Days each objective is judged over.")] = (
         DEFAULT_WINDOW_DAYS
     ),
     clear: Annotated[bool, typer.Option("--clear", help="Remove every objective.")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Replace the deployment's objectives, e.g. ``--availability 99.9 --latency 99:250``."""
+    """Replace the deployment's objectives, e.g. ``--availability 99.9 --latency 99:250``, or
+    of a realtime deployment ``--lag 99:5``."""
     objectives: list[dict[str, Any]] = []
     if availability is not None:
         objectives.append(
@@ -74,8 +99,9 @@ def set_slos(
             }
         )
     objectives += [_latency(item, window_days) for item in latency or []]
+    objectives += [_lag(item, window_days) for item in lag or []]
     if not objectives and not clear:
-        raise typer.BadParameter("give --availability and/or --latency, or --clear")
+        raise typer.BadParameter("give --availability, --latency and/or --lag, or --clear")
     if objectives and clear:
         raise typer.BadParameter("--clear removes every objective: give it alone")
     saved = state(ctx).client().set_slos(*split_target(target), objectives)

@@ -2,9 +2,12 @@
 
 An objective says which share of a deployment's requests must be good over a window (30 days by
 default): for ``availability`` a request is bad when the gateway answered 5xx, for ``latency``
-when it took longer than ``threshold_ms``. The error budget is what the target leaves: 0.1 % of
-the requests for 99.9 %. The burn rate of a window is how fast it is being spent there: the bad
-share divided by the budget's share (1 means it lasts exactly the SLO window).
+when it took longer than ``threshold_ms``. A realtime deployment has no requests to judge but a
+lag: for ``lag`` the gateway samples it about once a second, and a sample is bad when the oldest
+event the deployment has not done yet waited longer than ``threshold_s`` (so the target is the
+share of the time the lag stays within it). The error budget is what the target leaves: 0.1 % of
+the requests (or samples) for 99.9 %. The burn rate of a window is how fast it is being spent
+there: the bad share divided by the budget's share (1 means it lasts exactly the SLO window).
 
 The alert rules are the multiwindow, multi-burn-rate rules of the Google SRE workbook ("Alerting
 on SLOs"): each holds when the burn rate is over its factor in a long window (it matters) and in a
@@ -25,12 +28,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from modelyard.errors import InvalidInput
-from modelyard.telemetry.records import BUCKETS
+from modelyard.telemetry.records import BUCKETS, LAG_BUCKETS
 
 DEFAULT_WINDOW_DAYS = 30
 MAX_WINDOW_DAYS = 90
 MAX_OBJECTIVES = 20
 THRESHOLDS_MS = tuple(round(bound * 1000, 6) for bound in BUCKETS)
+THRESHOLDS_S = tuple(round(bound, 6) for bound in LAG_BUCKETS)
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -40,13 +44,17 @@ def _ms(value: float) -> str:
 
 class Objective(BaseModel):
     """One SLO of a deployment, e.g. ``Objective(name="availability", kind="availability",
-    target=0.999)`` or ``Objective(name="fast", kind="latency", target=0.99, threshold_ms=250)``."""
+    target=0.999)``, ``Objective(name="fast", kind="latency", target=0.99, threshold_ms=250)`` or,
+    of a realtime deployment, ``Objective(name="lag-5s", kind="lag", target=0.99,
+    threshold_s=5)``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    kind: Literal["availability", "latency"]
+    kind: Literal["availability", "latency", "lag"]
     target: float
     threshold_ms: float | None = None
+    threshold_s: float | None = None
+    """Of a lag objective: the age in seconds the oldest pending event may reach."""
     window_days: int = DEFAULT_WINDOW_DAYS
 
     @field_validator("name")
@@ -81,11 +89,25 @@ class Objective(BaseModel):
 
     @model_validator(mode="after")
     def _threshold(self) -> Objective:
+        if self.kind != "lag" and self.threshold_s is not None:
+            raise ValueError(
+                f"objective {self.name!r}: threshold_s belongs to lag objectives; leave it out "
+                f"of a{'n' if self.kind == 'availability' else ''} {self.kind} objective"
+            )
+        if self.kind != "latency" and self.threshold_ms is not None:
+            raise ValueError(
+                f"objective {self.name!r}: threshold_ms belongs to latency objectives; "
+                f"leave it out of a{'n' if self.kind == 'availability' else ''} {self.kind} "
+                "objective"
+            )
         if self.kind == "availability":
-            if self.threshold_ms is not None:
+            return self
+        if self.kind == "lag":
+            if self.threshold_s is None or round(self.threshold_s, 6) not in THRESHOLDS_S:
+                given = "no threshold_s" if self.threshold_s is None else _ms(self.threshold_s)
                 raise ValueError(
-                    f"objective {self.name!r}: threshold_ms belongs to latency objectives; "
-                    "leave it out of an availability objective"
+                    f"objective {self.name!r}: {given} is not a lag bucket of the gateway; "
+                    f"give threshold_s as one of {', '.join(_ms(t) for t in THRESHOLDS_S)}"
                 )
         elif self.threshold_ms is None or round(self.threshold_ms, 6) not in THRESHOLDS_MS:
             given = "no threshold_ms" if self.threshold_ms is None else _ms(self.threshold_ms)
@@ -97,7 +119,10 @@ class Objective(BaseModel):
 
     @property
     def bucket(self) -> int:
-        """Index of the threshold's bucket: requests in later buckets are too slow."""
+        """Index of the threshold's bucket: requests (lag samples) in later buckets are bad."""
+        if self.kind == "lag":
+            assert self.threshold_s is not None
+            return THRESHOLDS_S.index(round(self.threshold_s, 6))
         assert self.threshold_ms is not None
         return THRESHOLDS_MS.index(round(self.threshold_ms, 6))
 
@@ -110,6 +135,11 @@ class Objective(BaseModel):
         percent = f"{self.target * 100:.6g} %"
         if self.kind == "availability":
             return f"{percent} of requests answered without a 5xx over {self.window_days} days"
+        if self.kind == "lag":
+            return (
+                f"{percent} of the time no event waits longer than {_ms(self.threshold_s or 0)} s "
+                f"to be done over {self.window_days} days"
+            )
         return (
             f"{percent} of requests answered within {_ms(self.threshold_ms or 0)} ms "
             f"over {self.window_days} days"
@@ -149,7 +179,7 @@ def parse_objectives(items: Iterable[Objective | Mapping[str, Any]]) -> list[Obj
 
 @dataclass(frozen=True)
 class Counts:
-    """Requests of a window and how many of them were bad for one objective."""
+    """Requests (lag samples) of a window and how many of them were bad for one objective."""
 
     total: int = 0
     bad: int = 0
@@ -219,6 +249,7 @@ def evidence(
         "kind": objective.kind,
         "target": objective.target,
         "threshold_ms": objective.threshold_ms,
+        **({"threshold_s": objective.threshold_s} if objective.kind == "lag" else {}),
         "rule": rule.name,
         "severity": rule.severity,
         "factor": rule.factor,

@@ -1,8 +1,10 @@
 """A deployment's SLOs as a Prometheus rule file, for teams that alert from their own Prometheus.
 
 Recording rules keep each objective's bad-request ratio over the alert windows, computed from the
-gateway's own metrics (``modelyard_requests_total``, ``modelyard_request_duration_seconds``); the
-alerting rules are the same multiwindow burn-rate rules the control plane evaluates itself.
+gateway's own metrics (``modelyard_requests_total``, ``modelyard_request_duration_seconds``; for a
+lag objective the share of the window's evaluations at which ``modelyard_realtime_lag_seconds``
+was over the threshold, a subquery); the alerting rules are the same multiwindow burn-rate rules
+the control plane evaluates itself.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import yaml
 
 from modelyard.delivery.burnrate import RULES, WINDOWS, Objective
-from modelyard.telemetry.records import BUCKETS
+from modelyard.telemetry.records import BUCKETS, LAG_BUCKETS
 
 RATIO = "namespace_deployment_slo:modelyard_bad_requests:ratio_rate{window}"
 ALERT = "ModelyardSloBurnRate"
@@ -37,6 +39,10 @@ def bad_ratio(namespace: str, deployment: str, objective: Objective, window: str
             f"{_rate('modelyard_requests_total', errors, window)} / "
             f"{_rate('modelyard_requests_total', every, window)}"
         )
+    if objective.kind == "lag":
+        lag = f"max by (namespace, deployment) (modelyard_realtime_lag_seconds{every})"
+        over = f"{LAG_BUCKETS[objective.bucket]:g}"
+        return f"avg_over_time(({lag} > bool {over})[{window}:])"
     # the gateway writes le as Python prints the bound: "0.25", "1.0"
     fast = _selector(namespace, deployment, f'le="{BUCKETS[objective.bucket]}"')
     return (

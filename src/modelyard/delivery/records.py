@@ -31,6 +31,11 @@ class RolloutInfo(Record):
     """The verdict of every finished step, and of the one that ended the rollout."""
     last_verdict: dict[str, Any] | None = None
     """The current step's latest analysis (kept in memory; none after a restart until the next)."""
+    strategy: str = "canary"
+    """``canary`` (judged steps) or ``shadow`` (beside stable until decided by hand)."""
+    shadow: dict[str, int] | None = None
+    """A realtime shadow's predictions compared with the primary's for the same trigger events:
+    ``match``, ``mismatch`` and ``missing`` (the primary made none within a minute)."""
     reason: str | None
     started_by: str | None
     started_at: dt.datetime
@@ -64,10 +69,10 @@ class AlertInfo(Record):
 class ObjectiveStatus(Record):
     objective: Objective
     requests: int
-    """Requests judged over the objective's window."""
+    """Requests judged over the objective's window (lag samples, for a lag objective)."""
     bad: int
     sli: float | None
-    """Share of good requests over the window; None without traffic."""
+    """Share of good requests (samples) over the window; None without any."""
     budget_total: float
     """Bad requests the target allows for the requests so far."""
     budget_consumed: int

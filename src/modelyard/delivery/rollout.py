@@ -13,6 +13,12 @@ what the gateway measured since the step began (`modelyard.delivery.analysis.jud
   promotion (event ``rollout.promoted``; the canary takes all the traffic);
 - ``inconclusive`` (too few requests) for ``max_step_seconds``: the rollout pauses, never passes.
 
+Under the ``shadow`` strategy (the only one besides replacement for a realtime deployment, which
+takes no requests to split) the new revision runs beside the stable one, which keeps all the
+traffic: a model server gets a copy of every request (its answers compared and discarded), a
+realtime worker consumes the same stream and writes its predictions aside
+(`modelyard.realtime.worker`). Nothing judges it: it is promoted or rolled back by hand.
+
 A revision that gets ready while a rollout runs supersedes it (its canary goes idle) and starts
 its own from the same stable revision. By hand: `start`, `promote`, `rollback`, `pause`,
 `resume`, each recorded with its actor.
@@ -33,14 +39,15 @@ from modelyard.delivery.records import RolloutInfo
 from modelyard.errors import Conflict, InvalidInput
 from modelyard.events.types import EventType
 from modelyard.loops import Loop
-from modelyard.serving.deployments import (
-    Deployments,
-    resolve_traffic,
-    stored_traffic,
-    was_ready,
+from modelyard.serving.deployments import Deployments
+from modelyard.serving.records import (
+    LATEST_READY,
+    RolloutStrategy,
+    ShadowTarget,
+    TrafficTarget,
 )
-from modelyard.serving.records import LATEST_READY, RolloutStrategy, TrafficTarget
-from modelyard.serving.states import ACTIVE_ROLLOUT, RevisionState, RolloutState
+from modelyard.serving.states import ACTIVE_ROLLOUT, RevisionState, RolloutState, Workload
+from modelyard.serving.traffic import resolve_traffic, stored_traffic, was_ready
 from modelyard.store.schema import DeploymentRow, NamespaceRow, RevisionRow, RolloutRow
 from modelyard.telemetry.query import Telemetry
 
@@ -63,8 +70,9 @@ class Rollouts:
         self, session: Session, row: DeploymentRow, revision: RevisionRow, namespace: str
     ) -> None:
         strategy = RolloutStrategy.model_validate(row.rollout)
-        if strategy.strategy != "canary":
-            return
+        realtime = revision.workload == Workload.REALTIME_WORKER
+        if strategy.strategy == "replace" or (realtime and strategy.strategy != "shadow"):
+            return  # a realtime revision takes no requests to split: it replaces the last one
         active = _active(session, row.id)
         if active is not None:
             stable = active.stable
@@ -79,8 +87,9 @@ class Rollouts:
     def start(
         self, namespace: str, name: str, revision: int, actor: str | None = None
     ) -> RolloutInfo:
-        """Roll ``revision`` (ready once) out with the deployment's canary steps, from the
-        revision serving most of the traffic now."""
+        """Roll ``revision`` (ready once) out with the deployment's canary steps (or as its
+        shadow, when that is its strategy or it is a realtime deployment), from the revision
+        serving most of the traffic now."""
         with self.db.write() as session:
             row = self.deployments.row(session, namespace, name, lock=True)
             active = _active(session, row.id)
@@ -98,7 +107,9 @@ class Rollouts:
             if stable == revision:
                 raise InvalidInput(f"revision {revision} already serves {namespace}/{name}")
             strategy = RolloutStrategy.model_validate(row.rollout)
-            if strategy.strategy != "canary":
+            if row.spec.get("realtime"):
+                strategy = strategy.model_copy(update={"strategy": "shadow"})
+            elif strategy.strategy == "replace":
                 strategy = RolloutStrategy(strategy="canary")
             rollout = self._begin(session, row, namespace, stable, revision, strategy, actor)
             return self._info(rollout)
@@ -143,7 +154,7 @@ class Rollouts:
             finished_at=None,
         )
         session.add(rollout)
-        self._split(session, row, namespace, rollout, strategy.steps[0], actor)
+        self._split(session, row, namespace, rollout, strategy, actor)
         self.events.append(
             session,
             EventType.ROLLOUT_STARTED,
@@ -197,14 +208,35 @@ class Rollouts:
                 )
             return self._info(rollout)
 
+    def record_shadow(
+        self, namespace: str, name: str, revision: int, counts: dict[str, int]
+    ) -> RolloutInfo:
+        """Add a realtime shadow worker's comparison counts to its rollout under way."""
+        with self.db.write() as session:
+            row = self.deployments.row(session, namespace, name, lock=True)
+            rollout = _active(session, row.id)
+            shadow = RolloutStrategy.model_validate(rollout.strategy) if rollout else None
+            if rollout is None or rollout.canary != revision or shadow is None:
+                raise Conflict(f"revision {revision} of {namespace}/{name} is no shadow any more")
+            if shadow.strategy != "shadow":
+                raise Conflict(f"revision {revision} of {namespace}/{name} is a canary")
+            total = dict(rollout.analyses[0]["shadow"]) if rollout.analyses else {}
+            for result, n in counts.items():
+                total[result] = total.get(result, 0) + n
+            rollout.analyses = [{"shadow": total, "at": self.events.clock().isoformat()}]
+            return self._info(rollout)
+
     # judging ------------------------------------------------------------------------------------
     def drive(self) -> None:
         """Judge every running rollout once, acting on what the verdicts say."""
         with self.db.read() as session:
-            running = session.scalars(
-                sa.select(RolloutRow.id).where(RolloutRow.state == RolloutState.RUNNING)
+            running = session.execute(
+                sa.select(RolloutRow.id, RolloutRow.strategy).where(
+                    RolloutRow.state == RolloutState.RUNNING
+                )
             )
-            ids = list(running)
+            # a shadow waits for a decision by hand: nothing to judge
+            ids = [id for id, strategy in running if strategy.get("strategy") != "shadow"]
         for rollout_id in ids:
             try:
                 self._drive(rollout_id)
@@ -272,9 +304,7 @@ class Rollouts:
                     rollout.analyses = [*rollout.analyses, record]
                     rollout.step += 1
                     rollout.step_started_at = self.events.clock()
-                    self._split(
-                        session, row, namespace.name, rollout, strategy.steps[rollout.step], None
-                    )
+                    self._split(session, row, namespace.name, rollout, strategy, None)
             elif verdict.result == INCONCLUSIVE and elapsed >= strategy.max_step_seconds:
                 rollout.analyses = [*rollout.analyses, record]
                 rollout.state = RolloutState.PAUSED
@@ -298,15 +328,23 @@ class Rollouts:
         row: DeploymentRow,
         namespace: str,
         rollout: RolloutRow,
-        percent: int,
+        strategy: RolloutStrategy,
         actor: str | None,
     ) -> None:
+        """The traffic of the rollout's step: split, or all to stable with the canary as the
+        shadow (of every request)."""
         current = stored_traffic(row)
-        targets = [
-            TrafficTarget(revision=rollout.stable, percent=100 - percent, tag="stable"),
-            TrafficTarget(revision=rollout.canary, percent=percent, tag="canary"),
-        ]
-        traffic = current.model_copy(update={"targets": targets})
+        if strategy.strategy == "shadow":
+            targets = [TrafficTarget(revision=rollout.stable, percent=100, tag="stable")]
+            shadow = ShadowTarget(revision=rollout.canary, percent=100)
+            traffic = current.model_copy(update={"targets": targets, "shadow": shadow})
+        else:
+            percent = strategy.steps[rollout.step]
+            targets = [
+                TrafficTarget(revision=rollout.stable, percent=100 - percent, tag="stable"),
+                TrafficTarget(revision=rollout.canary, percent=percent, tag="canary"),
+            ]
+            traffic = current.model_copy(update={"targets": targets})
         data = {"rollout": rollout.id, "step": rollout.step}
         self.deployments.write_traffic(session, row, namespace, traffic, actor, data)
 
@@ -317,9 +355,11 @@ class Rollouts:
         namespace: str,
         number: int,
         data: dict[str, Any],
+        shadowed: bool = False,
     ) -> None:
         """All traffic to revision ``number``: "the latest ready" when that is it (so later
-        revisions are rolled out as the strategy says), else pinned to it."""
+        revisions are rolled out as the strategy says), else pinned to it; and no shadow any
+        more when the rollout had one."""
         latest = max(
             (
                 r.number
@@ -334,6 +374,8 @@ class Rollouts:
             else [TrafficTarget(revision=number, percent=100)]
         )
         traffic = stored_traffic(row).model_copy(update={"targets": targets})
+        if shadowed:
+            traffic = traffic.model_copy(update={"shadow": None})
         self.deployments.write_traffic(session, row, namespace, traffic, None, data)
 
     def _finish(
@@ -384,7 +426,8 @@ class Rollouts:
                 actor=actor,
             )
         winner = rollout.canary if outcome == RolloutState.PROMOTED else rollout.stable
-        self._settle(session, row, namespace, winner, {"rollout": rollout.id})
+        shadowed = RolloutStrategy.model_validate(rollout.strategy).strategy == "shadow"
+        self._settle(session, row, namespace, winner, {"rollout": rollout.id}, shadowed)
         event = (
             EventType.ROLLOUT_PROMOTED
             if outcome == RolloutState.PROMOTED
@@ -406,7 +449,8 @@ class Rollouts:
             return [self._info(r) for r in rows]
 
     def _info(self, row: RolloutRow) -> RolloutInfo:
-        steps = RolloutStrategy.model_validate(row.strategy).steps
+        strategy = RolloutStrategy.model_validate(row.strategy)
+        steps = strategy.steps
         verdict = self._verdicts.get(row.id) if row.state in ACTIVE_ROLLOUT else None
         return RolloutInfo(
             id=row.id,
@@ -414,7 +458,7 @@ class Rollouts:
             canary=row.canary,
             state=row.state,
             step=row.step,
-            percent=steps[row.step]
+            percent=(0 if strategy.strategy == "shadow" else steps[row.step])
             if row.state in ACTIVE_ROLLOUT
             else (100 if row.state == RolloutState.PROMOTED else 0),
             steps=steps,
@@ -426,6 +470,10 @@ class Rollouts:
                 else None
             ),
             reason=row.reason,
+            strategy="shadow" if strategy.strategy == "shadow" else "canary",
+            shadow=row.analyses[0]["shadow"]
+            if strategy.strategy == "shadow" and row.analyses
+            else None,
             started_by=row.started_by,
             started_at=row.started_at,
             finished_at=row.finished_at,

@@ -1,11 +1,12 @@
 """SLOs of deployments: objectives, the traffic they are judged on, error budgets, burn-rate alerts.
 
 The gateway's measurements arrive as per-minute counts of each deployment (requests, 5xx errors,
-requests per latency bucket), stored and summed by `modelyard.telemetry`. `Slos.evaluate` (run by
-`SloController` every ``interval``) computes each objective's burn rate over the alert windows
-and fires or resolves alerts (see `modelyard.delivery.burnrate`). An alert is a row in
-``slo_alerts`` plus an event, ``slo.alert.firing`` or ``slo.alert.resolved``: webhooks subscribed
-to ``slo.alert.*`` get it signed and retried, and a dead endpoint never holds up evaluation.
+requests per latency bucket; of a realtime deployment, lag samples per lag bucket), stored and
+summed by `modelyard.telemetry`. `Slos.evaluate` (run by `SloController` every ``interval``)
+computes each objective's burn rate over the alert windows and fires or resolves alerts (see
+`modelyard.delivery.burnrate`). An alert is a row in ``slo_alerts`` plus an event,
+``slo.alert.firing`` or ``slo.alert.resolved``: webhooks subscribed to ``slo.alert.*`` get it
+signed and retried, and a dead endpoint never holds up evaluation.
 
 A window holds the minutes that began at or after ``now - window``, floored to the minute: the
 current minute counts while it fills.
@@ -38,6 +39,7 @@ from modelyard.delivery.burnrate import (
 from modelyard.delivery.prometheus import render_rules
 from modelyard.delivery.records import AlertInfo, ObjectiveStatus, SloStatus
 from modelyard.delivery.states import ALERT_EVENTS, AlertState
+from modelyard.errors import InvalidInput
 from modelyard.events.log import EventLog
 from modelyard.events.types import EventType
 from modelyard.loops import Loop
@@ -76,6 +78,14 @@ class Slos:
         stored = [o.model_dump(mode="json", exclude_none=True) for o in parsed]
         with self.db.write() as session:
             row = self.deployments.row(session, namespace, deployment, lock=True)
+            lag = [o.name for o in parsed if o.kind == "lag"]
+            if lag and not row.spec.get("realtime"):
+                raise InvalidInput(
+                    f"objective {lag[0]!r}: a lag objective judges a realtime deployment, and "
+                    f"{namespace}/{deployment} serves requests: give it availability or latency "
+                    "objectives",
+                    field="objectives",
+                )
             if row.slos == stored:
                 return parsed
             row.slos, row.updated_at = stored, self.events.clock()
@@ -277,7 +287,8 @@ class Slos:
         if not objectives or not starts:
             return {o.name: {} for o in objectives}
         latency = any(o.kind == "latency" for o in objectives)
-        sums = self.telemetry.windows(deployment_id, starts, buckets=latency)
+        lag = any(o.kind == "lag" for o in objectives)
+        sums = self.telemetry.windows(deployment_id, starts, buckets=latency, lag=lag)
         tallies: dict[str, dict[str, Counts]] = {}
         for o in objectives:
             tally = {w: _counts(o, sums[w]) for w in WINDOWS} if alert_windows else {}
@@ -337,7 +348,10 @@ def _firing(session: Session, deployment_id: str) -> list[SloAlertRow]:
 
 def _counts(objective: Objective, served: Sample) -> Counts:
     """A range's requests and the bad ones: its errors, or its requests in the buckets above the
-    threshold (a request at the bound is good, as Prometheus' ``le`` counts it)."""
+    threshold (a request at the bound is good, as Prometheus' ``le`` counts it); for a lag
+    objective its lag samples and those above the threshold."""
     if objective.kind == "availability":
         return Counts(served.requests, served.errors)
+    if objective.kind == "lag":
+        return Counts(served.lag_samples, sum(served.lag_buckets[objective.bucket + 1 :]))
     return Counts(served.requests, sum(served.buckets[objective.bucket + 1 :]))

@@ -60,12 +60,10 @@ class EventType(enum.StrEnum):
     ROLLOUT_SUPERSEDED = "rollout.superseded"
     SLO_ALERT_FIRING = "slo.alert.firing"
     SLO_ALERT_RESOLVED = "slo.alert.resolved"
+    REALTIME_PREDICTION = "realtime.prediction"
     STREAM_CREATED = "stream.created"
     STREAM_DELETED = "stream.deleted"
     STREAM_ENTITY_DELETED = "stream.entity.deleted"
-    REALTIME_CREATED = "realtime.created"
-    REALTIME_UPDATED = "realtime.updated"
-    REALTIME_DELETED = "realtime.deleted"
 
 
 VERSION_COMMITTED: dict[ArtifactKind, EventType] = {
@@ -243,8 +241,8 @@ CATALOGUE: dict[EventType, EventDoc] = {
         "A deployment was created.",
         "{namespace}/{name}",
         {
-            "model": "str: `name@alias|latest|N`",
-            "spec": "object: the deployment spec",
+            "model": "str | null: `name@alias|latest|N` (null: a realtime one without a model)",
+            "spec": "object: the deployment spec (with `realtime`: a realtime deployment)",
             "rollout": "object: the rollout strategy",
         },
     ),
@@ -281,7 +279,7 @@ CATALOGUE: dict[EventType, EventDoc] = {
     EventType.REVISION_CREATED: EventDoc(
         "A deployment got a new revision (state `deploying`).",
         "{namespace}/{deployment}",
-        {"revision": "int", "model": "str: `namespace/name@version`"},
+        {"revision": "int", "model": "str | null: `namespace/name@version` (null: no model)"},
     ),
     EventType.REVISION_READY: EventDoc(
         "A revision's replicas got ready.", "{namespace}/{deployment}", _REVISION
@@ -347,9 +345,10 @@ CATALOGUE: dict[EventType, EventDoc] = {
         "{namespace}/{deployment}",
         {
             **_ALERT,
-            "kind": "`availability` or `latency`",
+            "kind": "`availability`, `latency` or `lag`",
             "target": "float: the objective's target",
             "threshold_ms": "float | null: the latency objective's threshold",
+            "threshold_s": "float: the lag objective's threshold (lag objectives only)",
             "factor": "float: the rule's burn-rate factor",
         },
     ),
@@ -357,6 +356,22 @@ CATALOGUE: dict[EventType, EventDoc] = {
         "A firing alert's rule stopped holding, or its objective was removed.",
         "{namespace}/{deployment}",
         {**_ALERT, "fired_at": "str: ISO 8601", "reason": "str"},
+    ),
+    EventType.REALTIME_PREDICTION: EventDoc(
+        "A realtime deployment with `emit_events` stored a new prediction (at least once: a "
+        "retried trigger may append it again).",
+        "{namespace}/{deployment}",
+        {
+            "deployment": "str: `namespace/name`",
+            "entity": "str: the entity key",
+            "value": "any: the prediction (optional: absent when over 4 KiB)",
+            "value_truncated": "bool: true when the value was left out (optional)",
+            "model": "str | null: the model version, `namespace/name@number`",
+            "event_id": "str: the trigger event's id",
+            "event_time": "float: the trigger event's time (Unix seconds)",
+            "written_at": "float: when the prediction was stored (Unix seconds)",
+            "revision": "int: the revision whose worker made it",
+        },
     ),
     EventType.STREAM_CREATED: EventDoc(
         "A realtime stream was created.", "{namespace}/{name}", _STREAM_SPEC
@@ -366,16 +381,5 @@ CATALOGUE: dict[EventType, EventDoc] = {
         "An entity's raw events were deleted from a stream (erasure).",
         "{namespace}/{stream}",
         {"entity": "str: the entity key", "deleted": "int: events deleted"},
-    ),
-    EventType.REALTIME_CREATED: EventDoc(
-        "A realtime deployment was created.", "{namespace}/{name}", _STREAM_SPEC
-    ),
-    EventType.REALTIME_UPDATED: EventDoc(
-        "A realtime deployment was changed.",
-        "{namespace}/{name}",
-        {"changes": "list[str]: the fields changed"},
-    ),
-    EventType.REALTIME_DELETED: EventDoc(
-        "A realtime deployment was deleted.", "{namespace}/{name}", {}
     ),
 }

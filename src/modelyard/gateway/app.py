@@ -86,6 +86,11 @@ class Gateway:
         self.waiting: defaultdict[str, int] = defaultdict(int)
         self._ejected: dict[int, float] = {}
         self.realtime = RealtimeRoutes(routes)
+        # One lag sample per report for the lag SLOs (`modelyard.telemetry.window.Window.lags`).
+        self.window.lags = lambda: {
+            name: (lag.events, lag.oldest_s)
+            for name, lag in (self.realtime.probe.lags if self.realtime.probe else {}).items()
+        }
         # The one place that says which handler answers which path (`modelyard.gateway.dispatch`).
         # The gateway's own routes answer with or without a namespace header: an OIP client asks
         # its server's health and metadata of the URL it was given, which is the gateway's.

@@ -10,6 +10,8 @@ One modelyard deployment is, in its Kubernetes namespace:
   with the platform's own verified pull (``modelyard models pull``) into an ``emptyDir``, the server
   container serves it from there (the same cache folder, found complete and verified), probes on
   the inference protocol's health routes, resources, node selector and tolerations from the spec.
+  A realtime revision's container is the realtime worker (`replica_command.WORKLOADS`), which
+  answers only those health routes; the gateway never routes requests to its pods.
 
 The Deployment's ``replicas`` is set only when it is created: after that the scale subresource
 owns it, and a re-apply must not fight the autoscaler.
@@ -136,6 +138,7 @@ def deployment(
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "volumes": [{"name": "models", "emptyDir": {}}],
+        # A realtime revision without a model has nothing to pull.
         "initContainers": [
             {
                 "name": "pull",
@@ -147,7 +150,9 @@ def deployment(
                 "resources": resources(revision),
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
-        ],
+        ]
+        if revision.model
+        else [],
         "containers": [
             {
                 "name": "server",

@@ -6,6 +6,8 @@ file under the home) or ``postgresql://...`` (SQL-queryable for feature work).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -30,6 +32,11 @@ class EventStore(Protocol):
         """The newest ``limit`` events of ``entity`` with ``seq <= upto`` (all when None), in log
         order: the history a trigger at ``upto`` sees."""
 
+    def histories(
+        self, stream: str, triggers: Sequence[tuple[str, int]], limit: int
+    ) -> list[list[RawEvent]]:
+        """``history(stream, entity, upto, limit)`` of each (entity, upto), in one read."""
+
     def last_seq(self, stream: str) -> int:
         """The highest ``seq`` of ``stream`` (0 when empty)."""
 
@@ -46,3 +53,45 @@ class EventStore(Protocol):
         """Remove every event of a deleted stream."""
 
     def close(self) -> None: ...
+
+
+class DecodedEvents:
+    """Events an event store decoded for histories, by entity, the least recently read dropped
+    first beyond ``capacity`` events.
+
+    A worker reads an entity's history again at each of its triggers, mostly the events it read
+    the time before: a backend's ``histories`` (the worker's read; ``history`` holds nothing)
+    reads in full only the events after the highest ``seq`` it holds for the entity (``known``)
+    and takes the older ones from here. Events never change once logged and their ``seq`` is
+    never reused, so what is held here is what the log holds; which events a history has still
+    comes from the log each time (a deleted event is not in it). The events are shared between
+    the histories of one entity: a function must not change them.
+    """
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._entities: OrderedDict[tuple[str, str], tuple[dict[int, RawEvent], int]] = (
+            OrderedDict()
+        )
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def known(self, stream: str, entity: str) -> tuple[dict[int, RawEvent], int]:
+        """The entity's events held, by ``seq``, and the highest ``seq`` among them (0: none)."""
+        with self._lock:
+            held = self._entities.get((stream, entity))
+            if held is None:
+                return {}, 0
+            self._entities.move_to_end((stream, entity))
+        return held
+
+    def keep(self, stream: str, entity: str, events: list[RawEvent]) -> None:
+        """Hold ``events`` (the entity's history just read) instead of what was held for it."""
+        with self._lock:
+            old = self._entities.pop((stream, entity), None)
+            self._size -= len(old[0]) if old else 0
+            if events:
+                self._entities[(stream, entity)] = ({e.seq: e for e in events}, events[-1].seq)
+                self._size += len(events)
+            while self._size > self.capacity and self._entities:
+                self._size -= len(self._entities.popitem(last=False)[1][0])

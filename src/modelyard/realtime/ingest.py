@@ -39,6 +39,7 @@ from modelyard.realtime.backends import open_event_store, open_prediction_store,
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.lag import DEFAULT_MAX_LAG, Backpressure, LagProbe
 from modelyard.realtime.predictions import PredictionStore
+from modelyard.realtime.shadow import shadow_key
 from modelyard.realtime.streams import NewEvent, StreamSpec, parse_events
 from modelyard.serving.asgi import Receive, Scope, Send, bearer, read_body, respond
 from modelyard.types import Role
@@ -231,11 +232,22 @@ class RealtimeRoutes:
         self, namespace: str, rest: list[str], scope: Scope, receive: Receive
     ) -> bytes:
         deployment = f"{namespace}/{rest[0]}"
-        if deployment not in self.routes.table.realtime.get("deployments", {}):
+        known = self.routes.table.realtime.get("deployments", {}).get(deployment)
+        if known is None:
             raise NotFound(
                 f"realtime deployment {deployment} does not exist: list them with "
                 f"'modelyard realtime list {namespace}'"
             )
+        revision = _query(scope).get("revision", ["primary"])[0]
+        if revision == "shadow":  # its predictions written aside, never served otherwise
+            if not known.get("shadow"):
+                raise NotFound(
+                    f"{deployment} has no shadow revision now: under the shadow strategy a new "
+                    "revision is one until promoted or rolled back"
+                )
+            deployment = shadow_key(deployment, int(known["shadow"]))
+        elif revision != "primary":
+            raise InvalidInput(f"revision={revision}: give revision=shadow, or leave it out")
         assert self.predictions is not None
         now = time.time()
         if len(rest) == 3 and rest[2] == "history":

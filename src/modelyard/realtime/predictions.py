@@ -43,6 +43,10 @@ class PredictionStore(Protocol):
         trigger event and model version. The entity's latest moves to it unless the latest has
         a later ``seq``."""
 
+    def put_many(self, predictions: Sequence[Prediction]) -> list[bool]:
+        """``put`` each, in order, in one transaction or round trip: when it returns, all are
+        stored durably. A flag per prediction, as ``put`` returns."""
+
     def latest(self, deployment: str, entities: Sequence[str], now: float) -> dict[str, Prediction]:
         """The unexpired latest prediction of each entity that has one."""
 

@@ -64,6 +64,9 @@ class TriggerQueue(Protocol):
     def ack(self, trigger: Trigger) -> None:
         """Done: it leaves the queue, and the entity's next trigger may go out."""
 
+    def ack_many(self, triggers: Sequence[Trigger]) -> None:
+        """``ack`` each, in one transaction or round trip: when it returns, all are gone."""
+
     def fail(self, trigger: Trigger, error: str, max_attempts: int, now: float) -> bool:
         """Put it back for another attempt, or (after ``max_attempts``) into the dead letters,
         out of the entity's way; True when it went to the dead letters."""

@@ -23,7 +23,7 @@ from typing import Any
 from modelyard.client import Client
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.models import Model
-from modelyard.realtime.records import RealtimeSpec
+from modelyard.realtime.records import RealtimeWorkload
 from modelyard.realtime.rules import Matcher, load_callable
 from modelyard.realtime.worker import infer
 from modelyard.registry.records import VersionInfo, VersionSpec
@@ -34,7 +34,7 @@ PAGE = 5000
 def replay(
     events: EventStore,
     namespace: str,
-    spec: RealtimeSpec,
+    spec: RealtimeWorkload,
     start: float,
     end: float,
     model: Model | None,

@@ -222,14 +222,16 @@ class RealtimeClient:
         return int(self.client.request("POST", path)["retried"])
 
     # predictions (through the gateway) ----------------------------------------------------------
-    def prediction(self, namespace: str, deployment: str, entity: str) -> Prediction:
+    def prediction(
+        self, namespace: str, deployment: str, entity: str, *, shadow: bool = False
+    ) -> Prediction:
         """The latest prediction of ``entity`` (through the gateway); `NotFound` before the first.
+        ``shadow``: the one the shadow revision wrote aside (`NotFound` without a shadow).
 
         Example: ``client.realtime.prediction("team", "cart-score", "u42").value``
         """
-        return Prediction.model_validate(
-            self._get(f"/{namespace}/predictions/{deployment}/{entity}")
-        )
+        path = f"/{namespace}/predictions/{deployment}/{entity}"
+        return Prediction.model_validate(self._get(path, _revision(shadow)))
 
     def predictions(
         self, namespace: str, deployment: str, entities: list[str]
@@ -242,14 +244,14 @@ class RealtimeClient:
         return {e: Prediction.model_validate(p) for e, p in body["predictions"].items()}
 
     def prediction_history(
-        self, namespace: str, deployment: str, entity: str, limit: int = 100
+        self, namespace: str, deployment: str, entity: str, limit: int = 100, shadow: bool = False
     ) -> list[Prediction]:
-        """An entity's predictions, newest first.
+        """An entity's predictions, newest first (``shadow``: the shadow revision's).
 
         Example: ``client.realtime.prediction_history("team", "cart-score", "u42", limit=5)``
         """
         path = f"/{namespace}/predictions/{deployment}/{entity}/history"
-        body = self._get(path, {"limit": limit})
+        body = self._get(path, {"limit": limit, **(_revision(shadow) or {})})
         return [Prediction.model_validate(p) for p in body["predictions"]]
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -279,3 +281,7 @@ def _realtime(namespace: str) -> str:
 
 
 __all__ = ["Overloaded", "RealtimeClient", "Stream"]
+
+
+def _revision(shadow: bool) -> dict[str, Any] | None:
+    return {"revision": "shadow"} if shadow else None

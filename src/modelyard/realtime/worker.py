@@ -1,48 +1,72 @@
 """A realtime worker: routes a stream's events to triggers and turns triggers into predictions.
 
-One process per realtime deployment (``python -m modelyard.realtime.worker``, started by the
-control plane's `modelyard.realtime.supervisor`), with two kinds of threads:
+A realtime revision's replica (``python -m modelyard.realtime.worker``, run by the orchestrator
+like a model server: a process forked by the local launcher, or a Kubernetes pod), with two kinds
+of threads:
 
 - the router reads the stream's log after its cursor, applies the trigger rule and queues the
   triggers, moving the cursor with them (the queue makes that one step, or deduplicates a repeat);
 - ``concurrency`` executors claim triggers (one entity's one at a time, in log order; different
   entities in parallel), read the entity's history up to the trigger event, call the inference
-  function with the model pinned for this prediction, store the prediction, then acknowledge.
+  function with the revision's model version, store the prediction, then acknowledge.
+  An executor takes a batch of triggers (of distinct entities) at a time: one read for their
+  histories, the function on each in turn, one write to store their predictions, then one
+  acknowledgement; the batch is as large as about ``BATCH_S`` of the function's calls, so a slow
+  function goes one trigger at a time;
+- a small HTTP server answers the orchestrators' health probes (``/v2/health/live``, and
+  ``/v2/health/ready`` once the model is loaded and the threads run): nothing else reaches it.
 
 Guarantees: at-least-once processing (a kill -9 anywhere leaves the trigger queued: it runs again)
 with exactly-once effects in the prediction store (one prediction per deployment, trigger event
 and model version). A function that raises, or returns later than ``timeout_s``, fails the
 attempt; after ``max_attempts`` the trigger is a dead letter with its traceback, out of its
-entity's way, and can be retried. Other entities go on meanwhile. A function that never returns
-holds one executor thread.
+entity's way, and can be retried. Other entities go on meanwhile, those of the failed one's batch
+included. A function that never returns holds one executor thread, and the rest of its batch
+until their lease ends and they go out again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
+from modelyard.client import Client
 from modelyard.errors import ServerUnreachable
 from modelyard.realtime.durations import seconds
+from modelyard.realtime.emitter import PredictionEvents
 from modelyard.realtime.eventstore import EventStore
 from modelyard.realtime.history import History
 from modelyard.realtime.models import Model, ModelSource
 from modelyard.realtime.predictions import Prediction, PredictionStore
 from modelyard.realtime.queue import Trigger, TriggerQueue
-from modelyard.realtime.records import RealtimeSpec
+from modelyard.realtime.records import RealtimeWorkload
 from modelyard.realtime.rules import Matcher, load_callable
+from modelyard.realtime.shadow import Comparison, shadow_key
 from modelyard.realtime.streams import RawEvent
+from modelyard.serving.logs import StampedWriter
+from modelyard.serving.replica_headers import TOKEN_ENV, TOKEN_HEADER
+from modelyard.types import ModelRef
 
 log = logging.getLogger(__name__)
 ROUTE_BATCH = 1000
+BATCH = 64
+"""Most triggers an executor claims and processes at once."""
+BATCH_S = 0.02
+"""About how long a batch's function calls should take: batches shrink for a slow function (one
+trigger at a time when a call takes longer), so a batch neither holds its triggers' lease long nor
+keeps a trigger waiting on others."""
 LEASE_S = 60.0
 IDLE_S = (0.002, 0.05)
 """Poll interval when idle: from the first value, doubling up to the second."""
@@ -59,24 +83,31 @@ def infer(
     model: Model | None,
 ) -> Any:
     """The function's answer for the trigger at ``seq``: what serving and replay both run."""
-    found = events.history(stream, entity, seq, history_limit)
+    return function(_history(events.history(stream, entity, seq, history_limit), seq), model)
+
+
+def _history(found: list[RawEvent], seq: int) -> History:
     if not found or found[-1].seq != seq:
         raise LookupError(f"the trigger event (seq {seq}) is not in the log any more")
-    return function(History(found), model)
+    return History(found)
 
 
 class Worker:
     def __init__(
         self,
         deployment: str,
-        spec: RealtimeSpec,
+        spec: RealtimeWorkload,
         events: EventStore,
         queue: TriggerQueue,
         predictions: PredictionStore,
         models: ModelSource | None,
         clock: Callable[[], float] = time.time,
+        emitter: PredictionEvents | None = None,
     ) -> None:
+        self.name = deployment
         self.deployment = deployment
+        """The key its triggers and predictions go under: the deployment's, or (while it is the
+        shadow) its own (`modelyard.realtime.shadow`)."""
         self.spec = spec
         self.stream = f"{deployment.partition('/')[0]}/{spec.stream}"
         self.events = events
@@ -84,84 +115,195 @@ class Worker:
         self.predictions = predictions
         self.models = models
         self.clock = clock
+        self.emitter = emitter
+        self.comparison: Comparison | None = None
         self.function: Function = load_callable(spec.function, "function")
         self.matcher = Matcher(spec.rule)
         self.ttl_s = seconds(spec.ttl, "ttl")
         self._stop = threading.Event()
+        self._queued = threading.Event()
+        """Set by the router when it queued triggers: wakes idle executors."""
         self._threads: list[threading.Thread] = []
+        self._cursor: int | None = None
+        """The router's cursor, read once: this worker is its deployment's only router."""
+        self._call_s = 0.0
+        """A moving average of the function's time per call: sizes the batches."""
 
     # routing ------------------------------------------------------------------------------------
     def route_once(self) -> int:
         """Queue the triggers among the next events of the log; returns how many events."""
-        cursor = self.queue.cursor(self.deployment)
-        batch = self.events.read(self.stream, cursor, ROUTE_BATCH)
+        if self._cursor is None:
+            self._cursor = self.queue.cursor(self.deployment)
+        batch = self.events.read(self.stream, self._cursor, ROUTE_BATCH)
         if not batch:
             return 0
         now = self.clock()
         triggers = [self._trigger(event, now) for event in self.matcher.triggers(batch)]
-        self.queue.enqueue(self.deployment, triggers, batch[-1].seq)
+        try:
+            self.queue.enqueue(self.deployment, triggers, batch[-1].seq)
+        except BaseException:
+            self._cursor = None  # read it again: the enqueue may or may not have happened
+            raise
+        self._cursor = batch[-1].seq
+        if triggers:
+            self._queued.set()
         return len(batch)
 
     def _trigger(self, event: RawEvent, now: float) -> Trigger:
         return Trigger(self.deployment, event.entity, event.seq, event.event_id, event.time, now)
 
     # executing ----------------------------------------------------------------------------------
-    def work_once(self, limit: int = 8) -> int:
-        """Claim up to ``limit`` triggers (of distinct entities) and process them."""
+    def work_once(self, limit: int | None = None) -> int:
+        """Claim up to ``limit`` triggers (of distinct entities; by default as many as the
+        function's recent speed fits in ``BATCH_S``) and process them as a batch."""
+        if limit is None:
+            limit = max(1, min(BATCH, int(BATCH_S / self._call_s))) if self._call_s else 1
         claimed = self.queue.claim(self.deployment, limit, LEASE_S, self.clock())
-        for trigger in claimed:
-            self.process(trigger)
+        if claimed:
+            self.process(claimed)
         return len(claimed)
 
-    def process(self, trigger: Trigger) -> None:
-        started = time.monotonic()
+    def process(self, batch: Sequence[Trigger]) -> None:
+        """Process triggers of distinct entities: their histories in one read, the function on
+        each, the predictions stored in one write and then acknowledged in one call; a trigger
+        whose attempt failed is put back or dead-lettered on its own."""
+        failed: list[tuple[Trigger, str]] = []
+        made: list[tuple[Trigger, Prediction]] = []
         try:
             model = self.models.current() if self.models is not None else None
-            value = infer(
-                self.function,
-                self.events,
-                self.stream,
-                trigger.entity,
-                trigger.seq,
-                self.spec.history_limit,
-                model,
-            )
-            took = time.monotonic() - started
-            if took > self.spec.timeout_s:
-                raise TimeoutError(
-                    f"took {took:.2f} s, over the timeout_s of {self.spec.timeout_s}"
-                )
-            now = self.clock()
-            self.predictions.put(
-                Prediction(
-                    deployment=self.deployment,
-                    entity=trigger.entity,
-                    value=value,
-                    model=model.label if model is not None else None,
-                    event_id=trigger.event_id,
-                    seq=trigger.seq,
-                    event_time=trigger.event_time,
-                    written_at=now,
-                    expires_at=now + self.ttl_s,
-                )
+            histories = self.events.histories(
+                self.stream, [(t.entity, t.seq) for t in batch], self.spec.history_limit
             )
         except Exception:
             error = traceback.format_exc()
-            dead = self.queue.fail(trigger, error, self.spec.max_attempts, self.clock())
-            if dead:
-                log.warning(
-                    "trigger %s of %s is a dead letter after %d attempts:\n%s",
-                    trigger.event_id,
-                    trigger.entity,
-                    self.spec.max_attempts,
-                    error,
-                )
-            return
-        self.queue.ack(trigger)
+            model, histories, failed = None, [], [(t, error) for t in batch]
+        for trigger, found in zip(batch, histories, strict=True):
+            try:
+                made.append((trigger, self._predict(trigger, found, model)))
+            except Exception:
+                failed.append((trigger, traceback.format_exc()))
+        stored = self._store(made, failed) if made else []
+        stored = self.stored(stored, failed)
+        if stored:  # stored durably: only now may they leave the queue
+            self.queue.ack_many([t for t, _, _ in stored])
+        for trigger, error in failed:
+            self._fail(trigger, error)
+
+    def _store(
+        self, made: list[tuple[Trigger, Prediction]], failed: list[tuple[Trigger, str]]
+    ) -> list[tuple[Trigger, Prediction, bool]]:
+        """Store the batch's predictions in one write; when that fails, one by one, so a value
+        the store cannot take fails its own trigger only. Returns those stored, each with whether
+        it is new (not stored before)."""
+        try:
+            news = self.predictions.put_many([p for _, p in made])
+            return [(t, p, new) for (t, p), new in zip(made, news, strict=True)]
+        except Exception:
+            if len(made) == 1:
+                failed.append((made[0][0], traceback.format_exc()))
+                return []
+        stored = []
+        for trigger, prediction in made:
+            try:
+                stored.append((trigger, prediction, self.predictions.put(prediction)))
+            except Exception:
+                failed.append((trigger, traceback.format_exc()))
+        return stored
+
+    def _predict(self, trigger: Trigger, found: list[RawEvent], model: Model | None) -> Prediction:
+        started = time.monotonic()
+        value = self.function(_history(found, trigger.seq), model)
+        took = time.monotonic() - started
+        self._call_s = 0.8 * self._call_s + 0.2 * took if self._call_s else took
+        if took > self.spec.timeout_s:
+            raise TimeoutError(f"took {took:.2f} s, over the timeout_s of {self.spec.timeout_s}")
+        now = self.clock()
+        return Prediction(
+            deployment=self.deployment,
+            entity=trigger.entity,
+            value=value,
+            model=model.label if model is not None else None,
+            event_id=trigger.event_id,
+            seq=trigger.seq,
+            event_time=trigger.event_time,
+            written_at=now,
+            expires_at=now + self.ttl_s,
+        )
+
+    def _fail(self, trigger: Trigger, error: str) -> None:
+        dead = self.queue.fail(trigger, error, self.spec.max_attempts, self.clock())
+        if dead:
+            log.warning(
+                "trigger %s of %s is a dead letter after %d attempts:\n%s",
+                trigger.event_id,
+                trigger.entity,
+                self.spec.max_attempts,
+                error,
+            )
+
+    def stored(
+        self, stored: list[tuple[Trigger, Prediction, bool]], failed: list[tuple[Trigger, str]]
+    ) -> list[tuple[Trigger, Prediction, bool]]:
+        """What follows the predictions' ``put`` (each with whether it is new), before their
+        triggers are acknowledged: a shadow's comparison, or the deployment's prediction events.
+        Returns those to acknowledge; a trigger whose event was not appended goes to ``failed``
+        (its attempt fails). A retried trigger emits again although its prediction is no longer
+        new: the attempt that stored it may have died before its event was appended."""
+        comparison = self.comparison
+        if comparison is not None:  # the shadow's: compared, never emitted
+            for _, prediction, new in stored:
+                if new:
+                    comparison.add(prediction)
+            return stored
+        if self.emitter is None:
+            return stored
+        emitted = [item for item in stored if item[2] or item[0].attempts > 0]
+        errors = self.emitter.emit_many([prediction for _, prediction, _ in emitted])
+        lost = {id(t): e for (t, _, _), e in zip(emitted, errors, strict=True) if e is not None}
+        failed += [
+            (t, f"its prediction event was not appended: {lost[id(t)]}")
+            for t, _, _ in stored
+            if id(t) in lost
+        ]
+        return [item for item in stored if id(item[0]) not in lost]
+
+    # roles --------------------------------------------------------------------------------------
+    def shadow(self, revision: int) -> None:
+        """Work (once started) as the shadow: under a key of its own, from the primary's cursor
+        on when it starts afresh (a restarted shadow goes on from its own cursor)."""
+        key = shadow_key(self.name, revision)
+        if self.queue.cursor(key) == 0:
+            self.queue.enqueue(key, [], self.queue.cursor(self.name))
+        self.deployment, self._cursor = key, None
+        self.comparison = Comparison(self.name, self.predictions, self.clock)
+
+    def promote(self) -> None:
+        """The shadow became the primary: its threads start again under the primary's key (the
+        leases of the worker it replaces end, as a replacement's do) and what it kept aside
+        goes."""
+        self.stop()
+        self.primary()
+        self.start()
+
+    def primary(self) -> None:
+        """Work (once started) as the primary, dropping what it kept aside as a shadow."""
+        aside, self.deployment, self.comparison = self.deployment, self.name, None
+        self._cursor = None  # the router reads the key's own
+        self.drop(aside)
+
+    def drop(self, key: str) -> None:
+        """Forget a shadow's triggers, dead letters, cursor and predictions."""
+        if key != self.name:
+            self.queue.drop(key)
+            self.predictions.drop(key)
 
     # the process --------------------------------------------------------------------------------
     def start(self) -> None:
-        self.queue.release(self.deployment)  # this deployment's only worker holds no lease yet
+        # A revision runs one worker: the leases of one killed with -9 end now, not after
+        # LEASE_S. A new revision's worker also ends those of the one it replaces, which stops
+        # a moment later: a trigger out then may run in both (one prediction per model version).
+        self.queue.release(self.deployment)
+        self._stop.clear()
         self._threads = [threading.Thread(target=self._loop, args=(self.route_once,))]
         self._threads += [
             threading.Thread(target=self._loop, args=(self.work_once,))
@@ -173,6 +315,7 @@ class Worker:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._queued.set()
         for thread in self._threads:
             thread.join(timeout)
 
@@ -187,14 +330,17 @@ class Worker:
             if done:
                 idle = IDLE_S[0]
                 continue
-            self._stop.wait(idle)
+            if step == self.route_once:
+                self._stop.wait(idle)
+            elif self._queued.wait(idle):
+                self._queued.clear()
             idle = min(IDLE_S[1], idle * 2)
 
 
 def _first_model(models: ModelSource, stopped: threading.Event) -> bool:
     """Load the model before the first trigger: a bad reference fails the start, not each
-    trigger. A control plane that is down (killed, restarting) is waited for instead: no
-    supervisor would restart this worker meanwhile. False when stopped while waiting."""
+    trigger. A control plane that is down (killed, restarting) is waited for instead: nothing
+    would restart this worker meanwhile. False when stopped while waiting."""
     wait = 0.1
     while not stopped.is_set():
         try:
@@ -207,8 +353,48 @@ def _first_model(models: ModelSource, stopped: threading.Event) -> bool:
     return False
 
 
+class _Health(BaseHTTPRequestHandler):
+    """``/v2/health/live`` always, ``/v2/health/ready`` once the worker works: the paths the
+    orchestrators probe every replica on (there is no inference to serve)."""
+
+    ready = threading.Event()
+
+    def do_GET(self) -> None:
+        if self.path == "/v2/health/live" or (
+            self.path == "/v2/health/ready" and self.ready.is_set()
+        ):
+            code = 200
+        else:
+            code = 404 if not self.path.startswith("/v2/health/") else 503
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # probes every few seconds: not worth a log line
+
+
+def _health_server(args: argparse.Namespace) -> HTTPServer:
+    if args.fd is None:
+        return ThreadingHTTPServer((args.host, args.port), _Health)
+    server = ThreadingHTTPServer((args.host, 0), _Health, bind_and_activate=False)
+    server.socket.close()
+    server.socket = socket.socket(fileno=args.fd)
+    return server
+
+
+def _emitter(client: Client, deployment: str, token: str) -> PredictionEvents:
+    namespace, _, name = deployment.partition("/")
+    path = f"/namespaces/{namespace}/realtime/{name}/prediction-events"
+    headers = {TOKEN_HEADER.decode(): token}
+
+    def send(batch: list[dict[str, Any]]) -> None:
+        client.request("POST", path, json={"events": batch}, headers=headers)
+
+    return PredictionEvents(send)
+
+
 def main(argv: list[str] | None = None) -> None:
-    from modelyard.client import Client
     from modelyard.realtime.backends import (
         open_event_store,
         open_prediction_store,
@@ -218,17 +404,28 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m modelyard.realtime.worker")
     parser.add_argument("--deployment", required=True, help="namespace/name")
-    parser.add_argument("--spec", required=True, help="the realtime deployment's spec, as JSON")
-    parser.add_argument("--launch", help="the supervisor's id of this start (finds the process)")
+    parser.add_argument("--model", help="namespace/name@number: the revision's pinned version")
+    parser.add_argument("--revision", type=int, help="the revision's number: its role's key")
+    parser.add_argument("--spec", required=True, help="the revision's realtime section, as JSON")
+    parser.add_argument("--host", default="127.0.0.1", help="where the health endpoint listens")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--fd", type=int, help="an inherited listening socket for it instead")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    sys.path.insert(0, os.getcwd())
+    # No request reaches a worker: the function needs no token. The worker keeps it to prove
+    # to the control plane that the prediction events it appends are its revision's.
+    token = os.environ.pop(TOKEN_ENV, "")
+    # A forked worker got its environment after its interpreter started: PYTHONPATH (the spec's
+    # ``env``) is put on the path here, as a new interpreter would have.
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    sys.path[:0] = [p for p in dict.fromkeys([*paths, os.getcwd()]) if p and p not in sys.path]
     settings = load_settings().settings
-    spec = RealtimeSpec.model_validate_json(args.spec)
-    namespace = args.deployment.partition("/")[0]
-    ref = spec.model_ref(namespace)
-    models = ModelSource(Client(settings=settings), ref) if ref is not None else None
+    spec = RealtimeWorkload.model_validate_json(args.spec)
+    # The revision pins one version: no reference to follow (a move makes a new revision).
+    client = Client(settings=settings)
+    models = ModelSource(client, ModelRef.parse(args.model), math.inf) if args.model else None
+    emitter = _emitter(client, args.deployment, token) if spec.emit_events else None
     worker = Worker(
         args.deployment,
         spec,
@@ -236,16 +433,64 @@ def main(argv: list[str] | None = None) -> None:
         open_trigger_queue(settings.realtime_queue_url),
         open_prediction_store(settings.realtime_predictions_url),
         models,
+        emitter=emitter,
     )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    health = _health_server(args)
+    threading.Thread(target=health.serve_forever, name="health", daemon=True).start()
     if models is not None and not _first_model(models, stopped):
         return
-    worker.start()
+    if emitter is not None:
+        emitter.start()
+    from modelyard.realtime.roles import Roles
+
+    roles = Roles(worker, client, args.revision, token) if args.revision else None
+    if roles is None:
+        worker.start()
+    else:  # it works once the control plane says as what; ready to be marked ready meanwhile
+        threading.Thread(target=roles.run, args=(stopped,), name="roles", daemon=True).start()
+    _Health.ready.set()
     log.info("realtime worker of %s on stream %s: ready", args.deployment, worker.stream)
     stopped.wait()
+    _Health.ready.clear()
     worker.stop()
+    if roles is not None:
+        with contextlib.suppress(Exception):
+            roles.report()
+        with contextlib.suppress(Exception):
+            roles.close()
+    if emitter is not None:
+        emitter.stop()
+    health.shutdown()
+
+
+def run_forked(argv: list[str], env: dict[str, str], log_path: str, fd: int) -> None:
+    """The body of a worker forked by the local orchestrator's launcher: its own session (it
+    outlives a control plane killed with -9), its log as stdout and stderr, the health endpoint
+    on the inherited socket ``fd``; never returns."""
+    os.setsid()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stdout, sys.stderr = StampedWriter(sys.stdout), StampedWriter(sys.stderr)
+    os.environ.update(env)
+    code = 1
+    try:
+        main([*argv, "--fd", str(fd)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

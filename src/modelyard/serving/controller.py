@@ -10,6 +10,10 @@ by the orchestrator (a replica got ready or died), and otherwise every ``TICK_SE
   marked failed with the reason, and the old one keeps serving;
 - revisions no traffic reaches are retired and their replicas drained.
 
+A realtime deployment's revisions (`Workload.REALTIME_WORKER`) go the same way with one replica
+each and no autoscaler (they take no requests to measure), and stay out of the gateway's routes:
+the new revision's worker replaces the old one once it is ready.
+
 The gateway long-polls :meth:`ServingController.sync`: it hands in what it measured (concurrency
 per revision, requests waiting for a revision at zero) and gets the routing table back as soon as
 it changed. The table carries the keys too, so the gateway authenticates without a database and
@@ -37,11 +41,16 @@ from modelyard.serving.autoscaler import Decision, Kpa
 from modelyard.serving.deployments import Deployments, Plan, Revision, Route
 from modelyard.serving.orchestrator import Orchestrator
 from modelyard.serving.records import DeploymentInfo
-from modelyard.serving.states import ReplicaState, RevisionState
+from modelyard.serving.states import ReplicaState, RevisionState, Workload
 from modelyard.telemetry.query import Telemetry
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 0.5
+REALTIME_REPLICAS = 1
+"""A realtime revision's workers. One: the NATS queue hands one entity's triggers out one at a
+time per client process, so two workers of a deployment could run one entity's triggers out of
+order (the SQLite queue would not), and a worker starting ends the leases of the one it replaces
+(`modelyard.realtime.worker`)."""
 
 
 class ServingController:
@@ -107,9 +116,12 @@ class ServingController:
                 known.add(revision.id)
                 ready = self._ready(revision.id)
                 serving += ready
-                decision = self._kpa(revision, ready).decide(ready)
-                self._decisions[revision.id] = decision
-                self.orchestrator.scale(revision, decision.desired)
+                if revision.workload == Workload.REALTIME_WORKER:
+                    self.orchestrator.scale(revision, REALTIME_REPLICAS)
+                else:
+                    decision = self._kpa(revision, ready).decide(ready)
+                    self._decisions[revision.id] = decision
+                    self.orchestrator.scale(revision, decision.desired)
                 if revision.state == RevisionState.RETIRED and ready:
                     self.deployments.set_state(revision.id, RevisionState.READY)
             if plan.deploying is not None:
@@ -135,7 +147,11 @@ class ServingController:
             self.deployments.set_state(revision.id, RevisionState.FAILED, failure)
             return
         # It starts with as many replicas as the revision it replaces serves with.
-        initial = self._kpa(revision, max(1, serving)).spec.initial_replicas
+        initial = (
+            REALTIME_REPLICAS
+            if revision.workload == Workload.REALTIME_WORKER
+            else self._kpa(revision, max(1, serving)).spec.initial_replicas
+        )
         self.orchestrator.scale(revision, initial)
         if self._ready(revision.id) >= initial:
             log.info("revision %s is ready", revision.name)
@@ -172,6 +188,7 @@ class ServingController:
                     "shadow": self._route(plan.shadow) if plan.shadow else None,
                 }
                 for plan in plans
+                if plan.workload == Workload.MODEL_SERVER
             },
             "keys": self.keys.data_plane_table(),
             "realtime": self.realtime_table(),

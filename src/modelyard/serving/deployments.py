@@ -9,6 +9,10 @@ Traffic is a list of targets: a revision number (or none: "the latest ready revi
 and an optional tag that addresses the revision directly. The default sends 100% to the latest
 ready revision, which is the straight replacement rollout: a new revision takes the traffic the
 moment it is ready, and a revision that never gets ready never gets any.
+
+A deployment with a ``realtime`` section (fixed at creation) runs realtime workers: the same
+revisions (one without a model pins no version) and push deploys, but no request reaches them; the
+latest ready revision replaces the one before.
 """
 
 from __future__ import annotations
@@ -35,16 +39,17 @@ from modelyard.serving.records import (
     RolloutStrategy,
     SpecPatch,
     Traffic,
-    TrafficTarget,
 )
 from modelyard.serving.replica_headers import new_token
 from modelyard.serving.states import ACTIVE_ROLLOUT, REVISION_EVENTS, RevisionState, Workload
+from modelyard.serving.traffic import resolve_traffic, stored_traffic, was_ready
 from modelyard.store.schema import (
     DeploymentRow,
     NamespaceRow,
     RevisionRow,
     RolloutRow,
     SloAlertRow,
+    StreamRow,
     TrafficMinuteRow,
 )
 from modelyard.types import check_name
@@ -60,7 +65,7 @@ class Revision:
     namespace: str
     deployment: str
     deployment_id: str
-    model: str  # namespace/name@number
+    model: str  # namespace/name@number; empty for a realtime revision without a model
     spec: DeploymentSpec
     state: str
     workload: Workload = Workload.MODEL_SERVER
@@ -94,30 +99,11 @@ class Plan:
     deployment_id: str = ""
     sticky_header: str | None = None
     shadow: Route | None = None
+    workload: Workload = Workload.MODEL_SERVER
 
 
 def revision_name(deployment: str, number: int) -> str:
     return f"{deployment}-{number:05d}"
-
-
-def resolve_traffic(
-    targets: list[TrafficTarget], revisions: list[RevisionRow]
-) -> dict[int, tuple[int, list[str]]]:
-    """Revision number -> (percent, tags). A "latest ready" target with no ready revision routes
-    nowhere (requests get 503 with the deployment's status)."""
-    served = (RevisionState.READY, RevisionState.RETIRED, RevisionState.REJECTED)
-    ready = [r.number for r in revisions if r.state in served and r.ready_at]
-    latest_ready = max(
-        (r.number for r in revisions if r.state == RevisionState.READY), default=None
-    )
-    routes: dict[int, tuple[int, list[str]]] = {}
-    for target in targets:
-        number = target.revision if target.revision is not None else latest_ready
-        if number is None or (target.revision is not None and number not in ready):
-            continue
-        percent, tags = routes.get(number, (0, []))
-        routes[number] = (percent + target.percent, tags + ([target.tag] if target.tag else []))
-    return routes
 
 
 class Deployments:
@@ -147,11 +133,15 @@ class Deployments:
                     f"deployment {namespace}/{name} exists: change it with "
                     f"'modelyard deployments update {namespace}/{name}'"
                 )
+            _check_stream(session, ns.id, namespace, spec)
+            _check_strategy(
+                spec.model_dump(mode="json"), rollout or RolloutStrategy(), f"{namespace}/{name}"
+            )
             row = DeploymentRow(
                 id=uuid.uuid4().hex,
                 namespace_id=ns.id,
                 name=name,
-                model=spec.model,
+                model=spec.model or "",
                 spec=spec.model_dump(mode="json"),
                 traffic=LATEST_READY.model_dump(mode="json"),
                 rollout=(rollout or RolloutStrategy()).model_dump(mode="json"),
@@ -179,6 +169,7 @@ class Deployments:
         """How the next revisions take the traffic; a rollout under way keeps its own."""
         with self.db.write() as session:
             row = self.row(session, namespace, name, lock=True)
+            _check_strategy(row.spec, strategy, f"{namespace}/{name}")
             row.rollout = strategy.model_dump(mode="json")
             row.updated_at = self.events.clock()
             self.events.append(
@@ -199,7 +190,15 @@ class Deployments:
             current = DeploymentSpec.model_validate(row.spec)
             changes = patch.model_dump(exclude_unset=True)
             spec = DeploymentSpec.model_validate({**current.model_dump(), **changes})
-            row.spec, row.model = spec.model_dump(mode="json"), spec.model
+            if spec.workload != current.workload:
+                raise Conflict(
+                    f"deployment {namespace}/{name} runs a {current.workload}; a deployment's "
+                    "kind is fixed at creation: create another deployment for a "
+                    f"{spec.workload}",
+                    field="realtime",
+                )
+            _check_stream(session, row.namespace_id, namespace, spec)
+            row.spec, row.model = spec.model_dump(mode="json"), spec.model or ""
             row.updated_at = self.events.clock()
             revision = self._new_revision(session, row, namespace, spec, actor)
             self.events.append(
@@ -217,6 +216,14 @@ class Deployments:
     ) -> DeploymentInfo:
         with self.db.write() as session:
             row = self.row(session, namespace, name, lock=True)
+            if row.spec.get("realtime"):
+                # Its workers take no requests, and a revision's worker writes predictions from
+                # its start: pinning an older one would let each new one write while it deploys.
+                raise InvalidInput(
+                    f"{namespace}/{name} is a realtime deployment: it runs its latest ready "
+                    "revision; to go back, update it to the spec or model version wanted",
+                    field="targets",
+                )
             running = session.scalar(
                 sa.select(RolloutRow.canary).where(
                     RolloutRow.deployment_id == row.id, RolloutRow.state.in_(ACTIVE_ROLLOUT)
@@ -308,8 +315,13 @@ class Deployments:
     ) -> RevisionRow | None:
         """A new revision when the resolved version or the spec differs from the latest one."""
         ref = spec.ref(namespace)
-        artifact = artifact_row(session, "model", namespace, ref.name)
-        version = version_row(session, artifact, ref.ref)
+        version_id: str | None = None
+        version_number = 0
+        if ref is not None:
+            version = version_row(
+                session, artifact_row(session, "model", namespace, ref.name), ref.ref
+            )
+            version_id, version_number = version.id, version.number or 0
         latest = session.scalar(
             sa.select(RevisionRow)
             .where(RevisionRow.deployment_id == row.id)
@@ -321,28 +333,31 @@ class Deployments:
         same_spec = latest is not None and (
             DeploymentSpec.model_validate(latest.spec).model_dump(mode="json") == snapshot
         )
-        if latest is not None and latest.version_id == version.id and same_spec:
+        if latest is not None and latest.version_id == version_id and same_spec:
             return None
         number = (latest.number if latest else 0) + 1
         revision = RevisionRow(
             id=uuid.uuid4().hex,
             deployment_id=row.id,
             number=number,
-            version_id=version.id,
-            version_number=version.number,
+            version_id=version_id,
+            version_number=version_number,
             spec=snapshot,
             state=RevisionState.DEPLOYING,
             created_by=actor,
             created_at=self.events.clock(),
             replica_token=new_token(),
-            workload=Workload.MODEL_SERVER,
+            workload=spec.workload,
         )
         session.add(revision)
         self.events.append(
             session,
             EventType.REVISION_CREATED,
             f"{namespace}/{row.name}",
-            {"revision": number, "model": f"{namespace}/{ref.name}@{version.number}"},
+            {
+                "revision": number,
+                "model": f"{namespace}/{ref.name}@{version_number}" if ref else None,
+            },
             namespace=namespace,
             actor=actor,
         )
@@ -440,6 +455,7 @@ class Deployments:
                         max_body_bytes=int(spec.max_body_mb * 1024 * 1024),
                         deployment_id=row.id,
                         sticky_header=traffic.sticky_header,
+                        workload=spec.workload,
                         shadow=(
                             Route(plain[shadowed], shadow.percent, ())
                             if shadow and shadowed is not None
@@ -526,28 +542,6 @@ class Deployments:
         ]
 
 
-def was_ready(
-    revisions: dict[int, RevisionRow], number: int, deployment: str, field: str
-) -> RevisionRow:
-    """Revision ``number``, which must have been ready once to take traffic."""
-    found = revisions.get(number)
-    if found is None or found.ready_at is None:
-        raise InvalidInput(
-            f"revision {number} of {deployment} "
-            + ("does not exist" if found is None else "was never ready")
-            + ": use a revision listed as ready by "
-            f"'modelyard deployments show {deployment}'",
-            field=field,
-        )
-    return found
-
-
-def stored_traffic(row: DeploymentRow) -> Traffic:
-    # Deployments made before sticky and shadow traffic stored the bare list of targets.
-    data = row.traffic
-    return Traffic.model_validate({"targets": data} if isinstance(data, list) else data)
-
-
 def _revision(row: RevisionRow, namespace: str, deployment: DeploymentRow, model: str) -> Revision:
     return Revision(
         id=row.id,
@@ -556,12 +550,32 @@ def _revision(row: RevisionRow, namespace: str, deployment: DeploymentRow, model
         namespace=namespace,
         deployment=deployment.name,
         deployment_id=deployment.id,
-        model=f"{namespace}/{model}@{row.version_number}",
+        model=f"{namespace}/{model}@{row.version_number}" if row.version_id else "",
         spec=DeploymentSpec.model_validate(row.spec),
         state=row.state,
         workload=Workload(row.workload),
         token=row.replica_token,
     )
+
+
+def _check_stream(
+    session: Session, namespace_id: int, namespace: str, spec: DeploymentSpec
+) -> None:
+    """A realtime deployment reads a stream of its namespace, which must exist."""
+    stream = spec.realtime.stream if spec.realtime else None
+    if stream is not None and named_row(session, StreamRow, namespace_id, stream) is None:
+        create = f"'modelyard streams create {namespace}/{stream}'"
+        raise NotFound(f"stream {namespace}/{stream} does not exist: create it with {create}")
+
+
+def _check_strategy(spec: dict[str, Any], strategy: RolloutStrategy, deployment: str) -> None:
+    if spec.get("realtime") and strategy.strategy == "canary":
+        raise InvalidInput(
+            f"{deployment} is a realtime deployment: it takes no requests to split between "
+            "revisions, so no canary; use 'shadow' (a new revision writes its predictions aside "
+            "until promoted) or 'replace'",
+            field="strategy",
+        )
 
 
 def _status(revisions: list[RevisionInfo], routes: dict[int, tuple[int, list[str]]]) -> str:

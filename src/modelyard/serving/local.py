@@ -45,7 +45,7 @@ from modelyard.serving.logfiles import LogFiles
 from modelyard.serving.logs import LogLine, split_stamp
 from modelyard.serving.records import ReplicaInfo
 from modelyard.serving.replica_command import replica_command, replica_environment
-from modelyard.serving.states import ReplicaState
+from modelyard.serving.states import ReplicaState, Workload
 
 if TYPE_CHECKING:
     from modelyard.settings import Settings
@@ -340,9 +340,14 @@ class LocalOrchestrator:
         if len(live) > wanted.count:
             # starting ones first (they serve nothing yet), then the newest
             live.sort(key=lambda p: (p.state == ReplicaState.READY, p.started))
+            # A realtime worker takes no requests to drain: it stops at once (SIGTERM lets it
+            # finish the triggers it holds), so the one it was replaced by works alone sooner.
+            realtime = wanted.revision is not None and (
+                wanted.revision.workload == Workload.REALTIME_WORKER
+            )
             for proc in live[: len(live) - wanted.count]:
                 proc.state, proc.sigterm_at = ReplicaState.TERMINATING, now + self.drain_delay
-                if proc.ready_since is None:
+                if proc.ready_since is None or realtime:
                     proc.sigterm_at = now
             return True
         if len(live) < wanted.count and wanted.failure is None and now >= wanted.not_before:

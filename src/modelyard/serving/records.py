@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modelyard.realtime.records import RealtimeWorkload
 from modelyard.serving.autoscaler import Autoscaling
 from modelyard.serving.states import ReplicaState, RevisionState, Workload
 from modelyard.types import ModelRef, Record, check_alias, check_name
@@ -46,8 +47,17 @@ class Toleration(BaseModel):
 
 
 class DeploymentSpec(BaseModel):
+    """A model server behind the gateway, or (with ``realtime``) a realtime worker that turns a
+    stream's events into stored predictions. Which of the two is fixed at creation; a model
+    server needs a model, a realtime worker may run without one."""
+
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(description="A model of the deployment's namespace: name@alias|latest|N")
+    model: str | None = Field(
+        None, description="A model of the deployment's namespace: name@alias|latest|N"
+    )
+    realtime: RealtimeWorkload | None = Field(
+        None, description="Makes it a realtime deployment: the stream, rule and function it runs"
+    )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     batching: Batching | None = None
     resources: Resources = Field(default_factory=Resources)
@@ -63,7 +73,9 @@ class DeploymentSpec(BaseModel):
 
     @field_validator("model")
     @classmethod
-    def _model(cls, value: str) -> str:
+    def _model(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         name, _, ref = value.partition("@")
         check_name(name, "model name")
         ref = ref or "latest"
@@ -71,8 +83,18 @@ class DeploymentSpec(BaseModel):
             check_alias(ref)
         return f"{name}@{ref}"
 
-    def ref(self, namespace: str) -> ModelRef:
-        return ModelRef.parse(self.model, namespace)
+    @model_validator(mode="after")
+    def _has_model(self) -> DeploymentSpec:
+        if self.model is None and self.realtime is None:
+            raise ValueError("model is required: name@alias|latest|N of the namespace")
+        return self
+
+    @property
+    def workload(self) -> Workload:
+        return Workload.REALTIME_WORKER if self.realtime is not None else Workload.MODEL_SERVER
+
+    def ref(self, namespace: str) -> ModelRef | None:
+        return ModelRef.parse(self.model, namespace) if self.model else None
 
 
 class SpecPatch(BaseModel):
@@ -80,6 +102,7 @@ class SpecPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
+    realtime: RealtimeWorkload | None = None
     autoscaling: Autoscaling | None = None
     batching: Batching | None = None
     resources: Resources | None = None
@@ -163,11 +186,13 @@ class Analysis(BaseModel):
 
 
 class RolloutStrategy(BaseModel):
-    """How a new revision takes the traffic: at once (``replace``), or in ``canary`` steps with
-    an analysis against the stable revision at each (promotion after the last step passes)."""
+    """How a new revision takes the traffic: at once (``replace``), in ``canary`` steps with
+    an analysis against the stable revision at each (promotion after the last step passes), or
+    first as a ``shadow`` beside the stable revision (a model server's copy of every request, a
+    realtime worker's predictions written aside) until it is promoted or rolled back by hand."""
 
     model_config = ConfigDict(extra="forbid")
-    strategy: Literal["replace", "canary"] = "replace"
+    strategy: Literal["replace", "canary", "shadow"] = "replace"
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
     min_step_seconds: float = Field(30.0, ge=0, le=86400)
     max_step_seconds: float = Field(
@@ -207,6 +232,7 @@ class RevisionInfo(Record):
     number: int
     name: str
     model_version: int
+    """0 for a realtime revision without a model."""
     spec: DeploymentSpec
     state: RevisionState
     workload: Workload = Workload.MODEL_SERVER
@@ -227,6 +253,7 @@ class DeploymentInfo(Record):
     namespace: str
     name: str
     model: str
+    """``name@ref``; empty for a realtime deployment without a model."""
     spec: DeploymentSpec
     traffic: list[TrafficTarget]
     sticky_header: str | None = None

@@ -17,6 +17,7 @@ from modelyard.serving.replica_headers import TOKEN_ENV
 from modelyard.serving.states import Workload
 
 SERVER_MODULE = "modelyard.serving.server"
+WORKER_MODULE = "modelyard.realtime.worker"
 SECRET_ENV = frozenset({TOKEN_ENV, "MODELYARD_API_KEY"})
 
 
@@ -41,8 +42,23 @@ def server_args(revision: Revision) -> list[str]:
     return args
 
 
+def worker_args(revision: Revision) -> list[str]:
+    """The realtime worker's arguments for ``revision``: the deployment and the revision's
+    number (which tells it its role: `modelyard.realtime.shadow`), its pinned model version
+    (none: the function gets no model) and the revision's ``realtime`` section; the worker reads
+    nothing else of the deployment (where its health endpoint listens is the caller's)."""
+    realtime = revision.spec.realtime
+    assert realtime is not None, "a realtime revision"
+    args = ["--deployment", f"{revision.namespace}/{revision.deployment}"]
+    args += ["--revision", str(revision.number)]
+    if revision.model:
+        args += ["--model", revision.model]
+    return [*args, "--spec", realtime.model_dump_json()]
+
+
 WORKLOADS: dict[Workload, tuple[str, Callable[[Revision], list[str]]]] = {
     Workload.MODEL_SERVER: (SERVER_MODULE, server_args),
+    Workload.REALTIME_WORKER: (WORKER_MODULE, worker_args),
 }
 """Each workload kind's module and the arguments it takes for a revision."""
 

@@ -29,6 +29,9 @@ class Workload(enum.StrEnum):
 
     MODEL_SERVER = "model-server"
     """The OIP model server (:mod:`modelyard.serving.server`) behind the gateway."""
+    REALTIME_WORKER = "realtime-worker"
+    """A realtime worker (:mod:`modelyard.realtime.worker`): it reads a stream and writes
+    predictions; the gateway routes no requests to it."""
 
 
 class ReplicaState(enum.StrEnum):

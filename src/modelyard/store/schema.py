@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -329,8 +330,10 @@ class RevisionRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
-    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"))
+    version_id: Mapped[str | None] = mapped_column(ForeignKey("versions.id"))
+    """None for a realtime revision without a model (0009)."""
     version_number: Mapped[int] = mapped_column(Integer)
+    """0 for a realtime revision without a model."""
     spec: Mapped[dict[str, Any]]
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
@@ -354,6 +357,10 @@ class TrafficMinuteRow(Base):
     errors: Mapped[int] = mapped_column(Integer)
     buckets: Mapped[list[Any]]
     """Requests per latency bucket (the gateway's histogram bounds, not cumulative), last: above."""
+    lag_samples: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Of a realtime deployment: lag samples the gateway took in the minute (0012)."""
+    lag_buckets: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    """Lag samples per bucket of `LAG_BUCKETS` (ages of the oldest pending event), last: above."""
 
 
 class SloAlertRow(Base):
@@ -403,15 +410,37 @@ class StreamRow(Base):
     created_at: Mapped[dt.datetime]
 
 
-class RealtimeDeploymentRow(Base):
-    """A realtime deployment: a stream, a trigger rule, an inference function and a model."""
+class UiSessionRow(Base):
+    """A dashboard session (0011): only the hash of the token its cookie holds is stored."""
 
-    __tablename__ = "realtime_deployments"
-    __table_args__ = (UniqueConstraint("namespace_id", "name"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
-    name: Mapped[str] = mapped_column(String(63))
-    spec: Mapped[dict[str, Any]]
-    created_by: Mapped[str | None] = mapped_column(String(32))
+    __tablename__ = "ui_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime]
-    updated_at: Mapped[dt.datetime]
+    last_seen_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    """The sooner of idle expiry (from ``last_seen_at``) and the absolute limit (from creation)."""
+
+
+class ControlPlaneLeaseRow(Base):
+    """Who may run the controllers (0010): one row, taken and renewed by compare-and-set.
+
+    Times are seconds since the epoch by the database's own clock (PostgreSQL's, or on SQLite the
+    clock of the one machine that holds the file), so that holders compare them with one clock."""
+
+    __tablename__ = "control_plane_lease"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(255))
+    """The holder's identity (host, pid and a random part); None once released."""
+    holder_url: Mapped[str | None] = mapped_column(String(1024))
+    """Where the holder serves its API, for a standby to name it."""
+    seat: Mapped[str | None] = mapped_column(String(512))
+    """The holder's host and home when it held the home's lock file, which it keeps while it
+    lives: a process of the same seat that holds that lock now knows the holder is gone."""
+    term: Mapped[int] = mapped_column(BigInteger)
+    """Raised by one at each acquisition: a fencing number that never goes back."""
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    acquired_at: Mapped[float | None] = mapped_column(Float)
+    renewed_at: Mapped[float | None] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)

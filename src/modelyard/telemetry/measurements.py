@@ -8,7 +8,8 @@ The gateway reports, about once a second, what it served since its last report (
   of the last ``KEEP_SECONDS`` stay in memory, which is enough for a step and needs no database
   write per report;
 - the SLOs want per-deployment counts per minute, durably: reports are summed per minute here and
-  handed over in batches (`take_minutes`) to be written.
+  handed over in batches (`take_minutes`) to be written. So are the lag samples of realtime
+  deployments (`take_lags`), one per report and deployment, named as the gateway knows them.
 
 A report the gateway could not deliver (the control plane was down) is sent again with its
 per-deployment counts, its id and the time it was measured, so an outage of the control plane
@@ -21,11 +22,18 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.telemetry.records import Point, Sample, TrafficMinute
+from modelyard.telemetry.records import (
+    LAG_BUCKETS,
+    LagMinute,
+    Point,
+    Sample,
+    TrafficMinute,
+    lag_bucket,
+)
 
 KEEP_SECONDS = 3600.0
 TAKEN_IDS = 8192
@@ -46,6 +54,7 @@ class Measurements:
         self.clock = clock
         self._reports: dict[str, deque[_Report]] = {}
         self._minutes: dict[tuple[str, dt.datetime], TrafficMinute] = {}
+        self._lags: dict[tuple[str, dt.datetime], LagMinute] = {}
         self._lock = threading.Lock()
         self._taken: dict[str, None] = {}
         """Ids of the latest reports, oldest first."""
@@ -102,6 +111,14 @@ class Measurements:
                         [int(b) for b in counts.get("buckets", [])],
                     )
                 )
+            lags = traffic.get("lags")
+            for deployment, lag in (lags if isinstance(lags, dict) else {}).items():
+                oldest_s = lag.get("oldest_s") if isinstance(lag, dict) else None
+                if not isinstance(oldest_s, int | float) or oldest_s < 0:
+                    continue
+                buckets = [0] * (len(LAG_BUCKETS) + 1)
+                buckets[lag_bucket(float(oldest_s))] = 1
+                self._merge_lag(LagMinute(str(deployment), minute, 1, buckets))
 
     def served(
         self, revision_id: str, since: dt.datetime, until: dt.datetime | None = None
@@ -145,11 +162,24 @@ class Measurements:
             minutes, self._minutes = list(self._minutes.values()), {}
         return minutes
 
-    def put_back(self, minutes: list[TrafficMinute]) -> None:
-        """Counts that could not be written, to be taken again with the next ones."""
+    def take_lags(self) -> list[LagMinute]:
+        """The per-minute lag samples gathered since the last call, to be written for the SLOs."""
+        with self._lock:
+            lags, self._lags = list(self._lags.values()), {}
+        return lags
+
+    def put_back(self, minutes: list[TrafficMinute], lags: Sequence[LagMinute] = ()) -> None:
+        """Counts and lag samples that could not be written, to be taken again with the next."""
         with self._lock:
             for served in minutes:
                 self._merge(served)
+            for lag in lags:
+                self._merge_lag(lag)
+
+    def _merge_lag(self, lag: LagMinute) -> None:
+        key = (lag.deployment, lag.minute)
+        total = self._lags.get(key)
+        self._lags[key] = lag if total is None else total.plus(lag)
 
     def _merge(self, served: TrafficMinute) -> None:
         key = (served.deployment_id, served.minute)

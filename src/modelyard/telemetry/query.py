@@ -42,15 +42,16 @@ class Telemetry:
     def flush(self) -> int:
         """Write the per-minute counts gathered since the last flush: one write per deployment
         and minute-part, not per gateway report. Counts whose write failed are kept for the next
-        flush. Returns the minutes written."""
-        minutes = self.measurements.take_minutes()
-        if not minutes:
+        flush. Lag samples go with them, into the minutes of the deployments they name. Returns
+        the minutes written."""
+        minutes, lags = self.measurements.take_minutes(), self.measurements.take_lags()
+        if not minutes and not lags:
             return 0
         try:
-            return self.record(minutes)
+            return self.record([*minutes, *self.minutes.resolve(lags)])
         except Exception:
             log.exception("writing %d traffic minutes failed; retried later", len(minutes))
-            self.measurements.put_back(minutes)
+            self.measurements.put_back(minutes, lags)
             return 0
 
     def prune(self, cutoffs: Mapping[str, dt.datetime]) -> int:
@@ -81,14 +82,15 @@ class Telemetry:
         point per gateway report of ``revision`` (the last hour) or per stored minute of the
         deployment, or with ``step`` one point per step from ``since`` on (empty steps left out).
         """
-        if revision is not None:
-            points = self.measurements.points(revision, since, until)
-        else:
-            points = self.minutes.read(deployment_id, since, until)
+        if step is not None and step <= dt.timedelta(0):
+            raise ValueError(f"step {step} must be positive")
+        if revision is None:
+            if step is None:
+                return self.minutes.read(deployment_id, since, until)
+            return self.minutes.steps(deployment_id, since, step, until)
+        points = self.measurements.points(revision, since, until)
         if step is None:
             return points
-        if step <= dt.timedelta(0):
-            raise ValueError(f"step {step} must be positive")
         steps: dict[int, Point] = {}
         for point in points:
             n = int((point.at - since) / step)
@@ -119,7 +121,9 @@ class Telemetry:
         until: dt.datetime | None = None,
         *,
         buckets: bool = True,
+        lag: bool = False,
     ) -> dict[K, Sample]:
         """`totals` of the deployment over several ranges ending together, in one read (the SLOs'
-        alert windows); ``buckets=False`` leaves the latency buckets out, which is cheaper."""
-        return self.minutes.sums(deployment_id, starts, until, buckets=buckets)
+        alert windows); ``buckets=False`` leaves the latency buckets out, which is cheaper, and
+        ``lag=True`` adds the lag samples."""
+        return self.minutes.sums(deployment_id, starts, until, buckets=buckets, lag=lag)

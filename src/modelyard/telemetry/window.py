@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +37,15 @@ class Window:
     times the replicas reported for them (their own time on the request, without the queue in
     front of them: what the canary judge compares) and, for a shadow revision, answers that
     differed from the primary's. Per deployment: requests, errors and requests per latency
-    bucket.
+    bucket. Per realtime deployment (``namespace/name``), when ``lags`` is set: its lag as the
+    report is taken (events pending, age in seconds of the oldest), one sample per report.
     """
 
     def __init__(self) -> None:
         self.revisions: dict[str, _Served] = {}
         self.deployments: dict[str, list[int]] = {}
+        self.lags: Callable[[], Mapping[str, tuple[int, float]]] | None = None
+        """Where the current lag of each realtime deployment is read from (the gateway's probe)."""
 
     def observe(
         self,
@@ -95,6 +99,11 @@ class Window:
                 for deployment_id, c in self.deployments.items()
             },
         }
+        if self.lags is not None:
+            report["lags"] = {
+                deployment: {"events": events, "oldest_s": round(oldest_s, 3)}
+                for deployment, (events, oldest_s) in self.lags().items()
+            }
         self.revisions, self.deployments = {}, {}
         return report
 

@@ -13,7 +13,8 @@ def mount(app: FastAPI) -> None:
     from modelyard.ui import live, logs, pages, signin
     from modelyard.ui.sessions import Sessions
 
-    app.state.ui_sessions = Sessions()
+    plane = app.state.plane
+    app.state.ui_sessions = Sessions(plane.db, plane.events.clock)
     app.include_router(signin.router, prefix=PREFIX)
     app.include_router(live.router, prefix=PREFIX)
     app.include_router(logs.router, prefix=PREFIX)

@@ -84,14 +84,19 @@ def percentile(buckets: Sequence[int], q: float) -> float | None:
     return BUCKETS[-1] * 2000
 
 
+def step_of(span: dt.timedelta) -> dt.timedelta:
+    """How wide one point of a chart over ``span`` is: a minute at least, MAX_POINTS at most."""
+    return max(span / MAX_POINTS, dt.timedelta(minutes=1))
+
+
 def charts(
     minutes: Sequence[Minute], markers: Sequence[Marker], end: dt.datetime, span: dt.timedelta
 ) -> list[Chart]:
     """Requests per second, errors per second and latency percentiles over ``span`` to ``end``."""
     start = end - span
-    step = max(span / MAX_POINTS, dt.timedelta(minutes=1))
+    step = step_of(span)
     count = max(1, int(span / step))
-    # Summed with numpy: 30 days are 43,200 minutes of 16 latency buckets each.
+    # Summed with numpy (already summed per step by the database when read with `step_of`).
     kept = [m for m in minutes if start <= m.at < end]
     index = np.array(
         [min(count - 1, int((m.at - start) / step)) for m in kept], dtype=np.int64

@@ -9,6 +9,7 @@ carry no id (they are a snapshot, sent when they change and at most once a secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -18,10 +19,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from modelyard.controlplane import ControlPlane
-from modelyard.errors import ModelyardError, Unauthenticated
+from modelyard.errors import ModelyardError
 from modelyard.types import Role
-from modelyard.ui import measured
-from modelyard.ui.web import UiRoute, Viewer, plane_of, viewer
+from modelyard.ui import measured, realtime
+from modelyard.ui.web import UiRoute, Viewer, plane_of, still_signed_in, viewer
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 RATES_SECONDS = 0.5
@@ -29,8 +30,13 @@ HEARTBEAT_SECONDS = 15.0
 MAX_ID = 2**63 - 1
 
 
-def _rates(plane: ControlPlane, namespace: str, deployment: str | None) -> dict[str, str]:
+def _rates(
+    plane: ControlPlane, namespace: str, deployment: str | None, streams: bool
+) -> dict[str, str]:
     shown: dict[str, str] = {}
+    if streams:  # the realtime screen: its figures come from the realtime stores, not events
+        with contextlib.suppress(ModelyardError):
+            shown.update(realtime.values(realtime.figures(plane, namespace)))
     try:
         if deployment:
             infos = [plane.deployments.get(namespace, deployment)]
@@ -49,6 +55,7 @@ async def live(
     who: Annotated[Viewer, Depends(viewer)],
     ns: Annotated[str | None, Query(max_length=63)] = None,
     deployment: Annotated[str | None, Query(max_length=63)] = None,
+    streams: Annotated[bool, Query(alias="realtime")] = False,
     after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ID)] = None,
 ) -> StreamingResponse:
@@ -63,7 +70,6 @@ async def live(
         start = await run_in_threadpool(plane.events.last_id)
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
-    keys = plane.keys
 
     def wake(_event_id: int) -> None:
         loop.call_soon_threadsafe(woken.set)
@@ -84,7 +90,7 @@ async def live(
                         data = json.dumps(event.to_dict(), separators=(",", ":"), default=str)
                         yield f"id: {event.id}\nevent: change\ndata: {data}\n\n".encode()
                 if ns is not None:
-                    rates = await run_in_threadpool(_rates, plane, ns, deployment)
+                    rates = await run_in_threadpool(_rates, plane, ns, deployment, streams)
                     if rates != sent:
                         sent, quiet = rates, 0.0
                         yield f"event: rates\ndata: {json.dumps(rates)}\n\n".encode()
@@ -93,11 +99,8 @@ async def live(
                     yield b": keepalive\n\n"
                 if await request.is_disconnected():
                     return
-                # A revoked key ends its open pages too (the key store forgets it at once).
-                try:
-                    if keys.recall(who.session.token) is None:
-                        await run_in_threadpool(keys.authenticate, who.session.token)
-                except Unauthenticated:
+                # A revoked key ends its open pages too.
+                if not await still_signed_in(request):
                     yield b"event: signedout\ndata: {}\n\n"
                     return
                 woken.clear()

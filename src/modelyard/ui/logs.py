@@ -18,11 +18,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from modelyard.errors import Unauthenticated
 from modelyard.serving.deployment_logs import batches, open_logs
 from modelyard.serving.logs import parse_time, stamp
 from modelyard.types import Role
-from modelyard.ui.web import UiRoute, Viewer, plane_of, viewer
+from modelyard.ui.web import UiRoute, Viewer, plane_of, still_signed_in, viewer
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 TAIL = 200
@@ -58,7 +57,6 @@ async def logs(
             follow=True,
         )
     )
-    keys = plane.keys
 
     async def generate() -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
@@ -72,11 +70,8 @@ async def logs(
                 events.append(f"id: {when}\nevent: log\ndata: {data}\n\n")
             if events:
                 yield "".join(events).encode()
-            # A revoked key ends its open log panels too (the key store forgets it at once).
-            try:
-                if keys.recall(who.session.token) is None:
-                    await run_in_threadpool(keys.authenticate, who.session.token)
-            except Unauthenticated:
+            # A revoked key ends its open log panels too.
+            if not await still_signed_in(request):
                 yield b"event: signedout\ndata: {}\n\n"
                 return
 

@@ -4,7 +4,7 @@ from the gateway's recent reports (in memory) and the per-minute history (stored
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ from modelyard.events.types import EventType
 from modelyard.serving.records import DeploymentInfo
 from modelyard.serving.states import RevisionState
 from modelyard.store.schema import DeploymentRow, NamespaceRow, SloAlertRow
+from modelyard.telemetry.records import Sample
 from modelyard.ui.charts import Marker, Minute
 
 NONE = "\u2013"  # an en dash: no value
@@ -23,16 +24,20 @@ second, so a change shows on the next report)."""
 MARKED = ("revision.", "rollout.", EventType.DEPLOYMENT_TRAFFIC_CHANGED)
 
 
-def live_rates(
-    plane: ControlPlane, deployment_id: str, revision_ids: list[str]
-) -> dict[str, float | None]:
-    """Requests/s, error share and p99 (ms) over the last ``LIVE_SECONDS``, summed over
-    ``revision_ids``."""
+def _recent(plane: ControlPlane, deployment_id: str, revision_ids: list[str]) -> dict[str, Sample]:
+    """Each revision's totals over the last ``LIVE_SECONDS`` (one read of telemetry each)."""
     since = plane.events.clock() - dt.timedelta(seconds=LIVE_SECONDS)
+    return {
+        revision_id: plane.telemetry.totals(deployment_id, revision=revision_id, since=since)
+        for revision_id in revision_ids
+    }
+
+
+def _combined(totals: Iterable[Sample]) -> dict[str, float | None]:
+    """Requests/s, error share and p99 (ms) over the last ``LIVE_SECONDS``, of ``totals`` summed."""
     requests = errors = 0
     latencies: list[float] = []
-    for revision_id in revision_ids:
-        served = plane.telemetry.totals(deployment_id, revision=revision_id, since=since)
+    for served in totals:
         requests += served.requests
         errors += served.errors
         latencies.extend(served.latencies_ms)
@@ -46,13 +51,13 @@ def live_rates(
 
 
 def deployment_rates(plane: ControlPlane, info: DeploymentInfo) -> dict[str, str]:
-    """The live numbers of a deployment and of each revision, keyed as the page names them."""
-    shown: dict[str, str] = {}
+    """The live numbers of a deployment and of each revision, keyed as the page names them (each
+    revision's totals are read once, for its own numbers and the deployment's)."""
     deployment_id = _deployment_id(plane, info.namespace, info.name)
-    rates = live_rates(plane, deployment_id, [r.id for r in info.revisions])
-    shown.update(_format(f"{info.namespace}/{info.name}", rates))
-    for revision in info.revisions:
-        shown.update(_format(revision.id, live_rates(plane, deployment_id, [revision.id])))
+    recent = _recent(plane, deployment_id, [r.id for r in info.revisions])
+    shown = _format(f"{info.namespace}/{info.name}", _combined(recent.values()))
+    for revision_id, served in recent.items():
+        shown.update(_format(revision_id, _combined([served])))
     return shown
 
 
@@ -82,10 +87,11 @@ def _format(key: str, rates: dict[str, float | None]) -> dict[str, str]:
 
 
 def minutes(
-    plane: ControlPlane, namespace: str, deployment: str, start: dt.datetime
+    plane: ControlPlane, namespace: str, deployment: str, start: dt.datetime, step: dt.timedelta
 ) -> list[Minute]:
-    """The deployment's stored minutes from ``start`` on."""
-    points = plane.telemetry.series(_deployment_id(plane, namespace, deployment), since=start)
+    """The deployment's stored minutes from ``start`` on, summed per ``step`` by the database."""
+    deployment_id = _deployment_id(plane, namespace, deployment)
+    points = plane.telemetry.series(deployment_id, since=start, step=step)
     return [Minute(p.at, p.served.requests, p.served.errors, p.served.buckets) for p in points]
 
 

@@ -10,12 +10,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from modelyard.controlplane import ControlPlane
-from modelyard.errors import ModelyardError, NotFound
+from modelyard.errors import NotFound
 from modelyard.pipelines.records import RunInfo
-from modelyard.realtime.lag import measure
 from modelyard.serving.records import DeploymentInfo
 from modelyard.types import Role
-from modelyard.ui import charts, measured
+from modelyard.ui import charts, measured, realtime
 from modelyard.ui.graph import layout, summary
 from modelyard.ui.web import PREFIX, UiRoute, Viewer, plane_of, render, viewer
 
@@ -89,7 +88,7 @@ def _deployment(plane: ControlPlane, namespace: str, name: str, span: str) -> di
     start = end - charts.RANGES[span]
     marks = measured.markers(plane, namespace, name)
     drawn = charts.charts(
-        measured.minutes(plane, namespace, name, start),
+        measured.minutes(plane, namespace, name, start, charts.step_of(charts.RANGES[span])),
         marks,
         end,
         charts.RANGES[span],
@@ -203,7 +202,7 @@ async def events(request: Request, namespace: str, who: Signed, type: str = "") 
 
 
 @router.get("/ns/{namespace}/realtime")
-async def realtime(request: Request, namespace: str, who: Signed) -> HTMLResponse:
+async def realtime_screen(request: Request, namespace: str, who: Signed) -> HTMLResponse:
     _readable(who, namespace)
     plane = plane_of(request)
     context = await run_in_threadpool(_realtime, plane, namespace)
@@ -212,18 +211,8 @@ async def realtime(request: Request, namespace: str, who: Signed) -> HTMLRespons
 
 def _realtime(plane: ControlPlane, namespace: str) -> dict[str, Any]:
     plane.namespaces.get(namespace)
-    stores = plane.realtime_stores
-    now = plane.events.clock().timestamp()
-    rows = []
-    for info in plane.catalog.list_deployments(namespace):
-        try:
-            lag = measure(
-                stores.events, stores.queue, f"{namespace}/{info.spec.stream}", info.key, now
-            )
-            rows.append({"info": info, "events": lag.events, "oldest_s": lag.oldest_s})
-        except (ModelyardError, OSError):
-            rows.append({"info": info, "events": None, "oldest_s": None})
-    return {"streams": plane.catalog.list_streams(namespace), "deployments": rows}
+    found = realtime.figures(plane, namespace)
+    return {"figures": found, "values": realtime.values(found)}
 
 
 @router.get("/")

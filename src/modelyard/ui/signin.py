@@ -76,9 +76,9 @@ async def signin(request: Request) -> Response:
         )
         _cookie(refused, request, SIGNIN_COOKIE, csrf)
         return refused
-    session = sessions(request).open(token, who.key_id)
+    session_token, _ = await run_in_threadpool(sessions(request).open, who.key_id)
     response = RedirectResponse(_next(fields.get("next")), status_code=303)
-    _cookie(response, request, COOKIE, session.id)
+    _cookie(response, request, COOKIE, session_token)
     response.delete_cookie(SIGNIN_COOKIE, path=PREFIX)
     return response
 
@@ -88,7 +88,7 @@ async def signout(request: Request, who: Annotated[Viewer, Depends(viewer)]) -> 
     fields = await form(request)
     if not same(who.session.csrf, fields.get("csrf")):
         raise Forbidden("missing or wrong CSRF token: reload the page and retry")
-    sessions(request).close(who.session.id)
+    await run_in_threadpool(sessions(request).close, who.session.id)
     response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
     response.delete_cookie(COOKIE, path=PREFIX)
     return response

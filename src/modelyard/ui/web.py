@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 
 from modelyard.auth.keys import Principal
 from modelyard.controlplane import ControlPlane
-from modelyard.errors import InvalidInput, ModelyardError, Unauthenticated
+from modelyard.errors import InvalidInput, ModelyardError
 from modelyard.ui.sessions import Session, Sessions
 
 PREFIX = "/ui"
@@ -80,7 +80,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
 
 
 def sessions(request: Request) -> Sessions:
-    """The app's sessions (made by `modelyard.ui.mount`, one store per control plane process)."""
+    """The app's sessions (made by `modelyard.ui.mount`, kept in the control plane's database)."""
     found: Sessions = request.app.state.ui_sessions
     return found
 
@@ -91,25 +91,23 @@ def plane_of(request: Request) -> ControlPlane:
 
 
 async def viewer(request: Request) -> Viewer:
-    """The session named by the cookie, its key authenticated again (a revoked or expired key
-    ends the session at once)."""
-    store = sessions(request)
-    session = store.get(request.cookies.get(COOKIE))
-    if session is None:
+    """The session named by the cookie and its key, read now (a revoked or expired key ends its
+    sessions at once)."""
+    found = await run_in_threadpool(sessions(request).get, request.cookies.get(COOKIE))
+    if found is None:
         raise SignInRequired
-    keys = plane_of(request).keys
-    try:
-        who = keys.recall(session.token)
-        if who is None:
-            who = await run_in_threadpool(keys.authenticate, session.token)
-    except Unauthenticated:
-        store.close(session.id)
-        raise SignInRequired from None
+    session, who = found
     request.state.actor = who.key_id
     cursor = await run_in_threadpool(plane_of(request).events.last_id)
-    found = Viewer(session, who, cursor)
-    request.state.viewer = found
-    return found
+    signed = Viewer(session, who, cursor)
+    request.state.viewer = signed
+    return signed
+
+
+async def still_signed_in(request: Request) -> bool:
+    """Whether an open stream's session lives on (its key not revoked, its session not ended)."""
+    found = await run_in_threadpool(sessions(request).get, request.cookies.get(COOKIE))
+    return found is not None
 
 
 async def form(request: Request) -> dict[str, str]:

@@ -19,7 +19,11 @@ Layout (``P`` is the URL's ``?prefix=``, default ``modelyard``):
 Per-entity order: JetStream hands a pull consumer messages in stream order but several at once, so
 this class keeps the fetched triggers in memory per entity and hands out only the oldest of an
 entity that has none out; a failed trigger is nak'ed and its entity waits for its redelivery.
-That holds within the one worker process of a deployment, which is the supervisor's rule.
+A claim fetches only when what it holds does not fill the batch, as many as the consumer has
+undelivered (a fetch returns once full, else only when its time is up). A batch's acks are in flight
+together, each confirmed by the server.
+That holds within one worker process: a realtime revision runs one replica
+(`modelyard.serving.controller.REALTIME_REPLICAS`) for this reason.
 A trigger's attempts are the consumer's deliveries of it (``num_delivered`` - 1): failures and
 ended leases count towards ``max_attempts`` and the dead letters; a worker's restart recreates
 the consumer, which counts again from one.
@@ -183,11 +187,16 @@ class NatsTriggerQueue:
             await self.kv.put(self._cursor_key(deployment), str(cursor).encode())
 
     def claim(self, deployment: str, limit: int, lease_s: float, now: float) -> list[Trigger]:
-        with self._lock:
-            held = sum(len(h) for h in self._held.get(deployment, {}).values())
-        if held < BUFFER and self._fetching.acquire(blocking=False):
+        claimed = self._hand_out(deployment, limit, lease_s, now)
+        if len(claimed) < limit and self._fetching.acquire(blocking=False):
             try:
-                fetched = self._run(self._fetch(deployment, BUFFER - held, lease_s))
+                with self._lock:
+                    held = sum(len(h) for h in self._held.get(deployment, {}).values())
+                fetched = []
+                if held < BUFFER:
+                    # wait for the server only when there is nothing to hand out meanwhile
+                    wait = not claimed
+                    fetched = self._run(self._fetch(deployment, BUFFER - held, lease_s, wait))
             finally:
                 self._fetching.release()
             with self._lock:
@@ -195,6 +204,10 @@ class NatsTriggerQueue:
                 for trigger in fetched:
                     # a redelivery of a held trigger replaces it: its new handle is the live one
                     entities.setdefault(trigger.entity, {})[trigger.seq] = trigger
+            claimed += self._hand_out(deployment, limit - len(claimed), lease_s, now)
+        return claimed
+
+    def _hand_out(self, deployment: str, limit: int, lease_s: float, now: float) -> list[Trigger]:
         claimed: list[Trigger] = []
         with self._lock:
             out = self._out.setdefault(deployment, {})
@@ -216,12 +229,17 @@ class NatsTriggerQueue:
                 claimed.append(trigger)
         return claimed
 
-    async def _fetch(self, deployment: str, batch: int, lease_s: float) -> list[Trigger]:
+    async def _fetch(self, deployment: str, room: int, lease_s: float, wait: bool) -> list[Trigger]:
         sub = self._subs.get(deployment)
         if sub is None:
             sub = self._subs[deployment] = await self._subscribe(deployment, lease_s)
+        # A fetch returns once it has its batch or its time is up: ask for what the server holds
+        # undelivered, so it returns at once; with none, for one (a new or redelivered trigger).
+        ready = min(room, (await sub.consumer_info()).num_pending)
+        if not (ready or wait):
+            return []
         try:
-            messages = await sub.fetch(batch, timeout=FETCH_S)
+            messages = await sub.fetch(ready or 1, timeout=FETCH_S)
         except TimeoutError:  # nats-py's and asyncio's: no trigger came within FETCH_S
             return []
         found = []
@@ -248,15 +266,28 @@ class NatsTriggerQueue:
         )
 
     def ack(self, trigger: Trigger) -> None:
-        self._run(self._reply(trigger.handle, b"+ACK", sync=True))
+        self.ack_many([trigger])
+
+    def ack_many(self, triggers: Sequence[Trigger]) -> None:
+        if not triggers:
+            return
+        # the server confirms each ack (all in flight at once): they are gone before we move on
+        self._run(self._ack_all([t.handle for t in triggers]))
+        repeats = []
         with self._lock:
-            out = self._out.get(trigger.deployment, {})
-            if out.get(trigger.entity, (0, 0.0))[0] == trigger.seq:
-                del out[trigger.entity]
-            stale = self._held.get(trigger.deployment, {}).get(trigger.entity, {})
-            repeat = stale.pop(trigger.seq, None)  # delivered again while it was out
-        if repeat is not None:
-            self._run(self._reply(repeat.handle, b"+ACK", sync=False))
+            for trigger in triggers:
+                out = self._out.get(trigger.deployment, {})
+                if out.get(trigger.entity, (0, 0.0))[0] == trigger.seq:
+                    del out[trigger.entity]
+                stale = self._held.get(trigger.deployment, {}).get(trigger.entity, {})
+                repeat = stale.pop(trigger.seq, None)  # delivered again while it was out
+                if repeat is not None:
+                    repeats.append(repeat.handle)
+        for handle in repeats:
+            self._run(self._reply(handle, b"+ACK", sync=False))
+
+    async def _ack_all(self, handles: list[str]) -> None:
+        await asyncio.gather(*(self.nc.request(h, b"+ACK", timeout=5) for h in handles))
 
     async def _reply(self, subject: str, body: bytes, sync: bool) -> None:
         if sync:  # the server confirms the ack: the trigger is gone before we move on

@@ -46,21 +46,41 @@ class RedisPredictionStore:
         self.prefix = parse_qs(parts.query).get("prefix", ["modelyard"])[0]
         self.redis = redis.Redis.from_url(urlunsplit(parts._replace(query="")))
         self._put = self.redis.register_script(_PUT)
+        self._no_script = redis.exceptions.NoScriptError
 
     def _key(self, deployment: str, *parts: str) -> str:
         return f"{self.prefix}:{{{deployment}}}:" + ":".join(parts)
 
     def put(self, prediction: Prediction) -> bool:
-        p = prediction
-        key = self._key(p.deployment, "p", p.event_id, p.model or "")
-        keys = [
-            key,
-            self._key(p.deployment, "h", p.entity),
-            self._key(p.deployment, "l", p.entity),
-            self._key(p.deployment, "all"),
-        ]
-        body = orjson.dumps(p.model_dump(mode="json"), default=_jsonable)
-        return bool(self._put(keys=keys, args=[body, int(p.expires_at * 1000), p.seq]))
+        return self.put_many([prediction])[0]
+
+    def put_many(self, predictions: Sequence[Prediction]) -> list[bool]:
+        if not predictions:
+            return []
+        calls = []
+        for p in predictions:
+            key = self._key(p.deployment, "p", p.event_id, p.model or "")
+            keys = [
+                key,
+                self._key(p.deployment, "h", p.entity),
+                self._key(p.deployment, "l", p.entity),
+                self._key(p.deployment, "all"),
+            ]
+            body = orjson.dumps(p.model_dump(mode="json"), default=_jsonable)
+            calls.append((*keys, body, int(p.expires_at * 1000), p.seq))
+        try:
+            return self._put_all(calls)
+        except self._no_script:  # a server that restarted or flushed its scripts: load it again
+            self.redis.script_load(_PUT)
+            return self._put_all(calls)
+
+    def _put_all(self, calls: list[tuple[Any, ...]]) -> list[bool]:
+        # EVALSHA in one pipeline: one round trip (redis-py's script objects add a SCRIPT EXISTS
+        # to each); each script is atomic and a retried one writes nothing new
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._put.sha, 4, *call)
+        return [bool(done) for done in pipe.execute()]
 
     def latest(self, deployment: str, entities: Sequence[str], now: float) -> dict[str, Prediction]:
         if not entities:

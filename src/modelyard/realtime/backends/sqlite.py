@@ -2,16 +2,21 @@
 
 Each is its own file under the home (``realtime/events.db``, ``triggers.db``, ``predictions.db``),
 apart from the metadata database, so ingest never queues behind the control plane's writes. WAL
-mode with ``synchronous=FULL``: a transaction is on disk when its commit returns, so an
-acknowledged batch survives kill -9 (and a power cut). Writers of several processes (the gateway,
-workers, the control plane) queue on SQLite's busy timeout.
+mode; the raw log and the predictions with ``synchronous=FULL``: a transaction is on disk when its
+commit returns, so an acknowledged batch survives kill -9 (and a power cut). The queue runs with
+``synchronous=NORMAL``, which skips the flush at each commit (its claims and acknowledgements are
+a worker's most frequent writes): a commit still survives kill -9 of any process, and what a power
+cut can take back (its last transactions, whole) the queue rebuilds or repeats without effect:
+the router's cursor goes back with the triggers it queued, so it queues them again from the log;
+an acknowledgement taken back runs its trigger again, whose prediction is stored already. Writers
+of several processes (the gateway, workers, the control plane) queue on SQLite's busy timeout.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from typing import Any
 import orjson
 
 from modelyard.errors import StoreError
+from modelyard.realtime.eventstore import DecodedEvents
 from modelyard.realtime.predictions import Prediction
 from modelyard.realtime.queue import DeadLetter, Trigger
 from modelyard.realtime.streams import NewEvent, RawEvent
@@ -28,7 +34,7 @@ from modelyard.types import Record
 class _File:
     """One connection to one SQLite file, shared by this process's threads under a lock."""
 
-    def __init__(self, url: str, schema: str) -> None:
+    def __init__(self, url: str, schema: str, synchronous: str = "FULL") -> None:
         # SQLAlchemy's form: sqlite:///relative/path, sqlite:////absolute/path
         self.path = Path(url.removeprefix("sqlite:///"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +42,7 @@ class _File:
         self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self.conn.isolation_level = None  # transactions are ours: BEGIN IMMEDIATE for writes
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self.conn.executescript(schema)  # idempotent; outside a transaction by design
@@ -80,13 +86,33 @@ CREATE INDEX IF NOT EXISTS events_stream ON events (stream, seq);
 _COLUMNS = "seq, event_id, entity, type, time, ingested_at, data"
 
 
+_REST = _COLUMNS.split(", ")[1:]
+
+
 def _event(row: tuple[Any, ...]) -> RawEvent:
     return RawEvent(row[0], row[1], row[2], row[3], row[4], row[5], orjson.loads(row[6]))
+
+
+def _history(rows: Iterable[tuple[Any, ...]], held: dict[int, RawEvent]) -> list[RawEvent] | None:
+    """A history from rows newest first, each in full or (its columns NULL) one of ``held``;
+    None when one of those is not held."""
+    events = []
+    for row in rows:
+        if row[1] is None:
+            event = held.get(row[0])
+            if event is None:
+                return None
+            events.append(event)
+        else:
+            events.append(_event(row))
+    events.reverse()
+    return events
 
 
 class SqliteEventStore:
     def __init__(self, url: str) -> None:
         self.file = _File(url, _EVENTS)
+        self.decoded = DecodedEvents()
 
     def append(self, stream: str, events: Sequence[NewEvent], now: float) -> list[bool]:
         insert = (
@@ -111,14 +137,45 @@ class SqliteEventStore:
     def history(
         self, stream: str, entity: str, upto: int | None = None, limit: int = 1000
     ) -> list[RawEvent]:
-        query = (
-            f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND entity = ? AND seq <= ? "
-            "ORDER BY seq DESC LIMIT ?"
-        )
         bound = upto if upto is not None else 2**62
-        with self.file.read() as conn:
-            rows = conn.execute(query, (stream, entity, bound, limit)).fetchall()
-        return [_event(row) for row in reversed(rows)]
+        return self._read(stream, [(entity, bound)], limit, DecodedEvents(0))[0]
+
+    def histories(
+        self, stream: str, triggers: Sequence[tuple[str, int]], limit: int
+    ) -> list[list[RawEvent]]:
+        return self._read(stream, triggers, limit, self.decoded)
+
+    def _read(
+        self,
+        stream: str,
+        triggers: Sequence[tuple[str, int]],
+        limit: int,
+        decoded: DecodedEvents,
+    ) -> list[list[RawEvent]]:
+        # only the events after those held decoded are read in full (see DecodedEvents)
+        query = (
+            "SELECT seq, "
+            + ", ".join(f"CASE WHEN seq > :known THEN {c} END" for c in _REST)
+            + " FROM events WHERE stream = :stream AND entity = :entity AND seq <= :upto "
+            "ORDER BY seq DESC LIMIT :limit"
+        )
+        found = []
+        with self.file.read() as conn:  # one lock and one snapshot for the lot
+            conn.execute("BEGIN")
+            try:
+                for entity, upto in triggers:
+                    held, known = decoded.known(stream, entity)
+                    params = {"stream": stream, "entity": entity, "upto": upto, "limit": limit}
+                    rows = conn.execute(query, {**params, "known": known}).fetchall()
+                    events = _history(rows, held)
+                    if events is None:  # older than what is held: read in full
+                        events = _history(conn.execute(query, {**params, "known": -1}), {})
+                        assert events is not None
+                    decoded.keep(stream, entity, events)
+                    found.append(events)
+            finally:
+                conn.execute("COMMIT")
+        return found
 
     def last_seq(self, stream: str) -> int:
         with self.file.read() as conn:
@@ -164,7 +221,7 @@ CREATE TABLE IF NOT EXISTS cursors (deployment TEXT PRIMARY KEY, seq INTEGER NOT
 
 class SqliteTriggerQueue:
     def __init__(self, url: str) -> None:
-        self.file = _File(url, _TRIGGERS)
+        self.file = _File(url, _TRIGGERS, synchronous="NORMAL")  # see the module's docstring
 
     def cursor(self, deployment: str) -> int:
         with self.file.read() as conn:
@@ -212,8 +269,15 @@ class SqliteTriggerQueue:
         ]
 
     def ack(self, trigger: Trigger) -> None:
+        self.ack_many([trigger])
+
+    def ack_many(self, triggers: Sequence[Trigger]) -> None:
+        if not triggers:
+            return
         with self.file.write() as conn:
-            conn.execute("DELETE FROM triggers WHERE id = ?", (int(trigger.handle),))
+            conn.executemany(
+                "DELETE FROM triggers WHERE id = ?", [(int(t.handle),) for t in triggers]
+            )
 
     def fail(self, trigger: Trigger, error: str, max_attempts: int, now: float) -> bool:
         attempts = trigger.attempts + 1
@@ -312,30 +376,37 @@ class SqlitePredictionStore:
         self.file = _File(url, _PREDICTIONS)
 
     def put(self, prediction: Prediction) -> bool:
-        p = prediction
+        return self.put_many([prediction])[0]
+
+    def put_many(self, predictions: Sequence[Prediction]) -> list[bool]:
+        if not predictions:
+            return []
+        stored = []
         with self.file.write() as conn:
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    p.deployment,
-                    p.event_id,
-                    p.model or "",
-                    p.entity,
-                    p.seq,
-                    p.event_time,
-                    orjson.dumps(p.value, default=_jsonable),
-                    p.written_at,
-                    p.expires_at,
-                ),
-            ).rowcount
-            if inserted:
-                conn.execute(
-                    "INSERT INTO latest VALUES (?, ?, ?, ?, ?) ON CONFLICT (deployment, entity) "
-                    "DO UPDATE SET event_id = excluded.event_id, model = excluded.model, "
-                    "seq = excluded.seq WHERE excluded.seq >= latest.seq",
-                    (p.deployment, p.entity, p.event_id, p.model or "", p.seq),
-                )
-        return bool(inserted)
+            for p in predictions:
+                inserted = conn.execute(
+                    "INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        p.deployment,
+                        p.event_id,
+                        p.model or "",
+                        p.entity,
+                        p.seq,
+                        p.event_time,
+                        orjson.dumps(p.value, default=_jsonable),
+                        p.written_at,
+                        p.expires_at,
+                    ),
+                ).rowcount
+                if inserted:
+                    conn.execute(
+                        "INSERT INTO latest VALUES (?, ?, ?, ?, ?) ON CONFLICT (deployment, "
+                        "entity) DO UPDATE SET event_id = excluded.event_id, model = "
+                        "excluded.model, seq = excluded.seq WHERE excluded.seq >= latest.seq",
+                        (p.deployment, p.entity, p.event_id, p.model or "", p.seq),
+                    )
+                stored.append(bool(inserted))
+        return stored
 
     def latest(self, deployment: str, entities: Sequence[str], now: float) -> dict[str, Prediction]:
         if not entities:

@@ -79,10 +79,29 @@
 
   function onRates(message) {
     const rates = JSON.parse(message.data);
+    let changed = false;
     document.querySelectorAll("[data-live-value]").forEach(function (el) {
       const value = rates[el.dataset.liveValue];
-      if (value !== undefined && el.textContent !== value) el.textContent = value;
+      if (value !== undefined && el.textContent !== value) {
+        el.textContent = value;
+        changed = true;
+      }
     });
+    if (changed && document.querySelector("[data-charts-follow]")) followCharts();
+  }
+
+  // Charts drawn from the gateway's reports follow the rates they share: the page again when
+  // they change, at most every CHARTS_MS (the numbers above them change at once).
+  const CHARTS_MS = 2000;
+  let chartsAt = 0;
+  let chartsTimer = null;
+  function followCharts() {
+    if (chartsTimer !== null) return;
+    chartsTimer = setTimeout(function () {
+      chartsTimer = null;
+      chartsAt = Date.now();
+      schedule();
+    }, Math.max(0, chartsAt + CHARTS_MS - Date.now()));
   }
 
   function schedule() {
@@ -138,6 +157,20 @@
   const KEEP = 1000;
   let source = null;
   let lastTime = null;
+  let pending = [];
+  let drawing = false;
+
+  // Lines are added once a frame, all that came since: a burst (a replica logging a traceback per
+  // failed request) costs one layout per frame, not one per line.
+  function draw() {
+    drawing = false;
+    const atBottom = panel.scrollHeight - panel.scrollTop - panel.clientHeight < 8;
+    panel.append(...pending);
+    pending = [];
+    let extra = panel.children.length - KEEP;
+    while (extra-- > 0) panel.firstElementChild.remove();
+    if (atBottom) panel.scrollTop = panel.scrollHeight;
+  }
 
   function connect() {
     if (source) source.close();
@@ -146,7 +179,6 @@
     source.addEventListener("log", function (message) {
       const line = JSON.parse(message.data);
       lastTime = line.time;
-      const atBottom = panel.scrollHeight - panel.scrollTop - panel.clientHeight < 8;
       const row = document.createElement("div");
       row.className = "log-line";
       const time = document.createElement("time");
@@ -159,9 +191,12 @@
       text.className = "text";
       text.textContent = line.text;
       row.append(time, " ", replica, " ", text);
-      panel.append(row);
-      while (panel.children.length > KEEP) panel.firstElementChild.remove();
-      if (atBottom) panel.scrollTop = panel.scrollHeight;
+      pending.push(row);
+      if (pending.length > KEEP) pending.shift();
+      if (!drawing) {
+        drawing = true;
+        requestAnimationFrame(draw);
+      }
     });
     source.addEventListener("signedout", function () { source.close(); });
     source.onerror = function () {

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from modelyard.auth.records import KeyInfo
 from modelyard.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -87,6 +88,19 @@ def _parse(token: str | None) -> tuple[str, str]:
     if prefix != PREFIX or not key_id or not secret:
         raise Unauthenticated("malformed API key: keys look like my_<id>_<secret>")
     return key_id, _hash(secret)
+
+
+def principal_of(session: Session, key: ApiKeyRow) -> Principal:
+    """The caller a stored key stands for: its name, admin flag and role per namespace."""
+    roles = {
+        ns: Role(role)
+        for ns, role in session.execute(
+            sa.select(NamespaceRow.name, KeyRoleRow.role)
+            .join(NamespaceRow, NamespaceRow.id == KeyRoleRow.namespace_id)
+            .where(KeyRoleRow.key_id == key.id)
+        )
+    }
+    return Principal(key.id, key.name, key.is_admin, roles)
 
 
 def _copy(principal: Principal) -> Principal:
@@ -215,15 +229,7 @@ class KeyStore:
                     "ask an admin for a new one"
                 )
             lifetime = (row.expires_at - wall).total_seconds() if row.expires_at else None
-            roles = {
-                ns: Role(role)
-                for ns, role in session.execute(
-                    sa.select(NamespaceRow.name, KeyRoleRow.role)
-                    .join(NamespaceRow, NamespaceRow.id == KeyRoleRow.namespace_id)
-                    .where(KeyRoleRow.key_id == key_id)
-                )
-            }
-            principal = Principal(row.id, row.name, row.is_admin, roles)
+            principal = principal_of(session, row)
             stored_hash = row.secret_hash
         self._remember(key_id, stored_hash, principal, generation, now, lifetime)
         return _copy(principal)

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from modelyard.auth.keys import Principal
+from modelyard.auth.keys import Principal, principal_of
 from modelyard.store.db import Database
-from modelyard.store.schema import ApiKeyRow, KeyRoleRow, NamespaceRow, UiSessionRow
-from modelyard.types import Role
+from modelyard.store.schema import ApiKeyRow, UiSessionRow
 
 IDLE_SECONDS = 8 * 3600.0
 """A session unused this long expires."""
@@ -124,15 +123,7 @@ class Sessions:
             elif now >= row.expires_at:
                 ended = "session"
             else:
-                roles = {
-                    name: Role(role)
-                    for name, role in session.execute(
-                        sa.select(NamespaceRow.name, KeyRoleRow.role)
-                        .join(NamespaceRow, NamespaceRow.id == KeyRoleRow.namespace_id)
-                        .where(KeyRoleRow.key_id == key.id)
-                    )
-                }
-                principal = Principal(key.id, key.name, key.is_admin, roles)
+                principal = principal_of(session, key)
         if ended == "key":
             self.end_key(live.key_id)
             return None

@@ -55,7 +55,7 @@ from modelyard.realtime.records import RealtimeWorkload
 from modelyard.realtime.rules import Matcher, load_callable
 from modelyard.realtime.shadow import Comparison, shadow_key
 from modelyard.realtime.streams import RawEvent
-from modelyard.serving.logs import StampedWriter
+from modelyard.serving.logs import run_logged
 from modelyard.serving.replica_headers import TOKEN_ENV, TOKEN_HEADER
 from modelyard.types import ModelRef
 
@@ -467,30 +467,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_forked(argv: list[str], env: dict[str, str], log_path: str, fd: int) -> None:
-    """The body of a worker forked by the local orchestrator's launcher: its own session (it
-    outlives a control plane killed with -9), its log as stdout and stderr, the health endpoint
-    on the inherited socket ``fd``; never returns."""
-    os.setsid()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stdout, sys.stderr = StampedWriter(sys.stdout), StampedWriter(sys.stderr)
-    os.environ.update(env)
-    code = 1
-    try:
-        main([*argv, "--fd", str(fd)])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    """The body of a worker forked by the local orchestrator's launcher: the worker, its health
+    endpoint on the inherited socket ``fd`` (see `run_logged`); never returns."""
+    run_logged(main, argv, env, log_path, fd)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import re
+import sys
 import threading
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, NoReturn, TextIO
 
 from modelyard.errors import BadRequest
 
@@ -151,3 +155,33 @@ class StampedWriter(io.TextIOBase):
         """The raw stream: what is written to it directly is not stamped."""
         buffer: BinaryIO = self.stream.buffer
         return buffer
+
+
+def run_logged(
+    main: Callable[[list[str]], None], argv: list[str], env: dict[str, str], log_path: str, fd: int
+) -> NoReturn:
+    """The body of a process forked by the launcher (a model server or a realtime worker): its
+    own session (it outlives a control plane killed with -9), ``log_path`` as its stdout and
+    stderr, each line stamped, ``env`` on top of the launcher's, then ``main`` with the listening
+    socket ``fd``; exits with ``main``'s status and never returns."""
+    os.setsid()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stdout, sys.stderr = StampedWriter(sys.stdout), StampedWriter(sys.stderr)
+    os.environ.update(env)
+    code = 1
+    try:
+        main([*argv, "--fd", str(fd)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

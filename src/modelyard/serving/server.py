@@ -58,7 +58,7 @@ from modelyard.errors import (
 from modelyard.serving import binary, http, protocol
 from modelyard.serving.asgi import Receive, Scope, Send, read_body
 from modelyard.serving.batching import Batcher, timed
-from modelyard.serving.logs import StampedWriter
+from modelyard.serving.logs import StampedWriter, run_logged
 from modelyard.serving.replica_headers import (
     NOT_FROM_GATEWAY,
     OPEN_PATHS,
@@ -442,29 +442,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_forked(argv: list[str], env: dict[str, str], log_path: str, fd: int) -> None:
-    """The body of a replica forked by the launcher: its own session (it outlives a control
-    plane that crashes), its log as stdout and stderr, then the server; never returns."""
-    os.setsid()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stdout, sys.stderr = StampedWriter(sys.stdout), StampedWriter(sys.stderr)
-    os.environ.update(env)
-    code = 1
-    try:
-        main([*argv, "--fd", str(fd)])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    """The body of a replica forked by the launcher: the server on the inherited socket ``fd``
+    (see `run_logged`); never returns."""
+    run_logged(main, argv, env, log_path, fd)
 
 
 def serve(app: ModelServer, sock: socket.socket, grace_seconds: float) -> None:

@@ -3,11 +3,13 @@ judged like requests on a simulated clock; bad objectives refused; Prometheus ru
 gauge that promtool accepts and that fire as ours do. End to end with a real worker:
 tests/realtime/test_lag_slo.py."""
 
+# ruff: noqa: F811 (the SLO tests' clock and plane fixtures are imported, shared not copied, by
+# the names of the parameters that take them)
+
 from __future__ import annotations
 
 import datetime as dt
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,32 +22,20 @@ from modelyard.errors import InvalidInput
 from modelyard.realtime.records import RealtimeWorkload
 from modelyard.realtime.streams import StreamSpec
 from modelyard.serving.records import DeploymentSpec
-from modelyard.settings import Settings
 from tests.conftest import Clock
-from tests.delivery.test_slo import START, build, deploy, expected, promtool, slo_events
+from tests.delivery.test_slo import (  # noqa: F401
+    START,
+    any_plane,
+    clock,
+    deploy,
+    expected,
+    plane,
+    promtool,
+    slo_events,
+)
 
 LAG = Objective(name="lag-5s", kind="lag", target=0.99, threshold_s=5)
 SAMPLES_PER_MINUTE = 60
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(START)
-
-
-@pytest.fixture
-def plane(settings: Settings, clock: Clock) -> Iterator[ControlPlane]:
-    cp = build(settings, clock)
-    yield cp
-    cp.close()
-
-
-@pytest.fixture
-def any_plane(database_url: str, tmp_path: Path, clock: Clock) -> Iterator[ControlPlane]:
-    """On SQLite and on PostgreSQL."""
-    cp = build(Settings(home=tmp_path / "home", api_port=0, database_url=database_url), clock)
-    yield cp
-    cp.close()
 
 
 def realtime(plane: ControlPlane, name: str = "scorer") -> None:

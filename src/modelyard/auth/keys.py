@@ -377,19 +377,11 @@ class KeyStore:
 
     @staticmethod
     def _info(session: sa.orm.Session, row: ApiKeyRow) -> KeyInfo:
-        roles = {
-            ns: Role(role)
-            for ns, role in session.execute(
-                sa.select(NamespaceRow.name, KeyRoleRow.role)
-                .join(NamespaceRow, NamespaceRow.id == KeyRoleRow.namespace_id)
-                .where(KeyRoleRow.key_id == row.id)
-            )
-        }
         return KeyInfo(
             id=row.id,
             name=row.name,
             admin=row.is_admin,
-            roles=roles,
+            roles=principal_of(session, row).roles,
             created_at=row.created_at,
             revoked_at=row.revoked_at,
             expires_at=row.expires_at,

@@ -95,3 +95,31 @@ class DecodedEvents:
                 self._size += len(events)
             while self._size > self.capacity and self._entities:
                 self._size -= len(self._entities.popitem(last=False)[1][0])
+
+
+class HistoryReads:
+    """``history`` and ``histories`` of an event store over its one read of several entities'
+    histories, ``_read`` (each backend's query): ``histories`` (the worker's) through the store's
+    :class:`DecodedEvents`, ``history`` (the API's, replay's) through none."""
+
+    decoded: DecodedEvents
+
+    def _read(
+        self,
+        stream: str,
+        triggers: Sequence[tuple[str, int]],
+        limit: int,
+        decoded: DecodedEvents,
+    ) -> list[list[RawEvent]]:
+        raise NotImplementedError
+
+    def history(
+        self, stream: str, entity: str, upto: int | None = None, limit: int = 1000
+    ) -> list[RawEvent]:
+        bound = upto if upto is not None else 2**62
+        return self._read(stream, [(entity, bound)], limit, DecodedEvents(0))[0]
+
+    def histories(
+        self, stream: str, triggers: Sequence[tuple[str, int]], limit: int
+    ) -> list[list[RawEvent]]:
+        return self._read(stream, triggers, limit, self.decoded)

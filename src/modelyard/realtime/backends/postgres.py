@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from modelyard.errors import ConfigError
-from modelyard.realtime.eventstore import DecodedEvents
+from modelyard.realtime.eventstore import DecodedEvents, HistoryReads
 from modelyard.realtime.streams import NewEvent, RawEvent
 
 _SCHEMA = """
@@ -35,7 +35,7 @@ _LATERAL = ", ".join(
 )
 
 
-class PostgresEventStore:
+class PostgresEventStore(HistoryReads):
     def __init__(self, url: str) -> None:
         try:
             import psycopg
@@ -102,17 +102,6 @@ class PostgresEventStore:
             "ORDER BY seq LIMIT %s",
             (stream, after, limit),
         )
-
-    def history(
-        self, stream: str, entity: str, upto: int | None = None, limit: int = 1000
-    ) -> list[RawEvent]:
-        bound = upto if upto is not None else 2**62
-        return self._read(stream, [(entity, bound)], limit, DecodedEvents(0))[0]
-
-    def histories(
-        self, stream: str, triggers: Sequence[tuple[str, int]], limit: int
-    ) -> list[list[RawEvent]]:
-        return self._read(stream, triggers, limit, self.decoded)
 
     def _read(
         self,

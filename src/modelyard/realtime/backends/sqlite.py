@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from modelyard.errors import StoreError
-from modelyard.realtime.eventstore import DecodedEvents
+from modelyard.realtime.eventstore import DecodedEvents, HistoryReads
 from modelyard.realtime.predictions import Prediction
 from modelyard.realtime.queue import DeadLetter, Trigger
 from modelyard.realtime.streams import NewEvent, RawEvent
@@ -109,7 +109,7 @@ def _history(rows: Iterable[tuple[Any, ...]], held: dict[int, RawEvent]) -> list
     return events
 
 
-class SqliteEventStore:
+class SqliteEventStore(HistoryReads):
     def __init__(self, url: str) -> None:
         self.file = _File(url, _EVENTS)
         self.decoded = DecodedEvents()
@@ -133,17 +133,6 @@ class SqliteEventStore:
         query = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?"
         with self.file.read() as conn:
             return [_event(row) for row in conn.execute(query, (stream, after, limit))]
-
-    def history(
-        self, stream: str, entity: str, upto: int | None = None, limit: int = 1000
-    ) -> list[RawEvent]:
-        bound = upto if upto is not None else 2**62
-        return self._read(stream, [(entity, bound)], limit, DecodedEvents(0))[0]
-
-    def histories(
-        self, stream: str, triggers: Sequence[tuple[str, int]], limit: int
-    ) -> list[list[RawEvent]]:
-        return self._read(stream, triggers, limit, self.decoded)
 
     def _read(
         self,

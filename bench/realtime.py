@@ -3,7 +3,9 @@
 The stream: the shop of ``modelyard.apps.realtime_demo.clickstream`` (Zipf-skewed users, so some
 are hot; sessions; about 10 % of events are ``add_to_cart``, the triggers). The model: a
 scikit-learn ``GradientBoostingClassifier`` trained here on the same features
-(``modelyard.apps.realtime_demo.scoring``: the user's last 100 events), called on every trigger.
+(``modelyard.apps.realtime_demo.scoring``: the user's last 100 events). modelyard's function is
+``batched`` and the redis loop batches the same way (the model called once per batch of triggers);
+the Bytewax and Feast loops call it once per trigger, as their dataflows hand them one at a time.
 
 Targets, each started, measured and stopped before the next:
 
@@ -12,7 +14,8 @@ Targets, each started, measured and stopped before the next:
   predictions on Redis (``--pg``, ``--nats``, ``--redis``).
 - ``redis``: the ceiling, a bare hand-written loop on redis-py: ingest appends to a per-user list
   and, for a trigger, to a Redis stream; one worker process reads the stream with a consumer
-  group, reads the user's last 100 events, predicts, ``SET``s the prediction and acks. No HTTP.
+  group (up to 100 triggers at a time), reads each user's last 100 events, predicts the batch,
+  ``SET``s the predictions and acks. No HTTP.
 - ``bytewax``: the same loop as a Bytewax dataflow in its own venv (``bench/.venvs/bytewax``,
   created on first use): events appended to a Redis stream, read by a source partition, the last
   100 events per user kept by ``stateful_map``, the same features and model, predictions and
@@ -26,7 +29,8 @@ Targets, each started, measured and stopped before the next:
 
 Per target: durable ingest events/s batched (1,000 per request, ``--ingest-threads`` senders)
 and one event per request (``--single-concurrency`` in flight) with p50/p99; then, at each of
-``--rates`` events/s for ``--seconds`` (open loop: a batch every 10 ms whatever the answers),
+``--rates`` events/s for ``--seconds`` (open loop: a batch every 10 ms whatever the answers; for
+modelyard over kept-alive ``http.client`` connections, the events JSON-encoded beforehand),
 trigger-to-stored-prediction p50/p99/max (the store's ``written_at`` minus the event's ingest
 time, both this machine's clock), predictions missing after a drain, and CPU seconds of the
 target's processes per 1,000 events; the highest rate with p99 under 100 ms and none missing;
@@ -79,6 +83,11 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
                 f"  {r.name:16} {ph.rate:>8,.0f}/s  {ph.triggers:>6} triggers  "
                 f"{ms(ph.latencies, 0.5, 0.99, 1.0):>22}  missing {ph.missing}  "
                 f"cpu {ph.cpu_per_1k:.2f}"
+                + (
+                    f" ({', '.join(f'{k} {v:.2f}' for k, v in sorted(ph.cpu_by.items()))})"
+                    if ph.cpu_by
+                    else ""
+                )
             )
         best = best_rate(r)
         print(

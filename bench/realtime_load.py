@@ -33,6 +33,9 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     missing: int = 0
     cpu_per_1k: float = 0.0
+    cpu_by: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per 1k events of each kind of process (a forked worker keeps the name of the
+    launcher that forked it)."""
 
     def sustained(self) -> bool:
         return not self.missing and bool(self.latencies) and p(self.latencies, 0.99) < 0.1
@@ -48,10 +51,6 @@ class Result:
     reads: list[float] = field(default_factory=list)
     kill: str = "-"
     note: str = ""
-
-
-def void(_: object) -> None:
-    """A call whose answer does not matter, as a callback that returns nothing."""
 
 
 def p(values: list[float], fraction: float) -> float:
@@ -141,17 +140,26 @@ def closed_loop(
 
 
 async def open_loop_reads(count: int, rate: float, read: Callable[[int], Any]) -> list[float]:
-    """``count`` awaited ``read(n)`` at ``rate``/s, each at its scheduled time; latencies."""
+    """``count`` awaited ``read(n)`` at ``rate``/s, each started at its scheduled time; latencies.
+
+    Each read's task is made when its time comes, not all up front: making thousands of tasks
+    at once stalls the client's event loop for the first reads, and that stall would be
+    measured as the server's latency."""
     latencies: list[float] = []
-    started = time.perf_counter()
+    running: set[asyncio.Task[None]] = set()
 
     async def one(n: int) -> None:
-        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
         began = time.perf_counter()
         await read(n)
         latencies.append(time.perf_counter() - began)
 
-    await asyncio.gather(*(one(n) for n in range(count)))
+    started = time.perf_counter()
+    for n in range(count):
+        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        task = asyncio.ensure_future(one(n))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
     return latencies
 
 

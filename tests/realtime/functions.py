@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from modelyard.realtime.functions import batched
 from modelyard.realtime.history import History
 
 
@@ -48,4 +49,33 @@ def stall(history: History, model: Any) -> int:
     if trigger.entity == "stall":
         Path(os.environ["STALL_MARKER"]).touch()
         threading.Event().wait()
+    return len(history)
+
+
+CALLS: list[int] = []
+"""The size of each batch `score_batch` was called with, in this process."""
+
+
+@batched
+def score_batch(histories: list[History], model: Any) -> list[dict[str, Any]]:
+    """`score` of each history in one call; fails the whole call when entity ``bad`` is in it,
+    as a model that cannot take one row of a batch does."""
+    CALLS.append(len(histories))
+    if any(h.trigger is not None and h.trigger.entity == "bad" for h in histories):
+        raise RuntimeError("a row of this batch cannot be scored")
+    return [score(history, model) for history in histories]
+
+
+@batched
+def short_batch(histories: list[History], model: Any) -> list[int]:
+    """One value too few: a broken batched function."""
+    return [len(h) for h in histories][1:]
+
+
+def picky(history: History, model: Any) -> int:
+    """Fails on an event whose data has ``boom``: one trigger of an entity's run."""
+    trigger = history.trigger
+    assert trigger is not None
+    if trigger.data.get("boom"):
+        raise RuntimeError(f"cannot score {trigger.event_id}")
     return len(history)

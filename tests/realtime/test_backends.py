@@ -129,9 +129,10 @@ def test_one_entity_at_a_time_in_log_order_and_entities_in_parallel(queue: Trigg
     queue.enqueue(D, [trig(1, "a"), trig(2, "b"), trig(3, "a"), trig(4, "c")], cursor=4)
     queue.enqueue(D, [trig(3, "a")], cursor=3)  # a repeat: queued once, the cursor stays
     assert queue.cursor(D) == 4
-    first = queue.claim(D, 10, 60.0, now=0.0)
-    assert [(t.entity, t.seq) for t in first] == [("a", 1), ("b", 2), ("c", 4)]
-    assert queue.claim(D, 10, 60.0, now=1.0) == []  # a's next waits for a's first
+    first = queue.claim(D, 2, 60.0, now=0.0)
+    assert [(t.entity, t.seq) for t in first] == [("a", 1), ("b", 2)]
+    # a's next waits for a's first; c is free
+    assert [(t.entity, t.seq) for t in queue.claim(D, 10, 60.0, now=1.0)] == [("c", 4)]
     queue.ack(first[0])
     assert [(t.entity, t.seq) for t in queue.claim(D, 10, 60.0, now=1.0)] == [("a", 3)]
     assert queue.pending(D)[0] == 3
@@ -140,9 +141,27 @@ def test_one_entity_at_a_time_in_log_order_and_entities_in_parallel(queue: Trigg
     assert [t.seq for t in queue.claim(D, 10, 60.0, now=2.0)] == [2, 3, 4]
 
 
+def test_a_claim_takes_each_free_entitys_run_and_put_back_hands_it_out_again(
+    queue: TriggerQueue,
+) -> None:
+    """A hot entity's queued triggers go out together, in log order; those put back (not
+    attempted) go out again, after the entity's failed one, in order."""
+    queue.enqueue(D, [trig(1, "a"), trig(2, "b"), trig(3, "a"), trig(4, "a")], cursor=4)
+    first = queue.claim(D, 10, 60.0, now=0.0)
+    assert [(t.entity, t.seq) for t in first] == [("a", 1), ("b", 2), ("a", 3), ("a", 4)]
+    assert queue.claim(D, 10, 60.0, now=1.0) == []
+    queue.ack_many(first[:2])
+    assert queue.claim(D, 10, 60.0, now=1.0) == []  # a's 3 and 4 are still out
+    queue.put_back(first[2:])
+    again = queue.claim(D, 10, 60.0, now=1.0)
+    assert [(t.seq, t.attempts) for t in again] == [(3, 0), (4, 0)]
+    queue.ack_many(again)
+    assert queue.pending(D) == (0, None)
+
+
 def test_ack_many_lets_each_entity_go_on(queue: TriggerQueue) -> None:
     queue.enqueue(D, [trig(1, "a"), trig(2, "b"), trig(3, "a"), trig(4, "b")], cursor=4)
-    first = queue.claim(D, 10, 60.0, now=0.0)
+    first = queue.claim(D, 2, 60.0, now=0.0)
     queue.ack_many(first)
     queue.ack_many([])
     assert [(t.entity, t.seq) for t in queue.claim(D, 10, 60.0, now=1.0)] == [("a", 3), ("b", 4)]
@@ -153,11 +172,11 @@ def test_a_lease_that_ends_hands_the_trigger_out_again(queue: TriggerQueue) -> N
     """A worker that died (or hangs) holding a trigger: it goes out again after the lease, on
     the real clock (JetStream's ack wait)."""
     queue.enqueue(D, [trig(1, "a"), trig(2, "a")], cursor=2)
-    (held,) = queue.claim(D, 10, 1.0, now=time.time())
+    (held,) = queue.claim(D, 1, 1.0, now=time.time())
     again: list[Trigger] = []
 
     def handed_out_again() -> bool:
-        again.extend(queue.claim(D, 10, 1.0, now=time.time()))
+        again.extend(queue.claim(D, 1, 1.0, now=time.time()))
         return bool(again)
 
     wait_for(handed_out_again, 10, "the trigger after its lease", 0.05)
@@ -167,12 +186,22 @@ def test_a_lease_that_ends_hands_the_trigger_out_again(queue: TriggerQueue) -> N
 
 
 def test_dead_letters_step_aside_and_can_be_retried(queue: TriggerQueue) -> None:
+    """As the worker does it: the entity's first fails, its next (not attempted) is put back."""
     queue.enqueue(D, [trig(1, "a"), trig(2, "a")], cursor=2)
-    (t,) = queue.claim(D, 10, 60.0, now=0.0)
-    assert not queue.fail(t, "Traceback: boom", max_attempts=2, now=1.0)
-    (t,) = queue.claim(D, 10, 60.0, now=2.0)
-    assert t.seq == 1 and t.attempts == 1
-    assert queue.fail(t, "Traceback: boom again", max_attempts=2, now=3.0)
+    first = queue.claim(D, 10, 60.0, now=0.0)
+    assert [t.seq for t in first] == [1, 2]
+    assert not queue.fail(first[0], "Traceback: boom", max_attempts=2, now=1.0)
+    queue.put_back(first[1:])
+    again: list[Trigger] = []
+
+    def out_again() -> bool:  # NATS: once the server delivers the nak'ed one again
+        again.extend(queue.claim(D, 10, 60.0, now=2.0))
+        return bool(again)
+
+    wait_for(out_again, 10, "the failed trigger again", 0.05)
+    assert [(t.seq, t.attempts) for t in again] == [(1, 1), (2, 0)]
+    assert queue.fail(again[0], "Traceback: boom again", max_attempts=2, now=3.0)
+    queue.put_back(again[1:])
     (dead,) = queue.dead_letters(D)
     assert (dead.seq, dead.attempts, dead.error) == (1, 2, "Traceback: boom again")
     (t,) = queue.claim(D, 10, 60.0, now=4.0)

@@ -108,7 +108,7 @@ def check_no_loss(serving: Serving, acked: list[str]) -> None:
     for entity in ENTITIES:
         history = rt.prediction_history("team", "scorer", entity, limit=10_000)
         made += len(history)
-        by_write = sorted(history, key=lambda p: p.written_at)
+        by_write = sorted(history, key=lambda p: (p.written_at, p.seq))  # ties: one write
         out_of_order += sum(a.seq > b.seq for a, b in itertools.pairwise(by_write))
     assert (len(lost), len(duplicated), made - len(triggers), out_of_order) == (0, 0, 0, 0)
 

@@ -122,6 +122,79 @@ def test_a_trigger_that_fails_in_a_batch_leaves_the_others_stored_and_acknowledg
     assert queue.pending(D) == (0, None) and prediction_store.count(D) == 3
 
 
+def test_a_hot_entitys_run_goes_in_one_batch_and_stops_at_its_failed_trigger(
+    event_store: EventStore, queue: TriggerQueue, prediction_store: PredictionStore
+) -> None:
+    """An entity's queued triggers are claimed together; after one fails, the entity's later
+    ones are neither stored nor attempted: they run after the failed one is done with."""
+    worker = Worker(
+        D, spec("tests.realtime.functions:picky"), event_store, queue, prediction_store, None
+    )
+    sent = [("hot", {}), ("cold", {}), ("hot", {"boom": 1}), ("hot", {}), ("hot", {})]
+    event_store.append(S, [NewEvent(f"e{i}", u, "cart", i, d) for i, (u, d) in enumerate(sent)], 1)
+    worker.route_once()
+    assert worker.work_once(limit=10) == 5  # one batch: the hot entity's run and the cold one
+    assert [p.event_id for p in prediction_store.history(D, "hot", 9, 0)] == ["e0"]
+    assert prediction_store.latest(D, ["cold"], 0)["cold"].event_id == "e1"
+    assert queue.pending(D)[0] == 3  # e2 failed once, e3 and e4 put back unattempted
+    drain(worker)  # e2 fails again: a dead letter; then e3 and e4, in order
+    (dead,) = queue.dead_letters(D)
+    assert (dead.event_id, dead.attempts) == ("e2", 2)
+    made = prediction_store.history(D, "hot", 9, 0)
+    assert [p.event_id for p in made] == ["e4", "e3", "e0"]
+    assert made[0].written_at >= made[1].written_at
+    assert queue.pending(D) == (0, None)
+
+
+def test_a_batched_function_scores_a_batch_in_one_call_and_a_bad_row_fails_alone(
+    event_store: EventStore, queue: TriggerQueue, prediction_store: PredictionStore
+) -> None:
+    from tests.realtime import functions
+
+    worker = Worker(
+        D, spec("tests.realtime.functions:score_batch"), event_store, queue, prediction_store, None
+    )
+    event_store.append(S, [NewEvent(f"e{i}", e, "cart", 1, {}) for i, e in enumerate("abc")], 1)
+    worker.route_once()
+    functions.CALLS.clear()
+    assert worker.work_once(limit=10) == 3
+    assert functions.CALLS == [3]  # one call for the batch
+    assert prediction_store.latest(D, ["c"], 0.0)["c"].value["seqs"] == [3]  # its own history
+    entities = ["d", "bad", "e"]
+    event_store.append(S, [NewEvent(f"f{i}", e, "cart", 2, {}) for i, e in enumerate(entities)], 2)
+    worker.route_once()
+    functions.CALLS.clear()
+    assert worker.work_once(limit=10) == 3
+    # the batch's call failed on "bad": then each trigger alone, so only "bad" failed
+    assert functions.CALLS == [3, 1, 1, 1]
+    assert sorted(prediction_store.latest(D, entities, 0.0)) == ["d", "e"]
+    assert queue.pending(D)[0] == 1
+    online = {p.event_id: p.value for e in "abcde" for p in prediction_store.history(D, e, 9, 0)}
+    # replay gives the same values, batched (differently: all at once) or one at a time
+    alone = replay(event_store, "team", spec("tests.realtime.functions:score"), 0, 9, None)
+    assert {r["event_id"]: r["value"] for r in alone if r["entity"] != "bad"} == online
+    batch = replay(event_store, "team", spec("tests.realtime.functions:score_batch"), 0, 2, None)
+    assert {r["event_id"]: r["value"] for r in batch} == {
+        k: v for k, v in online.items() if k.startswith("e")
+    }
+
+
+def test_a_batched_function_returning_too_few_values_fails_each_trigger_with_the_reason(
+    event_store: EventStore, queue: TriggerQueue, prediction_store: PredictionStore
+) -> None:
+    worker = Worker(
+        D, spec("tests.realtime.functions:short_batch"), event_store, queue, prediction_store, None
+    )
+    event_store.append(S, [NewEvent(f"e{i}", e, "cart", i, {}) for i, e in enumerate("ab")], 1)
+    drain(worker)
+    dead = queue.dead_letters(D)
+    assert sorted(d.entity for d in dead) == ["a", "b"]
+    assert all(
+        "returns one value per history: it got 1 histories and returned 0" in d.error for d in dead
+    )
+    assert prediction_store.count(D) == 0
+
+
 WORKER = """
 import sys, threading
 from modelyard.realtime.backends import *
@@ -167,7 +240,9 @@ def test_kill_9_in_the_middle_of_a_batch_loses_and_duplicates_nothing(
         assert predictions.count(D) == len(new)  # one per trigger: none lost, none twice
         log = store.read(S, 0, 1000)
         for entity in entities:
-            made = sorted(predictions.history(D, entity, 100, now=0.0), key=lambda p: p.written_at)
+            made = sorted(
+                predictions.history(D, entity, 100, now=0.0), key=lambda p: (p.written_at, p.seq)
+            )
             ours = [e for e in log if e.entity == entity]
             assert [p.event_id for p in made] == [e.event_id for e in ours]  # in log order
             assert [p.value for p in made] == list(range(1, len(ours) + 1))  # bounded histories

@@ -12,8 +12,8 @@ the prediction store are plug-ins (`backends`) chosen by URL in the settings: SQ
 the home by default, PostgreSQL, NATS JetStream and Redis at scale. `replay` runs a deployment's
 function over a past window of the log, each trigger seeing the history it saw online.
 
-What a realtime function imports is here (``from modelyard.realtime import History``), loaded on
-first use.
+What a realtime function imports is here (``from modelyard.realtime import History, batched``),
+loaded on first use.
 """
 
 from __future__ import annotations
@@ -21,13 +21,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["History", "Prediction"]
+__all__ = ["History", "Prediction", "batched"]
 
 if TYPE_CHECKING:
+    from modelyard.realtime.functions import batched
     from modelyard.realtime.history import History
     from modelyard.realtime.predictions import Prediction
 
-_LAZY = {"History": "modelyard.realtime.history", "Prediction": "modelyard.realtime.predictions"}
+_LAZY = {
+    "History": "modelyard.realtime.history",
+    "Prediction": "modelyard.realtime.predictions",
+    "batched": "modelyard.realtime.functions",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,16 +1,19 @@
 """The queue of triggers between the router (rules over the raw log) and the workers.
 
-One entity's triggers are handed out one at a time in log order; different entities' go out in
-parallel. Delivery is at-least-once: a trigger stays queued until acknowledged, and a worker that
-died holding one (kill -9) has it handed out again once its lease ends or the next worker of the
-deployment starts. Workers get exactly-once *effects* because a prediction is keyed by
-(deployment, trigger event, model version) in the prediction store.
+One entity's triggers are handed out in log order, never while another of its triggers is out:
+a claim takes, of each entity with none out, its oldest queued triggers (a run of several when a
+hot entity has several queued, so its backlog goes out in one batch instead of one batch per
+trigger); different entities' go out in parallel. Delivery is at-least-once: a trigger stays
+queued until acknowledged, and a worker that died holding one (kill -9) has it handed out again
+once its lease ends or the next worker of the deployment starts. Workers get exactly-once
+*effects* because a prediction is keyed by (deployment, trigger event, model version) in the
+prediction store.
 
 ``modelyard.realtime.backends`` opens one by URL: ``sqlite:///PATH`` (embedded: the router's
 cursor moves in the same transaction as its triggers are enqueued) or ``nats://HOST:PORT``
 (JetStream: a subject per deployment and entity, a durable consumer per deployment whose client
-hands out one trigger per entity at a time, the ack wait as the lease; enqueue deduplicated by
-deployment and ``seq``).
+hands out each entity's run in log order, none while one of its triggers is out, the ack wait as
+the lease; enqueue deduplicated by deployment and ``seq``).
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ class TriggerQueue(Protocol):
         deployment and ``seq``) is not queued twice."""
 
     def claim(self, deployment: str, limit: int, lease_s: float, now: float) -> list[Trigger]:
-        """Up to ``limit`` triggers, each the oldest of its entity, of entities that have no
-        trigger out on lease; each is leased for ``lease_s``."""
+        """Up to ``limit`` triggers of entities that have no trigger out on lease: of each, its
+        oldest queued ones in log order (a run of consecutive triggers); each is leased for
+        ``lease_s``. The entity's others stay queued until the run's are acknowledged, failed or
+        put back."""
 
     def ack(self, trigger: Trigger) -> None:
         """Done: it leaves the queue, and the entity's next trigger may go out."""
@@ -70,6 +75,10 @@ class TriggerQueue(Protocol):
     def fail(self, trigger: Trigger, error: str, max_attempts: int, now: float) -> bool:
         """Put it back for another attempt, or (after ``max_attempts``) into the dead letters,
         out of the entity's way; True when it went to the dead letters."""
+
+    def put_back(self, triggers: Sequence[Trigger]) -> None:
+        """End the lease of claimed triggers that were not attempted (an entity's triggers after
+        its failed one in a batch): they go out again, in order, with no attempt counted."""
 
     def release(self, deployment: str) -> None:
         """End every lease of ``deployment``: its only worker (re)starts and holds none."""

@@ -6,7 +6,8 @@ gets the history it had online (the entity's events up to and including it, by l
 the function runs with the chosen model version. With the same version, the values equal those
 predicted online: offline evaluation and point-in-time-correct training sets from the serving
 code. The rows go to a dataset version (Parquet when pyarrow is installed, else JSON lines); a
-pipeline step can call `replay_to_dataset` the same way.
+pipeline step can call `replay_to_dataset` the same way. Histories are read, and a `batched`
+function called, a chunk of triggers at a time.
 
 Not guaranteed equal: a debounced rule whose worker restarted (its debounce state starts empty
 at a restart), and events removed since (retention, a deleted entity).
@@ -22,10 +23,12 @@ from typing import Any
 
 from modelyard.client import Client
 from modelyard.realtime.eventstore import EventStore
+from modelyard.realtime.functions import call_many
 from modelyard.realtime.models import Model
 from modelyard.realtime.records import RealtimeWorkload
 from modelyard.realtime.rules import Matcher, load_callable
-from modelyard.realtime.worker import infer
+from modelyard.realtime.worker import BATCH as CHUNK
+from modelyard.realtime.worker import history_of
 from modelyard.registry.records import VersionInfo, VersionSpec
 
 PAGE = 5000
@@ -49,20 +52,20 @@ def replay(
         if not page:
             return
         after = page[-1].seq
-        for event in matcher.triggers(page):
-            if not start <= event.time < end:
-                continue
-            value = infer(
-                function, events, stream, event.entity, event.seq, spec.history_limit, model
-            )
-            yield {
-                "entity": event.entity,
-                "event_id": event.event_id,
-                "seq": event.seq,
-                "event_time": event.time,
-                "model": model.label if model is not None else None,
-                "value": value,
-            }
+        due = [e for e in matcher.triggers(page) if start <= e.time < end]
+        for i in range(0, len(due), CHUNK):
+            chunk = due[i : i + CHUNK]
+            found = events.histories(stream, [(e.entity, e.seq) for e in chunk], spec.history_limit)
+            histories = [history_of(f, e.seq) for f, e in zip(found, chunk, strict=True)]
+            for event, value in zip(chunk, call_many(function, histories, model), strict=True):
+                yield {
+                    "entity": event.entity,
+                    "event_id": event.event_id,
+                    "seq": event.seq,
+                    "event_time": event.time,
+                    "model": model.label if model is not None else None,
+                    "value": value,
+                }
 
 
 def write_rows(rows: list[dict[str, Any]], folder: Path) -> Path:

@@ -10,7 +10,8 @@ of threads:
   entities in parallel), read the entity's history up to the trigger event, call the inference
   function with the revision's model version, store the prediction, then acknowledge.
   An executor takes a batch of triggers (of distinct entities) at a time: one read for their
-  histories, the function on each in turn, one write to store their predictions, then one
+  histories, the function on each in turn (or once on them all when it is `batched`, see
+  `modelyard.realtime.functions`), one write to store their predictions, then one
   acknowledgement; the batch is as large as about ``BATCH_S`` of the function's calls, so a slow
   function goes one trigger at a time;
 - a small HTTP server answers the orchestrators' health probes (``/v2/health/live``, and
@@ -47,6 +48,7 @@ from modelyard.errors import ServerUnreachable
 from modelyard.realtime.durations import seconds
 from modelyard.realtime.emitter import PredictionEvents
 from modelyard.realtime.eventstore import EventStore
+from modelyard.realtime.functions import call_many, is_batched
 from modelyard.realtime.history import History
 from modelyard.realtime.models import Model, ModelSource
 from modelyard.realtime.predictions import Prediction, PredictionStore
@@ -70,26 +72,34 @@ keeps a trigger waiting on others."""
 LEASE_S = 60.0
 IDLE_S = (0.002, 0.05)
 """Poll interval when idle: from the first value, doubling up to the second."""
-Function = Callable[[History, Model | None], Any]
+Function = Callable[..., Any]
+"""``function(history, model)``, or ``function(histories, model)`` when `batched`."""
 
 
-def infer(
-    function: Function,
-    events: EventStore,
-    stream: str,
-    entity: str,
-    seq: int,
-    history_limit: int,
-    model: Model | None,
-) -> Any:
-    """The function's answer for the trigger at ``seq``: what serving and replay both run."""
-    return function(_history(events.history(stream, entity, seq, history_limit), seq), model)
-
-
-def _history(found: list[RawEvent], seq: int) -> History:
+def history_of(found: list[RawEvent], seq: int) -> History:
+    """The trigger's history from what the log returned for it: its events up to ``seq``."""
     if not found or found[-1].seq != seq:
         raise LookupError(f"the trigger event (seq {seq}) is not in the log any more")
     return History(found)
+
+
+def _before_failures(
+    made: list[tuple[Trigger, Prediction]],
+    failed: list[tuple[Trigger, str]],
+    skipped: list[Trigger],
+) -> list[tuple[Trigger, Prediction]]:
+    """``made`` without what follows a failed trigger of the same entity (those go to
+    ``skipped``): an entity's predictions are stored in log order, never past a failed one."""
+    first: dict[str, int] = {}
+    for trigger, _ in failed:
+        first[trigger.entity] = min(trigger.seq, first.get(trigger.entity, trigger.seq))
+    kept = []
+    for trigger, prediction in made:
+        if trigger.seq > first.get(trigger.entity, trigger.seq):
+            skipped.append(trigger)
+        else:
+            kept.append((trigger, prediction))
+    return kept
 
 
 class Worker:
@@ -121,8 +131,10 @@ class Worker:
         self.matcher = Matcher(spec.rule)
         self.ttl_s = seconds(spec.ttl, "ttl")
         self._stop = threading.Event()
-        self._queued = threading.Event()
-        """Set by the router when it queued triggers: wakes idle executors."""
+        self._wake = threading.Semaphore(0)
+        """Released by the router when it queued triggers, and by an executor that claimed a
+        full batch (more may wait): each release wakes one idle executor, not all of them, so
+        idle executors do not all race to claim what one batch takes."""
         self._threads: list[threading.Thread] = []
         self._cursor: int | None = None
         """The router's cursor, read once: this worker is its deployment's only router."""
@@ -146,7 +158,7 @@ class Worker:
             raise
         self._cursor = batch[-1].seq
         if triggers:
-            self._queued.set()
+            self._wake.release()
         return len(batch)
 
     def _trigger(self, event: RawEvent, now: float) -> Trigger:
@@ -159,14 +171,18 @@ class Worker:
         if limit is None:
             limit = max(1, min(BATCH, int(BATCH_S / self._call_s))) if self._call_s else 1
         claimed = self.queue.claim(self.deployment, limit, LEASE_S, self.clock())
+        if len(claimed) == limit:
+            self._wake.release()  # there may be more: another executor claims them meanwhile
         if claimed:
             self.process(claimed)
         return len(claimed)
 
     def process(self, batch: Sequence[Trigger]) -> None:
-        """Process triggers of distinct entities: their histories in one read, the function on
-        each, the predictions stored in one write and then acknowledged in one call; a trigger
-        whose attempt failed is put back or dead-lettered on its own."""
+        """Process claimed triggers (of each entity, a run of its oldest, in log order): their
+        histories in one read, the function on each (or once on all), the predictions stored in
+        one write and then acknowledged in one call. A trigger whose attempt failed is put back
+        or dead-lettered on its own; its entity's later triggers in the batch are put back
+        unattempted (and nothing of theirs stored), so they run after it, in log order."""
         failed: list[tuple[Trigger, str]] = []
         made: list[tuple[Trigger, Prediction]] = []
         try:
@@ -177,24 +193,41 @@ class Worker:
         except Exception:
             error = traceback.format_exc()
             model, histories, failed = None, [], [(t, error) for t in batch]
+        ready: list[tuple[Trigger, History]] = []
         for trigger, found in zip(batch, histories, strict=True):
             try:
-                made.append((trigger, self._predict(trigger, found, model)))
+                ready.append((trigger, history_of(found, trigger.seq)))
             except Exception:
                 failed.append((trigger, traceback.format_exc()))
-        stored = self._store(made, failed) if made else []
+        if len(ready) > 1 and is_batched(self.function):
+            with contextlib.suppress(Exception):  # then each alone: see `functions`
+                made, ready = self._predict(ready, model), []
+        for one in ready:
+            try:
+                made += self._predict([one], model)
+            except Exception:
+                failed.append((one[0], traceback.format_exc()))
+        skipped: list[Trigger] = []
+        stored = self._store(_before_failures(made, failed, skipped), failed, skipped)
         stored = self.stored(stored, failed)
         if stored:  # stored durably: only now may they leave the queue
             self.queue.ack_many([t for t, _, _ in stored])
         for trigger, error in failed:
             self._fail(trigger, error)
+        if skipped:
+            self.queue.put_back(skipped)
 
     def _store(
-        self, made: list[tuple[Trigger, Prediction]], failed: list[tuple[Trigger, str]]
+        self,
+        made: list[tuple[Trigger, Prediction]],
+        failed: list[tuple[Trigger, str]],
+        skipped: list[Trigger],
     ) -> list[tuple[Trigger, Prediction, bool]]:
         """Store the batch's predictions in one write; when that fails, one by one, so a value
-        the store cannot take fails its own trigger only. Returns those stored, each with whether
-        it is new (not stored before)."""
+        the store cannot take fails its own trigger only (and its entity's later ones go to
+        ``skipped``). Returns those stored, each with whether it is new (not stored before)."""
+        if not made:
+            return []
         try:
             news = self.predictions.put_many([p for _, p in made])
             return [(t, p, new) for (t, p), new in zip(made, news, strict=True)]
@@ -204,31 +237,44 @@ class Worker:
                 return []
         stored = []
         for trigger, prediction in made:
+            if any(f.entity == trigger.entity for f, _ in failed):
+                skipped.append(trigger)
+                continue
             try:
                 stored.append((trigger, prediction, self.predictions.put(prediction)))
             except Exception:
                 failed.append((trigger, traceback.format_exc()))
         return stored
 
-    def _predict(self, trigger: Trigger, found: list[RawEvent], model: Model | None) -> Prediction:
+    def _predict(
+        self, ready: list[tuple[Trigger, History]], model: Model | None
+    ) -> list[tuple[Trigger, Prediction]]:
+        """The function's predictions for ``ready`` (in one call when it is batched)."""
         started = time.monotonic()
-        value = self.function(_history(found, trigger.seq), model)
+        values = call_many(self.function, [history for _, history in ready], model)
         took = time.monotonic() - started
-        self._call_s = 0.8 * self._call_s + 0.2 * took if self._call_s else took
+        per_call = took / len(ready)
+        self._call_s = 0.8 * self._call_s + 0.2 * per_call if self._call_s else per_call
         if took > self.spec.timeout_s:
             raise TimeoutError(f"took {took:.2f} s, over the timeout_s of {self.spec.timeout_s}")
         now = self.clock()
-        return Prediction(
-            deployment=self.deployment,
-            entity=trigger.entity,
-            value=value,
-            model=model.label if model is not None else None,
-            event_id=trigger.event_id,
-            seq=trigger.seq,
-            event_time=trigger.event_time,
-            written_at=now,
-            expires_at=now + self.ttl_s,
-        )
+        return [
+            (
+                trigger,
+                Prediction(
+                    deployment=self.deployment,
+                    entity=trigger.entity,
+                    value=value,
+                    model=model.label if model is not None else None,
+                    event_id=trigger.event_id,
+                    seq=trigger.seq,
+                    event_time=trigger.event_time,
+                    written_at=now,
+                    expires_at=now + self.ttl_s,
+                ),
+            )
+            for (trigger, _), value in zip(ready, values, strict=True)
+        ]
 
     def _fail(self, trigger: Trigger, error: str) -> None:
         dead = self.queue.fail(trigger, error, self.spec.max_attempts, self.clock())
@@ -315,7 +361,8 @@ class Worker:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        self._queued.set()
+        for _ in self._threads:
+            self._wake.release()
         for thread in self._threads:
             thread.join(timeout)
 
@@ -332,8 +379,8 @@ class Worker:
                 continue
             if step == self.route_once:
                 self._stop.wait(idle)
-            elif self._queued.wait(idle):
-                self._queued.clear()
+            else:
+                self._wake.acquire(timeout=idle)
             idle = min(IDLE_S[1], idle * 2)
 
 

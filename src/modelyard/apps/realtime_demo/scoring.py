@@ -1,7 +1,7 @@
 """The shop's inference function: features of a user's last 100 events, and the purchase model.
 
 `features` is what the training set is built from (by replay, so each row sees the history its
-trigger saw) and `score` is what the realtime deployment runs: one function of the history for
+trigger saw) and `score` (batched: one model call per batch of triggers) is what the realtime deployment runs: one function of the history for
 both, so training and serving cannot drift apart.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelyard.realtime.functions import batched
 from modelyard.realtime.history import History
 
 FEATURES = (
@@ -49,8 +50,10 @@ def features(history: History, model: Any = None) -> dict[str, float]:
     }
 
 
-def score(history: History, model: Any) -> dict[str, float]:
-    """The probability that this add-to-cart's session ends in a purchase."""
-    row = features(history)
-    probability = float(model.native.predict_proba([[row[name] for name in FEATURES]])[0][1])
-    return {"purchase_probability": round(probability, 4)}
+@batched
+def score(histories: list[History], model: Any) -> list[dict[str, float]]:
+    """The probability that each add-to-cart's session ends in a purchase: the model on the
+    whole batch of triggers at once (see `modelyard.realtime.functions.batched`)."""
+    rows = [[row[name] for name in FEATURES] for row in map(features, histories)]
+    probabilities = model.native.predict_proba(rows)[:, 1]
+    return [{"purchase_probability": round(float(p), 4)} for p in probabilities]

@@ -17,8 +17,12 @@ Layout (``P`` is the URL's ``?prefix=``, default ``modelyard``):
   were acknowledged by the server (a crash in between re-publishes them: deduplicated).
 
 Per-entity order: JetStream hands a pull consumer messages in stream order but several at once, so
-this class keeps the fetched triggers in memory per entity and hands out only the oldest of an
-entity that has none out; a failed trigger is nak'ed and its entity waits for its redelivery.
+this class keeps the fetched triggers in memory per entity and hands out, in log order, the oldest
+it holds of entities that have none out: all of an entity's (a run) unless the claim's limit cuts
+it; the entity's others wait until the whole run is acked, failed or put back. A failed trigger is
+nak'ed and its entity waits for its redelivery, so it goes first again; the run's triggers after it
+that were put back stay delivered to this client, unacked (with their handles and attempts), and
+follow it. The same goes for a run whose lease ended: it goes again once delivered again.
 A claim fetches only when what it holds does not fill the batch, as many as the consumer has
 undelivered (a fetch returns once full, else only when its time is up). A batch's acks are in flight
 together, each confirmed by the server.
@@ -38,10 +42,12 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import heapq
 import re
 import threading
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -58,6 +64,21 @@ BUFFER = 4096
 """Triggers fetched and held per deployment before fetching more: an entity with a backlog
 larger than this holds up the others until it is worked down (a hot user)."""
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+@dataclass(slots=True)
+class _Out:
+    """An entity's triggers not in this client's hands: on lease to a worker, or awaited from the
+    server again (nak'ed, or on a lease that ended), so none of the entity's later ones goes
+    before them."""
+
+    leased: set[int] = field(default_factory=set)
+    until: float = 0.0
+    """The end of the lease of ``leased``."""
+    awaited: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.leased or self.awaited)
 
 
 def token(value: str) -> str:
@@ -87,9 +108,8 @@ class NatsTriggerQueue:
         self._fetching = threading.Lock()
         self._held: dict[str, dict[str, dict[int, Trigger]]] = {}
         """Per deployment and entity: fetched triggers not handed out yet, by seq."""
-        self._out: dict[str, dict[str, tuple[int, float]]] = {}
-        """Per deployment and entity with a trigger out: its seq and the end of its lease (the
-        seq negated and no end when it was nak'ed and its redelivery is awaited)."""
+        self._out: dict[str, dict[str, _Out]] = {}
+        """Per deployment and entity with triggers out: which, and until when."""
         self._subs: dict[str, Any] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats", daemon=True)
@@ -204,30 +224,40 @@ class NatsTriggerQueue:
                 for trigger in fetched:
                     # a redelivery of a held trigger replaces it: its new handle is the live one
                     entities.setdefault(trigger.entity, {})[trigger.seq] = trigger
-            claimed += self._hand_out(deployment, limit - len(claimed), lease_s, now)
+            more = self._hand_out(deployment, limit - len(claimed), lease_s, now)
+            if more:  # in log order, as if claimed at once
+                claimed = sorted(claimed + more, key=lambda t: t.seq)
         return claimed
 
     def _hand_out(self, deployment: str, limit: int, lease_s: float, now: float) -> list[Trigger]:
-        claimed: list[Trigger] = []
+        """The oldest ``limit`` of the held triggers of entities with none out, in log order."""
         with self._lock:
             out = self._out.setdefault(deployment, {})
             entities = self._held.get(deployment, {})
-            heads = [(min(seqs), entity) for entity, seqs in entities.items() if seqs]
-            for seq, entity in sorted(heads):
-                if len(claimed) >= limit:
-                    break
-                if entity in out:
-                    marker, until = out[entity]
-                    # only the one out may go again: nak'ed, or its lease over, and delivered
-                    # again by the server (never the entity's next while it is unacked)
-                    if not (marker == -seq or (marker == seq and now >= until)):
+            free: list[tuple[int, str]] = []
+            for entity, held in entities.items():
+                state = out.get(entity)
+                before: float = float("inf")
+                if state is not None:
+                    if state.leased and now < state.until:
                         continue
-                trigger = entities[entity].pop(seq)
+                    # the lease is over: the server delivers its triggers again
+                    state.awaited |= state.leased
+                    state.leased = set()
+                    # none goes before one that is awaited: never an entity's next while an
+                    # earlier one is unacked
+                    before = min((s for s in state.awaited if s not in held), default=before)
+                free += [(seq, entity) for seq in held if seq < before]
+            runs: dict[str, list[Trigger]] = {}
+            for seq, entity in heapq.nsmallest(limit, free):
+                runs.setdefault(entity, []).append(entities[entity].pop(seq))
+            for entity, run in runs.items():
                 if not entities[entity]:
                     del entities[entity]
-                out[entity] = (seq, now + lease_s)
-                claimed.append(trigger)
-        return claimed
+                state = out.setdefault(entity, _Out())
+                state.leased, state.until = {t.seq for t in run}, now + lease_s
+                state.awaited -= state.leased
+        return sorted((t for run in runs.values() for t in run), key=lambda t: t.seq)
 
     async def _fetch(self, deployment: str, room: int, lease_s: float, wait: bool) -> list[Trigger]:
         sub = self._subs.get(deployment)
@@ -276,15 +306,32 @@ class NatsTriggerQueue:
         repeats = []
         with self._lock:
             for trigger in triggers:
-                out = self._out.get(trigger.deployment, {})
-                if out.get(trigger.entity, (0, 0.0))[0] == trigger.seq:
-                    del out[trigger.entity]
-                stale = self._held.get(trigger.deployment, {}).get(trigger.entity, {})
-                repeat = stale.pop(trigger.seq, None)  # delivered again while it was out
+                self._settle(trigger, awaited=False)
+                held = self._held.get(trigger.deployment, {}).get(trigger.entity, {})
+                repeat = held.pop(trigger.seq, None)  # delivered again while it was out
                 if repeat is not None:
                     repeats.append(repeat.handle)
         for handle in repeats:
             self._run(self._reply(handle, b"+ACK", sync=False))
+
+    def _settle(self, trigger: Trigger, awaited: bool) -> None:
+        """``trigger`` is no longer out (with the lock held); ``awaited``: the server delivers it
+        again, and the entity waits for it."""
+        entities = self._out.get(trigger.deployment, {})
+        state = entities.get(trigger.entity)
+        if state is None:
+            if awaited:
+                self._out.setdefault(trigger.deployment, {})[trigger.entity] = _Out(
+                    awaited={trigger.seq}
+                )
+            return
+        state.leased.discard(trigger.seq)
+        if awaited:
+            state.awaited.add(trigger.seq)
+        else:
+            state.awaited.discard(trigger.seq)
+        if not state:
+            del entities[trigger.entity]
 
     async def _ack_all(self, handles: list[str]) -> None:
         await asyncio.gather(*(self.nc.request(h, b"+ACK", timeout=5) for h in handles))
@@ -306,12 +353,20 @@ class NatsTriggerQueue:
         else:
             self._run(self._reply(trigger.handle, b"-NAK", sync=False))
         with self._lock:
-            out = self._out.get(trigger.deployment, {})
-            if dead:
-                out.pop(trigger.entity, None)
-            else:
-                out[trigger.entity] = (-trigger.seq, float("inf"))  # until delivered again
+            self._settle(trigger, awaited=not dead)
         return dead
+
+    def put_back(self, triggers: Sequence[Trigger]) -> None:
+        # Still delivered to this client and unacked: held again as they are (handle, attempts),
+        # unless the server delivered one again meanwhile (its new handle is the live one).
+        with self._lock:
+            for trigger in triggers:
+                state = self._out.get(trigger.deployment, {}).get(trigger.entity)
+                if state is None or trigger.seq not in state.leased | state.awaited:
+                    continue  # acked, or released: not this client's any more
+                self._settle(trigger, awaited=False)
+                entities = self._held.setdefault(trigger.deployment, {})
+                entities.setdefault(trigger.entity, {}).setdefault(trigger.seq, trigger)
 
     def release(self, deployment: str) -> None:
         self._run(self._release(deployment))

@@ -204,6 +204,7 @@ CREATE TABLE IF NOT EXISTS triggers (
     dead INTEGER NOT NULL DEFAULT 0, error TEXT, failed_at REAL);
 CREATE UNIQUE INDEX IF NOT EXISTS triggers_seq ON triggers (deployment, seq);
 CREATE INDEX IF NOT EXISTS triggers_entity ON triggers (deployment, dead, entity, id);
+CREATE INDEX IF NOT EXISTS triggers_lease ON triggers (deployment, lease_until);
 CREATE TABLE IF NOT EXISTS cursors (deployment TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 
@@ -239,16 +240,14 @@ class SqliteTriggerQueue:
             )
 
     def claim(self, deployment: str, limit: int, lease_s: float, now: float) -> list[Trigger]:
-        # The head of each entity (its oldest live trigger) whose lease is over; only heads are
-        # ever leased, so an entity with one out has no head to give.
+        # Of each entity with no trigger out (on a lease not yet over), its oldest queued ones.
         query = (
-            "SELECT id, entity, seq, event_id, event_time, enqueued_at, attempts FROM triggers t "
-            "WHERE deployment = ? AND dead = 0 AND lease_until <= ? AND id = (SELECT MIN(id) "
-            "FROM triggers u WHERE u.deployment = t.deployment AND u.dead = 0 "
-            "AND u.entity = t.entity) ORDER BY id LIMIT ?"
+            "SELECT id, entity, seq, event_id, event_time, enqueued_at, attempts FROM triggers "
+            "WHERE deployment = ? AND dead = 0 AND entity NOT IN (SELECT entity FROM triggers "
+            "WHERE deployment = ? AND lease_until > ? AND dead = 0) ORDER BY id LIMIT ?"
         )
         with self.file.write() as conn:
-            rows = conn.execute(query, (deployment, now, limit)).fetchall()
+            rows = conn.execute(query, (deployment, deployment, now, limit)).fetchall()
             conn.executemany(
                 "UPDATE triggers SET lease_until = ? WHERE id = ?",
                 [(now + lease_s, row[0]) for row in rows],
@@ -256,6 +255,15 @@ class SqliteTriggerQueue:
         return [
             Trigger(deployment, r[1], r[2], r[3], r[4], r[5], r[6], handle=str(r[0])) for r in rows
         ]
+
+    def put_back(self, triggers: Sequence[Trigger]) -> None:
+        if not triggers:
+            return
+        with self.file.write() as conn:
+            conn.executemany(
+                "UPDATE triggers SET lease_until = 0 WHERE id = ?",
+                [(int(t.handle),) for t in triggers],
+            )
 
     def ack(self, trigger: Trigger) -> None:
         self.ack_many([trigger])

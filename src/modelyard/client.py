@@ -24,9 +24,6 @@ from urllib.request import url2pathname
 
 import httpx
 
-from modelyard.auth.records import KeyInfo
-from modelyard.delivery.burnrate import Objective
-from modelyard.delivery.records import AlertInfo, RolloutInfo, SloStatus
 from modelyard.errors import (
     DeploymentFailed,
     IntegrityError,
@@ -35,11 +32,6 @@ from modelyard.errors import (
     ServerUnreachable,
     error_from_body,
 )
-from modelyard.events.records import Event, Webhook
-from modelyard.pipelines.dsl import Pipeline
-from modelyard.pipelines.records import PipelineInfo, RunInfo, ScheduleInfo, ScheduleSpec
-from modelyard.pipelines.spec import PipelineSpec
-from modelyard.pipelines.states import FINISHED, RUN_ENDED
 from modelyard.registry import pull as pulling
 from modelyard.registry.records import (
     AliasChange,
@@ -49,15 +41,23 @@ from modelyard.registry.records import (
     VersionSpec,
     manifest_digest,
 )
-from modelyard.serving.logs import LogLine
-from modelyard.serving.records import DeploymentInfo
-from modelyard.serving.states import ReplicaState, RevisionState
 from modelyard.settings import Settings, load_settings
 from modelyard.sql.source import ImportResult, SqlSource
 from modelyard.types import ArtifactKind, FileEntry, ModelRef, Role, check_name
 
+# The records of pipelines, deployments, SLOs, events and keys load in the methods that return
+# them: a process that only moves versions (``datasets import-sql``, ``pull``) starts without them.
 if TYPE_CHECKING:
+    from modelyard.auth.records import KeyInfo
+    from modelyard.delivery.burnrate import Objective
+    from modelyard.delivery.records import AlertInfo, RolloutInfo, SloStatus
+    from modelyard.events.records import Event, Webhook
+    from modelyard.pipelines.dsl import Pipeline
+    from modelyard.pipelines.records import PipelineInfo, RunInfo, ScheduleInfo, ScheduleSpec
+    from modelyard.pipelines.spec import PipelineSpec
     from modelyard.realtime.sdk import RealtimeClient, Stream
+    from modelyard.serving.logs import LogLine
+    from modelyard.serving.records import DeploymentInfo
 
 CHUNK = 4 * 1024 * 1024
 Progress = Callable[[str, int], None]
@@ -252,6 +252,8 @@ class Client:
 
         Example: ``key, token = client.create_key("ci", {"team": "editor"})``
         """
+        from modelyard.auth.records import KeyInfo
+
         body = self.request(
             "POST",
             "/keys",
@@ -269,6 +271,8 @@ class Client:
 
         Example: ``[k.name for k in client.list_keys() if k.revoked_at is None]``
         """
+        from modelyard.auth.records import KeyInfo
+
         return [KeyInfo.model_validate(k) for k in self.request("GET", "/keys")]
 
     def revoke_key(self, key: str) -> KeyInfo:
@@ -276,6 +280,8 @@ class Client:
 
         Example: ``client.revoke_key("ci")``
         """
+        from modelyard.auth.records import KeyInfo
+
         return KeyInfo.model_validate(self.request("DELETE", f"/keys/{check_name(key, 'key')}"))
 
     # models and datasets ----------------------------------------------------------------------
@@ -546,6 +552,9 @@ class Client:
 
         Example: ``client.register_pipeline("team", training)  # a @pipeline function``
         """
+        from modelyard.pipelines.dsl import Pipeline
+        from modelyard.pipelines.records import PipelineInfo
+
         spec = pipeline.compile() if isinstance(pipeline, Pipeline) else pipeline
         return PipelineInfo.model_validate(
             self.request(
@@ -560,6 +569,8 @@ class Client:
 
         Example: ``[p.name for p in client.list_pipelines("team")]``
         """
+        from modelyard.pipelines.records import PipelineInfo
+
         return [
             PipelineInfo.model_validate(p)
             for p in self.request("GET", f"/namespaces/{namespace}/pipelines")
@@ -570,6 +581,9 @@ class Client:
 
         Example: ``info, spec = client.get_pipeline("team", "training")``
         """
+        from modelyard.pipelines.records import PipelineInfo
+        from modelyard.pipelines.spec import PipelineSpec
+
         body = self.request("GET", f"/namespaces/{namespace}/pipelines/{name}")
         return (
             PipelineInfo.model_validate(body["pipeline"]),
@@ -595,6 +609,8 @@ class Client:
 
         Example: ``run = client.run_pipeline("team", "training", {"lr": 0.05})``
         """
+        from modelyard.pipelines.records import RunInfo
+
         return RunInfo.model_validate(
             self.request(
                 "POST",
@@ -608,6 +624,8 @@ class Client:
 
         Example: ``client.get_run("team", run.id).state``
         """
+        from modelyard.pipelines.records import RunInfo
+
         return RunInfo.model_validate(self.request("GET", f"/namespaces/{namespace}/runs/{run_id}"))
 
     def list_runs(self, namespace: str, pipeline: str | None = None) -> list[RunInfo]:
@@ -615,6 +633,8 @@ class Client:
 
         Example: ``client.list_runs("team", pipeline="training")``
         """
+        from modelyard.pipelines.records import RunInfo
+
         params = {"pipeline": pipeline} if pipeline else {}
         return [
             RunInfo.model_validate(r)
@@ -626,6 +646,8 @@ class Client:
 
         Example: ``client.cancel_run("team", run.id)``
         """
+        from modelyard.pipelines.records import RunInfo
+
         return RunInfo.model_validate(
             self.request("POST", f"/namespaces/{namespace}/runs/{run_id}/cancel")
         )
@@ -635,6 +657,8 @@ class Client:
 
         Example: ``client.retry_run("team", run.id)``
         """
+        from modelyard.pipelines.records import RunInfo
+
         return RunInfo.model_validate(
             self.request("POST", f"/namespaces/{namespace}/runs/{run_id}/retry")
         )
@@ -644,6 +668,8 @@ class Client:
 
         Example: ``client.wait_run("team", run.id, timeout=300).state``
         """
+        from modelyard.pipelines.states import FINISHED, RUN_ENDED
+
         deadline = time.monotonic() + timeout
         after = int(self.request("GET", "/events/cursor")["last_id"])
         run = self.get_run(namespace, run_id)
@@ -690,6 +716,8 @@ class Client:
         Example: ``client.create_schedule("team", ScheduleSpec(name="nightly", pipeline="train",
         cron="@daily"))``
         """
+        from modelyard.pipelines.records import ScheduleInfo
+
         return ScheduleInfo.model_validate(
             self.request(
                 "POST", f"/namespaces/{namespace}/schedules", json=spec.model_dump(mode="json")
@@ -701,6 +729,8 @@ class Client:
 
         Example: ``client.list_schedules("team")``
         """
+        from modelyard.pipelines.records import ScheduleInfo
+
         return [
             ScheduleInfo.model_validate(s)
             for s in self.request("GET", f"/namespaces/{namespace}/schedules")
@@ -711,6 +741,8 @@ class Client:
 
         Example: ``client.pause_schedule("team", "nightly")``
         """
+        from modelyard.pipelines.records import ScheduleInfo
+
         action = "pause" if paused else "resume"
         return ScheduleInfo.model_validate(
             self.request("POST", f"/namespaces/{namespace}/schedules/{name}/{action}")
@@ -739,6 +771,8 @@ class Client:
 
         Example: ``[e.type for e in client.events(types=["model.*"], last=10, follow=False)]``
         """
+        from modelyard.events.records import Event
+
         params: dict[str, Any] = {"follow": follow}
         if after is not None:
             params["after"] = after
@@ -773,6 +807,8 @@ class Client:
 
         Example: ``hook, secret = client.create_webhook("team", "https://ci.example.com/hook")``
         """
+        from modelyard.events.records import Webhook
+
         body = self.request(
             "POST",
             f"/namespaces/{namespace}/webhooks",
@@ -785,6 +821,8 @@ class Client:
 
         Example: ``client.list_webhooks("team")``
         """
+        from modelyard.events.records import Webhook
+
         return [
             Webhook.model_validate(w)
             for w in self.request("GET", f"/namespaces/{namespace}/webhooks")
@@ -806,6 +844,8 @@ class Client:
 
         Example: ``client.create_deployment("team", "iris", "iris@production", timeout_s=10)``
         """
+        from modelyard.serving.records import DeploymentInfo
+
         body = {"name": name, "model": model, **spec}
         return DeploymentInfo.model_validate(
             self.request("POST", f"/namespaces/{namespace}/deployments", json=body)
@@ -816,6 +856,8 @@ class Client:
 
         Example: ``[d.name for d in client.list_deployments("team")]``
         """
+        from modelyard.serving.records import DeploymentInfo
+
         return [
             DeploymentInfo.model_validate(d)
             for d in self.request("GET", f"/namespaces/{namespace}/deployments")
@@ -826,6 +868,8 @@ class Client:
 
         Example: ``client.get_deployment("team", "iris").ready``
         """
+        from modelyard.serving.records import DeploymentInfo
+
         return DeploymentInfo.model_validate(
             self.request("GET", f"/namespaces/{namespace}/deployments/{name}")
         )
@@ -836,6 +880,8 @@ class Client:
 
         Example: ``client.update_deployment("team", "iris", timeout_s=10)``
         """
+        from modelyard.serving.records import DeploymentInfo
+
         return DeploymentInfo.model_validate(
             self.request("PATCH", f"/namespaces/{namespace}/deployments/{name}", json=changes)
         )
@@ -855,6 +901,8 @@ class Client:
 
         Example: ``client.set_traffic("team", "iris", [{"revision": 2, "percent": 100}])``
         """
+        from modelyard.serving.records import DeploymentInfo
+
         body: dict[str, Any] = {"targets": targets}
         if sticky_header is not None:
             body["sticky_header"] = sticky_header
@@ -869,6 +917,8 @@ class Client:
 
         Example: ``client.set_strategy("team", "iris", strategy="canary", steps=[10, 50, 100])``
         """
+        from modelyard.serving.records import DeploymentInfo
+
         path = f"/namespaces/{namespace}/deployments/{name}/strategy"
         return DeploymentInfo.model_validate(self.request("PUT", path, json=strategy))
 
@@ -877,6 +927,8 @@ class Client:
 
         Example: ``client.start_rollout("team", "iris", 2)``
         """
+        from modelyard.delivery.records import RolloutInfo
+
         path = f"/namespaces/{namespace}/deployments/{name}/rollouts"
         return RolloutInfo.model_validate(self.request("POST", path, json={"revision": revision}))
 
@@ -885,6 +937,8 @@ class Client:
 
         Example: ``client.rollout_action("team", "iris", "promote")``
         """
+        from modelyard.delivery.records import RolloutInfo
+
         path = f"/namespaces/{namespace}/deployments/{name}/rollouts/{action}"
         return RolloutInfo.model_validate(self.request("POST", path))
 
@@ -893,6 +947,8 @@ class Client:
 
         Example: ``client.rollouts("team", "iris", limit=5)``
         """
+        from modelyard.delivery.records import RolloutInfo
+
         path = f"/namespaces/{namespace}/deployments/{name}/rollouts"
         return [
             RolloutInfo.model_validate(r)
@@ -904,6 +960,8 @@ class Client:
 
         Example: ``[e.type for e in client.deployment_history("team", "iris")]``
         """
+        from modelyard.events.records import Event
+
         path = f"/namespaces/{namespace}/deployments/{name}/history"
         return [Event.model_validate(e) for e in self.request("GET", path, params={"limit": limit})]
 
@@ -925,6 +983,8 @@ class Client:
 
         Example: ``for line in client.deployment_logs("team", "iris", tail=20): print(line.text)``
         """
+        from modelyard.serving.logs import LogLine
+
         params: dict[str, Any] = {"follow": follow}
         if revision is not None:
             params["revision"] = revision
@@ -960,6 +1020,8 @@ class Client:
 
         Example: ``client.wait_deployment("team", "iris", version=3, timeout=120)``
         """
+        from modelyard.serving.states import ReplicaState, RevisionState
+
         deadline = time.monotonic() + timeout
         while True:
             info = self.get_deployment(namespace, name)
@@ -1005,6 +1067,8 @@ class Client:
 
         Example: ``client.set_slos("team", "iris", objectives)``
         """
+        from modelyard.delivery.burnrate import Objective
+
         body = {
             "objectives": [
                 o.model_dump(exclude_none=True) if isinstance(o, Objective) else dict(o)
@@ -1020,6 +1084,8 @@ class Client:
 
         Example: ``[o.name for o in client.get_slos("team", "iris")]``
         """
+        from modelyard.delivery.burnrate import Objective
+
         path = f"/namespaces/{namespace}/deployments/{name}/slos"
         return [Objective.model_validate(o) for o in self.request("GET", path)["objectives"]]
 
@@ -1028,6 +1094,8 @@ class Client:
 
         Example: ``client.slo_status("team", "iris").objectives[0].budget_remaining``
         """
+        from modelyard.delivery.records import SloStatus
+
         path = f"/namespaces/{namespace}/deployments/{name}/slos/status"
         return SloStatus.model_validate(self.request("GET", path))
 
@@ -1036,6 +1104,8 @@ class Client:
 
         Example: ``client.slo_alerts("team", "iris", limit=10)``
         """
+        from modelyard.delivery.records import AlertInfo
+
         path = f"/namespaces/{namespace}/deployments/{name}/slos/alerts"
         found = self.request("GET", path, params={"limit": limit})
         return [AlertInfo.model_validate(a) for a in found]

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelyard import __version__
-from modelyard.cli.main import app
+from modelyard.cli.main import COMMANDS, app
 from modelyard.testing import Platform, wait_for
 from tests.cli.conftest import TERMINAL_80, Cli
 
@@ -56,6 +56,37 @@ def test_modelyard_alone_prints_its_help_and_nothing_else() -> None:
     proc = run()
     assert proc.returncode == 2 and "Usage:" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_command_loads_its_own_modules_and_the_help_lists_every_command() -> None:
+    code = (
+        "import os, sys\n"
+        "from modelyard.cli.main import app\n"
+        "sys.stdout = open(os.devnull, 'w')\n"
+        "try:\n"
+        "    app(['datasets', 'import-sql', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.__stdout__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(proc.stdout.split())
+    assert {"modelyard.cli.sql", "modelyard.client"} <= loaded
+    unused = {
+        "modelyard.cli.deployments",
+        "modelyard.cli.pipelines",
+        "modelyard.cli.realtime",
+        "modelyard.cli.slos",
+        "modelyard.serving.records",
+        "modelyard.pipelines.dsl",
+        "modelyard.delivery.records",
+    }
+    assert not unused & loaded, sorted(unused & loaded)
+    shown = CliRunner().invoke(app, ["--help"]).stdout
+    listed = [line.split()[1] for line in shown.splitlines() if line.startswith("│ ")]
+    assert set(COMMANDS) <= set(listed), listed
 
 
 def test_version() -> None:

@@ -13,6 +13,7 @@ import typer
 
 from modelyard.cli.options import AsJson
 from modelyard.cli.output import cell, print_json, say, table, transfer_progress
+from modelyard.cli.sql import import_sql
 from modelyard.cli.state import State, parse_pairs, state
 from modelyard.client import scan_files
 from modelyard.errors import InvalidInput
@@ -329,3 +330,8 @@ def artifact_app(kind: ArtifactKind) -> typer.Typer:
         )
 
     return app
+
+
+models = artifact_app("model")
+datasets = artifact_app("dataset")
+datasets.command("import-sql")(import_sql)

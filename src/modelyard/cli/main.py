@@ -1,10 +1,16 @@
-"""Entry point: global options map onto the settings; errors become one line and an exit code."""
+"""Entry point: global options map onto the settings; errors become one line and an exit code.
+
+The command modules load when their command runs (``datasets import-sql`` imports neither the
+deployments' nor the pipelines' records): a process starts in the time its own command needs.
+``--help`` lists every command, and loads them all for their help lines.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +18,6 @@ import typer
 from typer.core import TyperGroup
 
 from modelyard import __version__
-from modelyard.cli import admin, artifacts, deployments, events, pipelines, realtime, slos, sql
 from modelyard.cli.output import error
 from modelyard.cli.state import State
 from modelyard.errors import ModelyardError
@@ -20,11 +25,60 @@ from modelyard.errors import ModelyardError
 # What a process stopped by a closed pipe (``modelyard runs logs ... | head``) exits with.
 BROKEN_PIPE = 128 + 13
 
+# Each command, in the order ``--help`` lists them: ``module:attribute``, a typer app (a group)
+# or a function (a command), loaded on first use.
+COMMANDS = {
+    "up": "modelyard.cli.admin:up",
+    "config": "modelyard.cli.admin:config",
+    "migrate": "modelyard.cli.admin:migrate",
+    "namespaces": "modelyard.cli.admin:namespaces",
+    "keys": "modelyard.cli.admin:keys",
+    "models": "modelyard.cli.artifacts:models",
+    "datasets": "modelyard.cli.artifacts:datasets",
+    "events": "modelyard.cli.events:app",
+    "pipelines": "modelyard.cli.pipelines:pipelines",
+    "runs": "modelyard.cli.pipelines:runs",
+    "schedules": "modelyard.cli.pipelines:schedules",
+    "deployments": "modelyard.cli.deployments:app",
+    "slos": "modelyard.cli.slos:app",
+    "streams": "modelyard.cli.realtime:streams",
+    "realtime": "modelyard.cli.realtime:realtime",
+}
+
+
+class Commands(MutableMapping[str, Any]):
+    """The root's commands by name: those of ``COMMANDS`` built on first access."""
+
+    def __init__(self, built: MutableMapping[str, Any]) -> None:
+        self.built = built
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.built and name in COMMANDS:
+            self.built[name] = _load(name)
+        return self.built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self.built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self.built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from COMMANDS
+        yield from (name for name in self.built if name not in COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS.keys() | self.built.keys())
+
 
 class Root(TyperGroup):
     """The command tree, whose ``main`` turns every error into one line on stderr and an exit
     code (ModelyardError: its ``exit_code``; usage errors: 2). CliRunner calls this ``main``
     too, so tests see what a user sees."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = Commands(self.commands)
 
     def main(
         self,
@@ -77,6 +131,22 @@ class Root(TyperGroup):
             _silence_stdout()
             raise typer.Exit(BROKEN_PIPE) from None
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # the names alone: typer's would build every command
+
+
+def _load(name: str) -> Any:
+    """The click command of ``COMMANDS[name]``, built by typer as ``app.add_typer`` or
+    ``app.command`` would have built it."""
+    module, _, attribute = COMMANDS[name].partition(":")
+    target = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer(pretty_exceptions_enable=False)
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    return typer.main.get_group(holder).commands[name]
+
 
 def _usage_error(exc: typer.TyperException) -> int:
     message = exc.format_message().strip()
@@ -128,25 +198,6 @@ def root(
 ) -> None:
     ctx.obj = State(flags={"url": url, "api_key": api_key, "home": home}, config_file=config)
     ctx.call_on_close(ctx.obj.close)  # in-process runs (tests) leave no connection open
-
-
-app.command()(admin.up)
-app.command()(admin.config)
-app.command()(admin.migrate)
-app.add_typer(admin.namespaces, name="namespaces")
-app.add_typer(admin.keys, name="keys")
-app.add_typer(artifacts.artifact_app("model"), name="models")
-datasets = artifacts.artifact_app("dataset")
-datasets.command("import-sql")(sql.import_sql)
-app.add_typer(datasets, name="datasets")
-app.add_typer(events.app, name="events")
-app.add_typer(pipelines.pipelines, name="pipelines")
-app.add_typer(pipelines.runs, name="runs")
-app.add_typer(pipelines.schedules, name="schedules")
-app.add_typer(deployments.app, name="deployments")
-app.add_typer(slos.app, name="slos")
-app.add_typer(realtime.streams, name="streams")
-app.add_typer(realtime.realtime, name="realtime")
 
 
 def main() -> None:

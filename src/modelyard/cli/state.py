@@ -6,13 +6,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from modelyard.client import Client
 from modelyard.errors import ModelyardError
 from modelyard.settings import LoadedSettings, load_settings
+
+if TYPE_CHECKING:
+    from modelyard.client import Client
 
 _KEY_ID = re.compile(r"\b[0-9a-f]{12}\b")  # what KeyStore.create makes: secrets.token_hex(6)
 
@@ -32,6 +34,8 @@ class State:
 
     def client(self) -> Client:
         if self._client is None:
+            from modelyard.client import Client  # httpx and the records: not for --help
+
             self._client = Client(settings=self.loaded().settings)
         return self._client
 

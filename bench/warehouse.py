@@ -25,8 +25,10 @@ modelyard (this venv): ``modelyard up`` on a temporary home (SQLite, local blobs
 ``modelyard datasets import-sql`` per engine (``adbc``, ``psycopg``, ``sqlalchemy``), the default
 engine through pgbouncer (transaction mode) and pgpool-II (query cache on), both started by the
 script on free ports (tests/sql/poolers.py), and an incremental pair: a full import by watermark
-``id``, then 1% new rows inserted and imported. A modelyard row times the whole CLI process: the
-query, the Parquet parts, their digest, the upload and the commit.
+``id``, then 1% new rows inserted and imported, twice (the first increment recounts the whole
+first window, the table, for late rows; the second only the first increment). A modelyard row
+times the whole CLI process: the query, the Parquet parts, their digest, the upload and the
+commit.
 
 Goals: the default engine at least 5x the rows/s of pandas ``read_sql`` and within 1.5x of the
 fastest peer; its peak memory flat from the smallest to the largest size (at most 1.25x); the
@@ -407,21 +409,26 @@ def main() -> None:
                     "modelyard incremental, full", f"inc-{rows}", "wh", query, "--watermark", "id"
                 )
                 more = max(1, rows // 100)
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute(
-                        f"INSERT INTO {table} SELECT g, g % 100000, g * 0.01, 1.0, 'new', "
-                        f"now(), true FROM generate_series({rows + 1}, {rows + more}) g"
+                results.append(full)
+                # The first increment recounts the whole first window for late rows (the
+                # table); the next one recounts only the increment before it.
+                for n, target in enumerate(("+1% rows", "+1% rows again")):
+                    first = rows + n * more + 1
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        conn.execute(
+                            f"INSERT INTO {table} SELECT g, g % 100000, g * 0.01, 1.0, 'new', "
+                            f"now(), true FROM generate_series({first}, {first + more - 1}) g"
+                        )
+                    new = platform_.run(
+                        f"modelyard incremental, {target}",
+                        f"inc-{rows}",
+                        "wh",
+                        query,
+                        "--watermark",
+                        "id",
                     )
-                new = platform_.run(
-                    "modelyard incremental, +1% rows",
-                    f"inc-{rows}",
-                    "wh",
-                    query,
-                    "--watermark",
-                    "id",
-                )
-                assert new.rows == more, (new.rows, more)
-                results += [full, new]
+                    assert new.rows == more, (new.rows, more)
+                    results.append(new)
             show(rows, results, skipped)
             by_size[rows] = results
         summarize(by_size)
@@ -458,20 +465,20 @@ def summarize(by_size: dict[int, list[Measured]]) -> None:
                 PEER_GOAL,
                 True,
             )
-        full, new = (
-            named.get("modelyard incremental, full"),
-            named.get("modelyard incremental, +1% rows"),
-        )
-        if full and new:
+        full = named.get("modelyard incremental, full")
+        for which in ("+1% rows", "+1% rows again"):
+            new = named.get(f"modelyard incremental, {which}")
+            if not (full and new):
+                continue
             goal(
-                f"{rows:,} rows: +1% incremental / full, CLI process wall",
+                f"{rows:,} rows: {which} incremental / full, CLI process wall",
                 new.seconds / full.seconds,
                 INCREMENTAL_GOAL,
                 True,
             )
             if full.inner and new.inner:
                 goal(
-                    f"{rows:,} rows: +1% incremental / full, the imports' own time",
+                    f"{rows:,} rows: {which} incremental / full, the imports' own time",
                     new.inner / full.inner,
                     INCREMENTAL_GOAL,
                     True,

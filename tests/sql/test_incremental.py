@@ -139,6 +139,44 @@ def test_late_rows_within_the_lag_are_imported_later_beyond_it_refused(
     )
 
 
+@pytest.mark.parametrize("warehouse", ["lite", "pg"])
+@pytest.mark.parametrize("verify", ["last", "all"])
+def test_a_late_id_below_a_first_full_import_is_refused(
+    client: Client, warehouse: str, verify: str, request: pytest.FixtureRequest
+) -> None:
+    db: Lite | Pg = request.getfixturevalue(warehouse)
+    insert = (
+        "INSERT INTO t VALUES (?, ?)" if warehouse == "lite" else "INSERT INTO t VALUES (%s, %s)"
+    )
+
+    def add(ids: list[int]) -> None:
+        rows = [(i, f"n{i}") for i in ids]
+        db.execute(insert, rows) if isinstance(db, Lite) else db.executemany(insert, rows)
+
+    db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, name TEXT)")
+    add([1, 2, 3, 4, 6, 7, 8, 9, 10])
+    source = SqlSource(
+        connection=warehouse,
+        query="SELECT * FROM t",
+        incremental=Incremental(column="id", verify=verify),
+    )
+    first = client.import_sql("team/events", source)
+    assert first.windows == ["[-inf, 11)"] and first.rows == 9
+    add([5, 11])  # 5 arrived after the import of [-inf, 11): it would be missed for good
+    with pytest.raises(Conflict, match="not monotonic") as refused:
+        client.import_sql("team/events", source)
+    assert "window [-inf, 11) held 9 rows when team/events@1 imported it and holds 10 now" in (
+        refused.value.message
+    )
+    assert refused.value.details["values"] == ["5"]
+    db.execute("DELETE FROM t WHERE id = 5")
+    second = client.import_sql("team/events", source)
+    assert second.windows == ["[11, 12)"] and second.rows == 1
+    add([10_000_000_000])  # past int4: the bound is an int8 literal
+    third = client.import_sql("team/events", source)
+    assert third.windows == ["[12, 10000000001)"] and third.rows == 1
+
+
 def test_verify_all_finds_late_rows_in_any_window(client: Client, lite: Lite) -> None:
     lite.execute("CREATE TABLE t (id INTEGER, day DATE);")
     days = [(i, f"2026-03-{d:02d}") for i, d in enumerate(range(1, 11))]

@@ -71,7 +71,10 @@ trigger at a time when a call takes longer), so a batch neither holds its trigge
 keeps a trigger waiting on others."""
 LEASE_S = 60.0
 IDLE_S = (0.002, 0.05)
-"""Poll interval when idle: from the first value, doubling up to the second."""
+"""Poll interval when idle: from the first value, doubling up to the second (executors: the
+router wakes them when it queues triggers, so this only finds what other processes put back)."""
+ROUTE_IDLE_S = (0.002, 0.01)
+"""The router's: the log is polled, so its longest interval is added to a trigger's latency."""
 Function = Callable[..., Any]
 """``function(history, model)``, or ``function(histories, model)`` when `batched`."""
 
@@ -367,7 +370,8 @@ class Worker:
             thread.join(timeout)
 
     def _loop(self, step: Callable[[], int]) -> None:
-        idle = IDLE_S[0]
+        low, high = ROUTE_IDLE_S if step == self.route_once else IDLE_S
+        idle = low
         while not self._stop.is_set():
             try:
                 done = step()
@@ -375,13 +379,13 @@ class Worker:
                 log.exception("%s failed; retrying", step.__name__)
                 done, idle = 0, IDLE_S[1]
             if done:
-                idle = IDLE_S[0]
+                idle = low
                 continue
             if step == self.route_once:
                 self._stop.wait(idle)
             else:
                 self._wake.acquire(timeout=idle)
-            idle = min(IDLE_S[1], idle * 2)
+            idle = min(high, idle * 2)
 
 
 def _first_model(models: ModelSource, stopped: threading.Event) -> bool:

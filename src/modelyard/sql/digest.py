@@ -104,8 +104,8 @@ class ContentDigest:
         dtype = np.int64 if large else np.int32
         offsets = np.frombuffer(
             array.buffers()[1], dtype, len(array) + 1, array.offset * dtype().itemsize
-        ).astype(np.int64)
-        self._feed(f"{key}/lengths", np.diff(offsets))
+        )
+        self._feed(f"{key}/lengths", np.subtract(offsets[1:], offsets[:-1], dtype=np.int64))
         data = array.buffers()[2]
         if data is not None and len(array):
             self._feed(f"{key}/values", memoryview(data)[int(offsets[0]) : int(offsets[-1])])

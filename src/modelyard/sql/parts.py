@@ -1,13 +1,18 @@
 """Record batches streamed into Parquet part files, with the content digest taken on the way.
 
 Text columns are dictionary-encoded, other columns not (see ``_dictionary_columns``), and
-pages are compressed with snappy: on the benchmark's rows it wrote fastest (zstd level 1 made
-files 2.5 times smaller in 1.5 times the time).
+pages are compressed with zstd (level 1). On the benchmark's 10M rows snappy encoded in 0.3 s
+less CPU but wrote 2.5 times the bytes (187 MB, not 74 MB), which the import then hashes,
+uploads and the blob store hashes again after the last row: zstd's part cost 0.3 to 0.8 s less
+there, and reads no slower.
 
 Memory stays bounded whatever the row count: batches are held only until a row group is full
 (``ROW_GROUP_ROWS`` rows or ``ROW_GROUP_BYTES``), and a part file is closed and a new one opened
-once it holds ``PART_BYTES`` of data. Files are written under a temporary name and renamed when
-complete; they are only a staging copy, which the registry's commit protocol uploads.
+once it holds ``PART_BYTES`` of data. Row groups are small, so each is encoded while the driver
+reads the next batches: with groups of a million rows, a 1M-row import encoded its whole file
+after the last row came (a tenth of its time); smaller groups made files no larger. Files are
+written under a temporary name and renamed when complete; they are only a staging copy, which
+the registry's commit protocol uploads.
 """
 
 from __future__ import annotations
@@ -25,10 +30,10 @@ import pyarrow.parquet as pq
 
 from modelyard.sql.digest import ContentDigest
 
-ROW_GROUP_ROWS = 1 << 20
+ROW_GROUP_ROWS = 1 << 17
 ROW_GROUP_BYTES = 64 << 20
 PART_BYTES = 512 << 20
-COMPRESSION = "snappy"
+COMPRESSION = "zstd"
 AHEAD = 2  # batches read ahead of the writer (see prefetched)
 T = TypeVar("T")
 

@@ -289,6 +289,7 @@ class _Run:
         column = f"{ALIAS}.{session.quote(spec.column)}"
         params = dict(self.source.params)
         history = _history(latest, spec.column)
+        below: int | None = None  # rows under the history's end, when counted with the largest
         if history is None:
             largest, nulls = session.first_row(
                 self.over(f"max({column}), count(*) - count({column})"), params
@@ -304,8 +305,8 @@ class _Run:
         else:
             kind = history.kind
             largest = None
-            if kind == "int":
-                (largest,) = session.first_row(self.over(f"max({column})"), params)
+            if kind == "int" and backfill is None:  # a backfill's windows end where it says
+                largest, below = self._largest(session, history, column, params)
         if largest is not None:
             largest = w.coerce(largest, kind, "the largest watermark")
         lag = w.step_of(spec.lag, kind, "lag")
@@ -315,10 +316,10 @@ class _Run:
             start = None if backfill[0] is None else w.coerce(backfill[0], kind, "backfill start")
             end = w.coerce(backfill[1], kind, "backfill end")
             if start is None and size is not None:
-                (first,) = session.first_row(
-                    self.over(f"min({column})") + f" WHERE {column} < :modelyard_end",
-                    {**params, "modelyard_end": end},
+                query, bound = _windowed(
+                    self.over(f"min({column})"), column, w.Window(None, end), params
                 )
+                (first,) = session.first_row(query, bound)
                 windows, replaced = w.backfill_windows(history, first, end, size)
                 if windows:
                     windows[0] = w.Window(None, windows[0].end)
@@ -326,7 +327,7 @@ class _Run:
                 windows, replaced = w.backfill_windows(history, start, end, size)
         else:
             if history is not None:
-                self._verify(session, registry, latest, history, column, params)
+                self._verify(session, registry, latest, history, column, params, below)
             start = w.coerce(spec.start, kind, "start") if spec.start is not None else None
             upper = w.upper_bound(kind, clock(), largest)
             windows = w.next_windows(history, kind, start=start, upper=upper, lag=lag, size=size)
@@ -396,6 +397,26 @@ class _Run:
             "or a date column"
         )
 
+    def _largest(
+        self, session: Session, history: w.History, column: str, params: Mapping[str, Any]
+    ) -> tuple[Any, int | None]:
+        """The largest watermark; and, when the check for late rows counts every row under the
+        history's end (``verify="all"``, or a last window open below: after a first import
+        without a start), that count too, in the same pass. Without an index on the column
+        (a view, a join) the largest value costs a pass of its own otherwise."""
+        spec = self.source.incremental
+        last = history.last
+        assert spec is not None and last is not None
+        if spec.verify != "all" and last.window.start is not None:
+            (largest,) = session.first_row(self.over(f"max({column})"), params)
+            return largest, None
+        bound = dict(params)
+        under = _condition(column, w.Window(None, last.window.end), bound)
+        largest, below = session.first_row(
+            self.over(f"max({column}), count(CASE WHEN {under} THEN 1 END)"), bound
+        )
+        return largest, int(below)
+
     def _verify(
         self,
         session: Session,
@@ -404,20 +425,25 @@ class _Run:
         history: w.History,
         column: str,
         params: Mapping[str, Any],
+        below: int | None = None,
     ) -> None:
         """Refuse when rows arrived in windows already imported: the watermark is not
-        monotonic (or the lag too short), and an import would miss them for good."""
+        monotonic (or the lag too short), and an import would miss them for good. ``below``:
+        the rows under the history's end, when :meth:`_largest` counted them already.
+
+        The recount reads every row of the last window (every row imported, with
+        ``verify="all"``): after a first import without a start that is the whole table."""
         spec = self.source.incremental
         assert spec is not None and latest is not None
         last = history.last
         assert last is not None
         if spec.verify == "all":
-            end = history.end
-            (count,) = session.first_row(
-                self.over("count(*)") + f" WHERE {column} < :modelyard_end",
-                {**params, "modelyard_end": end},
-            )
-            if int(count) == sum(r.rows for r in history.windows):
+            if below is None:
+                query, bound = _windowed(
+                    self.over("count(*)"), column, w.Window(None, last.window.end), params
+                )
+                (below,) = session.first_row(query, bound)
+            if int(below) == sum(r.rows for r in history.windows):
                 return
             suspects = history.windows
         else:
@@ -425,8 +451,11 @@ class _Run:
         found: list[str] = []
         values: list[str] = []
         for recorded in suspects:
-            query, bound = _windowed(self.over("count(*)"), column, recorded.window, params)
-            (count,) = session.first_row(query, bound)
+            if below is not None and recorded.window.start is None and recorded is last:
+                count = below  # the only window: it holds every row under the end
+            else:
+                query, bound = _windowed(self.over("count(*)"), column, recorded.window, params)
+                (count,) = session.first_row(query, bound)
             if int(count) > recorded.rows:
                 late = self._late_values(session, registry, latest, recorded, column, params)
                 found.append(
@@ -477,14 +506,30 @@ class _Run:
 def _windowed(
     inner: str, column: str, window: w.Window, params: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]]:
+    """``inner`` over the window's rows, and the values to bind."""
     bound = dict(params)
+    return f"{inner} WHERE {_condition(column, window, bound)}", bound
+
+
+def _condition(column: str, window: w.Window, bound: dict[str, Any]) -> str:
+    """The window as a condition on ``column``; its bounds added to ``bound``, or written as
+    literals when they are integers (exact digits: nothing to quote, every dialect reads them).
+    A literal is what the planner sees on every engine, where a bound value may reach it as an
+    unknown (ADBC's streamed reads take theirs from settings): ``id >= 1 AND id < 10000001``
+    over ten million rows is a sequential scan, not an index scan planned for 0.5 % of them."""
     clauses = []
-    if window.start is not None:
-        clauses.append(f"{column} >= :modelyard_start")
-        bound["modelyard_start"] = window.start
-    clauses.append(f"{column} < :modelyard_end")
-    bound["modelyard_end"] = window.end
-    return f"{inner} WHERE {' AND '.join(clauses)}", bound
+    for name, op, value in (
+        ("modelyard_start", ">=", window.start),
+        ("modelyard_end", "<", window.end),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, int):
+            clauses.append(f"{column} {op} {value}")
+        else:
+            clauses.append(f"{column} {op} :{name}")
+            bound[name] = value
+    return " AND ".join(clauses)
 
 
 def _history(latest: VersionInfo | None, column: str) -> w.History | None:

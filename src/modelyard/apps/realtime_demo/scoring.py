@@ -1,8 +1,9 @@
 """The shop's inference function: features of a user's last 100 events, and the purchase model.
 
 `features` is what the training set is built from (by replay, so each row sees the history its
-trigger saw) and `score` (batched: one model call per batch of triggers) is what the realtime deployment runs: one function of the history for
-both, so training and serving cannot drift apart.
+trigger saw) and `score` (batched: one model call per batch of triggers) is what the realtime
+deployment runs: one function of the history for both, so training and serving cannot drift
+apart.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 from modelyard.realtime.backends import open_event_store
 from modelyard.realtime.eventstore import EventStore
@@ -13,6 +14,7 @@ from modelyard.realtime.predictions import Prediction, PredictionStore
 from modelyard.realtime.queue import Trigger, TriggerQueue
 from modelyard.realtime.streams import NewEvent
 from modelyard.testing import wait_for
+from tests.realtime.conftest import REDIS_URL
 
 S = "team/clicks"
 
@@ -244,6 +246,26 @@ def test_put_many_is_put_of_each_in_order(prediction_store: PredictionStore) -> 
     assert [p.seq for p in prediction_store.history(D, "u1", 10, now=0.0)] == [11, 9, 7, 5]
     assert prediction_store.latest(D, ["u1"], now=0.0)["u1"].seq == 11
     assert prediction_store.history(D, "u1", 10, now=0.0)[-1].value == 0.5
+
+
+def test_redis_reads_a_latest_written_before_it_kept_its_body() -> None:
+    """A store written by the earlier version (the latest's key without its body) still serves
+    the latest, through the prediction's own key."""
+    import redis
+
+    from modelyard.realtime.backends.redis import RedisPredictionStore
+
+    store = RedisPredictionStore(f"{REDIS_URL}?prefix=test-{uuid.uuid4().hex[:12]}")
+    try:
+        store.put(prediction(7, value=0.7))
+        with redis.Redis.from_url(REDIS_URL) as r:
+            assert r.hdel(store._key(D, "l", "u1"), "body") == 1
+        assert store.latest(D, ["u1", "nobody"], now=0.0)["u1"].value == 0.7
+        store.put(prediction(8, value=0.8))  # a new latest keeps its body again
+        assert store.latest(D, ["u1"], now=0.0)["u1"].value == 0.8
+    finally:
+        store.drop(D)
+        store.close()
 
 
 def test_latest_never_goes_back_to_an_older_trigger(prediction_store: PredictionStore) -> None:

@@ -3,9 +3,11 @@
 Per deployment (all its keys share one hash tag, so a Redis Cluster keeps them in one slot):
 ``p:{event id}:{model}`` holds a prediction as JSON with its TTL (``SET NX PXAT``: the
 at-most-one rule), ``h:{entity}`` a sorted set of the entity's prediction keys by ``seq``,
-``l:{entity}`` the latest's key and ``seq``. One Lua script writes all three atomically and moves
-the latest only to a ``seq`` at least as high. How durable a write is depends on the server's
-persistence: ``appendonly yes`` with ``appendfsync always`` loses nothing acknowledged on a crash.
+``l:{entity}`` the latest's key, ``seq`` and body. One Lua script writes all three atomically and
+moves the latest only to a ``seq`` at least as high. A read of the latest is one ``HMGET`` per
+entity, all in one round trip: the gateway answers it on its event loop. How durable a write is
+depends on the server's persistence: ``appendonly yes`` with ``appendfsync always`` loses nothing
+acknowledged on a crash.
 
 URL: ``redis://HOST:PORT/DB``; ``?prefix=P`` puts every key under ``P`` (tests, shared servers).
 """
@@ -28,7 +30,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
 redis.call('SADD', KEYS[4], KEYS[1])
 local current = redis.call('HGET', KEYS[3], 'seq')
 if (not current) or tonumber(current) <= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[3], 'seq', ARGV[3], 'key', KEYS[1])
+  redis.call('HSET', KEYS[3], 'seq', ARGV[3], 'key', KEYS[1], 'body', ARGV[1])
 end
 return 1
 """
@@ -87,9 +89,15 @@ class RedisPredictionStore:
             return {}
         pipe = self.redis.pipeline(transaction=False)
         for entity in entities:
-            pipe.hget(self._key(deployment, "l", entity), "key")
-        keys = [k for k in pipe.execute() if k is not None]
-        return {p.entity: p for p in self._load(keys, now)}
+            pipe.hmget(self._key(deployment, "l", entity), "body", "key")
+        bodies, keys = [], []
+        for body, key in pipe.execute():
+            if body is not None:
+                bodies.append(body)
+            elif key is not None:  # written before the latest kept its body
+                keys.append(key)
+        found = self._parse(bodies, now) + self._load(keys, now)
+        return {p.entity: p for p in found}
 
     def history(self, deployment: str, entity: str, limit: int, now: float) -> list[Prediction]:
         keys = self.redis.zrevrange(self._key(deployment, "h", entity), 0, limit - 1)
@@ -120,10 +128,12 @@ class RedisPredictionStore:
         self.redis.close()
 
     def _load(self, keys: list[Any], now: float) -> list[Prediction]:
-        if not keys:
-            return []
+        return self._parse(self.redis.mget(keys), now) if keys else []
+
+    @staticmethod
+    def _parse(bodies: list[Any], now: float) -> list[Prediction]:
         found = []
-        for body in self.redis.mget(keys):
+        for body in bodies:
             if body is not None:
                 prediction = Prediction.model_validate(orjson.loads(body))
                 if prediction.expires_at > now:

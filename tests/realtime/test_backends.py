@@ -61,6 +61,14 @@ def test_histories_of_a_batch_are_each_triggers_history(event_store: EventStore)
     ]
     assert [e.event_id for e in event_store.histories(S, wanted, 3)[0]] == ["e1", "e3", "e5"]
     assert event_store.histories(S, [], 3) == []
+    # a hot entity's run in one read: each its own history, the later ones after the earlier
+    run = [("u1", log[8].seq), ("u2", log[1].seq), ("u1", log[2].seq), ("u1", log[6].seq)]
+    appended = [new(i, "u1") for i in range(11, 14)]
+    event_store.append(S, appended, 2.0)
+    run += [("u1", e.seq) for e in event_store.read(S, log[-1].seq, 100)]
+    assert event_store.histories(S, run, 4) == [
+        event_store.history(S, entity, upto, 4) for entity, upto in run
+    ]
 
 
 def test_histories_read_again_are_the_log_s(event_store: EventStore) -> None:

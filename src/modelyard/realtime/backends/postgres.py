@@ -55,8 +55,9 @@ class PostgresEventStore(HistoryReads):
             conn.execute(_SCHEMA)
 
     @contextmanager
-    def _conn(self) -> Iterator[Any]:
-        """This thread's connection, in one transaction."""
+    def _conn(self, atomic: bool = True) -> Iterator[Any]:
+        """This thread's connection, in one transaction (a single statement needs none: it
+        sees one snapshot, and BEGIN and COMMIT would be two more round trips)."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = self._psycopg.connect(self.url, autocommit=True)
@@ -65,6 +66,9 @@ class PostgresEventStore(HistoryReads):
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
+        if not atomic:
+            yield conn
+            return
         with conn.transaction():
             yield conn
 
@@ -112,20 +116,31 @@ class PostgresEventStore(HistoryReads):
     ) -> list[list[RawEvent]]:
         if not triggers:
             return []
-        # only the events after those held decoded are read in full (see DecodedEvents)
-        held = [decoded.known(stream, entity) for entity, _ in triggers]
-        rows = self._histories(stream, triggers, [known for _, known in held], limit)
+        # Only the events after those held decoded are read in full (see DecodedEvents), and
+        # of an entity's run of triggers, each reads in full only what the one before it did not:
+        # rows come in trigger order, so an event the run read already is in ``fresh``.
+        held = [decoded.known(stream, entity)[0] for entity, _ in triggers]
+        known: list[int] = []
+        read_to: dict[str, int] = {}
+        for entity, upto in triggers:
+            known.append(max(decoded.known(stream, entity)[1], read_to.get(entity, 0)))
+            read_to[entity] = max(upto, read_to.get(entity, 0))
+        rows = self._histories(stream, triggers, known, limit)
         found: list[list[RawEvent]] = [[] for _ in triggers]
+        fresh: dict[tuple[str, int], RawEvent] = {}
         missed = set()
         for r in rows:
             if r[2] is None:
-                event = held[r[0] - 1][0].get(r[1])
+                entity = triggers[r[0] - 1][0]
+                event = held[r[0] - 1].get(r[1]) or fresh.get((entity, r[1]))
                 if event is None:
                     missed.add(r[0] - 1)  # older than what is held: read in full below
                     continue
                 found[r[0] - 1].append(event)
             else:
-                found[r[0] - 1].append(RawEvent(r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+                event = RawEvent(r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+                fresh[(event.entity, event.seq)] = event
+                found[r[0] - 1].append(event)
         if missed:
             again = sorted(missed)
             for i in again:
@@ -142,7 +157,7 @@ class PostgresEventStore(HistoryReads):
     ) -> list[Any]:
         """Rows (trigger's number from 1, seq, the other columns: NULL where ``seq`` is not
         above the trigger's ``known``), in history order."""
-        with self._conn() as conn:
+        with self._conn(atomic=False) as conn:
             rows: list[Any] = conn.execute(
                 f"SELECT w.n, h.seq, {_LATERAL} FROM unnest(%s::text[], %s::bigint[], "
                 "%s::bigint[]) WITH ORDINALITY AS w(entity, upto, known, n) CROSS JOIN LATERAL "
@@ -153,14 +168,14 @@ class PostgresEventStore(HistoryReads):
         return rows
 
     def last_seq(self, stream: str) -> int:
-        with self._conn() as conn:
+        with self._conn(atomic=False) as conn:
             row = conn.execute(
                 "SELECT MAX(seq) FROM realtime_events WHERE stream = %s", (stream,)
             ).fetchone()
         return int(row[0] or 0)
 
     def pending(self, stream: str, after: int) -> tuple[int, float | None]:
-        with self._conn() as conn:
+        with self._conn(atomic=False) as conn:
             count, oldest = conn.execute(
                 "SELECT COUNT(*), MIN(ingested_at) FROM realtime_events "
                 "WHERE stream = %s AND seq > %s",
@@ -184,10 +199,10 @@ class PostgresEventStore(HistoryReads):
             self._all.clear()
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[RawEvent]:
-        with self._conn() as conn:
+        with self._conn(atomic=False) as conn:
             rows = conn.execute(sql, params).fetchall()
         return [RawEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     def _delete(self, where: str, params: tuple[Any, ...]) -> int:
-        with self._conn() as conn:
+        with self._conn(atomic=False) as conn:
             return int(conn.execute(f"DELETE FROM realtime_events WHERE {where}", params).rowcount)

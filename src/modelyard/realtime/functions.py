@@ -2,9 +2,9 @@
 
 A realtime deployment's function is ``function(history, model) -> value``. A function marked
 `batched` is ``function(histories, model) -> values`` instead: the worker hands it the histories
-of a whole claimed batch (up to 64 triggers of distinct entities) in one call, so a model pays its
-per-call cost (a scikit-learn estimator validates its input on every ``predict``) once per batch,
-not once per trigger, as KServe's and Ray Serve's request batching do.
+of a whole claimed batch (up to 64 triggers, a hot entity's several) in one call, so a model pays
+its per-call cost (a scikit-learn estimator validates its input on every ``predict``) once per
+batch, not once per trigger, as KServe's and Ray Serve's request batching do.
 
 The contract of a batched function: one value per history, in order, and each history's value the
 one it would get alone (a model that scores rows independently). Replay relies on it: it batches

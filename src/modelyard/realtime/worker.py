@@ -9,9 +9,9 @@ of threads:
 - ``concurrency`` executors claim triggers (one entity's one at a time, in log order; different
   entities in parallel), read the entity's history up to the trigger event, call the inference
   function with the revision's model version, store the prediction, then acknowledge.
-  An executor takes a batch of triggers (of distinct entities) at a time: one read for their
-  histories, the function on each in turn (or once on them all when it is `batched`, see
-  `modelyard.realtime.functions`), one write to store their predictions, then one
+  An executor takes a batch of triggers (of each entity, a run of its oldest) at a time: one
+  read for their histories, the function on each in turn (or once on them all when it is
+  `batched`, see `modelyard.realtime.functions`), one write to store their predictions, then one
   acknowledgement; the batch is as large as about ``BATCH_S`` of the function's calls, so a slow
   function goes one trigger at a time;
 - a small HTTP server answers the orchestrators' health probes (``/v2/health/live``, and
@@ -169,8 +169,8 @@ class Worker:
 
     # executing ----------------------------------------------------------------------------------
     def work_once(self, limit: int | None = None) -> int:
-        """Claim up to ``limit`` triggers (of distinct entities; by default as many as the
-        function's recent speed fits in ``BATCH_S``) and process them as a batch."""
+        """Claim up to ``limit`` triggers (of each free entity, its oldest; by default as many as
+        the function's recent speed fits in ``BATCH_S``) and process them as a batch."""
         if limit is None:
             limit = max(1, min(BATCH, int(BATCH_S / self._call_s))) if self._call_s else 1
         claimed = self.queue.claim(self.deployment, limit, LEASE_S, self.clock())

@@ -103,14 +103,19 @@ class KubeApi:
             transport=transport,
         )
 
-    def close(self) -> None:
-        """Close the client and end the open watches at once (their reads are woken by shutting
-        their sockets down: closing a socket another thread reads from would not wake it)."""
+    def end_streams(self) -> None:
+        """End the open watches and log follows at once, and any opened from now on (their
+        reads are woken by shutting their sockets down: closing a socket another thread reads
+        from would not wake it). Other requests still go."""
         with self._lock:
             self._closed = True
             streams, self._streams = list(self._streams), set()
         for response in streams:
             _wake(response)
+
+    def close(self) -> None:
+        """`end_streams`, and close the client."""
+        self.end_streams()
         self._http.close()
 
     def _hold(self, response: httpx.Response) -> None:

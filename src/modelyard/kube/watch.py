@@ -64,16 +64,19 @@ class PodWatches:
         self._stop.clear()
 
     def close(self) -> None:
-        """End every watch: closing the API ends the open watch requests at once."""
+        """End every watch (the API ends the open watch requests at once), then close the API
+        once the watch threads are done: closed under a request one of them has under way, the
+        client would leave that request's connection open."""
         self._stop.set()
         with self._lock:
             loops = list(self._loops.values())
             self._loops.clear()
         for loop in loops:
             loop.request_stop()
-        self.api.close()
+        self.api.end_streams()
         for loop in loops:
             loop.join(5)
+        self.api.close()
 
     def _round(self, kube_namespace: str) -> None:
         try:

@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -366,6 +366,22 @@ def promtool() -> str:
     return found
 
 
+def promtool_run(*args: str) -> str:
+    """``promtool ARGS``, asserted to succeed; its stdout."""
+    done = subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def promtool_test(rules: Path, tests: Sequence[Mapping[str, object]]) -> None:
+    """promtool's unit tests ``tests`` over the rule file ``rules``, asserted to pass."""
+    unit = rules.parent / "rules_test.yml"
+    unit.write_text(
+        yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests})
+    )
+    promtool_run("test", "rules", str(unit))
+
+
 def series(metric: str, step: int, **labels: str) -> dict[str, str]:
     base = {"namespace": "team", "deployment": "iris", "revision": "iris-00001", **labels}
     text = ",".join(f'{k}="{v}"' for k, v in base.items())
@@ -401,11 +417,8 @@ def test_exported_rules_pass_promtool_and_fire_like_ours(
     plane.slos.set("team", "iris", [AVAILABILITY, latency])
     rules = tmp_path / "rules.yml"
     rules.write_text(plane.slos.prometheus_rules("team", "iris"))
-    checked = subprocess.run(
-        [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 16 rules found" in checked.stdout  # 5 ratios + 3 alerts per objective
+    # 5 ratios + 3 alerts per objective
+    assert "SUCCESS: 16 rules found" in promtool_run("check", "rules", str(rules))
 
     requests, durations = "modelyard_requests_total", "modelyard_request_duration_seconds"
     tests = [
@@ -437,14 +450,7 @@ def test_exported_rules_pass_promtool_and_fire_like_ours(
             "alert_rule_test": [expected(latency, "ticket-3d")],
         },
     ]
-    unit = tmp_path / "rules_test.yml"
-    unit.write_text(
-        yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests})
-    )
-    tested = subprocess.run(
-        [promtool(), "test", "rules", str(unit)], capture_output=True, text=True, timeout=60
-    )
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    promtool_test(rules, tests)
 
 
 def test_no_objectives_give_an_empty_rule_file(plane: ControlPlane) -> None:

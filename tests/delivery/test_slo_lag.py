@@ -9,11 +9,9 @@ tests/realtime/test_lag_slo.py."""
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from modelyard.controlplane import ControlPlane
 from modelyard.delivery.burnrate import Objective
@@ -30,7 +28,8 @@ from tests.delivery.test_slo import (  # noqa: F401
     deploy,
     expected,
     plane,
-    promtool,
+    promtool_run,
+    promtool_test,
     slo_events,
 )
 
@@ -163,11 +162,7 @@ def test_exported_lag_rules_pass_promtool_and_fire_like_ours(
     plane.slos.set("team", "iris", [LAG])
     rules = tmp_path / "rules.yml"
     rules.write_text(plane.slos.prometheus_rules("team", "iris"))
-    checked = subprocess.run(
-        [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 8 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in promtool_run("check", "rules", str(rules))
 
     def gauge(values: str) -> dict[str, str]:
         labels = 'namespace="team",deployment="iris"'
@@ -185,11 +180,4 @@ def test_exported_lag_rules_pass_promtool_and_fire_like_ours(
             "alert_rule_test": [{"eval_time": "90m", "alertname": "ModelyardSloBurnRate"}],
         },
     ]
-    unit = tmp_path / "rules_test.yml"
-    unit.write_text(
-        yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests})
-    )
-    tested = subprocess.run(
-        [promtool(), "test", "rules", str(unit)], capture_output=True, text=True, timeout=60
-    )
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    promtool_test(rules, tests)

@@ -27,15 +27,21 @@ def _percent(text: str, what: str) -> float:
     return round(value / 100, 12)
 
 
-def _latency(item: str, window_days: int) -> dict[str, Any]:
+def _threshold(item: str, flag: str, unit: str, example: str) -> tuple[str, float]:
+    """``PERCENT:THRESHOLD`` (the threshold with or without its ``unit``): the percent as
+    written, the threshold as a number."""
     percent, sep, threshold = item.partition(":")
-    threshold = threshold.removesuffix("ms")
     try:
-        threshold_ms = float(threshold)
+        value = float(threshold.removesuffix(unit))
     except ValueError:
-        threshold_ms = None
-    if not sep or threshold_ms is None:
-        raise typer.BadParameter(f"--latency {item!r}: write PERCENT:MILLISECONDS, e.g. 99:250")
+        value = None
+    if not sep or value is None:
+        raise typer.BadParameter(f"{flag} {item!r}: write {example}")
+    return percent, value
+
+
+def _latency(item: str, window_days: int) -> dict[str, Any]:
+    percent, threshold_ms = _threshold(item, "--latency", "ms", "PERCENT:MILLISECONDS, e.g. 99:250")
     return {
         "name": f"latency-{threshold_ms:g}ms".replace(".", "-"),
         "kind": "latency",
@@ -46,13 +52,7 @@ def _latency(item: str, window_days: int) -> dict[str, Any]:
 
 
 def _lag(item: str, window_days: int) -> dict[str, Any]:
-    percent, sep, threshold = item.partition(":")
-    try:
-        threshold_s = float(threshold.removesuffix("s"))
-    except ValueError:
-        threshold_s = None
-    if not sep or threshold_s is None:
-        raise typer.BadParameter(f"--lag {item!r}: write PERCENT:SECONDS, e.g. 99:5")
+    percent, threshold_s = _threshold(item, "--lag", "s", "PERCENT:SECONDS, e.g. 99:5")
     return {
         "name": f"lag-{threshold_s:g}s".replace(".", "-"),
         "kind": "lag",

@@ -31,6 +31,7 @@ from modelyard.pipelines import outputs as stored
 from modelyard.pipelines.artifacts import ARTIFACT_TYPES, Artifact
 from modelyard.pipelines.task import ArtifactRecord, BlobLocation, StepResult, StepTask
 from modelyard.plugins import import_target
+from modelyard.serving.logs import log_to
 from modelyard.store.blobs import BlobStore, open_blob_store
 
 SCRIPT_MODULE = "__modelyard_pipeline__"
@@ -216,12 +217,7 @@ def run_forked(
     die_with(control_plane)
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    log_to(log_path)
     os.chdir(workdir)
     os.environ.update(env)
     code = 1

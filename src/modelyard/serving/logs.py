@@ -157,6 +157,17 @@ class StampedWriter(io.TextIOBase):
         return buffer
 
 
+def log_to(log_path: str) -> None:
+    """This process's stdout and stderr (its file descriptors 1 and 2, so its children's too)
+    appended to ``log_path``, line by line: a forked process's log file."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+
+
 def run_logged(
     main: Callable[[list[str]], None], argv: list[str], env: dict[str, str], log_path: str, fd: int
 ) -> NoReturn:
@@ -165,12 +176,7 @@ def run_logged(
     stderr, each line stamped, ``env`` on top of the launcher's, then ``main`` with the listening
     socket ``fd``; exits with ``main``'s status and never returns."""
     os.setsid()
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    log_to(log_path)
     sys.stdout, sys.stderr = StampedWriter(sys.stdout), StampedWriter(sys.stderr)
     os.environ.update(env)
     code = 1

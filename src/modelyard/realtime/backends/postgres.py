@@ -119,11 +119,13 @@ class PostgresEventStore(HistoryReads):
         # Only the events after those held decoded are read in full (see DecodedEvents), and
         # of an entity's run of triggers, each reads in full only what the one before it did not:
         # rows come in trigger order, so an event the run read already is in ``fresh``.
-        held = [decoded.known(stream, entity)[0] for entity, _ in triggers]
+        held: list[dict[int, RawEvent]] = []
         known: list[int] = []
         read_to: dict[str, int] = {}
         for entity, upto in triggers:
-            known.append(max(decoded.known(stream, entity)[1], read_to.get(entity, 0)))
+            kept, highest = decoded.known(stream, entity)
+            held.append(kept)
+            known.append(max(highest, read_to.get(entity, 0)))
             read_to[entity] = max(upto, read_to.get(entity, 0))
         rows = self._histories(stream, triggers, known, limit)
         found: list[list[RawEvent]] = [[] for _ in triggers]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from modelyard.client import Client
 from modelyard.errors import Conflict, InvalidInput
+from modelyard.sql import windows as w
 from modelyard.sql.snapshot import ClientRegistry, import_sql
 from modelyard.sql.source import ImportResult, Incremental, SqlSource
 from modelyard.types import ModelRef
@@ -74,8 +76,11 @@ def test_new_ids_become_a_new_part_and_stored_parts_are_not_sent_again(
     )
     sent = uploads(client)
     first = client.import_sql("team/events", source)
-    assert first.committed and first.windows == ["[-inf, 101)"] and first.rows == 100
-    assert sent == ["window-000001/part-00000.parquet"]
+    # the bulk and a tail of the last 1 % of the ids, each a part of its own
+    assert first.committed and first.windows == ["[-inf, 100)", "[100, 101)"]
+    assert first.rows == 100 and first.version is not None
+    assert [r["rows"] for r in json.loads(first.version.tags["sql.windows"])] == [99, 1]
+    assert sent == ["window-000001/part-00000.parquet", "window-000002/part-00000.parquet"]
 
     nothing = client.import_sql("team/events", source)
     assert not nothing.committed and nothing.reason == "no new rows since 101: nothing committed"
@@ -84,11 +89,11 @@ def test_new_ids_become_a_new_part_and_stored_parts_are_not_sent_again(
     db.execute(insert, more) if isinstance(db, Lite) else db.executemany(insert, more)
     second = client.import_sql("team/events", source)
     assert second.committed and second.windows == ["[101, 151)"] and second.rows == 50
-    assert second.version is not None and first.version is not None
-    assert sent == ["window-000001/part-00000.parquet", "window-000002/part-00000.parquet"]
-    old, new = second.version.files
-    assert old == first.version.files[0]  # the same stored content, referenced by its digest
-    assert new.path == "window-000002/part-00000.parquet"
+    assert second.version is not None
+    assert sent[2:] == ["window-000003/part-00000.parquet"]
+    *old, new = second.version.files
+    assert old == first.version.files  # the same stored content, referenced by its digest
+    assert new.path == "window-000003/part-00000.parquet"
     assert second.version.tags["sql.rows"] == "150"
     assert sorted(r["id"] for r in table(client, second.version.ref)) == list(range(1, 151))
 
@@ -106,7 +111,13 @@ def test_late_rows_within_the_lag_are_imported_later_beyond_it_refused(
     )
     clock = Clock(at(11))
     first = run(client, source, clock)
-    assert first.windows == ["[-inf, 2026-03-28T10:45:00+00:00)"] and first.rows == 5
+    # the tail is the lag, longer than 1 % of [10:00, 10:45)
+    assert first.windows == [
+        "[-inf, 2026-03-28T10:30:00+00:00)",
+        "[2026-03-28T10:30:00+00:00, 2026-03-28T10:45:00+00:00)",
+    ]
+    assert first.rows == 5 and first.version is not None
+    assert [r["rows"] for r in json.loads(first.version.tags["sql.windows"])] == [3, 2]
 
     pg.executemany(add, [(at(10, 47), "late but within the lag"), (at(11, 5), "p65")])
     clock.now = at(11, 30)
@@ -127,7 +138,8 @@ def test_late_rows_within_the_lag_are_imported_later_beyond_it_refused(
     assert backfilled.version.tags["sql.rows"] == "9"
     assert [f.path for f in backfilled.version.files] == [
         "window-000001/part-00000.parquet",
-        "window-000003/part-00000.parquet",
+        "window-000002/part-00000.parquet",
+        "window-000004/part-00000.parquet",
     ]
     after = run(client, source, clock)
     assert after.windows == ["[2026-03-28T11:15:00+00:00, 2026-03-28T11:45:00+00:00)"]
@@ -141,7 +153,7 @@ def test_late_rows_within_the_lag_are_imported_later_beyond_it_refused(
 
 @pytest.mark.parametrize("warehouse", ["lite", "pg"])
 @pytest.mark.parametrize("verify", ["last", "all"])
-def test_a_late_id_below_a_first_full_import_is_refused(
+def test_a_late_id_in_a_first_import_s_tail_is_refused_in_its_bulk_only_with_verify_all(
     client: Client, warehouse: str, verify: str, request: pytest.FixtureRequest
 ) -> None:
     db: Lite | Pg = request.getfixturevalue(warehouse)
@@ -154,27 +166,100 @@ def test_a_late_id_below_a_first_full_import_is_refused(
         db.execute(insert, rows) if isinstance(db, Lite) else db.executemany(insert, rows)
 
     db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, name TEXT)")
-    add([1, 2, 3, 4, 6, 7, 8, 9, 10])
+    add([i for i in range(1, 1001) if i not in (5, 995)])
     source = SqlSource(
         connection=warehouse,
         query="SELECT * FROM t",
         incremental=Incremental(column="id", verify=verify),
+        batch_rows=64,  # the cut falls inside a batch: its rows are split between the parts
     )
     first = client.import_sql("team/events", source)
-    assert first.windows == ["[-inf, 11)"] and first.rows == 9
-    add([5, 11])  # 5 arrived after the import of [-inf, 11): it would be missed for good
+    assert first.windows == ["[-inf, 991)", "[991, 1001)"] and first.rows == 998
+    assert first.version is not None
+    recorded = json.loads(first.version.tags["sql.windows"])
+    assert [(r["start"], r["end"], r["rows"]) for r in recorded] == [
+        (None, "991", 989),
+        ("991", "1001", 9),
+    ]
+    folder = client.pull(ModelRef.parse(first.version.ref), kind="dataset")
+    tail = pq.read_table(folder / recorded[1]["files"][0])
+    assert tail.column("id").to_pylist() == [i for i in range(991, 1001) if i != 995]
+
+    add([995, 1001])  # 995 arrived after the import of the tail [991, 1001): refused
     with pytest.raises(Conflict, match="not monotonic") as refused:
         client.import_sql("team/events", source)
-    assert "window [-inf, 11) held 9 rows when team/events@1 imported it and holds 10 now" in (
+    assert "window [991, 1001) held 9 rows when team/events@1 imported it and holds 10 now" in (
         refused.value.message
     )
-    assert refused.value.details["values"] == ["5"]
-    db.execute("DELETE FROM t WHERE id = 5")
+    assert refused.value.details["values"] == ["995"]
+    db.execute("DELETE FROM t WHERE id = 995")
+
+    add([5])  # late in the bulk, older than the tail: only verify="all" recounts the bulk
+    if verify == "all":
+        with pytest.raises(Conflict, match="not monotonic") as refused:
+            client.import_sql("team/events", source)
+        assert "window [-inf, 991) held 989 rows when team/events@1 imported it and holds 990" in (
+            refused.value.message
+        )
+        assert refused.value.details["values"] == ["5"]
+        db.execute("DELETE FROM t WHERE id = 5")
     second = client.import_sql("team/events", source)
-    assert second.windows == ["[11, 12)"] and second.rows == 1
+    assert second.committed and second.windows == ["[1001, 1002)"] and second.rows == 1
+    assert second.version is not None
+    ids = {r["id"] for r in table(client, second.version.ref)}
+    assert 5 not in ids and len(ids) == 999  # verify="last": the late 5 is missed, as documented
     add([10_000_000_000])  # past int4: the bound is an int8 literal
     third = client.import_sql("team/events", source)
-    assert third.windows == ["[12, 10000000001)"] and third.rows == 1
+    assert third.windows == ["[1002, 10000000001)"] and third.rows == 1
+
+
+@pytest.mark.parametrize("warehouse", ["lite", "pg"])
+def test_two_first_imports_of_the_same_rows_digest_the_same(
+    client: Client, warehouse: str, request: pytest.FixtureRequest
+) -> None:
+    db: Lite | Pg = request.getfixturevalue(warehouse)
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+    rows = [(i, f"n{i % 7}") for i in range(1, 5001)]
+    if isinstance(db, Lite):
+        db.execute("INSERT INTO t VALUES (?, ?)", rows)
+    else:
+        db.executemany("INSERT INTO t VALUES (%s, %s)", rows)
+    source = SqlSource(
+        connection=warehouse,
+        query="SELECT * FROM t ORDER BY id",
+        incremental=Incremental(column="id"),
+        batch_rows=333,
+    )
+    one = client.import_sql("team/one", source)
+    other = client.import_sql("team/other", source.model_copy(update={"batch_rows": 1000}))
+    assert one.windows == other.windows == ["[-inf, 4951)", "[4951, 5001)"]
+    assert one.version is not None and other.version is not None
+    assert one.content_sha256 == other.content_sha256
+    assert one.version.tags["sql.windows"] == other.version.tags["sql.windows"]
+    assert [r["rows"] for r in json.loads(one.version.tags["sql.windows"])] == [4950, 50]
+
+
+def test_the_tail_of_a_first_import_is_1_percent_of_its_range_or_the_lag() -> None:
+    assert w.tail_cut(1, 10_001, 0) == 9901
+    assert w.tail_cut(1, 10_001, 500) == 9501  # the lag is longer
+    assert w.tail_cut(1, 11, 0) == 10  # rounded up to a whole id
+    assert w.tail_cut(7, 8, 0) is None  # one value: one window
+    assert w.tail_cut(9, 8, 0) is None  # nothing under the end
+    day = dt.timedelta(days=1)
+    assert w.tail_cut(dt.date(2026, 1, 1), dt.date(2026, 3, 1), dt.timedelta(0)) == dt.date(
+        2026, 2, 28
+    )
+    assert w.tail_cut(dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.timedelta(0)) is None
+    assert w.tail_cut(dt.date(2025, 1, 1), dt.date(2026, 1, 1), 7 * day) == dt.date(2025, 12, 25)
+    start = dt.datetime(2026, 3, 1, tzinfo=UTC)
+    assert w.tail_cut(start, start + 100 * day, dt.timedelta(0)) == start + 99 * day
+    # 1 % of 10 minutes is 6 s; 1 % of 10 min 1 s is 6.01 s, rounded up to 7 s
+    minutes = dt.timedelta(minutes=10)
+    assert w.tail_cut(start, start + minutes, dt.timedelta(0)) == start + minutes - (
+        dt.timedelta(seconds=6)
+    )
+    end = start + minutes + dt.timedelta(seconds=1)
+    assert w.tail_cut(start, end, dt.timedelta(0)) == end - dt.timedelta(seconds=7)
 
 
 def test_verify_all_finds_late_rows_in_any_window(client: Client, lite: Lite) -> None:

@@ -232,7 +232,7 @@ class _Run:
 
     # snapshots ----------------------------------------------------------------------------------
     def snapshot(self, session: Session, allow_empty: bool) -> _Planned:
-        writer, schema = self._write(session, self.source.query, self.source.params, self.folder)
+        (writer,), schema = self._write(session, self.source.query, self.source.params, self.folder)
         parts = writer.close(keep_empty=allow_empty)
         if writer.rows == 0 and not allow_empty:
             raise InvalidInput(
@@ -245,17 +245,35 @@ class _Run:
         return planned
 
     def _write(
-        self, session: Session, query: str, params: Mapping[str, Any], folder: Path
-    ) -> tuple[PartWriter, pa.Schema]:
+        self,
+        session: Session,
+        query: str,
+        params: Mapping[str, Any],
+        folder: Path,
+        tail: tuple[str, w.Value, Path] | None = None,
+    ) -> tuple[list[PartWriter], pa.Schema]:
+        """The query's result written as parts into ``folder``. With ``tail`` (a column, a
+        cut, a second folder), rows whose column is at or past the cut go to a second writer in
+        that folder instead, from the same stream: a first import's bulk and tail windows
+        (:func:`windows.tail_cut`) in one read. One writer comes back when the result lacks
+        the column (then nothing was split)."""
         result = session.stream(query, params, self.source.batch_rows, self.types)
         schema = _cast_schema(plain(result.schema), self.types)
-        writer = PartWriter(folder, schema)
+        writers = [PartWriter(folder, schema)]
+        index = schema.get_field_index(tail[0]) if tail is not None else -1
+        cut: pa.Scalar | None = None
+        if tail is not None and index >= 0:
+            cut = _scalar(tail[1], schema.field(index).type)
+            writers.append(PartWriter(tail[2], schema))
         batches = _cast(result.batches, schema)
         if self.engine.prefetch:
             batches = prefetched(batches)
         try:
             for batch in batches:
-                writer.write(batch)
+                if cut is None:
+                    writers[0].write(batch)
+                else:
+                    _route(batch, index, cut, writers[0], writers[1])
                 self.read += batch.num_rows
                 if self.progress is not None:
                     self.progress(self.read)
@@ -265,11 +283,12 @@ class _Run:
                         f"{self.source.timeout_seconds:g} s: nothing committed"
                     )
         except BaseException:
-            writer.abort()
+            for writer in writers:
+                writer.abort()
             raise
         finally:
             batches.close()  # a reader thread stops before the session is used or closed
-        return writer, schema
+        return writers, schema
 
     # incremental imports ------------------------------------------------------------------------
     def over(self, what: str) -> str:
@@ -290,9 +309,10 @@ class _Run:
         params = dict(self.source.params)
         history = _history(latest, spec.column)
         below: int | None = None  # rows under the history's end, when counted with the largest
+        smallest: Any = None  # a first import's smallest watermark: where its range starts
         if history is None:
-            largest, nulls = session.first_row(
-                self.over(f"max({column}), count(*) - count({column})"), params
+            smallest, largest, nulls = session.first_row(
+                self.over(f"min({column}), max({column}), count(*) - count({column})"), params
             )
             if nulls:
                 raise Conflict(
@@ -335,34 +355,49 @@ class _Run:
             since = f" since {w.to_text(history.end)}" if history is not None else ""
             held = f" (rows in the last {spec.lag} wait for the lag)" if spec.lag else ""
             return f"no new rows{since}{held}: nothing committed"
+        # A first import of [-inf, end) records its tail window apart, from the same read, so
+        # that the next import's check for late rows recounts the tail, not the whole table.
+        cut: w.Value | None = None
+        first = history is None and backfill is None and size is None and len(windows) == 1
+        if first and windows[0].start is None and smallest is not None:
+            smallest = w.coerce(smallest, kind, "the smallest watermark")
+            cut = w.tail_cut(smallest, windows[0].end, lag)
         seq = history.next_seq if history is not None else 1
         planned: _Planned | None = None
         new: list[w.Recorded] = []
-        for i, window in enumerate(windows):
-            folder = self.folder / f"window-{seq + i:06d}"
+        for window in windows:
+            folder = self.folder / f"window-{seq:06d}"
             query, bound = _windowed(self.over("*"), column, window, params)
             whole = history is None and window.start is None and largest is not None
             if whole and window.end > largest:
                 # Every row of the snapshot (NULLs were refused above): a bound the planner
                 # cannot see would have it guess an index scan of the whole table.
                 query, bound = self.over("*"), dict(params)
-            writer, schema = self._write(session, query, bound, folder)
-            parts = writer.close()
+            tail = (
+                None if cut is None else (spec.column, cut, self.folder / f"window-{seq + 1:06d}")
+            )
+            writers, schema = self._write(session, query, bound, folder, tail)
             if planned is None:
                 planned = _Planned(schema, self.folder)
                 _check_schema(latest, schema, history)
             elif schema_text(schema) != schema_text(planned.schema):
                 raise InvalidInput("the query's columns changed between two windows")
-            planned.parts.extend(parts)
-            new.append(
-                w.Recorded(
-                    window,
-                    writer.rows,
-                    writer.digest.hexdigest(),
-                    tuple(p.relative_to(self.folder).as_posix() for p in parts),
-                    seq + i,
+            bounds = [window]
+            if len(writers) == 2 and cut is not None:
+                bounds = [w.Window(window.start, cut), w.Window(cut, window.end)]
+            for part_window, writer in zip(bounds, writers, strict=True):
+                parts = writer.close()
+                planned.parts.extend(parts)
+                new.append(
+                    w.Recorded(
+                        part_window,
+                        writer.rows,
+                        writer.digest.hexdigest(),
+                        tuple(p.relative_to(self.folder).as_posix() for p in parts),
+                        seq,
+                    )
                 )
-            )
+                seq += 1
         assert planned is not None
         kept = [r for r in (history.windows if history else []) if r not in replaced]
         everything = w.ordered(kept + new)
@@ -402,7 +437,8 @@ class _Run:
     ) -> tuple[Any, int | None]:
         """The largest watermark; and, when the check for late rows counts every row under the
         history's end (``verify="all"``, or a last window open below: after a first import
-        without a start), that count too, in the same pass. Without an index on the column
+        without a start that recorded no tail: one with a window size, or over too small a
+        range), that count too, in the same pass. Without an index on the column
         (a view, a join) the largest value costs a pass of its own otherwise."""
         spec = self.source.incremental
         last = history.last
@@ -432,7 +468,9 @@ class _Run:
         the rows under the history's end, when :meth:`_largest` counted them already.
 
         The recount reads every row of the last window (every row imported, with
-        ``verify="all"``): after a first import without a start that is the whole table."""
+        ``verify="all"``). After a first import without a start, the last window is its tail
+        (:func:`windows.tail_cut`: the last 1 % of the range, or the lag), not the whole table:
+        late rows older than the tail are found by ``verify="all"`` only."""
         spec = self.source.incremental
         assert spec is not None and latest is not None
         last = history.last
@@ -565,6 +603,32 @@ def _check_schema(latest: VersionInfo | None, schema: pa.Schema, history: w.Hist
             f"{', '.join(f'{n} {t}' for n, t in now)}): backfill every window, or import into "
             "a new dataset"
         )
+
+
+def _scalar(value: w.Value, kind: pa.DataType) -> pa.Scalar:
+    """A watermark as an Arrow scalar to compare ``kind`` values with (a timestamp in
+    microseconds, in the column's time zone: compute casts the column's unit to it)."""
+    if pa.types.is_timestamp(kind):
+        return pa.scalar(value, pa.timestamp("us", kind.tz))
+    if pa.types.is_date(kind):
+        return pa.scalar(value, pa.date32())
+    return pa.scalar(value, kind)
+
+
+def _route(
+    batch: pa.RecordBatch, index: int, cut: pa.Scalar, below: PartWriter, above: PartWriter
+) -> None:
+    """The batch's rows under ``cut`` to ``below``, the others to ``above`` (no NULLs: a first
+    import refuses them). A batch wholly on one side, as most are, is written as it is."""
+    under = pc.less(batch.column(index), cut)
+    count = pc.sum(under).as_py() or 0
+    if count == batch.num_rows:
+        below.write(batch)
+    elif count == 0:
+        above.write(batch)
+    else:
+        below.write(batch.filter(under))
+        above.write(batch.filter(pc.invert(under)))
 
 
 def _windows_digest(schema: pa.Schema, windows: list[w.Recorded]) -> str:

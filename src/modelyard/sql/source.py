@@ -57,7 +57,8 @@ class Incremental(BaseModel):
     verify: Literal["last", "all"] = Field(
         default="last",
         description="Which imported windows are counted again for rows that arrived late: "
-        "the last one (cheap) or all",
+        "the last one (cheap; after a first import without a start or window, its tail: the "
+        "last 1 % of the range or the lag) or all",
     )
 
     @field_validator("column")

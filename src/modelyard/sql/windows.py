@@ -8,6 +8,12 @@ Pure logic, given the clock and what the previous version recorded; no database 
   minus ``lag``: rows younger than the lag wait for the next import, which gives late rows that
   long to land.
 - ``size`` splits a long range into windows of that size: one Parquet part each.
+- A first import without a start or a size records two windows from one read: the bulk
+  ``[-inf, cut)`` and a tail ``[cut, end)`` holding the last ``TAIL_SHARE`` of the values'
+  range (or the lag, when longer; see :func:`tail_cut`). The next import's check for late rows
+  (``verify="last"``) recounts only that tail, as later imports recount only their last,
+  recent window, and not the whole table; rows that land late in the bulk, older than the
+  tail, are found by ``verify="all"`` only.
 - A backfill imports ``[start, end)`` again, in windows, in place of the windows it covers
   exactly; a range that cuts through a recorded window is refused, so a row is never in two parts.
 """
@@ -15,6 +21,7 @@ Pure logic, given the clock and what the previous version recorded; no database 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,6 +32,7 @@ Kind = Literal["int", "timestamp", "timestamptz", "date"]
 Value = int | dt.datetime | dt.date
 Step = int | dt.timedelta
 MAX_WINDOWS = 10_000
+TAIL_SHARE = 0.01  # of a first import's range, recorded as a window of its own (tail_cut)
 
 
 def kind_of(value: Any) -> Kind:
@@ -253,6 +261,26 @@ def next_windows(
     if lower is not None and not before(lower, end):
         return []
     return split(lower, end, size)
+
+
+def tail_cut(smallest: Value, end: Value, lag: Step) -> Value | None:
+    """Where a first import of ``[-inf, end)`` splits off its tail window ``[cut, end)``: the
+    last ``TAIL_SHARE`` of ``[smallest, end)``, or the lag when that is longer, rounded up to a
+    whole number, second or day. None when the range is too small to split (a single value):
+    the import records one window."""
+    if not before(smallest, end):
+        return None
+    tail: Step
+    if isinstance(end, int):
+        assert isinstance(smallest, int) and isinstance(lag, int)
+        tail = max(math.ceil((end - smallest) * TAIL_SHARE), lag)
+    else:
+        assert isinstance(lag, dt.timedelta)
+        span: dt.timedelta = end - smallest  # type: ignore[operator]
+        unit = dt.timedelta(days=1) if not isinstance(end, dt.datetime) else dt.timedelta(seconds=1)
+        tail = unit * math.ceil(max(span * TAIL_SHARE, lag) / unit)
+    cut = shift(end, tail, -1)
+    return cut if before(smallest, cut) else None
 
 
 def backfill_windows(

@@ -3,6 +3,8 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,5 +93,37 @@ def test_revisions_made_before_replica_tokens_get_one_each(tmp_path: Path) -> No
             found = list(tokens)
         assert len(found) == 2 and len(set(found)) == 2
         assert all(re.fullmatch("[0-9a-f]{64}", token) for token in found)
+    finally:
+        db.dispose()
+
+
+def test_processes_that_start_at_once_on_a_fresh_database_all_migrate_it(
+    database_url: str,
+) -> None:
+    """Replicas started together on an empty database: none fails on a half-made schema."""
+    code = (
+        "import sys\n"
+        "from modelyard.store.db import Database\n"
+        "db = Database(sys.argv[1])\n"
+        "db.migrate()\n"
+        "db.dispose()\n"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, database_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=120) for p in processes]
+    failed = [err for p, (_, err) in zip(processes, results, strict=True) if p.returncode]
+    assert failed == []
+    db = Database(database_url)
+    try:
+        with db.read() as session:
+            heads = session.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        assert len(heads) == 1
     finally:
         db.dispose()

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelyard.errors import ConfigError, Conflict, StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATE_LOCK = 0x6D79_6D67  # the advisory lock key of migrations ("mymg")
 _AFTER_COMMIT = "modelyard.after_commit"
 
 
@@ -81,7 +82,14 @@ class Database:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self._migrate_lock, self._translate("migrating"), self.engine.begin() as conn:
+        # Processes that start on a fresh database at once (replicas of a Deployment, a CLI
+        # beside `modelyard up`) take turns: the second waits for the first's transaction, then
+        # finds the schema at head. PostgreSQL: an advisory lock held until commit; SQLite: a
+        # write transaction from the start (BEGIN IMMEDIATE).
+        writer = self.engine.execution_options(modelyard_write=True)
+        with self._migrate_lock, self._translate("migrating"), writer.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 

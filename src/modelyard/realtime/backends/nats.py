@@ -24,13 +24,22 @@ nak'ed and its entity waits for its redelivery, so it goes first again; the run'
 that were put back stay delivered to this client, unacked (with their handles and attempts), and
 follow it. The same goes for a run whose lease ended: it goes again once delivered again.
 A claim fetches only when what it holds does not fill the batch, as many as the consumer has
-undelivered (a fetch returns once full, else only when its time is up). A batch's acks are in flight
-together, each confirmed by the server.
+undelivered (a fetch returns once full, else only when its time is up).
 That holds within one worker process: a realtime revision runs one replica
 (`modelyard.serving.controller.REALTIME_REPLICAS`) for this reason.
 A trigger's attempts are the consumer's deliveries of it (``num_delivered`` - 1): failures and
 ended leases count towards ``max_attempts`` and the dead letters; a worker's restart recreates
 the consumer, which counts again from one.
+
+Acks cost one round trip per batch, not one per trigger: a batch's acks are published without
+waiting for the server's answer to each, except the last of each deployment, a request. The server
+takes a connection's messages in order and a consumer's acks in order, so its answer to that one
+means it has processed them all: when ``ack_many`` returns, the triggers are gone (``pending``
+no longer counts them) and the entities may go on. Only a connection lost in the middle of a
+batch can lose an ack that was not the one confirmed; that trigger is delivered again after the
+ack wait and run again, which the prediction store turns into no new effect (one prediction per
+(deployment, trigger, model version), the latest never going back to an older trigger). Naks are
+not confirmed either: a lost one only delays the retry until the ack wait.
 
 How durable an acknowledged enqueue is depends on the server: JetStream's file store survives a
 kill -9 of the server; set ``sync_interval: always`` (NATS 2.10+) for a power cut.
@@ -301,8 +310,8 @@ class NatsTriggerQueue:
     def ack_many(self, triggers: Sequence[Trigger]) -> None:
         if not triggers:
             return
-        # the server confirms each ack (all in flight at once): they are gone before we move on
-        self._run(self._ack_all([t.handle for t in triggers]))
+        # confirmed (in one round trip) before the entities go on, see the module docstring
+        self._run(self._ack_all(triggers))
         repeats = []
         with self._lock:
             for trigger in triggers:
@@ -311,8 +320,8 @@ class NatsTriggerQueue:
                 repeat = held.pop(trigger.seq, None)  # delivered again while it was out
                 if repeat is not None:
                     repeats.append(repeat.handle)
-        for handle in repeats:
-            self._run(self._reply(handle, b"+ACK", sync=False))
+        if repeats:  # the same stream messages, acked already: nothing to confirm
+            self._run(self._publish_all(repeats, b"+ACK"))
 
     def _settle(self, trigger: Trigger, awaited: bool) -> None:
         """``trigger`` is no longer out (with the lock held); ``awaited``: the server delivers it
@@ -333,13 +342,17 @@ class NatsTriggerQueue:
         if not state:
             del entities[trigger.entity]
 
-    async def _ack_all(self, handles: list[str]) -> None:
-        await asyncio.gather(*(self.nc.request(h, b"+ACK", timeout=5) for h in handles))
+    async def _ack_all(self, triggers: Sequence[Trigger]) -> None:
+        # A deployment's acks go to its one consumer, which processes them in the order this
+        # connection sent them: the answer to its last confirms the ones before it too.
+        last = {t.deployment: t.handle for t in triggers}
+        await self._publish_all(
+            [t.handle for t in triggers if t.handle != last[t.deployment]], b"+ACK"
+        )
+        await asyncio.gather(*(self.nc.request(h, b"+ACK", timeout=5) for h in last.values()))
 
-    async def _reply(self, subject: str, body: bytes, sync: bool) -> None:
-        if sync:  # the server confirms the ack: the trigger is gone before we move on
-            await self.nc.request(subject, body, timeout=5)
-        else:
+    async def _publish_all(self, subjects: list[str], body: bytes) -> None:
+        for subject in subjects:  # buffered: no round trip
             await self.nc.publish(subject, body)
 
     def fail(self, trigger: Trigger, error: str, max_attempts: int, now: float) -> bool:
@@ -348,13 +361,17 @@ class NatsTriggerQueue:
         if dead:
             letter = {**_fields(trigger), "attempts": attempts, "error": error, "failed_at": now}
             subject = self._subject("dead", trigger.deployment, trigger.entity)
-            self._run(self.js.publish(subject, orjson.dumps(letter)))
-            self._run(self._reply(trigger.handle, b"+ACK", sync=True))
+            self._run(self._bury(subject, orjson.dumps(letter), trigger))
         else:
-            self._run(self._reply(trigger.handle, b"-NAK", sync=False))
+            self._run(self._publish_all([trigger.handle], b"-NAK"))
         with self._lock:
             self._settle(trigger, awaited=not dead)
         return dead
+
+    async def _bury(self, subject: str, letter: bytes, trigger: Trigger) -> None:
+        # the dead letter is stored before the trigger goes; the ack is confirmed like a batch's
+        await self.js.publish(subject, letter)
+        await self._ack_all([trigger])
 
     def put_back(self, triggers: Sequence[Trigger]) -> None:
         # Still delivered to this client and unacked: held again as they are (handle, attempts),

@@ -105,8 +105,10 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
 
 def goals(results: list[Result]) -> None:
     """The issue's goals on 2 cores, for each modelyard target: met, or not."""
-    peers = [r for r in results if not r.name.startswith("modelyard")]
-    best_peer = max((best_rate(r) for r in peers), default=0.0)
+    # The peers are the tools (Bytewax, Feast); the redis loop is the ceiling (the issue's
+    # word), compared on its own line below the goals.
+    peers = [r for r in results if r.name in ("bytewax", "feast")]
+    best = max(peers, key=lambda r: (best_rate(r), -p99_at(r, best_rate(r))), default=None)
     print("\ngoals (issue 13, on 2 cores)")
     for r in results:
         if not r.name.startswith("modelyard"):
@@ -125,10 +127,7 @@ def goals(results: list[Result]) -> None:
                 trigger_p99 <= 0.050,
             ),
             ("prediction read p99 <= 5 ms", p(r.reads, 0.99) <= 0.005),
-            (
-                f"sustains at least the best peer's rate ({best_peer:,.0f}/s)",
-                best_rate(r) >= best_peer,
-            ),
+            beats(r, best, "the best peer"),
             (
                 "kill -9: 0 lost, 0 duplicated, 0 out of order",
                 r.kill.startswith("lost 0, duplicated 0, out of order 0"),
@@ -136,6 +135,31 @@ def goals(results: list[Result]) -> None:
         ]
         for what, met in checks:
             print(f"  {r.name:16} {'met    ' if met else 'NOT MET'}  {what}")
+        ceiling = next((c for c in results if c.name == "redis"), None)
+        if ceiling is not None:
+            what, met = beats(r, ceiling, "the ceiling (redis loop)")
+            print(f"  {r.name:16} {'above  ' if met else 'below  '}  {what}")
+
+
+def p99_at(result: Result, rate: float) -> float:
+    """The p99 at ``rate`` (infinite where it was not sustained there)."""
+    for ph in result.phases:
+        if ph.rate == rate and ph.sustained():
+            return p(ph.latencies, 0.99)
+    return float("inf")
+
+
+def beats(r: Result, other: Result | None, who: str) -> tuple[str, bool]:
+    """The issue's line: at least ``other``'s highest sustained rate, at a lower p99 there."""
+    if other is None or not best_rate(other):
+        return f"at least {who}'s sustained rate at a lower p99: no peer sustained a rate", False
+    rate = best_rate(other)
+    mine, theirs = p99_at(r, rate), p99_at(other, rate)
+    what = (
+        f"at least {who}'s sustained rate ({other.name}, {rate:,.0f}/s) at a lower p99 "
+        f"({mine * 1000:.1f} vs {theirs * 1000:.1f} ms)"
+    )
+    return what, best_rate(r) >= rate and mine < theirs
 
 
 def best_rate(result: Result) -> float:

@@ -150,6 +150,15 @@ def test_chain_exports_as_kfp_would_compile_it() -> None:
     assert "def note(ledger: str, line: str)" in program  # helpers come with the module
 
 
+def test_a_step_that_names_its_image_runs_in_it() -> None:
+    spec = kfp_flow.chain.compile()
+    own = "registry.example/team/train:1"
+    spec.steps["train"] = spec.steps["train"].model_copy(update={"image": own})
+    executors = exported(to_kfp_yaml(spec, image="python:3.12"))["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["container"]["image"] == own
+    assert executors["exec-make"]["container"]["image"] == "python:3.12"
+
+
 def test_registry_imports_become_importer_nodes() -> None:
     spec = exported(to_kfp_yaml(kfp_flow.from_registry.compile()))
     assert dependencies(spec["root"]["dag"]) == {

@@ -404,7 +404,7 @@ class _Exporter:
         container: dict[str, Any] = {
             "args": ["--executor_input", "{{$}}", "--function_to_execute", step.function],
             "command": self._command(self._program()),
-            "image": self.image,
+            "image": step.image or self.image,  # a step's own image, as on modelyard's Kubernetes
         }
         env = {**step.env, **task.env}
         if env:

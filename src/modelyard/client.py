@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -30,6 +31,7 @@ from modelyard.errors import (
     InvalidInput,
     NotFound,
     ServerUnreachable,
+    Unavailable,
     error_from_body,
 )
 from modelyard.registry import pull as pulling
@@ -59,7 +61,11 @@ if TYPE_CHECKING:
     from modelyard.serving.logs import LogLine
     from modelyard.serving.records import DeploymentInfo
 
+log = logging.getLogger(__name__)
+
 CHUNK = 4 * 1024 * 1024
+MAX_RETRY_WAIT = 5.0
+"""The longest one wait between tries of a request a standby refused, whatever its Retry-After."""
 Progress = Callable[[str, int], None]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # "ValueError: ...", "modelyard.errors.InvalidInput: ...": the line a Python traceback ends with
@@ -113,6 +119,14 @@ def _read_file(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds a ``Retry-After`` header asks for (1 when absent, or an HTTP date)."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
+
+
 class Client:
     def __init__(
         self,
@@ -123,8 +137,12 @@ class Client:
         timeout: float = 60.0,
         cache_dir: Path | None = None,
         gateway_url: str | None = None,
+        retry_unavailable_s: float = 30.0,
     ) -> None:
+        """``retry_unavailable_s``: how long a request a standby control plane refused (503
+        ``unavailable``, during a failover) is sent again before its error is raised; 0 never."""
         settings = settings or load_settings().settings
+        self.retry_unavailable_s = retry_unavailable_s
         self.settings = settings
         self.url = (url or settings.url).rstrip("/")
         host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "::") else settings.gateway_host
@@ -148,21 +166,49 @@ class Client:
         """One API call (``path`` under ``/api/v1``): the decoded JSON answer, None when empty; an
         error answer raises the `ModelyardError` it names.
 
+        A request a standby refused (503 ``unavailable``: it was not executed) is sent again after
+        its ``Retry-After`` (at most `MAX_RETRY_WAIT` s a time) for up to ``retry_unavailable_s``,
+        so that a write during a failover waits for the new leader instead of failing; a streamed
+        body (a file's chunks) cannot be sent twice and is not retried.
+
         Example: ``client.request("GET", "/namespaces")``
         """
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(
-                f"cannot reach the control plane at {self.url} ({exc}): start it with "
-                "'modelyard up' or set MODELYARD_URL"
-            ) from exc
-        if not response.is_success:
+        content = kwargs.get("content")
+        replayable = isinstance(content, bytes | str | None) and "files" not in kwargs
+        budget = self.retry_unavailable_s if replayable else 0.0
+        started, tries = time.monotonic(), 0
+        while True:
+            tries += 1
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise ServerUnreachable(
+                    f"cannot reach the control plane at {self.url} ({exc}): start it with "
+                    "'modelyard up' or set MODELYARD_URL"
+                ) from exc
+            if response.is_success:
+                break
             try:
                 body = response.json()
             except json.JSONDecodeError:
                 body = None
-            raise error_from_body(response.status_code, body)
+            error = error_from_body(response.status_code, body)
+            if response.status_code != 503 or not isinstance(error, Unavailable):
+                raise error
+            elapsed = time.monotonic() - started
+            if elapsed >= budget:
+                if tries > 1:
+                    raise Unavailable(
+                        f"{error.message} (sent {tries} times over {elapsed:.1f} s)",
+                        **error.details,
+                    )
+                raise error
+            # At least a tenth of a second, so that a "Retry-After: 0" does not spin.
+            wait = min(max(_retry_after(response), 0.1), MAX_RETRY_WAIT, budget - elapsed)
+            log.info(
+                "%s %s refused by a standby control plane: retry in %.1f s", method, path, wait
+            )
+            time.sleep(wait)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()

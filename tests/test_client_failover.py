@@ -126,6 +126,7 @@ def test_past_the_budget_the_refusal_is_raised_naming_the_leader() -> None:
             c.create_namespace("team")
         took = time.monotonic() - started
     assert LEADER_URL in raised.value.message
+    assert raised.value.details["leader_url"] == LEADER_URL
     assert "times over" in raised.value.message  # it says how long it retried
     assert 0.5 <= took < 5
     assert 2 <= len(server.seen) <= 10  # a "Retry-After: 0" waits a little, it does not spin

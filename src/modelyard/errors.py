@@ -196,4 +196,8 @@ def error_from_body(status: int, body: Any) -> ModelyardError:
         return ModelyardError(f"server answered {status} without an error body")
     cls = _BY_CODE.get(str(error.get("code")), ModelyardError)
     details = error.get("details") or {}
-    return cls(str(error.get("message", "")), **(details if isinstance(details, dict) else {}))
+    # Fields beside code and message (a standby's leader_url, say) are details too.
+    extra = {k: v for k, v in error.items() if k not in ("code", "message", "details")}
+    return cls(
+        str(error.get("message", "")), **extra, **(details if isinstance(details, dict) else {})
+    )

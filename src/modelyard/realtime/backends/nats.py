@@ -14,7 +14,13 @@ Layout (``P`` is the URL's ``?prefix=``, default ``modelyard``):
 - stream ``P_dead`` (``P.dead.{namespace}.{deployment}.{entity}``): dead letters with their
   traceback; ``retry`` publishes them as triggers again and purges them.
 - key-value bucket ``P_cursors``: the router's cursor per deployment, moved after its triggers
-  were acknowledged by the server (a crash in between re-publishes them: deduplicated).
+  were acknowledged by the server (a crash in between re-publishes them: deduplicated). It only
+  goes forward, in one round trip: a compare-and-set on the revision this client last read or
+  wrote (kept in memory; the deployment's one router is usually the only writer). When another
+  process moved it meanwhile (a router that took over, a drop) the set fails and the cursor is read
+  again: a cursor not past it is not written, so it never goes back, and it never skips, as only
+  a cursor whose triggers the server stored is written. A cursor not past the one in memory is
+  checked against the server's, as that one may have gone back (a drop elsewhere).
 
 Per-entity order: JetStream hands a pull consumer messages in stream order but several at once, so
 this class keeps the fetched triggers in memory per entity and hands out, in log order, the oldest
@@ -23,8 +29,12 @@ it; the entity's others wait until the whole run is acked, failed or put back. A
 nak'ed and its entity waits for its redelivery, so it goes first again; the run's triggers after it
 that were put back stay delivered to this client, unacked (with their handles and attempts), and
 follow it. The same goes for a run whose lease ended: it goes again once delivered again.
-A claim fetches only when what it holds does not fill the batch, as many as the consumer has
-undelivered (a fetch returns once full, else only when its time is up).
+A claim fetches only when what it holds does not fill the batch. With nothing to hand out it
+fetches at most what it has room for in one round trip: nats-py's fetch first sends a no-wait pull,
+which the server answers with what it has (new or due again) and ends at once; with none it waits
+up to ``FETCH_S`` for the first to come. With some to hand out it asks how many the consumer has
+undelivered and fetches those, never waiting on the server (a fetch returns once full, else only
+when its time is up).
 That holds within one worker process: a realtime revision runs one replica
 (`modelyard.serving.controller.REALTIME_REPLICAS`) for this reason.
 A trigger's attempts are the consumer's deliveries of it (``num_delivered`` - 1): failures and
@@ -120,6 +130,8 @@ class NatsTriggerQueue:
         self._out: dict[str, dict[str, _Out]] = {}
         """Per deployment and entity with triggers out: which, and until when."""
         self._subs: dict[str, Any] = {}
+        self._cursors: dict[str, tuple[int, int]] = {}
+        """Per deployment: the newest cursor and its revision this client read or wrote."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats", daemon=True)
         self._thread.start()
@@ -189,13 +201,23 @@ class NatsTriggerQueue:
         return self._run(self._cursor(deployment))
 
     async def _cursor(self, deployment: str) -> int:
+        return (await self._read_cursor(deployment))[0]
+
+    async def _read_cursor(self, deployment: str) -> tuple[int, int]:
         from nats.js.errors import KeyNotFoundError
 
         try:
             entry = await self.kv.get(self._cursor_key(deployment))
-        except KeyNotFoundError:
-            return 0
-        return int(entry.value or b"0")
+            read = int(entry.value or b"0"), entry.revision or 0
+        except KeyNotFoundError as exc:  # never set (revision 0), or purged: its marker's
+            read = 0, exc.entry.revision if exc.entry is not None else 0
+        self._remember(deployment, *read)
+        return read
+
+    def _remember(self, deployment: str, cursor: int, revision: int) -> None:
+        # Revisions only grow: a read that answered before a write (another thread's) is older.
+        if revision >= self._cursors.get(deployment, (0, -1))[1]:
+            self._cursors[deployment] = cursor, revision
 
     def enqueue(self, deployment: str, triggers: Sequence[Trigger], cursor: int) -> None:
         self._run(self._enqueue(deployment, triggers, cursor))
@@ -212,8 +234,24 @@ class NatsTriggerQueue:
             for t in triggers
         ]
         await asyncio.gather(*acks)
-        if cursor > await self._cursor(deployment):
-            await self.kv.put(self._cursor_key(deployment), str(cursor).encode())
+        await self._move_cursor(deployment, cursor)
+
+    async def _move_cursor(self, deployment: str, cursor: int) -> None:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        known = self._cursors.get(deployment)
+        if known is None or cursor <= known[0]:  # see the module docstring
+            known = await self._read_cursor(deployment)
+        while cursor > known[0]:
+            try:
+                revision = await self.kv.update(
+                    self._cursor_key(deployment), str(cursor).encode(), last=known[1]
+                )
+            except KeyWrongLastSequenceError:  # moved by another process meanwhile
+                known = await self._read_cursor(deployment)
+            else:
+                self._remember(deployment, cursor, revision)
+                return
 
     def claim(self, deployment: str, limit: int, lease_s: float, now: float) -> list[Trigger]:
         claimed = self._hand_out(deployment, limit, lease_s, now)
@@ -272,13 +310,14 @@ class NatsTriggerQueue:
         sub = self._subs.get(deployment)
         if sub is None:
             sub = self._subs[deployment] = await self._subscribe(deployment, lease_s)
-        # A fetch returns once it has its batch or its time is up: ask for what the server holds
-        # undelivered, so it returns at once; with none, for one (a new or redelivered trigger).
-        ready = min(room, (await sub.consumer_info()).num_pending)
-        if not (ready or wait):
-            return []
+        if wait:  # what the server has, at once, else the first to come (module docstring)
+            ready = room
+        else:  # a fetch waits for its batch or its time: ask for what the server has undelivered
+            ready = min(room, (await sub.consumer_info()).num_pending)
+            if not ready:
+                return []
         try:
-            messages = await sub.fetch(ready or 1, timeout=FETCH_S)
+            messages = await sub.fetch(ready, timeout=FETCH_S)
         except TimeoutError:  # nats-py's and asyncio's: no trigger came within FETCH_S
             return []
         found = []
@@ -476,6 +515,7 @@ class NatsTriggerQueue:
         await self.js.purge_stream(self.dead_stream, subject=self._subject("dead", deployment))
         with contextlib.suppress(KeyNotFoundError):
             await self.kv.purge(self._cursor_key(deployment))
+        self._cursors.pop(deployment, None)  # gone back to 0: read it again
 
     def close(self) -> None:
         if self._loop.is_closed():

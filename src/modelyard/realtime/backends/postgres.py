@@ -75,15 +75,19 @@ class PostgresEventStore(HistoryReads):
     def append(self, stream: str, events: Sequence[NewEvent], now: float) -> list[bool]:
         if not events:
             return []
-        with self._conn() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (stream,))
+        # One statement, so one round trip (not BEGIN, the lock, the insert and COMMIT): the
+        # lock's row is joined to every event's, so it is taken before any row draws its seq,
+        # and held until the statement's own transaction commits.
+        with self._conn(atomic=False) as conn:
             rows = conn.execute(
+                "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext(%s))) "
                 "INSERT INTO realtime_events (stream, event_id, entity, type, time, ingested_at, "
-                "data) SELECT %s, e.id, e.entity, e.type, e.time, %s, e.data::jsonb FROM "
+                "data) SELECT %s, e.id, e.entity, e.type, e.time, %s, e.data::jsonb FROM locked, "
                 "unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[]) "
                 "WITH ORDINALITY AS e(id, entity, type, time, data, n) ORDER BY e.n "
                 "ON CONFLICT (stream, event_id) DO NOTHING RETURNING event_id",
                 (
+                    stream,
                     stream,
                     now,
                     [e.event_id for e in events],

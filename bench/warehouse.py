@@ -420,8 +420,8 @@ def main() -> None:
                 )
                 more = max(1, rows // 100)
                 results.append(full)
-                # The first increment recounts the whole first window for late rows (the
-                # table); the next one recounts only the increment before it.
+                # The first increment recounts the first import's tail window for late rows;
+                # the next one the increment before it.
                 for n, target in enumerate(("+1% rows", "+1% rows again")):
                     first = rows + n * more + 1
                     with psycopg.connect(url, autocommit=True) as conn:

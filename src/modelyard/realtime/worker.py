@@ -353,10 +353,12 @@ class Worker:
         # a moment later: a trigger out then may run in both (one prediction per model version).
         self.queue.release(self.deployment)
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._loop, args=(self.route_once,))]
+        # The router polls the log; executors wait on the router's wake-up as well.
+        route = (self.route_once, ROUTE_IDLE_S, self._stop.wait)
+        work = (self.work_once, IDLE_S, lambda idle: self._wake.acquire(timeout=idle))
+        self._threads = [threading.Thread(target=self._loop, args=route)]
         self._threads += [
-            threading.Thread(target=self._loop, args=(self.work_once,))
-            for _ in range(self.spec.concurrency)
+            threading.Thread(target=self._loop, args=work) for _ in range(self.spec.concurrency)
         ]
         for thread in self._threads:
             thread.daemon = True
@@ -369,8 +371,12 @@ class Worker:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _loop(self, step: Callable[[], int]) -> None:
-        low, high = ROUTE_IDLE_S if step == self.route_once else IDLE_S
+    def _loop(
+        self, step: Callable[[], int], idle_s: tuple[float, float], wait: Callable[[float], Any]
+    ) -> None:
+        """``step`` until stopped; when it found nothing, ``wait`` from ``idle_s[0]`` s, doubling
+        up to ``idle_s[1]``."""
+        low, high = idle_s
         idle = low
         while not self._stop.is_set():
             try:
@@ -381,10 +387,7 @@ class Worker:
             if done:
                 idle = low
                 continue
-            if step == self.route_once:
-                self._stop.wait(idle)
-            else:
-                self._wake.acquire(timeout=idle)
+            wait(idle)
             idle = min(high, idle * 2)
 
 

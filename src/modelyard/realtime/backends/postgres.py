@@ -50,14 +50,14 @@ class PostgresEventStore(HistoryReads):
         self._all: list[Any] = []
         self._lock = threading.Lock()
         self.decoded = DecodedEvents()
-        with self._conn() as conn:
+        with self._conn() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('modelyard.realtime.schema'))")
             conn.execute(_SCHEMA)
 
     @contextmanager
-    def _conn(self, atomic: bool = True) -> Iterator[Any]:
-        """This thread's connection, in one transaction (a single statement needs none: it
-        sees one snapshot, and BEGIN and COMMIT would be two more round trips)."""
+    def _conn(self) -> Iterator[Any]:
+        """This thread's connection, in autocommit: each statement is its own transaction and
+        sees one snapshot (BEGIN and COMMIT around it would be two more round trips)."""
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = self._psycopg.connect(self.url, autocommit=True)
@@ -66,11 +66,7 @@ class PostgresEventStore(HistoryReads):
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
-        if not atomic:
-            yield conn
-            return
-        with conn.transaction():
-            yield conn
+        yield conn
 
     def append(self, stream: str, events: Sequence[NewEvent], now: float) -> list[bool]:
         if not events:
@@ -78,7 +74,7 @@ class PostgresEventStore(HistoryReads):
         # One statement, so one round trip (not BEGIN, the lock, the insert and COMMIT): the
         # lock's row is joined to every event's, so it is taken before any row draws its seq,
         # and held until the statement's own transaction commits.
-        with self._conn(atomic=False) as conn:
+        with self._conn() as conn:
             rows = conn.execute(
                 "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext(%s))) "
                 "INSERT INTO realtime_events (stream, event_id, entity, type, time, ingested_at, "
@@ -163,7 +159,7 @@ class PostgresEventStore(HistoryReads):
     ) -> list[Any]:
         """Rows (trigger's number from 1, seq, the other columns: NULL where ``seq`` is not
         above the trigger's ``known``), in history order."""
-        with self._conn(atomic=False) as conn:
+        with self._conn() as conn:
             rows: list[Any] = conn.execute(
                 f"SELECT w.n, h.seq, {_LATERAL} FROM unnest(%s::text[], %s::bigint[], "
                 "%s::bigint[]) WITH ORDINALITY AS w(entity, upto, known, n) CROSS JOIN LATERAL "
@@ -174,14 +170,14 @@ class PostgresEventStore(HistoryReads):
         return rows
 
     def last_seq(self, stream: str) -> int:
-        with self._conn(atomic=False) as conn:
+        with self._conn() as conn:
             row = conn.execute(
                 "SELECT MAX(seq) FROM realtime_events WHERE stream = %s", (stream,)
             ).fetchone()
         return int(row[0] or 0)
 
     def pending(self, stream: str, after: int) -> tuple[int, float | None]:
-        with self._conn(atomic=False) as conn:
+        with self._conn() as conn:
             count, oldest = conn.execute(
                 "SELECT COUNT(*), MIN(ingested_at) FROM realtime_events "
                 "WHERE stream = %s AND seq > %s",
@@ -205,10 +201,10 @@ class PostgresEventStore(HistoryReads):
             self._all.clear()
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[RawEvent]:
-        with self._conn(atomic=False) as conn:
+        with self._conn() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [RawEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     def _delete(self, where: str, params: tuple[Any, ...]) -> int:
-        with self._conn(atomic=False) as conn:
+        with self._conn() as conn:
             return int(conn.execute(f"DELETE FROM realtime_events WHERE {where}", params).rowcount)

@@ -4,8 +4,9 @@ The stream: the shop of ``modelyard.apps.realtime_demo.clickstream`` (Zipf-skewe
 are hot; sessions; about 10 % of events are ``add_to_cart``, the triggers). The model: a
 scikit-learn ``GradientBoostingClassifier`` trained here on the same features
 (``modelyard.apps.realtime_demo.scoring``: the user's last 100 events). modelyard's function is
-``batched`` and the redis loop batches the same way (the model called once per batch of triggers);
-the Bytewax and Feast loops call it once per trigger, as their dataflows hand them one at a time.
+``batched``, and every peer calls the model once per batch of triggers too: the redis loop per
+claimed batch, Bytewax per activation of its scoring step (``flat_map_batch``), Feast per batch of
+events its pipeline reads.
 
 Targets, each started, measured and stopped before the next:
 

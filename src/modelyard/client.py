@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -127,6 +128,15 @@ def _retry_after(response: httpx.Response) -> float:
         return 1.0
 
 
+def _tls(url: str) -> ssl.SSLContext | bool:
+    """What the API client verifies TLS with: the trust store for an ``https`` control plane;
+    for plain ``http`` a context that trusts nothing, so no HTTPS request could pass unverified,
+    made without loading the trust store (40-60 ms of every command's start-up)."""
+    if urlsplit(url).scheme == "https":
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class Client:
     def __init__(
         self,
@@ -151,7 +161,9 @@ class Client:
         self.api_key = api_key or settings.resolved_api_key()
         self.cache_dir = cache_dir or settings.cache_dir or settings.home / "cache"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self.http = httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=f"{self.url}/api/v1", headers=headers, timeout=timeout, verify=_tls(self.url)
+        )
         self._timeout = timeout
         self._local = urlsplit(self.url).hostname in _LOOPBACK
 

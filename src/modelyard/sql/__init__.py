@@ -7,7 +7,8 @@
 - :mod:`~modelyard.sql.snapshot`: an import, streamed into Parquet parts and committed through the
   registry's protocol; :mod:`~modelyard.sql.parts` and :mod:`~modelyard.sql.digest` write and
   digest the parts;
-- :mod:`~modelyard.sql.windows`: incremental imports over half-open watermark windows;
+- :mod:`~modelyard.sql.incremental`: incremental imports, over half-open watermark windows
+  (:mod:`~modelyard.sql.windows`: which windows are due, as pure logic), checked for late rows;
 - :mod:`~modelyard.sql.task`: ``sql_import``, the pipeline task.
 
 ``client.import_sql(...)``, ``modelyard datasets import-sql`` and ``sql_import(...)`` all run

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from modelyard.api.server import BackgroundServer
+from modelyard.client import Client
 from modelyard.errors import DeploymentFailed, InvalidInput, NotFound
+from modelyard.realtime.queue import Trigger
 from modelyard.testing import wait_for
 from tests.cli.conftest import TERMINAL_80, Cli, fits
 from tests.conftest import iris_model
@@ -92,6 +95,14 @@ def test_a_missing_model_is_a_clear_error(cli: Cli) -> None:
     )
 
 
+def test_a_spec_that_is_not_json_is_a_usage_error(cli: Cli) -> None:
+    for spec in ("{bad", "[1]"):
+        refused = cli.fail("deployments", "create", "team/iris", "--model", "iris", "--spec", spec)
+        assert refused.exit_code == InvalidInput.exit_code, refused.stderr
+        assert "give a JSON object, e.g." in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
 def test_a_deployment_that_fails_says_why_in_one_line(cli: Cli, tmp_path: Path) -> None:
     cli("namespaces", "create", "team")
     folder = tmp_path / "broken"
@@ -114,3 +125,54 @@ def test_a_deployment_that_fails_says_why_in_one_line(cli: Cli, tmp_path: Path) 
     assert "cannot load model.joblib" in row and "Traceback" not in listed
     shown = json.loads(cli("deployments", "show", "team/broken", "--json"))
     assert "Traceback" in shown["status"]  # the whole of it is there for who asks
+
+
+def test_show_of_a_realtime_deployment_says_where_its_predictions_are(
+    cli: Cli, admin: Client
+) -> None:
+    cli("namespaces", "create", "team")
+    admin.realtime.create_stream("team", "clicks")
+    admin.realtime.create(
+        "team", "scorer", stream="clicks", function="tests.realtime.functions:score"
+    )
+    out = cli("deployments", "show", "team/scorer")
+    assert "team/scorer -> no model:" in out
+    assert "/v2/models/" not in out  # the gateway routes no requests to a realtime worker
+    assert "tests.realtime.functions:score on stream clicks" in out
+    assert "/team/predictions/scorer/ENTITY" in out
+
+
+def test_a_realtime_worker_that_fails_says_why_in_one_line(cli: Cli, admin: Client) -> None:
+    cli("namespaces", "create", "team")
+    admin.realtime.create_stream("team", "clicks")
+    admin.realtime.create("team", "scorer", stream="clicks", function="nomodule:score")
+    wait_for(
+        lambda: "failed" in admin.get_deployment("team", "scorer").status,
+        timeout=60,
+        what="the worker to fail",
+    )
+    listed = cli("realtime", "list", "team")
+    row = next(line for line in listed.splitlines() if line.startswith("scorer "))
+    assert "the function cannot be loaded from 'nomodule:score'" in row, listed
+    assert "Traceback" not in listed
+
+
+def test_dead_letters_say_when_there_may_be_more_than_shown(
+    cli: Cli, admin: Client, server: BackgroundServer
+) -> None:
+    cli("namespaces", "create", "team")
+    admin.realtime.create_stream("team", "clicks")
+    admin.realtime.create("team", "scorer", stream="clicks", function="nomodule:score")
+    queue = server.plane.realtime_stores.queue
+    queue.enqueue(
+        "team/scorer",
+        [Trigger("team/scorer", f"u{i}", i, f"e{i}", 1.0, 0.0) for i in (1, 2, 3)],
+        cursor=3,
+    )
+    for trigger in queue.claim("team/scorer", 10, 60.0, now=1.0):
+        assert queue.fail(trigger, "Traceback ...\nValueError: boom", max_attempts=1, now=2.0)
+    every = cli("realtime", "dead-letters", "team/scorer")
+    assert every.count("ValueError: boom") == 3 and "there may be more" not in every
+    first = cli("realtime", "dead-letters", "team/scorer", "--limit", "2")
+    assert first.count("ValueError: boom") == 2
+    assert "the first 2 dead letters: there may be more (--limit, up to 1000)" in first

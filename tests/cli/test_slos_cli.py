@@ -31,6 +31,10 @@ def test_set_show_and_export_slos(
     refused = cli.fail("slos", "set", "team/iris", "--latency", "99:300")
     assert refused.exit_code == InvalidInput.exit_code
     assert "give threshold_ms as one of 1, 2.5, 5, 10, 25, 50, 100, 250, 500" in refused.stderr
+    for flag, value in (("--availability", "120"), ("--latency", "100:250")):
+        over = cli.fail("slos", "set", "team/iris", flag, value)
+        assert over.exit_code == InvalidInput.exit_code
+        assert "give a percent strictly between 0 and 100, e.g. 99.9" in over.stderr
     with pytest.raises(InvalidInput, match="strictly between 0 and 1"):
         admin.set_slos("team", "iris", [{"name": "a", "kind": "availability", "target": 1}])
     with pytest.raises(NotFound, match="team/ghost does not exist"):

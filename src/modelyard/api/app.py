@@ -25,6 +25,7 @@ from modelyard.api import (
 from modelyard.api.errors import BodyLimit, install_error_handlers
 from modelyard.api.standby import StandbyGuard
 from modelyard.controlplane import ControlPlane
+from modelyard.serving.replica_headers import INTERNAL_HEADER
 from modelyard.ui import mount as mount_dashboard
 
 PREFIX = "/api/v1"
@@ -32,6 +33,7 @@ access_log = logging.getLogger("modelyard.access")
 # Internal traffic: the gateway's long poll for its routing table answers about once a second
 # while idle (86,400 lines a day). Logged at DEBUG when it succeeds.
 INTERNAL_PATHS = frozenset({f"{PREFIX}/gateway/sync"})
+_INTERNAL = INTERNAL_HEADER.encode()  # and requests a replica marks as its own
 
 
 def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
@@ -102,7 +104,10 @@ class AccessLog:
             await self.app(scope, receive, record)
         finally:
             state = scope.get("state") or {}
-            quiet = status < 400 and scope["path"] in self.quiet
+            quiet = status < 400 and (
+                scope["path"] in self.quiet
+                or any(name == _INTERNAL for name, _ in scope["headers"])
+            )
             access_log.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d %.1fms key=%s",

@@ -74,7 +74,14 @@ class SpecFlags:
 
     def body(self) -> dict[str, Any]:
         """The spec fields they set: ``--spec`` JSON, then each flag over it."""
-        spec: dict[str, Any] = json.loads(self.spec) if self.spec else {}
+        try:
+            spec = json.loads(self.spec) if self.spec else {}
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(
+                f"--spec is not JSON ({exc}): give a JSON object, e.g. '{{\"timeout_s\": 30}}'"
+            ) from None
+        if not isinstance(spec, dict):
+            raise typer.BadParameter("--spec: give a JSON object, e.g. '{\"timeout_s\": 30}'")
         scaling = {
             k: v
             for k, v in {
@@ -486,10 +493,18 @@ def _show(info: DeploymentInfo, as_json: bool, who: State) -> None:
     if as_json:
         print_json(info)
         return
-    say((f"{info.namespace}/{info.name}", "bold"), f" -> {info.model}: {status_line(info.status)}")
+    model = info.model or "no model"
+    say((f"{info.namespace}/{info.name}", "bold"), f" -> {model}: {status_line(info.status)}")
     if status_line(info.status) != info.status:
         say("  (the replicas' last log lines: --json, revisions[].reason)")
-    say(f"  path on the gateway: {info.path}/v2/models/{info.name}/infer")
+    realtime = info.spec.realtime
+    if realtime is None:
+        say(f"  path on the gateway: {info.path}/v2/models/{info.name}/infer")
+    else:
+        say(
+            f"  realtime worker: {realtime.function} on stream {realtime.stream}; "
+            f"predictions on the gateway at /{info.namespace}/predictions/{info.name}/ENTITY"
+        )
     say(f"  created {info.created_at:%Y-%m-%d %H:%M:%S} UTC by {who.who(info.created_by)}")
     rollout = info.rollout
     if rollout.strategy == "shadow":

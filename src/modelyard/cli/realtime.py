@@ -12,6 +12,7 @@ import typer
 from modelyard.cli.options import AsJson, split_target
 from modelyard.cli.output import note, print_json, say, table
 from modelyard.cli.state import state
+from modelyard.client import status_line
 
 streams = typer.Typer(help="Streams: events of a product, kept per entity.", no_args_is_help=True)
 realtime = typer.Typer(
@@ -137,7 +138,10 @@ def list_deployments(ctx: typer.Context, namespace: str, as_json: AsJson = False
     if as_json:
         print_json(found)
         return
-    rows = [[r.name, r.spec.stream, r.spec.function, r.spec.model or "-", r.status] for r in found]
+    rows = [
+        [r.name, r.spec.stream, r.spec.function, r.spec.model or "-", status_line(r.status)]
+        for r in found
+    ]  # a failed worker's traceback: its error line only, as 'deployments list' shows it
     table(None, ["name", "stream", "function", "model", "status"], rows)
 
 
@@ -160,9 +164,14 @@ def lag(ctx: typer.Context, target: Name) -> None:
 
 
 @realtime.command("dead-letters")
-def dead_letters(ctx: typer.Context, target: Name, as_json: AsJson = False) -> None:
+def dead_letters(
+    ctx: typer.Context,
+    target: Name,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Show at most this many.")] = 100,
+    as_json: AsJson = False,
+) -> None:
     """Triggers whose inference kept failing, with the last traceback's final line."""
-    found = state(ctx).client().realtime.dead_letters(*split_target(target))
+    found = state(ctx).client().realtime.dead_letters(*split_target(target), limit=limit)
     if as_json:
         print_json(found)
         return
@@ -170,6 +179,8 @@ def dead_letters(ctx: typer.Context, target: Name, as_json: AsJson = False) -> N
         [d.entity, d.event_id, str(d.attempts), d.error.strip().splitlines()[-1]] for d in found
     ]
     table(None, ["entity", "event", "attempts", "error"], rows)
+    if len(found) == limit:  # the list stops here, not the dead letters
+        note(f"the first {limit} dead letters: there may be more (--limit, up to 1000)")
 
 
 @realtime.command("retry")

@@ -24,6 +24,11 @@ def _percent(text: str, what: str) -> float:
         value = float(text)
     except ValueError:
         raise typer.BadParameter(f"{what} {text!r}: give a percent, e.g. 99.9") from None
+    if not 0 < value < 100:  # the API's message speaks of fractions, which no flag takes
+        raise typer.BadParameter(
+            f"{what} {text!r}: give a percent strictly between 0 and 100, e.g. 99.9 "
+            "(100 leaves no error budget to spend)"
+        )
     return round(value / 100, 12)
 
 

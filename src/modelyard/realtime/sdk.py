@@ -205,12 +205,15 @@ class RealtimeClient:
         result: dict[str, float] = self.client.request("GET", f"{_realtime(namespace)}/{name}/lag")
         return result
 
-    def dead_letters(self, namespace: str, name: str) -> list[DeadLetter]:
-        """The triggers that failed every attempt, with their errors.
+    def dead_letters(self, namespace: str, name: str, limit: int = 100) -> list[DeadLetter]:
+        """The triggers that failed every attempt, with their errors: at most ``limit`` (up to
+        1,000) of them.
 
         Example: ``client.realtime.dead_letters("team", "cart-score")``
         """
-        items = self.client.request("GET", f"{_realtime(namespace)}/{name}/dead-letters")
+        items = self.client.request(
+            "GET", f"{_realtime(namespace)}/{name}/dead-letters", params={"limit": limit}
+        )
         return [DeadLetter.model_validate(d) for d in items]
 
     def retry_dead_letters(self, namespace: str, name: str) -> int:

@@ -58,7 +58,7 @@ from modelyard.realtime.rules import Matcher, load_callable
 from modelyard.realtime.shadow import Comparison, shadow_key
 from modelyard.realtime.streams import RawEvent
 from modelyard.serving.logs import run_logged
-from modelyard.serving.replica_headers import TOKEN_ENV, TOKEN_HEADER
+from modelyard.serving.replica_headers import INTERNAL_HEADER, TOKEN_ENV, TOKEN_HEADER
 from modelyard.types import ModelRef
 
 log = logging.getLogger(__name__)
@@ -478,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = RealtimeWorkload.model_validate_json(args.spec)
     # The revision pins one version: no reference to follow (a move makes a new revision).
     client = Client(settings=settings)
+    client.http.headers[INTERNAL_HEADER] = "realtime-worker"  # its role polls: not access lines
     models = ModelSource(client, ModelRef.parse(args.model), math.inf) if args.model else None
     emitter = _emitter(client, args.deployment, token) if spec.emit_events else None
     worker = Worker(

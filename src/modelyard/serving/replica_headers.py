@@ -25,6 +25,9 @@ import secrets
 TOKEN_ENV = "MODELYARD_REPLICA_TOKEN"
 TOKEN_HEADER = b"x-modelyard-replica-token"
 SERVICE_HEADER = b"x-modelyard-service-ms"
+INTERNAL_HEADER = "x-modelyard-internal"
+"""Sent by a replica with its own calls to the control plane (a realtime worker asks for its role
+every second): the control plane logs those that succeed at DEBUG, not as access lines."""
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 NOT_FROM_GATEWAY = (
     "this replica answers only its gateway: send requests through the gateway "

@@ -4,21 +4,25 @@ a standby that takes over when the holder is killed, paused or stopped."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from modelyard.api.server import BackgroundServer
 from modelyard.controlplane import ControlPlane
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, Unavailable
 from modelyard.lease import LeaseState, LeaseTable
 from modelyard.settings import Settings, load_settings
 from modelyard.store.db import Database
+from modelyard.store.schema import NamespaceRow
 from modelyard.testing import Platform, wait_for
 from tests.pipelines import flows
 
@@ -49,6 +53,77 @@ def test_the_lease_row_is_a_compare_and_set(database_url: str) -> None:
         assert term == 4 and seen.holder == "c" and seen.seat == "host/home"
     finally:
         db.dispose()
+
+
+def _add_namespace(db: Database, name: str) -> None:
+    with db.write() as session:
+        session.add(NamespaceRow(name=name, created_at=dt.datetime.now(dt.UTC)))
+
+
+def _namespaces(db: Database) -> set[str]:
+    with db.read() as session:
+        return set(session.scalars(sa.select(NamespaceRow.name)))
+
+
+def test_a_deposed_holders_writes_are_refused_and_change_nothing(database_url: str) -> None:
+    """A holder that slept through its lease (a paused VM) and wakes after a takeover: its next
+    write is refused by the term, before anything is written."""
+    old, new = Database(database_url), Database(database_url)
+    old.migrate()
+    try:
+        term, _ = LeaseTable(old).acquire("old", None, 0.3)
+        assert term is not None
+        old.fence = LeaseTable(old).fence("old", term)
+        _add_namespace(old, "written-while-held")
+        taken = LeaseTable(new)
+        wait_for(lambda: taken.acquire("new", None, 60)[0] is not None, 10, "the takeover")
+        with pytest.raises(Unavailable, match="no longer holds the lease"):
+            _add_namespace(old, "written-after-the-takeover")
+        assert _namespaces(new) == {"written-while-held"}
+    finally:
+        old.dispose()
+        new.dispose()
+
+
+def test_a_takeover_waits_for_the_holders_checked_writes(pg_url: str) -> None:
+    """PostgreSQL: a write that passed the fence holds the lease row until it ends, so a standby
+    takes over only after it (never with an old holder's write still under way)."""
+    old, new = Database(pg_url), Database(pg_url)
+    old.migrate()
+    try:
+        term, _ = LeaseTable(old).acquire("old", None, 0.2)
+        assert term is not None
+        old.fence = LeaseTable(old).fence("old", term)
+        got: list[int | None] = []
+        with old.write() as session:  # fenced: passed the check, still open
+            session.add(NamespaceRow(name="slow-write", created_at=dt.datetime.now(dt.UTC)))
+            session.flush()
+            taker = threading.Thread(
+                target=lambda: got.append(LeaseTable(new).acquire("new", None, 60)[0])
+            )
+            wait_for(lambda: not LeaseTable(new).read().held, 10, "the old lease to expire")
+            taker.start()
+
+            def waiting() -> bool:
+                with new.read() as check:
+                    return bool(
+                        check.scalar(
+                            sa.text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE "
+                                "wait_event_type = 'Lock' "
+                                "AND query LIKE 'UPDATE control_plane_lease%'"
+                            )
+                        )
+                    )
+
+            wait_for(waiting, 10, "the takeover to wait on the holder's write")
+            assert not got
+        taker.join(10)
+        assert got == [term + 1]
+        assert "slow-write" in _namespaces(new)
+    finally:
+        old.dispose()
+        new.dispose()
 
 
 def test_a_retry_period_too_long_for_the_lease_is_refused(tmp_path: Path) -> None:

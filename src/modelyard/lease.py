@@ -22,8 +22,12 @@ home for as long as it lives and records its *seat* (host and the home's id) in 
 process of the same seat that now holds that lock knows the holder is gone, and takes the lease
 over at once (still a compare-and-set on the old holder and term). Other machines, and pods,
 whose host names differ, wait for the expiry.
-What the deadline cannot cover is a holder frozen between its check and a write (a paused VM): the
-term is there to fence such writes; the controllers' own writes do not check it yet.
+What the deadline cannot cover is a holder frozen between its check and a write (a paused VM).
+The term fences such writes: while it holds the lease, every write transaction of the holder's
+database begins by reading the row with its holder and term (`LeaseTable.fence`), locked until the
+transaction ends (PostgreSQL: ``FOR SHARE``, which a takeover's UPDATE waits for; SQLite: the
+write lock ``BEGIN IMMEDIATE`` took). A write that finds the lease taken is refused and changes
+nothing; a takeover waits for the writes already checked to end.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, Unavailable
 from modelyard.loops import FOREVER, Loop
 from modelyard.store.db import Database
 from modelyard.store.schema import ControlPlaneLeaseRow
@@ -183,7 +187,7 @@ class LeaseTable:
         free = sa.or_(t.c.holder.is_(None), t.c.expires_at < now)
         if gone is not None:
             free = sa.or_(free, sa.and_(t.c.holder == gone[0], t.c.term == gone[1]))
-        with self.db.write() as session:
+        with self.db.write(fenced=False) as session:
             self._begin(session)
             term = session.execute(
                 sa.update(t)
@@ -205,7 +209,7 @@ class LeaseTable:
     def renew(self, holder: str, term: int, url: str | None, duration: float) -> LeaseRecord | None:
         """Extend the lease while it is still ours (this holder, this term); None when not."""
         t, now = self.table, self._now()
-        with self.db.write() as session:
+        with self.db.write(fenced=False) as session:
             self._begin(session)
             renewed = session.execute(
                 sa.update(t)
@@ -215,11 +219,31 @@ class LeaseTable:
             ).scalar_one_or_none()
             return None if renewed is None else self._read(session)
 
+    def fence(self, holder: str, term: int) -> Callable[[Session], None]:
+        """The check the holder's write transactions begin with: the row still names ``holder``
+        and ``term``, and stays so until the transaction ends; else `Unavailable`, before
+        anything is written."""
+        t = self.table
+        query = sa.select(t.c.term).where(
+            t.c.name == self.name, t.c.holder == holder, t.c.term == term
+        )
+        if not self.db.is_sqlite:  # SQLite: the write transaction holds the database's lock
+            query = query.with_for_update(read=True)
+
+        def check(session: Session) -> None:
+            if session.execute(query).scalar_one_or_none() is None:
+                raise Unavailable(
+                    f"this control plane no longer holds the lease (term {term}): another took "
+                    "it over, so nothing was written; send the request to the leader"
+                )
+
+        return check
+
     def release(self, holder: str, term: int) -> bool:
         """Hand the lease back at once (a standby takes it on its next try); False when it was
         not ours any more."""
         t, now = self.table, self._now()
-        with self.db.write() as session:
+        with self.db.write(fenced=False) as session:
             self._begin(session)
             released = session.execute(
                 sa.update(t)
@@ -395,6 +419,7 @@ class Lease:
             if taken:
                 self._state, self._term = LeaseState.LEADER, term
                 self._deadline = started + self.renew_deadline
+                self.table.db.fence = self.table.fence(self.identity, term)
         if not taken:  # stopped meanwhile
             self._hand_back(term)
             return
@@ -411,6 +436,9 @@ class Lease:
             self._hand_back(term)
 
     def _hand_back(self, term: int) -> None:
+        """Release the lease, handed back on purpose: this process's writes are no longer fenced
+        (what it writes from now on, as it shuts down, is not a controller's)."""
+        self.table.db.fence = None
         try:
             self.table.release(self.identity, term)
         except ModelyardError as exc:

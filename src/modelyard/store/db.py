@@ -74,6 +74,9 @@ class Database:
             self.engine.execution_options(modelyard_write=True), expire_on_commit=False
         )
         self._migrate_lock = threading.Lock()
+        self.fence: Callable[[Session], None] | None = None
+        """Run first in every fenced write transaction; raises to refuse the write. The lease
+        holder's check that it still holds the lease (`modelyard.lease.LeaseTable.fence`)."""
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; run at every start)."""
@@ -99,11 +102,15 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One transaction; callbacks added with :func:`after_commit` run once it committed."""
+    def write(self, *, fenced: bool = True) -> Iterator[Session]:
+        """One transaction; callbacks added with :func:`after_commit` run once it committed.
+        ``fenced``: the :attr:`fence` runs first (off only for the lease's own writes)."""
         with self._translate("writing"):
             with self._writer() as session:
                 with session.begin():
+                    fence = self.fence
+                    if fenced and fence is not None:
+                        fence(session)
                     yield session
                 callbacks: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
             for callback in callbacks:

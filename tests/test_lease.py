@@ -65,15 +65,27 @@ def _namespaces(db: Database) -> set[str]:
         return set(session.scalars(sa.select(NamespaceRow.name)))
 
 
+def _two_holders(url: str) -> tuple[Database, Database]:
+    """Two processes' databases on one store, migrated."""
+    old, new = Database(url), Database(url)
+    old.migrate()
+    return old, new
+
+
+def _lead(db: Database, seconds: float) -> int:
+    """Take the lease as "old" for ``seconds`` and fence ``db``'s writes, as `Lease` does."""
+    term, _ = LeaseTable(db).acquire("old", None, seconds)
+    assert term is not None
+    db.fence = LeaseTable(db).fence("old", term)
+    return term
+
+
 def test_a_deposed_holders_writes_are_refused_and_change_nothing(database_url: str) -> None:
     """A holder that slept through its lease (a paused VM) and wakes after a takeover: its next
     write is refused by the term, before anything is written."""
-    old, new = Database(database_url), Database(database_url)
-    old.migrate()
+    old, new = _two_holders(database_url)
     try:
-        term, _ = LeaseTable(old).acquire("old", None, 0.3)
-        assert term is not None
-        old.fence = LeaseTable(old).fence("old", term)
+        _lead(old, 0.3)
         _add_namespace(old, "written-while-held")
         taken = LeaseTable(new)
         wait_for(lambda: taken.acquire("new", None, 60)[0] is not None, 10, "the takeover")
@@ -88,12 +100,9 @@ def test_a_deposed_holders_writes_are_refused_and_change_nothing(database_url: s
 def test_a_takeover_waits_for_the_holders_checked_writes(pg_url: str) -> None:
     """PostgreSQL: a write that passed the fence holds the lease row until it ends, so a standby
     takes over only after it (never with an old holder's write still under way)."""
-    old, new = Database(pg_url), Database(pg_url)
-    old.migrate()
+    old, new = _two_holders(pg_url)
     try:
-        term, _ = LeaseTable(old).acquire("old", None, 0.2)
-        assert term is not None
-        old.fence = LeaseTable(old).fence("old", term)
+        term = _lead(old, 0.2)
         got: list[int | None] = []
         with old.write() as session:  # fenced: passed the check, still open
             session.add(NamespaceRow(name="slow-write", created_at=dt.datetime.now(dt.UTC)))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -24,7 +24,7 @@ from pydantic_settings import (
 
 from modelyard.errors import ConfigError
 from modelyard.kube.config import KubernetesSettings
-from modelyard.sql.connections import Connection
+from modelyard.sql.connections import Connection, check_no_password
 
 ENV_PREFIX = "MODELYARD_"
 URL_FILE = "url"  # in the home: the URL a running ``modelyard up`` serves its API on
@@ -124,6 +124,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # load_settings() merges the layers itself so that it knows where each value came from.
         return (init_settings,)
+
+    @field_validator("connections", mode="before")
+    @classmethod
+    def _name_a_password_in_url(cls, value: Any) -> Any:
+        # Before the entries are parsed: the error of one with a password names it.
+        if isinstance(value, Mapping):
+            for name, entry in value.items():
+                url = entry.get("url") if isinstance(entry, Mapping) else None
+                if isinstance(url, str):
+                    check_no_password(url, str(name))
+        return value
 
     @model_validator(mode="after")
     def _derive_from_home(self) -> Settings:

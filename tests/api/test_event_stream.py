@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
+import pytest
+
 from modelyard.client import Client
+from modelyard.errors import InvalidInput
 from modelyard.events.records import Event
 from modelyard.testing import wait_for
 
@@ -62,3 +66,9 @@ def test_follow_false_without_a_start_ends_after_the_whole_backlog(
     # with type and last, it is the newest N of those types, as before
     answer = admin.http.get("/events", params={"follow": "false", "type": "namespace.*", "last": 1})
     assert answer.text.count("event: ") == 1 and "event: namespace.created" in answer.text
+
+
+def test_a_type_filter_no_event_type_matches_is_refused(admin: Client) -> None:
+    # Followed, it would wait forever for an event that cannot come: refused before streaming.
+    with pytest.raises(InvalidInput, match=re.escape("'modle.*' matches no event type: did you")):
+        list(admin.events(after=0, types=["modle.*"], follow=False))

@@ -167,6 +167,22 @@ def test_schedules_from_the_cli(cli: Cli, tmp_path: Path) -> None:
     assert json.loads(cli("schedules", "list", "-n", "team", "--json")) == []
 
 
+def test_bad_schedule_options_name_the_option(cli: Cli) -> None:
+    cli("pipelines", "register", "tests.pipelines.flows:chain", "-n", "team")
+    base = ("schedules", "create", "s", "-n", "team", "--pipeline", "chain")
+    trigger = ("--target", "team/data", "--version-param", "ledger")
+    for args, said in [
+        (("--on", "dataset.version.comitted", *trigger), "--on 'dataset.version.comitted': "),
+        (("--every", "-5"), "--every -5.0: Input should be greater than 0"),
+        (("--cron", "0 * * * *", "--overlap", "queue"), "--overlap 'queue': "),
+        (("--cron", "0 * * * *", "--max-concurrency", "0"), "--max-concurrency 0: "),
+    ]:
+        result = cli.fail(*base, *args)
+        assert result.exit_code == InvalidInput.exit_code
+        assert said in result.output, result.output
+    assert json.loads(cli("schedules", "list", "-n", "team", "--json")) == []
+
+
 def test_unknown_modules_and_targets_are_clear_errors(cli: Cli) -> None:
     for target, message in [
         ("no_such_module:x", "cannot import"),

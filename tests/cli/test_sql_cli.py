@@ -61,6 +61,17 @@ def test_import_a_query_file_with_parameters(cli: Cli, warehouse: Path, tmp_path
         (["--query", "SELECT 1 AS x", "--connection", "nope"], 2, "no connection named 'nope'"),
         (["--query", "SELECT 1 AS x", "--lag", "soon", "--watermark", "x"], 2, "--lag 'soon'"),
         (["--query", "SELECT 1 AS x", "--backfill", "1..2"], 2, "need --watermark COLUMN"),
+        (["--query", "SELECT 1 AS x", "--timeout", "0"], 2, "--timeout 0.0: Input should be"),
+        (
+            ["--query", "SELECT 1 AS x", "--watermark", "x", "--verify", "some"],
+            2,
+            "--verify 'some'",
+        ),
+        (
+            ["--query", "SELECT 1", "--watermark", "x", "--start", "May"],
+            2,
+            "expected int, datetime",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_commits_nothing(
@@ -72,3 +83,14 @@ def test_bad_input_is_one_line_and_commits_nothing(
     failed = cli.fail(*args, *extra)
     assert failed.exit_code == code and message in failed.output, failed.output
     assert "team/bad" not in cli("datasets", "list", "team")
+
+
+def test_a_missing_namespace_is_said_before_the_query_runs(cli: Cli, warehouse: Path) -> None:
+    # The table does not exist either: the namespace error comes first, so a long query is not
+    # run only to be thrown away.
+    failed = cli.fail(
+        "datasets", "import-sql", "nons/clicks", "--connection", "lite", "--query",
+        "SELECT * FROM no_such_table",
+    )  # fmt: skip
+    assert failed.exit_code == 3, failed.output
+    assert "namespace 'nons' does not exist: create it with" in failed.output

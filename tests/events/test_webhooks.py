@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,6 +11,7 @@ import pytest
 
 from modelyard.client import Client
 from modelyard.controlplane import ControlPlane
+from modelyard.errors import InvalidInput
 from modelyard.events.webhooks import SIGNATURE_HEADER, Backoff, verify_signature
 from modelyard.settings import Settings
 from modelyard.testing import free_port, wait_for
@@ -116,3 +118,19 @@ def test_a_hanging_endpoint_never_blocks_the_writer(admin: Client, tmp_path: Pat
         wait_for(lambda: len(receiver.received) >= 2)
     finally:
         receiver.close()
+
+
+def test_a_pattern_no_event_type_matches_is_refused(admin: Client) -> None:
+    admin.create_namespace("team")
+    for typo, hint in [
+        ("modle.*", "model.*"),
+        ("model.version.comitted", "model.version.committed"),
+    ]:
+        said = f"{typo!r} matches no event type: did you mean {hint!r}?"
+        with pytest.raises(InvalidInput, match=re.escape(said)):
+            admin.create_webhook("team", "http://127.0.0.1:9/hook", [typo])
+    with pytest.raises(InvalidInput, match=re.escape("'model.*.committed' matches no event type")):
+        admin.create_webhook("team", "http://127.0.0.1:9/hook", ["model.*.committed"])
+    assert admin.list_webhooks("team") == []
+    hook, _ = admin.create_webhook("team", "http://127.0.0.1:9/hook", ["model.version.*", "*"])
+    assert hook.events == ["model.version.*", "*"]

@@ -114,5 +114,19 @@ def test_settings_refuse_a_password_in_the_url_without_echoing_it() -> None:
     with pytest.raises(ConfigError) as refused:
         Settings(connections={"wh": {"url": f"postgresql://u:{BOUNCER_PASSWORD}@h/db"}})
     assert BOUNCER_PASSWORD not in str(refused.value)
+    assert "the URL of connection 'wh' holds a password" in str(refused.value)
     with pytest.raises(ConfigError, match="looks like a secret"):
         Settings(connections={"wh": {"url": "postgresql://u@h/db", "options": {"password": "x"}}})
+
+
+def test_a_password_in_a_url_names_its_connection_in_every_command(tmp_path: Path) -> None:
+    # One bad entry stops every command: the message says which of the connections it is.
+    connections = {
+        "lite": {"url": f"sqlite:///{tmp_path / 'a.db'}"},
+        "wh": {"url": f"postgresql://u:{BOUNCER_PASSWORD}@h/db"},
+    }
+    env = {"MODELYARD_HOME": str(tmp_path), "MODELYARD_CONNECTIONS": json.dumps(connections)}
+    result = CliRunner().invoke(app, ["config"], env=env, catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "the URL of connection 'wh' holds a password: remove it" in result.output
+    assert BOUNCER_PASSWORD not in result.output

@@ -406,3 +406,18 @@ def test_postgres_bad_input_commits_nothing(client: Client, pg: Pg, connection: 
     with pytest.raises(NotFound):
         client.list_versions("team/bad", kind="dataset")
     assert pg.rows("SELECT count(*) FROM t") == [(1,)]
+
+
+def test_a_string_parameter_compared_with_a_number_says_how_to_cast_it(
+    client: Client, pg: Pg
+) -> None:
+    # Every --param is a string; ADBC binds it as text, where psycopg lets the server infer it.
+    pg.execute("CREATE TABLE amounts (id int, amount numeric(10, 2))")
+    pg.execute("INSERT INTO amounts VALUES (1, 50), (2, 150)")
+    query = "SELECT * FROM amounts WHERE amount >= :least"
+    with pytest.raises(InvalidInput, match=r"bound as text: .* e\.g\. :least::numeric"):
+        client.import_sql(
+            "team/a", SqlSource(connection="pg", query=query, params={"least": "100"})
+        )
+    cast = SqlSource(connection="pg", query=query + "::numeric", params={"least": "100"})
+    assert client.import_sql("team/a", cast).rows == 1

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelyard.api.deps import Caller, Plane
 from modelyard.errors import NotFound
 from modelyard.events.records import Event, Webhook
+from modelyard.events.webhooks import check_pattern
 from modelyard.types import Role
 
 router = APIRouter()
@@ -81,6 +82,8 @@ async def stream_events(
     """Events of the namespaces this key may read, in order; resumable with Last-Event-ID."""
     visible = caller.visible_namespaces()
     types = type or []
+    for pattern in types:
+        check_pattern(pattern)
     start = last_event_id if last_event_id is not None else after
     if start is None and last is not None:
         start = await run_in_threadpool(plane.events.before_last, last, types, visible)

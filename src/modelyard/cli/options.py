@@ -12,11 +12,13 @@ import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
+from modelyard.errors import InvalidInput
 from modelyard.types import ModelRef
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -27,6 +29,34 @@ def split_target(target: str) -> tuple[str, str]:
     """``NS/NAME`` as (namespace, name); anything else is ``InvalidInput`` (exit code 2)."""
     ref = ModelRef.parse(target)
     return ref.namespace, ref.name
+
+
+def option_errors(exc: ValidationError, flags: Mapping[str, str] | None = None) -> InvalidInput:
+    """A spec the options built, refused: each problem said with the option it came from
+    (``flags`` maps the fields whose option is not ``--field-name``) and the value given."""
+    problems: dict[str, list[str]] = {}
+    for e in exc.errors():
+        if not e["loc"]:
+            problems.setdefault(e["msg"], [])
+            continue
+        field = str(e["loc"][0])
+        flag = (flags or {}).get(field, "--" + field.replace("_", "-"))
+        said = problems.setdefault(f"{flag} {e.get('input')!r}", [])
+        # A union's members each refuse the value: say what it may be, once.
+        said.append(str(e["loc"][1]) if len(e["loc"]) > 1 else e["msg"])
+    return InvalidInput(
+        "; ".join(
+            where
+            + (
+                ": " + said[0]
+                if len(said) == 1
+                else f": expected {', '.join(said)}"
+                if said
+                else ""
+            )
+            for where, said in problems.items()
+        )
+    )
 
 
 Command = TypeVar("Command", bound=Callable[..., Any])

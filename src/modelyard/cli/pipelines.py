@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from modelyard.cli.options import AsJson
+from modelyard.cli.options import AsJson, option_errors
 from modelyard.cli.output import note, print_json, say, table
 from modelyard.cli.state import State, state
 from modelyard.errors import InvalidInput, RunFailed
@@ -319,22 +320,25 @@ def create_schedule(
     catchup: Annotated[bool, typer.Option(help="After downtime, run every missed slot.")] = False,
 ) -> None:
     """Run a pipeline on a cron, an interval, or each new dataset/model version."""
-    spec = ScheduleSpec.model_validate(
-        {
-            "name": name,
-            "pipeline": pipeline,
-            "cron": cron,
-            "interval_seconds": every,
-            "timezone": timezone,
-            "on": on,
-            "target": target,
-            "param": version_param,
-            "params": parse_params(param or []),
-            "max_concurrency": max_concurrency,
-            "overlap": overlap,
-            "catchup": catchup,
-        }
-    )
+    values = {
+        "name": name,
+        "pipeline": pipeline,
+        "cron": cron,
+        "interval_seconds": every,
+        "timezone": timezone,
+        "on": on,
+        "target": target,
+        "param": version_param,
+        "params": parse_params(param or []),
+        "max_concurrency": max_concurrency,
+        "overlap": overlap,
+        "catchup": catchup,
+    }
+    try:
+        spec = ScheduleSpec.model_validate(values)
+    except ValidationError as exc:
+        flags = {"interval_seconds": "--every", "param": "--version-param", "params": "--param"}
+        raise option_errors(exc, flags) from None
     info = state(ctx).client().create_schedule(namespace, spec)
     say(
         "created schedule ",

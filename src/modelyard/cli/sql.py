@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from modelyard.cli.options import AsJson
+from modelyard.cli.options import AsJson, option_errors
 from modelyard.cli.output import print_json, say
 from modelyard.cli.state import parse_pairs, state
 from modelyard.sql.source import Incremental, SqlSource
@@ -85,26 +86,30 @@ def import_sql(
         raise typer.BadParameter("give the query with --query-file FILE or --query TEXT")
     text = query if query is not None else _read(query_file)
     incremental = None
-    if watermark is not None:
-        incremental = Incremental(
-            column=watermark,
-            start=start,
-            lag=parse_amount(lag, "--lag"),
-            window=parse_amount(window, "--window") if window else None,
-            verify=verify,
+    try:
+        if watermark is not None:
+            incremental = Incremental(
+                column=watermark,
+                start=start,
+                lag=parse_amount(lag, "--lag"),
+                window=parse_amount(window, "--window") if window else None,
+                verify=verify,
+            )
+        elif start is not None or backfill is not None or window is not None:
+            raise typer.BadParameter("--start, --window and --backfill need --watermark COLUMN")
+        source = SqlSource(
+            connection=connection,
+            query=text,
+            params=dict(parse_pairs(param or [], "--param")),
+            engine=engine,
+            incremental=incremental,
+            types=parse_pairs(type or [], "--type"),
+            timeout_seconds=timeout,
+            description=description,
         )
-    elif start is not None or backfill is not None or window is not None:
-        raise typer.BadParameter("--start, --window and --backfill need --watermark COLUMN")
-    source = SqlSource(
-        connection=connection,
-        query=text,
-        params=dict(parse_pairs(param or [], "--param")),
-        engine=engine,
-        incremental=incremental,
-        types=parse_pairs(type or [], "--type"),
-        timeout_seconds=timeout,
-        description=description,
-    )
+    except ValidationError as exc:
+        flags = {"column": "--watermark", "params": "--param", "types": "--type"}
+        raise option_errors(exc, {**flags, "timeout_seconds": "--timeout"}) from None
     bounds: tuple[Any, Any] | None = None
     if backfill is not None:
         lower, sep, upper = backfill.partition("..")

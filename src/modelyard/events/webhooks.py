@@ -9,6 +9,7 @@ exponential backoff. A slow or dead endpoint delays only its own deliveries.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import hmac
 import json
@@ -40,6 +41,22 @@ def sign(secret: str, body: bytes) -> str:
 def verify_signature(secret: str, body: bytes, header: str) -> bool:
     """What a receiver runs: constant-time comparison of the signature header."""
     return hmac.compare_digest(sign(secret, body), header)
+
+
+def check_pattern(pattern: str) -> None:
+    """Refuse a pattern no event type matches: a webhook or a stream filtered by it would never
+    get an event."""
+    known = [str(t) for t in EventType]
+    if any(matches(t, [pattern]) for t in known):
+        return
+    prefixes = sorted({t.split(".", 1)[0] + ".*" for t in known})
+    close = difflib.get_close_matches(pattern, known + prefixes, n=1)
+    raise InvalidInput(
+        f"event type pattern {pattern!r} matches no event type: "
+        + (f"did you mean {close[0]!r}? " if close else "")
+        + "write '*', a type such as 'model.version.committed' or a prefix such as 'model.*' "
+        "(docs/events.md lists every type)"
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,8 @@ class Webhooks:
             raise InvalidInput(f"webhook url {url!r}: give an absolute http(s) URL")
         if not event_types:
             raise InvalidInput("give at least one event type pattern, e.g. 'model.*' or '*'")
+        for pattern in event_types:
+            check_pattern(pattern)
         secret = secrets.token_urlsafe(32)
         with self.db.write() as session:
             ns = session.scalar(sa.select(NamespaceRow).where(NamespaceRow.name == namespace))

@@ -32,6 +32,17 @@ from modelyard.types import check_name
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "credential")
 
 
+def check_no_password(url: str, name: str | None = None) -> None:
+    """Refuse a URL that holds a password, naming the connection when the caller knows it."""
+    if urlsplit(url).password is not None:
+        # ConfigError, not ValueError: pydantic would quote the input (the secret) in its
+        # message, and it passes other exceptions through untouched.
+        which = f"connection {name!r}" if name is not None else "a connection"
+        raise ConfigError(
+            f"the URL of {which} holds a password: remove it and set password_env or password_file"
+        )
+
+
 class Connection(BaseModel):
     """One entry of ``connections``: safe to print, store and show (it holds no secret)."""
 
@@ -59,13 +70,7 @@ class Connection(BaseModel):
     @classmethod
     def _no_password_in_url(cls, url: str) -> str:
         parts = urlsplit(url)
-        if parts.password is not None:
-            # ConfigError, not ValueError: pydantic would quote the input (the secret) in its
-            # message, and it passes other exceptions through untouched.
-            raise ConfigError(
-                "a connection's URL holds a password: remove it and set password_env or "
-                "password_file"
-            )
+        check_no_password(url)
         if not parts.scheme:
             raise ValueError("give a URL with a scheme, e.g. postgresql://user@host/db")
         return url

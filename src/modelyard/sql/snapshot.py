@@ -91,7 +91,7 @@ class ClientRegistry:
         except NotFound:
             # No version yet: the import makes the first. A namespace that does not exist is
             # said now, before the query runs, not after it has read every row.
-            pass  # H1TMP
+            self.client.request("GET", f"/namespaces/{ref.namespace}")
             return None
 
     def folder(self, version: VersionInfo) -> Path:

@@ -132,7 +132,9 @@ class _AdbcSession(Session):
         try:
             reader = self._execute(text, args or None)
         except self._error as exc:
-            raise map_error(exc, self.target, "querying", getattr(exc, "sqlstate", None)) from None
+            sqlstate = getattr(exc, "sqlstate", None)
+            error = map_error(exc, self.target, "querying", sqlstate)
+            raise _texts_hint(error, params, sqlstate) from None
         fields, convert = _plan(reader.schema)
         schema = pa.schema(fields)
         check_storable(schema, _native(reader.schema))
@@ -237,3 +239,20 @@ def _plan(schema: pa.Schema) -> tuple[list[pa.Field], list[Any]]:
         fields.append(pa.field(field.name, kind, True))
         convert.append(fix)
     return fields, convert
+
+
+def _texts_hint(error: Exception, params: Mapping[str, Any], sqlstate: str | None) -> Exception:
+    """A type error where a string parameter (each ``--param``) is used: say that it is bound as
+    ``text`` here, and how to cast it (the psycopg engine lets the server infer the type)."""
+    texts = [f":{name}" for name, value in params.items() if isinstance(value, str)]
+    if (
+        not texts
+        or (sqlstate or "").upper() not in ("42883", "42804")
+        or not isinstance(error, InvalidInput)
+    ):
+        return error
+    return InvalidInput(
+        f"{error.message.rstrip('.')}. A string parameter ({', '.join(texts)}) is bound as "
+        f"text: cast it where the query compares it with another type, e.g. {texts[0]}::numeric "
+        f"or {texts[0]}::date"
+    )

@@ -69,6 +69,19 @@ def test_bad_config_says_what_is_wrong(tmp_path: Path, content: str) -> None:
         load_settings({"home": tmp_path})
 
 
+def test_a_refused_setting_names_where_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "config.toml").write_text("api_port = 'many'\nno_such_setting = 1\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"home": tmp_path})
+    assert f"api_port (from file {tmp_path / 'config.toml'})" in str(refused.value)
+    assert "no_such_setting" in str(refused.value) and "no such setting" in str(refused.value)
+    monkeypatch.setenv("MODELYARD_GATEWAY_PORT", "lots")
+    with pytest.raises(ConfigError, match=r"gateway_port \(from env MODELYARD_GATEWAY_PORT\)"):
+        load_settings({"home": tmp_path / "other"})
+
+
 def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings({"home": tmp_path}, config_file=tmp_path / "nope.toml")

@@ -237,6 +237,15 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not parse: {exc}") from exc
 
 
+def _problem(error: Any, origins: Mapping[str, str]) -> str:
+    """One refused setting: where it is, where it came from (a file, a variable, a flag), why."""
+    where = ".".join(str(p) for p in error["loc"])
+    origin = origins.get(str(error["loc"][0])) if error["loc"] else None
+    if error["type"] == "extra_forbidden":
+        return f"{where} (from {origin}): no such setting (README, Configuration, lists them)"
+    return f"{where} (from {origin}): {error['msg']}" if origin else f"{where}: {error['msg']}"
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None, config_file: Path | None = None
 ) -> LoadedSettings:
@@ -268,9 +277,7 @@ def load_settings(
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e, origins) for e in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
     for name in Settings.model_fields:
         origins.setdefault(name, "default")

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.controlplane import ControlPlane
 from modelyard.errors import ConfigError
-from modelyard.settings import load_settings
+from modelyard.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +86,10 @@ def test_a_refused_setting_names_where_it_came_from(
 def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings({"home": tmp_path}, config_file=tmp_path / "nope.toml")
+
+
+def test_a_realtime_url_no_backend_takes_stops_the_start(tmp_path: Path) -> None:
+    """Refused as the control plane is built (``modelyard up`` exits 2), not at the first event."""
+    settings = Settings(home=tmp_path, realtime_queue_url="bogus://x")
+    with pytest.raises(ConfigError, match=r"no realtime queue for 'bogus://x'.*nats://"):
+        ControlPlane.build(settings)

@@ -64,7 +64,8 @@ def schemes(family: str) -> list[str]:
     return _FAMILIES[family].names()
 
 
-def _open(family: str, url: str) -> Any:
+def _scheme(family: str, url: str) -> str:
+    """The backend scheme of ``url``; a `ConfigError` naming the schemes there are if none."""
     scheme = urlsplit(url).scheme.partition("+")[0]
     plugins = _FAMILIES[family]
     if plugins.target(scheme) is None or ":" in scheme:
@@ -72,7 +73,11 @@ def _open(family: str, url: str) -> Any:
             f"no {plugins.what} for {url!r}: use a URL starting with one of "
             f"{', '.join(s + '://' for s in schemes(family))}"
         )
-    return plugins.load(scheme)(url)  # type: ignore[call-arg]
+    return scheme
+
+
+def _open(family: str, url: str) -> Any:
+    return _FAMILIES[family].load(_scheme(family, url))(url)  # type: ignore[call-arg]
 
 
 class RealtimeStores:
@@ -80,7 +85,11 @@ class RealtimeStores:
     deleting an entity's events, dead letters and a deleted deployment's state)."""
 
     def __init__(self, events_url: str, queue_url: str, predictions_url: str) -> None:
+        """Connects to nothing yet, but refuses a URL no backend takes (at start, not at the
+        first event)."""
         self.urls = {"events": events_url, "queue": queue_url, "predictions": predictions_url}
+        for family, url in zip(_BUILTINS, self.urls.values(), strict=True):
+            _scheme(family, url)
         self._events: EventStore | None = None
         self._queue: TriggerQueue | None = None
         self._predictions: PredictionStore | None = None

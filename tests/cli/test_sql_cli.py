@@ -31,7 +31,7 @@ def test_import_a_query_file_with_parameters(cli: Cli, warehouse: Path, tmp_path
     args = ["datasets", "import-sql", "team/clicks", "--connection", "lite"]
     args += ["--query-file", str(query), "--param", "kind=click", "--param", "after=10"]
     out = cli(*args)
-    assert out.startswith("committed team/clicks@1: 15 rows read, 15 rows in 1 files [sqlite, ")
+    assert out.startswith("committed team/clicks@1: 15 rows read, 15 rows in 1 file [sqlite, ")
     assert "identical to team/clicks@1" in cli(*args)
     shown = json.loads(cli("datasets", "show", "team/clicks@1", "--json"))
     assert shown["params"] == {"kind": "click", "after": "10"}

@@ -147,12 +147,12 @@ def import_sql(
         if latest is not None and latest.tags.get(TAG_CONTENT) == planned.content and not force:
             reason = (
                 f"identical to {latest.ref} (content sha256 {planned.content[:16]}): nothing "
-                "committed (force commits a new version anyway)"
+                "committed (--force, or force=True, commits a new version anyway)"
             )
             return _nothing(reason, latest, planned, engine, began)
         spec = _spec(target, engine, session.server_version, source, planned)
         version = registry.commit(ref, spec, planned.files(latest))
-    reason = f"{planned.rows} rows in {len(version.files)} files"
+    reason = f"{_count(planned.rows, 'row')} in {_count(len(version.files), 'file')}"
     return ImportResult(
         committed=True,
         version=version,
@@ -404,3 +404,7 @@ def _spec(
         signature=signature,
         tags=tags,
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")

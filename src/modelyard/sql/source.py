@@ -130,7 +130,8 @@ class ImportResult(Record):
         if not self.committed:
             return self.reason
         assert self.version is not None
-        return f"committed {self.version.ref}: {self.rows} rows read, {self.reason}"
+        read = f"{self.rows:,} row" + ("" if self.rows == 1 else "s")
+        return f"committed {self.version.ref}: {read} read, {self.reason}"
 
 
 def recorded_source(version: VersionInfo) -> dict[str, Any]:

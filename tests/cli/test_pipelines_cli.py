@@ -183,6 +183,23 @@ def test_bad_schedule_options_name_the_option(cli: Cli) -> None:
     assert json.loads(cli("schedules", "list", "-n", "team", "--json")) == []
 
 
+def test_a_trigger_on_a_name_without_versions_is_made_with_a_note(cli: Cli, tmp_path: Path) -> None:
+    """Allowed (a trigger made before the first push), but a typo would never fire: said."""
+    cli("pipelines", "register", "tests.pipelines.flows:chain", "-n", "team")
+    (tmp_path / "rows.csv").write_text("a\n1\n")
+    cli("datasets", "push", str(tmp_path / "rows.csv"), "team/data")
+    base = ("schedules", "create", "-n", "team", "--pipeline", "chain", "--version-param", "ledger")
+    typo = cli(*base, "t1", "--on", "dataset.version.committed", "--target", "team/dat")
+    assert "no dataset team/dat has a version yet" in typo
+    assert "'modelyard datasets list team'" in typo
+    wrong_kind = cli(*base, "t2", "--on", "model.version.committed", "--target", "team/data")
+    assert "no model team/data has a version yet" in wrong_kind
+    right = cli(*base, "t3", "--on", "dataset.version.committed", "--target", "team/data")
+    assert "created schedule t3" in right and "has a version yet" not in right
+    listed = json.loads(cli("schedules", "list", "-n", "team", "--json"))
+    assert sorted(s["name"] for s in listed) == ["t1", "t2", "t3"]
+
+
 def test_unknown_modules_and_targets_are_clear_errors(cli: Cli) -> None:
     for target, message in [
         ("no_such_module:x", "cannot import"),

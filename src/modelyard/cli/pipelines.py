@@ -7,7 +7,7 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from modelyard.cli.options import AsJson, option_errors
 from modelyard.cli.output import note, print_json, say, table
 from modelyard.cli.state import State, state
-from modelyard.errors import InvalidInput, RunFailed
+from modelyard.errors import InvalidInput, NotFound, RunFailed
 from modelyard.pipelines.dsl import Pipeline
 from modelyard.pipelines.records import RunInfo, ScheduleSpec
 from modelyard.pipelines.states import RunState, StepState
@@ -339,12 +339,23 @@ def create_schedule(
     except ValidationError as exc:
         flags = {"interval_seconds": "--every", "param": "--version-param", "params": "--param"}
         raise option_errors(exc, flags) from None
-    info = state(ctx).client().create_schedule(namespace, spec)
+    client = state(ctx).client()
+    info = client.create_schedule(namespace, spec)
     say(
         "created schedule ",
         (info.name, "bold"),
         f" ({info.kind})" + (f", next run {info.next_fire}" if info.next_fire else ""),
     )
+    if spec.on is not None and spec.target is not None:
+        kind: Literal["dataset", "model"] = "dataset" if spec.on.startswith("dataset") else "model"
+        try:
+            client.get_version(spec.target, kind=kind)
+        except NotFound:  # allowed (a trigger made before the first push), but maybe a typo
+            ns = spec.target.partition("/")[0]
+            note(
+                f"note: no {kind} {spec.target} has a version yet: the trigger fires at its "
+                f"first commit (is the name right? 'modelyard {kind}s list {ns}' shows them)"
+            )
 
 
 @schedules.command("list")

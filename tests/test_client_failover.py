@@ -174,6 +174,30 @@ def test_a_server_that_is_not_running_fails_at_once() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_a_write_whose_answer_never_came_says_it_may_have_taken_effect() -> None:
+    """A server that reads the request and closes the connection (killed mid-request): a write
+    is not said to be unreachable-and-not-done, but sent and maybe done; a read, only gone."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def hang_up() -> None:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+
+        thread = threading.Thread(target=hang_up)
+        thread.start()
+        with Client(f"http://127.0.0.1:{port}", api_key="k", retry_unavailable_s=0) as client:
+            with pytest.raises(ServerUnreachable, match="may have taken effect; look"):
+                client.create_namespace("team")
+            with pytest.raises(ServerUnreachable, match=r"stopped answering GET .* still running"):
+                client.list_namespaces()
+        thread.join(10)
+
+
 def test_a_write_sent_to_a_standby_succeeds_once_it_leads(tmp_path: Path) -> None:
     """Two real control planes on one database: the SDK's write to the standby is refused until
     the leader stops and the standby takes the lease, then taken, once."""

@@ -100,10 +100,21 @@ class ClientBase:
             tries += 1
             try:
                 response = self.http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
                 raise ServerUnreachable(
                     f"cannot reach the control plane at {self.url} ({exc}): start it with "
                     "'modelyard up' or set MODELYARD_URL"
+                ) from exc
+            except httpx.TransportError as exc:  # sent, and the answer never came
+                why = str(exc) or type(exc).__name__
+                raise ServerUnreachable(
+                    f"the control plane at {self.url} stopped answering {method} {path} ({why})"
+                    + (
+                        ": is it still running?"
+                        if method in ("GET", "HEAD")
+                        else ": the request was sent and may have taken effect; look (a 'show' or "
+                        "'list' command) before sending it again"
+                    )
                 ) from exc
             if response.is_success:
                 break

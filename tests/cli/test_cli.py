@@ -116,7 +116,7 @@ def test_hints_point_the_right_way(cli: Cli, tmp_path: Path) -> None:
     assert "create it with 'modelyard namespaces create zzzz'" in far.stderr
     missing = cli.fail("models", "show", "team/clf@candidate")
     assert missing.stderr == (
-        "error: model clf@candidate does not exist: list versions with "
+        "error: model team/clf@candidate does not exist: list versions with "
         "'modelyard models show team/clf'\n"
     )
     token = cli("keys", "create", "bot", "--role", "team=viewer").strip().splitlines()[-1]

@@ -146,18 +146,24 @@ def artifact_row(
 
 def version_row(session: Session, artifact: ArtifactRow, ref: str | int) -> VersionRow:
     """Resolve a version number, an alias or ``latest`` to a committed version."""
-    label = f"{artifact.kind} {artifact.name}@{ref}"
+
+    def full_name() -> str:  # for errors only: one more query
+        namespace = session.get(NamespaceRow, artifact.namespace_id)
+        return f"{namespace.name if namespace is not None else 'NAMESPACE'}/{artifact.name}"
+
     committed = sa.select(VersionRow).where(
         VersionRow.artifact_id == artifact.id, VersionRow.state == "committed"
     )
     if isinstance(ref, int) or ref.isdigit():
         if not (isinstance(ref, int) or is_version_number(ref)) or not 0 < int(ref) < 2**31:
-            raise NotFound(f"{label} does not exist: version numbers run from 1 up")
+            raise NotFound(
+                f"{artifact.kind} {full_name()}@{ref} does not exist: version numbers run from 1 up"
+            )
         row = session.scalar(committed.where(VersionRow.number == int(ref)))
     elif ref == "latest":
         row = session.scalar(committed.order_by(VersionRow.number.desc()).limit(1))
         if row is None:
-            raise NotFound(f"{artifact.kind} {artifact.name} has no committed version yet")
+            raise NotFound(f"{artifact.kind} {full_name()} has no committed version yet")
     else:
         check_alias(ref)
         row = session.scalar(
@@ -166,11 +172,10 @@ def version_row(session: Session, artifact: ArtifactRow, ref: str | int) -> Vers
             .where(AliasRow.artifact_id == artifact.id, AliasRow.name == ref)
         )
     if row is None:
-        namespace = session.get(NamespaceRow, artifact.namespace_id)
-        owner = namespace.name if namespace is not None else "NAMESPACE"
+        name = full_name()
         raise NotFound(
-            f"{label} does not exist: list versions with "
-            f"'modelyard {artifact.kind}s show {owner}/{artifact.name}'"
+            f"{artifact.kind} {name}@{ref} does not exist: list versions with "
+            f"'modelyard {artifact.kind}s show {name}'"
         )
     return row
 

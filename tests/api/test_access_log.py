@@ -30,3 +30,7 @@ def test_a_replicas_polling_is_not_an_access_line_but_its_errors_are(
     admin.http.get("/namespaces/ghost", headers={INTERNAL_HEADER: "realtime-worker"})
     assert _levels(caplog, "/api/v1/namespaces/team ") == [logging.DEBUG]
     assert _levels(caplog, "/api/v1/namespaces/ghost ") == [logging.INFO]  # a 404 still shows
+
+    caplog.clear()  # a write is always an access line, whatever it is marked
+    admin.http.post("/namespaces", json={"name": "t2"}, headers={INTERNAL_HEADER: "x"})
+    assert _levels(caplog, "/api/v1/namespaces ") == [logging.INFO]

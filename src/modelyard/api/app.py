@@ -33,7 +33,15 @@ access_log = logging.getLogger("modelyard.access")
 # Internal traffic: the gateway's long poll for its routing table answers about once a second
 # while idle (86,400 lines a day). Logged at DEBUG when it succeeds.
 INTERNAL_PATHS = frozenset({f"{PREFIX}/gateway/sync"})
-_INTERNAL = INTERNAL_HEADER.encode()  # and requests a replica marks as its own
+_INTERNAL = INTERNAL_HEADER.encode()  # and reads a replica marks as its own polling
+
+
+def _marked_read(scope: Scope) -> bool:
+    """A read marked as a component's polling. Only reads: a write is always an access line,
+    whatever a caller marks it."""
+    return scope["method"] in ("GET", "HEAD") and any(
+        name == _INTERNAL for name, _ in scope["headers"]
+    )
 
 
 def create_app(plane: ControlPlane, *, run_controllers: bool = True) -> FastAPI:
@@ -104,10 +112,7 @@ class AccessLog:
             await self.app(scope, receive, record)
         finally:
             state = scope.get("state") or {}
-            quiet = status < 400 and (
-                scope["path"] in self.quiet
-                or any(name == _INTERNAL for name, _ in scope["headers"])
-            )
+            quiet = status < 400 and (scope["path"] in self.quiet or _marked_read(scope))
             access_log.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d %.1fms key=%s",

@@ -44,19 +44,13 @@ def option_errors(exc: ValidationError, flags: Mapping[str, str] | None = None) 
         said = problems.setdefault(f"{flag} {e.get('input')!r}", [])
         # A union's members each refuse the value: say what it may be, once.
         said.append(str(e["loc"][1]) if len(e["loc"]) > 1 else e["msg"])
-    return InvalidInput(
-        "; ".join(
-            where
-            + (
-                ": " + said[0]
-                if len(said) == 1
-                else f": expected {', '.join(said)}"
-                if said
-                else ""
-            )
-            for where, said in problems.items()
-        )
-    )
+    return InvalidInput("; ".join(where + _why(said) for where, said in problems.items()))
+
+
+def _why(said: list[str]) -> str:
+    if not said:
+        return ""
+    return f": {said[0]}" if len(said) == 1 else f": expected {', '.join(said)}"
 
 
 Command = TypeVar("Command", bound=Callable[..., Any])

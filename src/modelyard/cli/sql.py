@@ -108,8 +108,13 @@ def import_sql(
             description=description,
         )
     except ValidationError as exc:
-        flags = {"column": "--watermark", "params": "--param", "types": "--type"}
-        raise option_errors(exc, {**flags, "timeout_seconds": "--timeout"}) from None
+        flags = {
+            "column": "--watermark",
+            "params": "--param",
+            "types": "--type",
+            "timeout_seconds": "--timeout",
+        }
+        raise option_errors(exc, flags) from None
     bounds: tuple[Any, Any] | None = None
     if backfill is not None:
         lower, sep, upper = backfill.partition("..")

@@ -27,7 +27,8 @@ TOKEN_HEADER = b"x-modelyard-replica-token"
 SERVICE_HEADER = b"x-modelyard-service-ms"
 INTERNAL_HEADER = "x-modelyard-internal"
 """Sent by a replica with its own calls to the control plane (a realtime worker asks for its role
-every second): the control plane logs those that succeed at DEBUG, not as access lines."""
+every second): the control plane logs the reads so marked that succeed at DEBUG, not as access
+lines (a write is an access line whatever it is marked)."""
 OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 NOT_FROM_GATEWAY = (
     "this replica answers only its gateway: send requests through the gateway "

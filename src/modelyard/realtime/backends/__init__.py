@@ -88,8 +88,9 @@ class RealtimeStores:
         """Connects to nothing yet, but refuses a URL no backend takes (at start, not at the
         first event)."""
         self.urls = {"events": events_url, "queue": queue_url, "predictions": predictions_url}
-        for family, url in zip(_BUILTINS, self.urls.values(), strict=True):
-            _scheme(family, url)
+        _scheme("event_stores", events_url)
+        _scheme("queues", queue_url)
+        _scheme("prediction_stores", predictions_url)
         self._events: EventStore | None = None
         self._queue: TriggerQueue | None = None
         self._predictions: PredictionStore | None = None

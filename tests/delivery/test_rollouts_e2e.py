@@ -128,11 +128,14 @@ def test_a_bad_version_is_rolled_back(
     rolled_back = next(e for e in events if e.type == "rollout.rolled_back")
     assert rolled_back.data["analysis"]["evidence"]["canary"]["requests"] >= MIN_REQUESTS
     # The blast radius: while the canary ran, clients saw at most its weight times its error
-    # rate (only errors count, latency regressions fail nothing).
+    # rate (only errors count, latency regressions fail nothing), to within one request: the
+    # replica fails every n-th call counted from its first, which the window's start cuts
+    # anywhere (4 of 395 failed once: 80 canary calls, a ceiling of 3.95).
     answered, failed = ended[0] - started[0], ended[1] - started[1]
     ceiling = FIRST_STEP / 100 * (ERROR_RATE if "fail_every" in bad else 0.0)
     print(f"{failed} of {answered} requests failed during the rollout (ceiling {ceiling:.2%})")
-    assert failed <= ceiling * answered, traffic.failures[:5]
+    allowed = ceiling * answered + (1 if ceiling else 0)
+    assert failed <= allowed, traffic.failures[:5]
     # Afterwards every request goes to the stable version again.
     for _ in range(20):
         answer = serving.http.post("/team/api/v2/models/api/infer", json=body())

@@ -15,7 +15,8 @@ use (minutes, not timed) with the pins in ``REQUIREMENTS``:
 - ``pandas``: ``pandas.read_sql`` over SQLAlchemy + psycopg, then ``DataFrame.to_parquet``;
 - ``pandas-chunks``: the same with ``chunksize=100_000`` on a streaming connection, each chunk
   appended to one ``pyarrow.parquet.ParquetWriter``;
-- ``adbc``: ADBC's ``fetch_record_batch`` streamed into a ``ParquetWriter``;
+- ``adbc``: ADBC's ``fetch_record_batch`` streamed into a ``ParquetWriter``, with the latest
+  driver (1.13.0); ``adbc-1.8`` the same with 1.8.0, the release modelyard pins;
 - ``connectorx``: ``connectorx.read_sql(..., return_type="arrow")`` then ``write_table``;
 - ``duckdb``: DuckDB's postgres scanner (its extension from PyPI, since this machine reaches no
   other site), ``COPY (SELECT * FROM pg.public.t) TO 'x.parquet'``; skipped, saying why, when the
@@ -70,6 +71,9 @@ PYARROW = "pyarrow==26.0.1"
 REQUIREMENTS = {
     "pandas": ("pandas==2.3.3", "SQLAlchemy==2.0.43", "psycopg[binary]==3.3.9", PYARROW),
     "adbc": ("adbc-driver-postgresql==1.13.0", PYARROW),
+    # The release modelyard's [sql] extra pins: the wheels after it decode with 2.3-2.9 times
+    # the CPU (a build without inlining); both are run so that each is measured.
+    "adbc-1.8": ("adbc-driver-postgresql==1.8.0", "adbc-driver-manager==1.13.0", PYARROW),
     "connectorx": ("connectorx==0.4.6", PYARROW),
     "duckdb": (
         "duckdb==1.5.5",
@@ -77,9 +81,9 @@ REQUIREMENTS = {
         "duckdb-extension-postgres-scanner==1.5.5",
     ),
 }
-VENV_OF = {"pandas": "pandas", "pandas-chunks": "pandas", "adbc": "adbc"}
+VENV_OF = {"pandas": "pandas", "pandas-chunks": "pandas", "adbc": "adbc", "adbc-1.8": "adbc-1.8"}
 VENV_OF |= {"connectorx": "connectorx", "duckdb": "duckdb"}
-PEERS = ("pandas", "pandas-chunks", "adbc", "connectorx", "duckdb")
+PEERS = ("pandas", "pandas-chunks", "adbc", "adbc-1.8", "connectorx", "duckdb")
 ENGINES = ("adbc", "psycopg", "sqlalchemy")
 DATABASE = "modelyard_bench_warehouse"
 DEFAULT = "modelyard default engine"
@@ -149,6 +153,7 @@ con.execute(f"COPY (SELECT * FROM pg.public.{table}) TO '{out}' (FORMAT parquet)
 print(con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0])
 """,
 }
+PEER_CODE["adbc-1.8"] = PEER_CODE["adbc"]
 
 
 @dataclass

@@ -1,9 +1,15 @@
 """PostgreSQL through ADBC: the server's binary COPY decoded straight into Arrow, in C.
 
 The fastest path (no Python object per value), chosen by default when
-``adbc-driver-postgresql`` is installed. ADBC hands numerics over as their text, tagged with the
-column's type modifier: a ``numeric(p, s)`` becomes a decimal of that precision and scale here,
-and a numeric without one stays its exact text, as the cursor engine does.
+``adbc-driver-postgresql`` is installed. The ``[sql]`` extra pins its 1.8.0: the wheels of
+1.9.0 to 1.13.0 carry a build without inlining, whose decoding took 2.3 to 2.9 times the CPU of
+1.8.0 on the benchmark's 10M rows (6.4 to 8.0 s, not 2.8 s), the server's side being the same.
+
+What the driver's schema says of a column's type changed between those versions (1.8 marks
+neither json nor a numeric's precision), so the columns' types come from the server's
+description of the statement instead (:class:`~modelyard.sql.engines.postgres.Describer`): a
+``numeric(p, s)`` becomes a decimal of that precision and scale, a numeric without one stays its
+exact text, json is Arrow's json and a uuid Arrow's uuid, as the cursor engine makes them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from modelyard.sql.connections import Target
 from modelyard.sql.engines.base import Batches, Engine, Session, check_storable, map_error
 from modelyard.sql.engines.postgres import (
     NO_QUERY_CACHE,
+    Column,
+    Describer,
     begin_statement,
     libpq_url,
     numeric_from_typmod,
@@ -28,9 +36,6 @@ from modelyard.sql.engines.postgres import (
     to_decimal,
 )
 from modelyard.sql.params import bind, bind_text, setting_placeholder
-
-_PG_TYPE = b"POSTGRESQL:type"
-_TYPMOD = b"POSTGRESQL:typmod"
 
 
 class AdbcPostgres(Engine):
@@ -76,6 +81,7 @@ class _AdbcSession(Session):
         self._error: type[Exception] = manager.Error
         self._statement: Any = None
         self._reader: pa.RecordBatchReader | None = None
+        self._describer = Describer(target)
         try:
             self._statement = manager.AdbcStatement(conn)
             self._run(begin_statement(target))
@@ -135,9 +141,10 @@ class _AdbcSession(Session):
             sqlstate = getattr(exc, "sqlstate", None)
             error = map_error(exc, self.target, "querying", sqlstate)
             raise _texts_hint(error, params, sqlstate) from None
-        fields, convert = _plan(reader.schema)
+        columns = self._describer.columns(text)
+        fields, convert = _plan(reader.schema, columns)
         schema = pa.schema(fields)
-        check_storable(schema, _native(reader.schema))
+        check_storable(schema, {column.name: column.shown for column in columns})
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
@@ -176,6 +183,7 @@ class _AdbcSession(Session):
         return NO_QUERY_CACHE + text, None
 
     def close(self) -> None:
+        self._describer.close()
         if self.conn is None:
             return
         conn, self.conn = self.conn, None
@@ -211,34 +219,39 @@ def _text(value: str) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _native(schema: pa.Schema) -> dict[str, str]:
-    names = {}
-    for field in schema:
-        meta = field.metadata or {}
-        if _PG_TYPE in meta:
-            names[field.name] = meta[_PG_TYPE].decode()
-    return names
-
-
-def _plan(schema: pa.Schema) -> tuple[list[pa.Field], list[Any]]:
-    """The plain fields of the parts, and per column the conversion it needs (or None)."""
+def _plan(schema: pa.Schema, columns: list[Column]) -> tuple[list[pa.Field], list[Any]]:
+    """The plain fields of the parts, and per column the conversion it needs (or None), from
+    the driver's schema and the server's description of the columns."""
     fields: list[pa.Field] = []
     convert: list[Any] = []
-    for field in schema:
-        meta = field.metadata or {}
-        kind = field.type
-        fix = None
-        if meta.get(_PG_TYPE) == b"numeric" and isinstance(kind, pa.BaseExtensionType):
-            target = numeric_from_typmod(int(meta.get(_TYPMOD, b"-1")))
-            kind = target
-
-            def fix(array: pa.Array, name: str = field.name, to: pa.DataType = target) -> pa.Array:
-                text = array.storage
-                return text if pa.types.is_string(to) else to_decimal(name, text, to)
-
+    for field, column in zip(schema, columns, strict=True):
+        kind, fix = _converted(field.type, column)
         fields.append(pa.field(field.name, kind, True))
         convert.append(fix)
     return fields, convert
+
+
+def _converted(kind: pa.DataType, column: Column) -> tuple[pa.DataType, Any]:
+    """The type a column is stored as, and how its arrays become that (None: as they come).
+    Numerics come as their exact text, json as text or Arrow's json, uuids as 16 bytes or
+    Arrow's uuid, enums as their label's bytes: which one depends on the driver's version."""
+    name, extension = column.name, isinstance(kind, pa.BaseExtensionType)
+    if column.type_name == "numeric" and extension:
+        to = numeric_from_typmod(column.typmod)
+
+        def numeric(array: pa.Array) -> pa.Array:
+            return array.storage if pa.types.is_string(to) else to_decimal(name, array.storage, to)
+
+        return to, numeric
+    if column.type_name in ("json", "jsonb") and not extension:
+        return pa.json_(), lambda array: pa.ExtensionArray.from_storage(pa.json_(), array)
+    if column.type_name == "uuid" and kind != pa.uuid() and extension:
+        return pa.uuid(), lambda array: pa.ExtensionArray.from_storage(
+            pa.uuid(), array.storage.cast(pa.binary(16))
+        )
+    if column.enum and extension:
+        return pa.string(), lambda array: array.storage.cast(pa.string())
+    return kind, None
 
 
 def _texts_hint(error: Exception, params: Mapping[str, Any], sqlstate: str | None) -> Exception:

@@ -29,9 +29,10 @@ script on free ports (tests/sql/poolers.py), and an incremental pair: a full imp
 ``id``, then 1% new rows inserted and imported, twice (the first increment recounts the first
 import's tail window for late rows; the second the first increment). The default engine and the
 two poolers run ``--repeat`` times, interleaved, and each keeps its median run: one run each
-varied from -0.3x to +1.6x over direct between otherwise quiet runs. A modelyard row
-times the whole CLI process: the query, the Parquet parts, their digest, the upload and the
-commit.
+varied from -0.3x to +1.6x over direct between otherwise quiet runs. So does each peer that
+took under 30 s (all but pandas): one run of DuckDB took 4.6 to 6.9 s on the same machine. A
+modelyard row times the whole CLI process: the query, the Parquet parts, their digest, the
+upload and the commit.
 
 Goals: the default engine at least 5x the rows/s of pandas ``read_sql`` and within 1.5x of the
 fastest peer; its peak memory flat from the smallest to the largest size (at most 1.25x); the
@@ -87,6 +88,7 @@ PEERS = ("pandas", "pandas-chunks", "adbc", "adbc-1.8", "connectorx", "duckdb")
 ENGINES = ("adbc", "psycopg", "sqlalchemy")
 DATABASE = "modelyard_bench_warehouse"
 DEFAULT = "modelyard default engine"
+REPEAT_UNDER = 30.0  # seconds: peers faster than this run --repeat times, as modelyard does
 SPEEDUP_GOAL, PEER_GOAL, MEMORY_GOAL, INCREMENTAL_GOAL, POOLER_GOAL = 5.0, 1.5, 1.25, 0.05, 0.2
 
 # Each peer: argv[1] the libpq URL, argv[2] the table, argv[3] the Parquet file; prints the rows.
@@ -315,6 +317,11 @@ def run_peer(peer: str, url: str, table: str, work: Path) -> Measured | str:
     return Measured(peer, rows, seconds, peak)
 
 
+def median(runs: list[Measured]) -> Measured:
+    """The median run (of an even count, the slower of the middle two)."""
+    return sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
+
+
 def show(rows: int, results: list[Measured], skipped: dict[str, str]) -> None:
     pandas = next((r for r in results if r.target == "pandas"), None)
     print(f"\n[{rows:,} rows] each target in its own process, timed from spawn to exit")
@@ -347,7 +354,10 @@ def main() -> None:
     parser.add_argument("--rows", default="1000000,10000000", help="sizes, comma-separated")
     parser.add_argument("--peers", default=",".join((*PEERS, "modelyard")))
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of the default engine and each pooler"
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of the default engine, each pooler and each peer under 30 s",
     )
     parser.add_argument(
         "--database",
@@ -402,8 +412,14 @@ def main() -> None:
                 outcome = run_peer(peer, url, table, work)
                 if isinstance(outcome, str):
                     skipped[peer] = outcome
-                else:
-                    results.append(outcome)
+                    continue
+                tries = [outcome]
+                # A peer as fast as modelyard is run as often, and keeps its median too.
+                while outcome.seconds < REPEAT_UNDER and len(tries) < args.repeat:
+                    again = run_peer(peer, url, table, work)
+                    assert not isinstance(again, str), again
+                    tries.append(again)
+                results.append(median(tries))
             if platform_ is not None:
                 compared = [(DEFAULT, "wh")]
                 compared += [(f"modelyard via {p.name}", f"wh-{p.name}") for p in poolers]
@@ -417,8 +433,7 @@ def main() -> None:
                     assert parquet_rows(platform_.folder(dataset)) == rows, target
                     runs.setdefault(target, []).append(measured)
                 for target, _ in compared + engines:
-                    ordered = sorted(runs[target], key=lambda m: m.seconds)
-                    results.append(ordered[len(ordered) // 2])  # the median run
+                    results.append(median(runs[target]))
                 print(f"  {rows:,} rows: modelyard incremental ...", flush=True)
                 full = platform_.run(
                     "modelyard incremental, full", f"inc-{rows}", "wh", query, "--watermark", "id"

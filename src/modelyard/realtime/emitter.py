@@ -50,7 +50,11 @@ class PredictionEvent(BaseModel):
     @field_validator("value")
     @classmethod
     def _small(cls, value: Any) -> Any:
-        if len(orjson.dumps(value)) > MAX_VALUE_BYTES:
+        try:
+            size = len(orjson.dumps(value))
+        except TypeError as exc:  # orjson's JSONEncodeError: an integer past 64 bits
+            raise ValueError(f"not storable as JSON here: {exc}") from None
+        if size > MAX_VALUE_BYTES:
             raise ValueError(f"over {MAX_VALUE_BYTES} bytes as JSON: leave it out")
         return value
 

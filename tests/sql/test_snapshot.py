@@ -345,6 +345,29 @@ def test_postgres_round_trip_of_every_common_type(client: Client, pg: Pg, connec
     assert got[0]["nu"] == "3.14159265358979323846264338327950288419716939937510"
 
 
+def test_arrays_of_uuids_and_json_keep_their_element_types(client: Client, pg: Pg) -> None:
+    """ADBC 1.8 hands them over as 16 bytes and as text; they are stored as uuids and json, as
+    later drivers hand them over."""
+    pg.execute("CREATE TABLE arrays (id int8, us uuid[], js jsonb[])")
+    one = "00000000-0000-0000-0000-000000000001"
+    pg.execute(
+        f"INSERT INTO arrays VALUES (1, ARRAY['{one}'::uuid, NULL], ARRAY['{{\"a\": 1}}'::jsonb]),"
+        " (2, NULL, NULL), (3, '{}', '{}')"
+    )
+    query = "SELECT * FROM arrays ORDER BY id"
+    result = client.import_sql("team/arrays", SqlSource(connection="pg", query=query))
+    assert result.version is not None
+    schema = {c["name"]: c["type"] for c in result.version.signature["schema"]}
+    assert schema["us"] == "list<item: extension<arrow.uuid>>"
+    assert schema["js"] == "list<item: extension<arrow.json>>"
+    got = rows_of(client, result.version.ref)
+    assert [(r["us"], r["js"]) for r in got] == [
+        ([uuid.UUID(one), None], ['{"a": 1}']),
+        (None, None),
+        ([], []),
+    ]
+
+
 def test_both_postgres_engines_agree_on_the_digest(client: Client, pg: Pg) -> None:
     _pg_types(pg)
     query = "SELECT * FROM types ORDER BY id"

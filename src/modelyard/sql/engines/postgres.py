@@ -25,7 +25,6 @@ import pyarrow.compute as pc
 
 from modelyard.errors import InvalidInput
 from modelyard.sql.connections import Target
-from modelyard.sql.engines.base import map_error
 
 NO_QUERY_CACHE = "/*NO QUERY CACHE*/ "
 SCHEMES = ("postgresql", "postgres", "redshift")
@@ -83,6 +82,15 @@ def to_decimal(column: str, text: pa.Array, type: pa.DataType) -> pa.Array:
         ) from None
 
 
+class DriverError(Exception):
+    """A statement the server refused, or a connection that failed, with the SQLSTATE that
+    :func:`~modelyard.sql.engines.base.map_error` reads."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
 @dataclass(frozen=True)
 class Column:
     """A result column as the server describes it."""
@@ -101,10 +109,11 @@ class Describer:
     ADBC's schema lacks what an import needs, depending on the driver's version: 1.8 marks
     neither a json column nor a numeric's precision and scale; later versions do, but their
     wheels decode three times slower (see ``postgres_adbc``). The server's description is the
-    same whatever the driver."""
+    same whatever the driver. Raises :class:`DriverError`."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, timeout_seconds: float | None) -> None:
         self.target = target
+        self.timeout_seconds = timeout_seconds
         self._conn: Any = None
 
     def columns(self, statement: str) -> list[Column]:
@@ -122,25 +131,26 @@ class Describer:
             # One transaction: pgbouncer's transaction mode keeps Parse and Describe on one
             # server connection.
             with conn.transaction():
+                if self.timeout_seconds:
+                    conn.execute(timeout_statement(self.timeout_seconds))
                 pg = conn.pgconn
-                _check(psycopg, pg.prepare(b"", statement.encode()), self.target)
+                _check(psycopg, pg.prepare(b"", statement.encode()))
                 result = pg.describe_prepared(b"")
-                _check(psycopg, result, self.target)
+                _check(psycopg, result)
                 described = [
                     (result.fname(i).decode(), result.ftype(i), result.fmod(i))
                     for i in range(result.nfields)
                 ]
-                oids = sorted({oid for _, oid, _ in described})
                 types = {
                     oid: (name, shown, enum)
                     for oid, name, shown, enum in conn.execute(
                         "SELECT oid::int8, typname::text, format_type(oid, NULL), typtype = 'e' "
                         "FROM pg_type WHERE oid = ANY(%s)",
-                        [oids],
+                        [sorted({oid for _, oid, _ in described})],
                     )
                 }
         except psycopg.Error as exc:
-            raise map_error(exc, self.target, "querying", exc.sqlstate) from None
+            raise DriverError(str(exc), exc.sqlstate) from None
         columns = []
         for name, oid, typmod in described:
             type_name, shown, enum = types.get(oid, (str(oid), str(oid), False))
@@ -156,8 +166,9 @@ class Describer:
                 conn.close()
 
 
-def _check(psycopg: Any, result: Any, target: Target) -> None:
+def _check(psycopg: Any, result: Any) -> None:
     if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
-        state = result.error_field(psycopg.pq.DiagnosticField.SQLSTATE)
-        message = result.error_message.decode(errors="replace").strip()
-        raise map_error(RuntimeError(message), target, "querying", state and state.decode())
+        field = psycopg.pq.DiagnosticField
+        state = result.error_field(field.SQLSTATE)
+        message = result.error_field(field.MESSAGE_PRIMARY) or result.error_message
+        raise DriverError(message.decode(errors="replace").strip(), state and state.decode())

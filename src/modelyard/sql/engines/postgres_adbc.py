@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import struct
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ from modelyard.sql.engines.postgres import (
     NO_QUERY_CACHE,
     Column,
     Describer,
+    DriverError,
     begin_statement,
     libpq_url,
     numeric_from_typmod,
@@ -81,7 +83,7 @@ class _AdbcSession(Session):
         self._error: type[Exception] = manager.Error
         self._statement: Any = None
         self._reader: pa.RecordBatchReader | None = None
-        self._describer = Describer(target)
+        self._describer = Describer(target, timeout_seconds)
         try:
             self._statement = manager.AdbcStatement(conn)
             self._run(begin_statement(target))
@@ -136,12 +138,14 @@ class _AdbcSession(Session):
     ) -> Batches:
         text, args = self._bound(query, params)
         try:
+            # Described before it runs: the description's lock on the tables is released before
+            # the query takes its own, which an ALTER TABLE queued between them would wait for.
+            columns = self._describer.columns(text)
             reader = self._execute(text, args or None)
-        except self._error as exc:
+        except (self._error, DriverError) as exc:
             sqlstate = getattr(exc, "sqlstate", None)
             error = map_error(exc, self.target, "querying", sqlstate)
             raise _texts_hint(error, params, sqlstate) from None
-        columns = self._describer.columns(text)
         fields, convert = _plan(reader.schema, columns)
         schema = pa.schema(fields)
         check_storable(schema, {column.name: column.shown for column in columns})
@@ -251,6 +255,13 @@ def _converted(kind: pa.DataType, column: Column) -> tuple[pa.DataType, Any]:
         )
     if column.enum and extension:
         return pa.string(), lambda array: array.storage.cast(pa.string())
+    if column.type_name in ("_json", "_jsonb", "_uuid") and pa.types.is_list(kind):
+        element = replace(column, type_name=column.type_name[1:])
+        to, fix = _converted(kind.value_type, element)
+        if fix is not None:
+            return pa.list_(to), lambda array: pa.ListArray.from_arrays(
+                array.offsets, fix(array.values), mask=array.is_null() if array.null_count else None
+            )
     return kind, None
 
 

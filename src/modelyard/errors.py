@@ -42,6 +42,12 @@ class BadRequest(InvalidInput):
     code = "bad_request"
 
 
+class MalformedJson(BadRequest):
+    """A body that is not JSON at all (valid JSON that is wrong is :class:`InvalidInput`)."""
+
+    code = "malformed_json"
+
+
 class NotFound(ModelyardError):
     http_status = 404
     exit_code = 3
@@ -168,6 +174,7 @@ _BY_CODE: dict[str, type[ModelyardError]] = {
         ModelyardError,
         InvalidInput,
         BadRequest,
+        MalformedJson,
         NotFound,
         Conflict,
         Unauthenticated,

@@ -136,7 +136,9 @@ def test_events_in_predictions_out(serving: Serving) -> None:
     with pytest.raises(InvalidInput, match="event 0: no entity key"):
         stream.send({"event_id": "x"})
     assert serving.http.post("/team/streams/nope/events", json=_event(1, "u")).status_code == 404
-    assert serving.http.post("/team/streams/clicks/events", content=b"{").status_code == 422
+    malformed = serving.http.post("/team/streams/clicks/events", content=b"{")
+    assert malformed.status_code == 400  # as the control plane's API answers it
+    assert malformed.json()["error"]["code"] == "malformed_json"
     gauge = 'modelyard_realtime_lag_events{namespace="team",deployment="scorer"}'
     # the gateway measures the lag every half second
     wait_for(lambda: gauge in httpx.get(f"{serving.gateway}/metrics").text, 10, "the lag gauge")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from modelyard.errors import InvalidInput
+from modelyard.errors import InvalidInput, MalformedJson
 from modelyard.realtime.streams import StreamSpec, check_not_reserved, parse_events
 
 NOW = 1_700_000_000.0
@@ -47,10 +47,13 @@ def test_a_bad_event_names_its_index_and_problem(
 
 
 def test_malformed_bodies() -> None:
-    for body in (b"{not json", b"", b"[]", b"[1]"):
-        with pytest.raises(InvalidInput):
+    with pytest.raises(MalformedJson):  # not JSON: 400, as the control plane's API says it
+        parse_events(b"{not json", SPEC, NOW)
+    for body in (b"", b"[]", b"[1]"):  # JSON, but no events: 422
+        with pytest.raises(InvalidInput) as caught:
             parse_events(body, SPEC, NOW)
-    with pytest.raises(InvalidInput, match="event 1: line 2"):
+        assert not isinstance(caught.value, MalformedJson)
+    with pytest.raises(MalformedJson, match="event 1: line 2"):
         parse_events(b'{"event_id": 1, "user_id": 1, "ts": 1700000000}\n{oops\n', SPEC, NOW)
 
 

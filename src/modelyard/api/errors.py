@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelyard.errors import InvalidInput, ModelyardError, PayloadTooLarge
+from modelyard.errors import InvalidInput, MalformedJson, ModelyardError, PayloadTooLarge
 
 log = logging.getLogger("modelyard.api")
 
@@ -35,7 +35,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return error_response(400, "malformed_json", "the request body is not valid JSON")
+        return error_response(400, MalformedJson.code, "the request body is not valid JSON")
     problems = []
     for e in errors:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")

@@ -2,9 +2,10 @@
 
 - ``POST /{namespace}/streams/{stream}/events``: one JSON event, a JSON array or NDJSON, with a
   key holding ``producer`` (or editor, admin). Every event is checked first; one bad event refuses
-  the whole batch (422 naming its index and the problem; nothing of the batch is stored). The
-  answer comes once the batch is durable in the event store: ``{"accepted", "stored",
-  "duplicates"}`` (duplicates: ids the log held already, which collapse into the stored event).
+  the whole batch (422 naming its index and the problem, 400 for a body that is not JSON;
+  nothing of the batch is stored). The answer comes once the batch is durable in the event
+  store: ``{"accepted", "stored", "duplicates"}`` (duplicates: ids the log held already,
+  which collapse into the stored event).
   Requests arriving together are committed together (one transaction, one fsync), each still
   all-or-nothing. Beyond the configured lag of a deployment reading the stream: 429 with
   ``Retry-After``, nothing stored.
@@ -171,7 +172,7 @@ class RealtimeRoutes:
             events = parse_events(body, spec, time.time())
         except InvalidInput as exc:
             self.counts[(namespace, stream, "rejected")] += 1
-            raise InvalidInput(
+            raise type(exc)(
                 f"{exc.message}; nothing of this request was stored", **exc.details
             ) from None
         stored = await self._commit(key, events)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from modelyard.errors import InvalidInput
+from modelyard.errors import InvalidInput, MalformedJson
 from modelyard.realtime.durations import seconds
 from modelyard.types import Record
 
@@ -163,7 +163,7 @@ def _decode(body: bytes) -> list[Any]:
         document = None
         lines = [line for line in text.split(b"\n") if line.strip()]
         if len(lines) < 2:
-            raise InvalidInput(
+            raise MalformedJson(
                 "the body is not JSON: send one event, a JSON array or NDJSON", index=0
             ) from None
         items = []
@@ -171,7 +171,7 @@ def _decode(body: bytes) -> list[Any]:
             try:
                 items.append(orjson.loads(line))
             except orjson.JSONDecodeError as exc:
-                raise InvalidInput(
+                raise MalformedJson(
                     f"event {i}: line {i + 1} of the NDJSON body is not JSON ({exc})", index=i
                 ) from None
         return items

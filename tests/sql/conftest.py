@@ -113,3 +113,11 @@ def pgpool(pg_server: str) -> Iterator[Pooler]:
     pooler = start_pgpool(pg_server)
     yield pooler
     pooler.stop()
+
+
+@pytest.fixture(params=["pgbouncer", "pgpool"])
+def pooler(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Pooler:
+    """Each pooler in turn; pgbouncer's password in ``WAREHOUSE_PASSWORD``."""
+    monkeypatch.setenv("WAREHOUSE_PASSWORD", BOUNCER_PASSWORD)
+    pooled: Pooler = request.getfixturevalue(request.param)
+    return pooled

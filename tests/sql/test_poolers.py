@@ -9,18 +9,11 @@ import pytest
 from modelyard.client import Client
 from modelyard.errors import Unauthenticated
 from modelyard.sql.source import Incremental, SqlSource
-from tests.sql.conftest import BOUNCER_PASSWORD, Pg, connect
+from tests.sql.conftest import Pg, connect
 from tests.sql.poolers import Pooler
 from tests.sql.test_snapshot import _pg_types
 
 ENGINES = ["adbc", "psycopg"]
-
-
-@pytest.fixture(params=["pgbouncer", "pgpool"])
-def pooler(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Pooler:
-    monkeypatch.setenv("WAREHOUSE_PASSWORD", BOUNCER_PASSWORD)
-    pooled: Pooler = request.getfixturevalue(request.param)
-    return pooled
 
 
 def through(client: Client, pooler: Pooler, pg: Pg, engine: str) -> str:

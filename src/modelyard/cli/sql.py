@@ -71,6 +71,13 @@ def import_sql(
     timeout: Annotated[
         float | None, typer.Option(help="Seconds before the query is cancelled.")
     ] = None,
+    split_by: Annotated[
+        str | None,
+        typer.Option(help="Read ranges of this (indexed) integer, date or timestamp column..."),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option(help="...over this many connections sharing one snapshot.")
+    ] = 1,
     description: Annotated[str, typer.Option()] = "",
     force: Annotated[
         bool, typer.Option("--force", help="Commit even when the content equals the latest.")
@@ -105,6 +112,8 @@ def import_sql(
             incremental=incremental,
             types=parse_pairs(type or [], "--type"),
             timeout_seconds=timeout,
+            split_by=split_by,
+            parallel=parallel,
             description=description,
         )
     except ValidationError as exc:
@@ -113,6 +122,8 @@ def import_sql(
             "params": "--param",
             "types": "--type",
             "timeout_seconds": "--timeout",
+            "split_by": "--split-by",
+            "parallel": "--parallel",
         }
         raise option_errors(exc, flags) from None
     bounds: tuple[Any, Any] | None = None

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 ALIAS = "modelyard_q"
 
 
-def _over(run: Run, what: str) -> str:
+def over(run: Run, what: str) -> str:
     """``SELECT what`` over the source's query."""
     return f"SELECT {what} FROM ({run.source.query}) AS {ALIAS}"
 
@@ -71,8 +71,8 @@ def plan(
         # max are two probes and the NULLs a range of it (3 ms, not 460, at 10M rows).
         # Without one, they are two scans where one would do: such a column costs a scan at
         # every later import anyway.
-        smallest, largest = session.first_row(_over(run, f"min({column}), max({column})"), params)
-        (nulls,) = session.first_row(f"{_over(run, 'count(*)')} WHERE {column} IS NULL", params)
+        smallest, largest = session.first_row(over(run, f"min({column}), max({column})"), params)
+        (nulls,) = session.first_row(f"{over(run, 'count(*)')} WHERE {column} IS NULL", params)
         if nulls:
             raise Conflict(
                 f"the watermark column {spec.column!r} is NULL in {nulls} rows: they would "
@@ -96,7 +96,7 @@ def plan(
         end = w.coerce(backfill[1], kind, "backfill end")
         if start is None and size is not None:
             query, bound = _windowed(
-                _over(run, f"min({column})"), column, w.Window(None, end), params
+                over(run, f"min({column})"), column, w.Window(None, end), params
             )
             (first,) = session.first_row(query, bound)
             windows, replaced = w.backfill_windows(history, first, end, size)
@@ -126,12 +126,12 @@ def plan(
     new: list[w.Recorded] = []
     for window in windows:
         folder = run.folder / f"window-{seq:06d}"
-        query, bound = _windowed(_over(run, "*"), column, window, params)
+        query, bound = _windowed(over(run, "*"), column, window, params)
         whole = history is None and window.start is None and largest is not None
         if whole and window.end > largest:
             # Every row of the snapshot (NULLs were refused above): a bound the planner
             # cannot see would have it guess an index scan of the whole table.
-            query, bound = _over(run, "*"), dict(params)
+            query, bound = over(run, "*"), dict(params)
         tail = None if cut is None else (spec.column, cut, run.folder / f"window-{seq + 1:06d}")
         writers, schema = run.write(session, query, bound, folder, tail)
         if planned is None:
@@ -162,7 +162,7 @@ def plan(
     planned.replaced = len(replaced)
     planned.read = sum(r.rows for r in new)
     planned.rows = sum(r.rows for r in everything)
-    planned.content = _windows_digest(planned.schema, everything)
+    planned.content = windows_digest(planned.schema, everything)
     planned.windows = everything
     return planned
 
@@ -172,7 +172,7 @@ def _kind(run: Run, session: Session, column: str, params: Mapping[str, Any]) ->
     text)."""
     spec = run.source.incremental
     assert spec is not None
-    probe = session.stream(_over(run, column) + " WHERE 1 = 0", params, 1, run.types)
+    probe = session.stream(over(run, column) + " WHERE 1 = 0", params, 1, run.types)
     for _ in probe.batches:  # none; reading to the end closes the cursor
         pass
     kind = plain(probe.schema).field(0).type
@@ -203,12 +203,12 @@ def _largest(
     last = history.last
     assert spec is not None and last is not None
     if spec.verify != "all" and last.window.start is not None:
-        (largest,) = session.first_row(_over(run, f"max({column})"), params)
+        (largest,) = session.first_row(over(run, f"max({column})"), params)
         return largest, None
     bound = dict(params)
-    under = _condition(column, w.Window(None, last.window.end), bound)
+    under = condition(column, w.Window(None, last.window.end), bound)
     largest, below = session.first_row(
-        _over(run, f"max({column}), count(CASE WHEN {under} THEN 1 END)"), bound
+        over(run, f"max({column}), count(CASE WHEN {under} THEN 1 END)"), bound
     )
     return largest, int(below)
 
@@ -238,7 +238,7 @@ def _verify(
     if spec.verify == "all":
         if below is None:
             query, bound = _windowed(
-                _over(run, "count(*)"), column, w.Window(None, last.window.end), params
+                over(run, "count(*)"), column, w.Window(None, last.window.end), params
             )
             (below,) = session.first_row(query, bound)
         if int(below) == sum(r.rows for r in history.windows):
@@ -252,7 +252,7 @@ def _verify(
         if below is not None and recorded.window.start is None and recorded is last:
             count = below  # the only window: it holds every row under the end
         else:
-            query, bound = _windowed(_over(run, "count(*)"), column, recorded.window, params)
+            query, bound = _windowed(over(run, "count(*)"), column, recorded.window, params)
             (count,) = session.first_row(query, bound)
         if int(count) > recorded.rows:
             late = _late_values(run, session, registry, latest, recorded, column, params)
@@ -292,7 +292,7 @@ def _late_values(
             values = pq.read_table(folder / path, columns=[spec.column]).column(0)
             for item in pc.value_counts(values).to_pylist():
                 before[item["values"]] = before.get(item["values"], 0) + item["counts"]
-    query, bound = _windowed(_over(run, column), column, recorded.window, params)
+    query, bound = _windowed(over(run, column), column, recorded.window, params)
     result = session.stream(query, bound, run.source.batch_rows, run.types)
     now: dict[Any, int] = {}
     for batch in result.batches:
@@ -307,10 +307,10 @@ def _windowed(
 ) -> tuple[str, dict[str, Any]]:
     """``inner`` over the window's rows, and the values to bind."""
     bound = dict(params)
-    return f"{inner} WHERE {_condition(column, window, bound)}", bound
+    return f"{inner} WHERE {condition(column, window, bound)}", bound
 
 
-def _condition(column: str, window: w.Window, bound: dict[str, Any]) -> str:
+def condition(column: str, window: w.Window, bound: dict[str, Any]) -> str:
     """The window as a condition on ``column``; its bounds added to ``bound``, or written as
     literals when they are integers (exact digits: nothing to quote, every dialect reads them).
     A literal is what the planner sees on every engine, where a bound value may reach it as an
@@ -366,7 +366,7 @@ def _check_schema(latest: VersionInfo | None, schema: pa.Schema, history: w.Hist
         )
 
 
-def _windows_digest(schema: pa.Schema, windows: list[w.Recorded]) -> str:
+def windows_digest(schema: pa.Schema, windows: list[w.Recorded]) -> str:
     digest = hashlib.sha256(f"windows\n{schema_text(schema)}\n".encode())
     for r in windows:
         digest.update(

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
@@ -32,7 +33,7 @@ import pyarrow.compute as pc
 
 from modelyard.errors import Conflict, InvalidInput, NotFound, TimedOut
 from modelyard.registry.records import VersionInfo, VersionSpec
-from modelyard.sql import incremental
+from modelyard.sql import incremental, split
 from modelyard.sql import windows as w
 from modelyard.sql.connections import Connection, Target, resolve
 from modelyard.sql.engines import Engine, Session, choose_engine
@@ -48,6 +49,7 @@ from modelyard.sql.source import (
     TAG_QUERY_SHA256,
     TAG_ROWS,
     TAG_SERVER,
+    TAG_SPLIT,
     TAG_WATERMARK,
     TAG_WATERMARK_KIND,
     TAG_WINDOWS,
@@ -133,11 +135,18 @@ def import_sql(
     with tempfile.TemporaryDirectory(prefix="modelyard-sql-") as temp:
         run = Run(target, engine, source, types, Path(temp), deadline, progress)
         with engine.open(target, source.timeout_seconds) as session:
-            planned: Planned | str = (
-                run.snapshot(session, allow_empty)
-                if source.incremental is None
-                else incremental.plan(run, session, registry, latest, clock, backfill)
-            )
+            planned: Planned | str
+            if source.incremental is not None:
+                planned = incremental.plan(run, session, registry, latest, clock, backfill)
+            elif source.split_by is not None:
+                if not engine.splits:
+                    raise InvalidInput(
+                        f"the {engine.name} engine reads on one connection: a split read "
+                        "(--split-by, --parallel) needs PostgreSQL"
+                    )
+                planned = split.plan(run, session, allow_empty)
+            else:
+                planned = run.snapshot(session, allow_empty)
         if isinstance(planned, str):
             return _nothing(planned, latest, None, engine, began)
         if source.incremental is not None and not (planned.read or planned.replaced or allow_empty):
@@ -199,6 +208,7 @@ class Planned:
         self.kind: w.Kind | None = None
         self.column: str | None = None
         self.windows: list[w.Recorded] = []
+        self.split: list[w.Recorded] = []  # a split read's ranges
         self.replaced = 0
 
     def files(self, latest: VersionInfo | None) -> list[tuple[Path | None, FileEntry]]:
@@ -216,6 +226,10 @@ class Planned:
                     raise Conflict(f"{latest.ref if latest else 'the dataset'} lacks part {path}")
                 files.append((None, stored[path]))
         return files
+
+
+class Stopped(Exception):
+    """A range of a split read stopped because another range failed."""
 
 
 class Run:
@@ -237,6 +251,9 @@ class Run:
         self.types, self.folder = types, folder
         self.deadline, self.progress = deadline, progress
         self.read = 0
+        self._lock = threading.Lock()
+        self.stop = threading.Event()
+        """Set when a split read's range failed: the others stop at their next batch."""
 
     def planned(self, schema: pa.Schema) -> Planned:
         """An empty plan for parts written under this run's folder."""
@@ -286,9 +303,12 @@ class Run:
                     writers[0].write(batch)
                 else:
                     _route(batch, index, cut, writers[0], writers[1])
-                self.read += batch.num_rows
-                if self.progress is not None:
-                    self.progress(self.read)
+                with self._lock:  # a split read's threads count together
+                    self.read += batch.num_rows
+                    if self.progress is not None:
+                        self.progress(self.read)
+                if self.stop.is_set():
+                    raise Stopped()
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     raise TimedOut(
                         f"the import from {self.target.describe()} ran past its timeout of "
@@ -386,6 +406,11 @@ def _spec(
         tags[TAG_WATERMARK_KIND] = planned.kind
         tags[TAG_WINDOWS] = json.dumps(
             [r.to_json() for r in planned.windows],
+            separators=(",", ":"),
+        )
+    if planned.split:
+        tags[TAG_SPLIT] = json.dumps(
+            {"column": source.split_by, "ranges": [r.to_json() for r in planned.split]},
             separators=(",", ":"),
         )
     signature = {

@@ -15,7 +15,7 @@ import decimal
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelyard.errors import InvalidInput
 from modelyard.registry.records import VersionInfo
@@ -32,6 +32,7 @@ TAG_CONTENT = "sql.content_sha256"
 TAG_WATERMARK = "sql.watermark"
 TAG_WATERMARK_KIND = "sql.watermark_kind"
 TAG_WINDOWS = "sql.windows"
+TAG_SPLIT = "sql.split"
 RESERVED_PARAMS = ("modelyard_start", "modelyard_end")
 
 Param = str | int | float | bool | decimal.Decimal | dt.datetime | dt.date
@@ -86,6 +87,13 @@ class SqlSource(BaseModel):
         "generic SQLAlchemy), e.g. {'day': 'date32'}",
     )
     timeout_seconds: float | None = Field(default=None, gt=0)
+    split_by: str | None = Field(
+        default=None,
+        description="Read the result as `parallel` ranges of this integer, date or timestamp "
+        "column (an indexed one: each range is a query of its own), over as many connections "
+        "sharing one snapshot (PostgreSQL)",
+    )
+    parallel: int = Field(default=1, ge=1, le=16, description="Connections of a split read")
     batch_rows: int = Field(default=65_536, ge=1, le=10_000_000)
     description: str = Field(default="", max_length=10_000)
 
@@ -106,6 +114,22 @@ class SqlSource(BaseModel):
             if name in RESERVED_PARAMS:
                 raise InvalidInput(f"parameter name {name!r} is reserved for incremental windows")
         return value
+
+    @model_validator(mode="after")
+    def _split(self) -> SqlSource:
+        if (self.split_by is not None) != (self.parallel > 1):
+            raise InvalidInput(
+                "a split read needs both a column and a count: split_by (--split-by COLUMN) "
+                "and parallel above 1 (--parallel N)"
+            )
+        if self.parallel > 1 and self.incremental is not None:
+            raise InvalidInput(
+                "an incremental import reads its windows on one connection: leave out "
+                "parallel (--parallel) or the watermark"
+            )
+        if self.split_by is not None and (not self.split_by or "\x00" in self.split_by):
+            raise InvalidInput("the split column needs a name")
+        return self
 
     @property
     def query_sha256(self) -> str:

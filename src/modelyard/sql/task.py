@@ -97,6 +97,8 @@ def sql_import(
     engine: str | None = None,
     types: dict[str, str] | None = None,
     timeout_seconds: float | None = None,
+    split_by: str | None = None,
+    parallel: int = 1,
     force: bool = False,
     allow_empty: bool = False,
     retries: int = 0,
@@ -115,6 +117,8 @@ def sql_import(
         engine=engine,
         types=types or {},
         timeout_seconds=timeout_seconds,
+        split_by=split_by,
+        parallel=parallel,
     )
     task = _STEP(
         dataset=dataset,

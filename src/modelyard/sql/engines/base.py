@@ -63,6 +63,12 @@ class Session(ABC):
     def close(self) -> None:
         """Roll back and disconnect; safe to call twice."""
 
+    def export_snapshot(self) -> str:
+        """The id of this transaction's snapshot, which sessions opened with it see too
+        (engines whose ``splits`` is true)."""
+        (snapshot,) = self.first_row("SELECT pg_export_snapshot()", {})
+        return str(snapshot)
+
     def quote(self, identifier: str) -> str:
         return '"' + identifier.replace('"', '""') + '"'
 
@@ -78,14 +84,19 @@ class Engine(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    splits: ClassVar[bool] = False
+    """Whether sessions can share one snapshot (``open(..., snapshot=)``): a split import."""
     prefetch: ClassVar[bool] = False
     """Whether a thread of its own may read a result's batches ahead of the writer: the driver
     must allow its connection to be used from that thread and should decode without the GIL."""
 
     @abstractmethod
-    def open(self, target: Target, timeout_seconds: float | None) -> Session:
+    def open(
+        self, target: Target, timeout_seconds: float | None, snapshot: str | None = None
+    ) -> Session:
         """Connect and begin the read-only, repeatable-read transaction. ``timeout_seconds``
-        bounds every statement (the database cancels it) where the database can."""
+        bounds every statement (the database cancels it) where the database can; ``snapshot``
+        (from :meth:`Session.export_snapshot`, where ``splits``) makes it see that snapshot."""
 
     @classmethod
     def available(cls) -> bool:

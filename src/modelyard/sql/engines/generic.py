@@ -27,7 +27,9 @@ class SqlAlchemyEngine(Engine):
     name = "sqlalchemy"
     description = "any database with a SQLAlchemy dialect (generic, row by row)"
 
-    def open(self, target: Target, timeout_seconds: float | None) -> Session:
+    def open(
+        self, target: Target, timeout_seconds: float | None, snapshot: str | None = None
+    ) -> Session:
         import sqlalchemy as sa
 
         url = sa.engine.make_url(target.url)

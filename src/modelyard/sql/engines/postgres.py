@@ -16,6 +16,7 @@ Redshift cluster and its IAM role, so it is documented here and not built.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -53,6 +54,13 @@ def begin_statement(target: Target) -> str:
     """The first statement of the import's transaction."""
     level = "SERIALIZABLE" if target.scheme == "redshift" else "REPEATABLE READ"
     return f"SET TRANSACTION ISOLATION LEVEL {level}, READ ONLY"
+
+
+def snapshot_statement(snapshot: str) -> str:
+    """Join another session's snapshot: what a split import's connections all read."""
+    if not re.fullmatch(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+", snapshot):
+        raise InvalidInput(f"not a snapshot id: {snapshot!r}")
+    return f"SET TRANSACTION SNAPSHOT '{snapshot}'"
 
 
 def timeout_statement(seconds: float) -> str:

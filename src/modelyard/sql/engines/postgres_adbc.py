@@ -34,6 +34,7 @@ from modelyard.sql.engines.postgres import (
     begin_statement,
     libpq_url,
     numeric_from_typmod,
+    snapshot_statement,
     timeout_statement,
     to_decimal,
 )
@@ -44,12 +45,15 @@ class AdbcPostgres(Engine):
     name = "adbc"
     description = "PostgreSQL through ADBC (Arrow-native, binary COPY)"
     prefetch = True
+    splits = True
 
     @classmethod
     def available(cls) -> bool:
         return importlib.util.find_spec("adbc_driver_postgresql") is not None
 
-    def open(self, target: Target, timeout_seconds: float | None) -> Session:
+    def open(
+        self, target: Target, timeout_seconds: float | None, snapshot: str | None = None
+    ) -> Session:
         # The driver manager's low-level API: its DB-API module imports pyarrow.dataset (and
         # with it pandas), a fifth of a second of every import's start-up.
         try:
@@ -71,11 +75,18 @@ class AdbcPostgres(Engine):
                     with contextlib.suppress(Exception):
                         handle.close()
             raise map_error(exc, target, "connecting", getattr(exc, "sqlstate", None)) from None
-        return _AdbcSession(db, conn, target, timeout_seconds)
+        return _AdbcSession(db, conn, target, timeout_seconds, snapshot)
 
 
 class _AdbcSession(Session):
-    def __init__(self, db: Any, conn: Any, target: Target, timeout_seconds: float | None) -> None:
+    def __init__(
+        self,
+        db: Any,
+        conn: Any,
+        target: Target,
+        timeout_seconds: float | None,
+        snapshot: str | None,
+    ) -> None:
         import adbc_driver_manager as manager
 
         self.db, self.conn = db, conn
@@ -87,6 +98,8 @@ class _AdbcSession(Session):
         try:
             self._statement = manager.AdbcStatement(conn)
             self._run(begin_statement(target))
+            if snapshot is not None:
+                self._run(snapshot_statement(snapshot))
             if timeout_seconds:
                 self._run(timeout_statement(timeout_seconds))
             self.server_version = str(self.first_row("SELECT current_setting('server_version')")[0])

@@ -24,6 +24,7 @@ from modelyard.sql.engines.postgres import (
     begin_statement,
     decimal_type,
     libpq_url,
+    snapshot_statement,
     timeout_statement,
     to_decimal,
 )
@@ -56,12 +57,15 @@ class CursorPostgres(Engine):
     name = "psycopg"
     description = "PostgreSQL or Redshift through a psycopg server-side cursor"
     prefetch = True
+    splits = True
 
     @classmethod
     def available(cls) -> bool:
         return importlib.util.find_spec("psycopg") is not None
 
-    def open(self, target: Target, timeout_seconds: float | None) -> Session:
+    def open(
+        self, target: Target, timeout_seconds: float | None, snapshot: str | None = None
+    ) -> Session:
         try:
             import psycopg
             from psycopg.types.string import TextLoader
@@ -80,11 +84,13 @@ class CursorPostgres(Engine):
             raise map_error(exc, target, "connecting", exc.sqlstate) from None
         for name in _AS_TEXT:  # the server's exact text, converted below
             conn.adapters.register_loader(name, TextLoader)
-        return _CursorSession(conn, target, timeout_seconds)
+        return _CursorSession(conn, target, timeout_seconds, snapshot)
 
 
 class _CursorSession(Session):
-    def __init__(self, conn: Any, target: Target, timeout_seconds: float | None) -> None:
+    def __init__(
+        self, conn: Any, target: Target, timeout_seconds: float | None, snapshot: str | None
+    ) -> None:
         import psycopg
 
         self.conn = conn
@@ -93,6 +99,8 @@ class _CursorSession(Session):
         self._cursors = 0
         try:
             self._execute(conn.cursor(), begin_statement(target), None)
+            if snapshot is not None:
+                self._execute(conn.cursor(), snapshot_statement(snapshot), None)
             if timeout_seconds:
                 self._execute(conn.cursor(), timeout_statement(timeout_seconds), None)
             self.server_version = str(self.first_row("SELECT current_setting('server_version')")[0])

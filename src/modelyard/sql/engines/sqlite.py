@@ -87,7 +87,9 @@ class SqliteEngine(Engine):
     name = "sqlite"
     description = "SQLite files (the standard library's sqlite3)"
 
-    def open(self, target: Target, timeout_seconds: float | None) -> Session:
+    def open(
+        self, target: Target, timeout_seconds: float | None, snapshot: str | None = None
+    ) -> Session:
         path = sqlite_path(target.url)
         if not path.is_file():
             raise NotFound(f"{target.describe()}: there is no database file at {path}")

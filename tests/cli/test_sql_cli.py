@@ -72,6 +72,13 @@ def test_import_a_query_file_with_parameters(cli: Cli, warehouse: Path, tmp_path
             2,
             "expected int, datetime",
         ),
+        (["--query", "SELECT 1", "--parallel", "2"], 2, "both a column and a count"),
+        (["--query", "SELECT 1", "--parallel", "0"], 2, "--parallel 0: Input should be"),
+        (
+            ["--query", "SELECT * FROM events", "--split-by", "id", "--parallel", "2"],
+            2,
+            "a split read (--split-by, --parallel) needs PostgreSQL",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_commits_nothing(

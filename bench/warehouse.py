@@ -25,14 +25,15 @@ use (minutes, not timed) with the pins in ``REQUIREMENTS``:
 modelyard (this venv): ``modelyard up`` on a temporary home (SQLite, local blobs), then one
 ``modelyard datasets import-sql`` per engine (``adbc``, ``psycopg``, ``sqlalchemy``), the default
 engine through pgbouncer (transaction mode) and pgpool-II (query cache on), both started by the
-script on free ports (tests/sql/poolers.py), and an incremental pair: a full import by watermark
-``id``, then 1% new rows inserted and imported, twice (the first increment recounts the first
-import's tail window for late rows; the second the first increment). The default engine and the
-two poolers run ``--repeat`` times, interleaved, and each keeps its median run: one run each
-varied from -0.3x to +1.6x over direct between otherwise quiet runs. So does each peer that
-took under 30 s (all but pandas): one run of DuckDB took 4.6 to 6.9 s on the same machine. A
-modelyard row times the whole CLI process: the query, the Parquet parts, their digest, the
-upload and the commit.
+script on free ports (tests/sql/poolers.py), the default engine with a split read (``--split-by id
+--parallel 2``: two connections on one snapshot, as DuckDB's scanner reads on several), and an
+incremental pair: a full import by watermark ``id``, then 1% new rows inserted and imported, twice
+(the first increment recounts the first import's tail window for late rows; the second the first
+increment). The default engine, the split read and the two poolers run ``--repeat`` times,
+interleaved, and each keeps its median run: one run each varied from -0.3x to +1.6x over direct
+between otherwise quiet runs. So does each peer that took under 30 s (all but pandas): one run of
+DuckDB took 4.6 to 6.9 s on the same machine. A modelyard row times the whole CLI process: the
+query, the Parquet parts, their digest, the upload and the commit.
 
 Goals: the default engine at least 5x the rows/s of pandas ``read_sql`` and within 1.5x of the
 fastest peer; its peak memory flat from the smallest to the largest size (at most 1.25x); the
@@ -88,6 +89,8 @@ PEERS = ("pandas", "pandas-chunks", "adbc", "adbc-1.8", "connectorx", "duckdb")
 ENGINES = ("adbc", "psycopg", "sqlalchemy")
 DATABASE = "modelyard_bench_warehouse"
 DEFAULT = "modelyard default engine"
+SPLIT = 2  # connections of the split read: the cores of the machines it runs on
+SPLIT_TARGET = f"modelyard split by id, {SPLIT} conns"
 REPEAT_UNDER = 30.0  # seconds: peers faster than this run --repeat times, as modelyard does
 SPEEDUP_GOAL, PEER_GOAL, MEMORY_GOAL, INCREMENTAL_GOAL, POOLER_GOAL = 5.0, 1.5, 1.25, 0.05, 0.2
 
@@ -421,18 +424,19 @@ def main() -> None:
                     tries.append(again)
                 results.append(median(tries))
             if platform_ is not None:
-                compared = [(DEFAULT, "wh")]
-                compared += [(f"modelyard via {p.name}", f"wh-{p.name}") for p in poolers]
-                engines = [(f"modelyard engine {e}", f"wh-{e}") for e in ENGINES]
+                split = ("--split-by", "id", "--parallel", str(SPLIT))
+                compared = [(DEFAULT, "wh", ()), (SPLIT_TARGET, "wh", split)]
+                compared += [(f"modelyard via {p.name}", f"wh-{p.name}", ()) for p in poolers]
+                engines = [(f"modelyard engine {e}", f"wh-{e}", ()) for e in ENGINES]
                 runs: dict[str, list[Measured]] = {}
                 rounds = [compared] * max(1, args.repeat) + [engines]
-                for i, (target, connection) in enumerate(t for r in rounds for t in r):
+                for i, (target, connection, extra) in enumerate(t for r in rounds for t in r):
                     print(f"  {rows:,} rows: {target} ...", flush=True)
                     dataset = f"events-{rows}-{i}"
-                    measured = platform_.run(target, dataset, connection, query)
+                    measured = platform_.run(target, dataset, connection, query, *extra)
                     assert parquet_rows(platform_.folder(dataset)) == rows, target
                     runs.setdefault(target, []).append(measured)
-                for target, _ in compared + engines:
+                for target, _, _ in compared + engines:
                     results.append(median(runs[target]))
                 print(f"  {rows:,} rows: modelyard incremental ...", flush=True)
                 full = platform_.run(
@@ -495,6 +499,13 @@ def summarize(by_size: dict[int, list[Measured]]) -> None:
                 PEER_GOAL,
                 True,
             )
+            if SPLIT_TARGET in named:
+                goal(
+                    f"{rows:,} rows: fastest peer ({fastest.target}) vs default, split read",
+                    fastest.rate / named[SPLIT_TARGET].rate,
+                    PEER_GOAL,
+                    True,
+                )
         full = named.get("modelyard incremental, full")
         for which in ("+1% rows", "+1% rows again"):
             new = named.get(f"modelyard incremental, {which}")

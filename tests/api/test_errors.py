@@ -34,7 +34,8 @@ def error(response: httpx.Response) -> dict[str, str]:
 def test_an_integer_past_64_bits_in_a_prediction_event_is_422(http: httpx.Client) -> None:
     """JSON allows it, the event store cannot write it: refused as bad input, never a 500 (the
     OpenAPI fuzzer found this)."""
-    event = {"deployment": "team/scorer", "entity": "u1", "model": None, "event_id": "e1"}
+    event: dict[str, object] = {"deployment": "team/scorer", "entity": "u1", "model": None}
+    event |= {"event_id": "e1"}
     event |= {"event_time": 1.0, "written_at": 1.0, "value": {"n": 2**70}}
     response = http.post(
         "/namespaces/team/realtime/scorer/prediction-events", json={"events": [event]}

@@ -130,6 +130,11 @@ def import_sql(
     target = resolve(source.connection, connections, environ)
     engine = choose_engine(target, source.engine)
     types = {name: parse_type(text) for name, text in source.types.items()}
+    if source.split_by is not None and not engine.splits:
+        raise InvalidInput(
+            f"the {engine.name} engine reads on one connection: a split read (--split-by, "
+            "--parallel) needs PostgreSQL"
+        )
     latest = registry.latest(ref)
     deadline = began + source.timeout_seconds if source.timeout_seconds else None
     with tempfile.TemporaryDirectory(prefix="modelyard-sql-") as temp:
@@ -139,11 +144,6 @@ def import_sql(
             if source.incremental is not None:
                 planned = incremental.plan(run, session, registry, latest, clock, backfill)
             elif source.split_by is not None:
-                if not engine.splits:
-                    raise InvalidInput(
-                        f"the {engine.name} engine reads on one connection: a split read "
-                        "(--split-by, --parallel) needs PostgreSQL"
-                    )
                 planned = split.plan(run, session, allow_empty)
             else:
                 planned = run.snapshot(session, allow_empty)
@@ -228,10 +228,6 @@ class Planned:
         return files
 
 
-class Stopped(Exception):
-    """A range of a split read stopped because another range failed."""
-
-
 class Run:
     """One import's reads: query results written as parts under ``folder``, counted for
     ``progress`` and held to the deadline. :func:`incremental.plan` reads its windows through
@@ -308,7 +304,7 @@ class Run:
                     if self.progress is not None:
                         self.progress(self.read)
                 if self.stop.is_set():
-                    raise Stopped()
+                    raise split.Stopped()
                 if self.deadline is not None and time.monotonic() > self.deadline:
                     raise TimedOut(
                         f"the import from {self.target.describe()} ran past its timeout of "

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from modelyard.sql.snapshot import Planned, Run
 
 
+class Stopped(Exception):
+    """A range of a split read stopped because another range failed (``Run.stop``)."""
+
+
 def plan(run: Run, session: Session, allow_empty: bool) -> Planned:
     """``run``'s query read in ranges of its split column, the first in ``session``."""
     source = run.source
@@ -88,8 +92,6 @@ def plan(run: Run, session: Session, allow_empty: bool) -> Planned:
                 thread.join()
         for other in sessions[1:]:
             other.close()
-    from modelyard.sql.snapshot import Stopped
-
     stopped = [e for e in errors if not isinstance(e, Stopped)]
     if errors:
         raise (stopped or errors)[0]

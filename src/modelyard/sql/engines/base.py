@@ -66,8 +66,7 @@ class Session(ABC):
     def export_snapshot(self) -> str:
         """The id of this transaction's snapshot, which sessions opened with it see too
         (engines whose ``splits`` is true)."""
-        (snapshot,) = self.first_row("SELECT pg_export_snapshot()", {})
-        return str(snapshot)
+        raise InvalidInput("a split read needs an engine that shares snapshots (PostgreSQL)")
 
     def quote(self, identifier: str) -> str:
         return '"' + identifier.replace('"', '""') + '"'

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from modelyard.errors import InvalidInput
 from modelyard.sql.connections import Target
+from modelyard.sql.engines.base import Session
 
 NO_QUERY_CACHE = "/*NO QUERY CACHE*/ "
 SCHEMES = ("postgresql", "postgres", "redshift")
@@ -56,11 +57,27 @@ def begin_statement(target: Target) -> str:
     return f"SET TRANSACTION ISOLATION LEVEL {level}, READ ONLY"
 
 
-def snapshot_statement(snapshot: str) -> str:
-    """Join another session's snapshot: what a split import's connections all read."""
-    if not re.fullmatch(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+", snapshot):
-        raise InvalidInput(f"not a snapshot id: {snapshot!r}")
-    return f"SET TRANSACTION SNAPSHOT '{snapshot}'"
+def opening_statements(
+    target: Target, timeout_seconds: float | None, snapshot: str | None
+) -> list[str]:
+    """What a session runs first: the transaction's mode, the snapshot it joins (a split
+    import's further connections) and its statement timeout."""
+    statements = [begin_statement(target)]
+    if snapshot is not None:
+        if not re.fullmatch(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+", snapshot):
+            raise InvalidInput(f"not a snapshot id: {snapshot!r}")
+        statements.append(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+    if timeout_seconds:
+        statements.append(timeout_statement(timeout_seconds))
+    return statements
+
+
+class PostgresSession(Session):
+    """What both PostgreSQL sessions share: a snapshot that other sessions can join."""
+
+    def export_snapshot(self) -> str:
+        (snapshot,) = self.first_row("SELECT pg_export_snapshot()", {})
+        return str(snapshot)
 
 
 def timeout_statement(seconds: float) -> str:

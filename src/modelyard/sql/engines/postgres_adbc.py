@@ -31,11 +31,10 @@ from modelyard.sql.engines.postgres import (
     Column,
     Describer,
     DriverError,
-    begin_statement,
+    PostgresSession,
     libpq_url,
     numeric_from_typmod,
-    snapshot_statement,
-    timeout_statement,
+    opening_statements,
     to_decimal,
 )
 from modelyard.sql.params import bind, bind_text, setting_placeholder
@@ -78,7 +77,7 @@ class AdbcPostgres(Engine):
         return _AdbcSession(db, conn, target, timeout_seconds, snapshot)
 
 
-class _AdbcSession(Session):
+class _AdbcSession(PostgresSession):
     def __init__(
         self,
         db: Any,
@@ -97,11 +96,8 @@ class _AdbcSession(Session):
         self._describer = Describer(target, timeout_seconds)
         try:
             self._statement = manager.AdbcStatement(conn)
-            self._run(begin_statement(target))
-            if snapshot is not None:
-                self._run(snapshot_statement(snapshot))
-            if timeout_seconds:
-                self._run(timeout_statement(timeout_seconds))
+            for statement in opening_statements(target, timeout_seconds, snapshot):
+                self._run(statement)
             self.server_version = str(self.first_row("SELECT current_setting('server_version')")[0])
         except BaseException:
             self.close()

@@ -21,11 +21,10 @@ from modelyard.sql.connections import Target
 from modelyard.sql.engines.base import Batches, Engine, Session, map_error
 from modelyard.sql.engines.postgres import (
     NO_QUERY_CACHE,
-    begin_statement,
+    PostgresSession,
     decimal_type,
     libpq_url,
-    snapshot_statement,
-    timeout_statement,
+    opening_statements,
     to_decimal,
 )
 from modelyard.sql.params import bind
@@ -87,7 +86,7 @@ class CursorPostgres(Engine):
         return _CursorSession(conn, target, timeout_seconds, snapshot)
 
 
-class _CursorSession(Session):
+class _CursorSession(PostgresSession):
     def __init__(
         self, conn: Any, target: Target, timeout_seconds: float | None, snapshot: str | None
     ) -> None:
@@ -98,11 +97,8 @@ class _CursorSession(Session):
         self._error = psycopg.Error
         self._cursors = 0
         try:
-            self._execute(conn.cursor(), begin_statement(target), None)
-            if snapshot is not None:
-                self._execute(conn.cursor(), snapshot_statement(snapshot), None)
-            if timeout_seconds:
-                self._execute(conn.cursor(), timeout_statement(timeout_seconds), None)
+            for statement in opening_statements(target, timeout_seconds, snapshot):
+                self._execute(conn.cursor(), statement, None)
             self.server_version = str(self.first_row("SELECT current_setting('server_version')")[0])
         except BaseException:
             self.close()
